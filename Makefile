@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := dataset-fashion-mnist g++
+
+.PHONY: setup demo test test-fast slurm-up slurm-down bench clean
+
+setup: $(STAMP)
+
+# Re-installs only when pyproject.toml changes; apt runs only when a package is missing.
+$(STAMP): pyproject.toml
+	@if [ "$$(id -u)" = 0 ]; then \
+	  missing=""; for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	  done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "apt-get install:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  fi; \
+	else echo "not root: skipping apt ($(APT_PACKAGES)); install them yourself if missing"; fi
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+demo: setup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m jobs.demo_core
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q tests -m "not slurm and not slow"
+
+slurm-up:
+	bash slurm/local-slurm.sh start
+
+slurm-down:
+	bash slurm/local-slurm.sh stop
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) results/*/ .cache

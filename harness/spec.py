@@ -1,0 +1,170 @@
+"""One training run's settings: what `jobs.train` takes. Pydantic only, no torch.
+
+Settings that do not apply to a run are absent from it (None), so that they cannot
+change its identity: `naive` has no distillation block, a `constant` weighting has no
+gamma. The run id is a short hash of the settings that differ from the defaults
+(facebookresearch/dora style): the same settings always land in the same folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+Method = Literal["scratch", "naive", "sdft"]
+Weighting = Literal["sdft", "constant", "min-snr"]
+Precision = Literal["fp32", "bf16", "fp16"]
+NetworkPreset = Literal["tiny", "small", "base"]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors and a validated spec never changes."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- data
+class BuiltinSource(Strict):
+    """Grey Fashion-MNIST, all 10 classes: the large, diverse source domain."""
+    kind: Literal["builtin-source"]
+    resolution: Literal[16, 32] = 32
+    seed: int = 0
+
+
+class BuiltinTarget(Strict):
+    """A small, painted, class-biased target set drawn from images the source does not use."""
+    kind: Literal["builtin-target"]
+    resolution: Literal[16, 32] = 32
+    seed: int = 0
+    size: Annotated[int, Field(gt=0, le=10000)] = 500
+    missing_classes: tuple[int, ...] = (5, 8, 9)
+
+    @field_validator("missing_classes")
+    @classmethod
+    def _valid_classes(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(c < 0 or c > 9 for c in value):
+            raise ValueError("classes are 0..9 (Fashion-MNIST)")
+        if len(set(value)) >= 10:
+            raise ValueError("at least one class must remain in the target set")
+        return tuple(sorted(set(value)))
+
+
+class ImageFolder(Strict):
+    """A directory of PNG/JPEG images (FFHQ, MetFaces, AAHQ on a cluster)."""
+    kind: Literal["folder"]
+    path: str
+    resolution: Annotated[int, Field(gt=0)]
+
+
+DataSpec = Annotated[Union[BuiltinSource, BuiltinTarget, ImageFolder], Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------- loss
+_WEIGHTING_SETTINGS = {"gamma_distill": 3.0, "gamma_aux": 50.0, "k": 1.0, "min_snr_gamma": 5.0}
+_APPLIES_TO = {"sdft": {"gamma_distill", "gamma_aux", "k"}, "constant": set(), "min-snr": {"min_snr_gamma"}}
+
+
+class DistillSpec(Strict):
+    """The SDFT terms: L_diff + lambda_distill * L_distill + lambda_aux * L_aux."""
+    weighting: Weighting = "sdft"
+    lambda_distill: NonNegativeFloat = 0.1
+    lambda_aux: NonNegativeFloat = 0.1
+    gamma_distill: NonNegativeFloat | None = None
+    gamma_aux: NonNegativeFloat | None = None
+    k: NonNegativeFloat | None = None
+    min_snr_gamma: PositiveFloat | None = None
+    # "sampled": the aux input (pure noise) goes in at the sampled t, as the official code;
+    # "final": at t = T-1, as the paper's text (x_T).
+    aux_timestep: Literal["sampled", "final"] = "sampled"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_what_applies(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        applies = _APPLIES_TO.get(data.get("weighting", "sdft"), set())
+        for key, default in _WEIGHTING_SETTINGS.items():
+            if key in applies:
+                if data.get(key) is None:
+                    data[key] = default
+            else:
+                data.pop(key, None)
+        return data
+
+
+# ---------------------------------------------------------------- run
+class RunSpec(Strict):
+    """Everything one training run needs; nothing it does not."""
+    stage: Literal["pretrain", "finetune"]
+    method: Method | None = None            # finetune only
+    data: DataSpec
+    # Where the weights start (and, for sdft, the frozen teacher): "run:<id>" for a run of
+    # the same results store, or a diffusers model folder (`save_pretrained` layout).
+    init: str | None = None
+    network: NetworkPreset | None = None    # only when building a network from scratch
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    distill: DistillSpec | None = None      # sdft only
+    steps: Annotated[int, Field(gt=0)]
+    batch_size: Annotated[int, Field(gt=0)] = 64   # global batch, split over ranks
+    lr: PositiveFloat = 1e-4
+    grad_clip: PositiveFloat | None = 1.0
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.9999
+    precision: Precision = "fp32"
+    zero_stage: Literal[0, 1, 2] = 0
+    seed: int = 0
+    # Not part of the identity: they change when work is saved, not what is computed.
+    checkpoint_every: Annotated[int, Field(gt=0)] = 500
+    log_every: Annotated[int, Field(gt=0)] = 50
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunSpec":
+        if self.stage == "pretrain":
+            if self.method is not None or self.distill is not None or self.init is not None:
+                raise ValueError("pretrain runs have no method, init or distill block")
+            if self.network is None:
+                raise ValueError("pretrain needs a network preset")
+            return self
+        if self.method is None:
+            raise ValueError("finetune runs need a method (scratch, naive, sdft)")
+        if (self.method == "sdft") != (self.distill is not None):
+            raise ValueError("the distill block is required for sdft and absent otherwise")
+        if self.method == "scratch":
+            if self.init is not None or self.network is None:
+                raise ValueError("scratch builds its network from a preset and has no init")
+        elif self.init is None or self.network is not None:
+            raise ValueError(f"{self.method} starts from `init` and takes its network from there")
+        return self
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self)
+
+    @property
+    def label(self) -> str:
+        """A short human name: 'pretrain', 'naive', 'sdft/min-snr'."""
+        if self.stage == "pretrain":
+            return "pretrain"
+        if self.distill is not None:
+            return f"{self.method}/{self.distill.weighting}"
+        return str(self.method)
+
+
+NOT_IN_IDENTITY = frozenset({"checkpoint_every", "log_every"})
+
+
+def identity_json(spec: BaseModel) -> str:
+    """Canonical JSON of the settings that differ from the defaults."""
+    payload = spec.model_dump(mode="json", exclude_defaults=True, exclude_none=True,
+                              exclude=set(NOT_IN_IDENTITY) & set(type(spec).model_fields))
+    return json.dumps({"type": type(spec).__name__, **payload}, sort_keys=True, separators=(",", ":"))
+
+
+def run_id(spec: BaseModel) -> str:
+    return hashlib.sha1(identity_json(spec).encode()).hexdigest()[:10]

@@ -1,0 +1,295 @@
+"""The training job: one run spec, one run folder. Pretrain, scratch, naive and SDFT.
+
+    python -m jobs.train RUN_DIR                   # one process (CPU here, a GPU on a node)
+    torchrun --nproc_per_node 2 -m jobs.train RUN_DIR
+
+It runs through DeepSpeed (ZeRO 0/1/2, fp32/bf16/fp16) with the frozen teacher outside
+the engine, keeps an fp32 EMA, checkpoints every `checkpoint_every` steps and, started
+again on the same folder, resumes from the newest checkpoint by itself. Every source of
+randomness is derived from (seed, step, rank), so a resumed run ends bitwise where an
+uninterrupted one does. The result is the EMA as a diffusers model folder in RUN_DIR/model.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+
+from harness.errors import UserError, exit_on_user_error
+from harness.spec import RunSpec
+from harness.store import RunFolder, store_root_of
+
+KEEP_CHECKPOINTS = 2
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------- determinism
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed from (seed, step, rank, ...): independent streams, stable across runs."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def global_batch_indices(n: int, batch: int, seed: int, step: int):
+    """Indices of the global batch at `step`: consecutive slices of per-epoch permutations.
+
+    A pure function of its arguments, so resuming needs no sampler state.
+    """
+    import torch
+
+    start = step * batch
+    out = []
+    while len(out) < batch:
+        epoch, offset = divmod(start + len(out), n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(derived_seed(seed, epoch)))
+        out.extend(perm[offset:offset + batch - len(out)].tolist())
+    return out
+
+
+# ---------------------------------------------------------------- set-up
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed():
+    """DeepSpeed wants the launcher's variables even for one process; set them if absent."""
+    import deepspeed
+    import torch
+
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
+                                   verbose=False)
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def check_runtime(spec: RunSpec, world_size: int) -> None:
+    import torch
+
+    if spec.precision == "fp16" and not torch.cuda.is_available():
+        raise UserError("precision fp16 needs a GPU: DeepSpeed has no fp16 on CPU; use bf16 or fp32")
+    if spec.batch_size % world_size:
+        raise UserError(f"batch_size {spec.batch_size} is not divisible by the {world_size} processes")
+
+
+def deepspeed_config(spec: RunSpec, world_size: int) -> dict:
+    return {
+        "train_batch_size": spec.batch_size,
+        "train_micro_batch_size_per_gpu": spec.batch_size // world_size,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": spec.grad_clip or 0.0,
+        "zero_optimization": {"stage": spec.zero_stage},
+        "bf16": {"enabled": spec.precision == "bf16"},
+        "fp16": {"enabled": spec.precision == "fp16", "initial_scale_power": 16},
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+
+
+def resolve_init(init: str, run_dir: Path) -> Path:
+    """'run:<id>' is the model of a run in the same store; anything else is a folder path."""
+    if init.startswith("run:"):
+        folder = RunFolder(store_root_of(run_dir) / init[4:])
+        if folder.status != "done" or not folder.model_dir.is_dir():
+            raise UserError(f"{folder.path}: the run to start from is not done (status {folder.status})")
+        return folder.model_dir
+    path = Path(init).expanduser()
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path}: not a diffusers model folder (no config.json)")
+    return path
+
+
+def build_networks(spec: RunSpec, run_dir: Path, resolution: int):
+    """The student to train and, for sdft, a frozen copy of the starting weights as teacher."""
+    import torch
+    from models.networks import build_unet, load_unet
+
+    torch.manual_seed(derived_seed(spec.seed, "init"))
+    if spec.init is None:
+        student = build_unet(spec.network, resolution, dropout=spec.dropout)
+    else:
+        student = load_unet(resolve_init(spec.init, run_dir), dropout=spec.dropout)
+        if student.config.sample_size != resolution:
+            raise UserError(f"{spec.init}: model resolution {student.config.sample_size} "
+                            f"does not match the data's {resolution}")
+    teacher = None
+    if spec.method == "sdft":
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[spec.precision]
+        teacher = load_unet(resolve_init(spec.init, run_dir), dtype=dtype).eval().requires_grad_(False)
+    return student, teacher
+
+
+def build_loss(spec: RunSpec):
+    from models.loss import SDFTLoss
+
+    if spec.distill is None:
+        return SDFTLoss()
+    d = spec.distill
+    return SDFTLoss(lambda_distill=d.lambda_distill, lambda_aux=d.lambda_aux, weighting=d.weighting,
+                    gamma_distill=d.gamma_distill or 0.0, gamma_aux=d.gamma_aux or 0.0, k=d.k or 0.0,
+                    min_snr_gamma=d.min_snr_gamma or 5.0, aux_timestep=d.aux_timestep)
+
+
+# ---------------------------------------------------------------- checkpoints and log
+def latest_checkpoint(folder: RunFolder) -> str | None:
+    latest = folder.checkpoints / "latest"
+    return latest.read_text().strip() if latest.is_file() else None
+
+
+def prune_checkpoints(folder: RunFolder, keep: int = KEEP_CHECKPOINTS) -> None:
+    tags = sorted(p for p in folder.checkpoints.glob("step*") if p.is_dir())
+    for old in tags[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def truncate_log(folder: RunFolder, step: int) -> None:
+    """On resume, drop log rows past the checkpoint (they will be recomputed) and mark it."""
+    rows = [r for r in folder.log_rows() if r.get("step", 0) <= step]
+    rows.append({"event": "resume", "step": step, "time": time.time()})
+    folder.log_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def append_log(folder: RunFolder, row: dict) -> None:
+    with open(folder.log_path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+# ---------------------------------------------------------------- the loop
+def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) -> Path:
+    """Train (or resume) the run in `run_dir`; returns the saved EMA model folder.
+
+    `stop_after` ends the process's work early at that step (tests, preemption drills).
+    """
+    import deepspeed
+    import torch
+    from tqdm.auto import tqdm
+
+    from models.data import open_dataset, to_model_range
+    from models.networks import as_eps_model, save_unet
+    from jobs.ema import EMA
+
+    folder = RunFolder(run_dir)
+    rank, world = init_distributed()
+    check_runtime(spec, world)
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
+        else torch.device("cpu")
+    if device.type == "cpu":
+        # (1+SNR)^-50 makes denormal floats in the backward pass; CPUs crawl on them.
+        torch.set_flush_denormal(True)
+
+    dataset = open_dataset(spec.data.model_dump())
+    resolution = int(dataset[0].shape[-1])
+    student, teacher = build_networks(spec, Path(run_dir), resolution)
+    ema = EMA(student, spec.ema_decay)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=spec.lr, weight_decay=0.0)
+    engine, *_ = deepspeed.initialize(model=student, optimizer=optimizer,
+                                      config=deepspeed_config(spec, world))
+    ema.model.to(engine.device)
+    student_eps = as_eps_model(engine, dtype=next(engine.module.parameters()).dtype)
+    teacher_eps = None
+    if teacher is not None:
+        teacher_eps = as_eps_model(teacher.to(engine.device))
+    loss_fn = build_loss(spec)
+
+    start = 0
+    if latest_checkpoint(folder):
+        _, client = engine.load_checkpoint(str(folder.checkpoints), load_module_strict=True)
+        start = int(client["step"])
+        ema.load_state_dict(client["ema"])
+        if rank == 0:
+            truncate_log(folder, start)
+            print(f"[train {folder.run_id}] resumed from checkpoint at step {start}", flush=True)
+    if rank == 0:
+        folder.set_state("running", step=start, steps=spec.steps, error=None, host=socket.gethostname())
+
+    micro = spec.batch_size // world
+    end = spec.steps if stop_after is None else min(spec.steps, stop_after)
+    bar = tqdm(range(start, end), initial=start, total=spec.steps, disable=rank != 0,
+               desc=f"{spec.label} {folder.run_id}", dynamic_ncols=True, mininterval=1.0)
+    window: dict[str, float] = {}
+    window_start, window_steps = time.perf_counter(), 0
+    for step in bar:
+        torch.manual_seed(derived_seed(spec.seed, step, rank, "dropout"))
+        indices = global_batch_indices(len(dataset), spec.batch_size, spec.seed, step)
+        batch = torch.stack([dataset[i] for i in indices[rank * micro:(rank + 1) * micro]])
+        images = to_model_range(batch).to(engine.device)
+        generator = torch.Generator(device=engine.device).manual_seed(derived_seed(spec.seed, step, rank))
+        terms = loss_fn(student_eps, images, teacher_eps, generator=generator)
+        values = terms.as_floats()
+        if not all(math.isfinite(v) for v in values.values()):
+            raise TrainingDiverged(f"loss is not finite at step {step + 1}: {values}; "
+                                   f"the last good checkpoint is kept")
+        engine.backward(terms.total)
+        engine.step()
+        ema.update(engine.module)
+
+        for k, v in values.items():
+            window[k] = window.get(k, 0.0) + v
+        window_steps += 1
+        done_steps = step + 1
+        if rank == 0 and (done_steps % spec.log_every == 0 or done_steps == spec.steps):
+            elapsed = time.perf_counter() - window_start
+            row = {"step": done_steps, **{k: v / window_steps for k, v in window.items()},
+                   "lr": optimizer.param_groups[0]["lr"], "ema_decay": ema.current_decay(),
+                   "images_per_s": window_steps * spec.batch_size / max(elapsed, 1e-9), "time": time.time()}
+            append_log(folder, row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            window, window_start, window_steps = {}, time.perf_counter(), 0
+        if done_steps % spec.checkpoint_every == 0 or done_steps == spec.steps:
+            engine.save_checkpoint(str(folder.checkpoints), tag=f"step{done_steps:08d}",
+                                   client_state={"step": done_steps, "ema": ema.state_dict()})
+            if rank == 0:
+                prune_checkpoints(folder)
+                folder.set_state("running", step=done_steps)
+    bar.close()
+
+    if end < spec.steps:
+        return folder.model_dir
+    if rank == 0:
+        save_unet(ema.model, folder.model_dir)
+        folder.set_state("done", step=spec.steps)
+    torch.distributed.barrier()
+    return folder.model_dir
+
+
+def run(run_dir: str | Path, stop_after: int | None = None) -> Path:
+    """Read the spec from the folder and train; a failure is recorded in state.json."""
+    folder = RunFolder(run_dir)
+    spec = RunSpec.model_validate(folder.read_spec())
+    try:
+        return train(spec, run_dir, stop_after=stop_after)
+    except BaseException as err:
+        if int(os.environ.get("RANK", 0)) == 0 and not isinstance(err, KeyboardInterrupt):
+            folder.set_state("failed", error=f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000])
+        raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", help="run folder holding spec.json")
+    parser.add_argument("--stop-after", type=int, default=None,
+                        help="stop (without finishing) once this step is reached")
+    args = parser.parse_args(argv)
+    from models.data import DatasetError
+
+    with exit_on_user_error(DatasetError, FileNotFoundError):
+        run(args.run_dir, stop_after=args.stop_after)
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

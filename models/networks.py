@@ -1,0 +1,75 @@
+"""Networks: diffusers UNet2DModel presets and loading a `save_pretrained` model folder.
+
+The architecture lives here; what the loss and the samplers see is an eps-model,
+`(x, t) -> predicted noise` in float32 (see `as_eps_model`).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from diffusers import UNet2DModel
+
+# Channel widths per resolution level and attention placement. `tiny` is for tests
+# (seconds on a CPU), `small` for the demo, `base` for longer CPU/GPU runs.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+                 down_block_types=("DownBlock2D", "DownBlock2D"),
+                 up_block_types=("UpBlock2D", "UpBlock2D")),
+    "small": dict(block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16,
+                  down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+                  up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
+    "base": dict(block_out_channels=(64, 128, 128), layers_per_block=2, norm_num_groups=32,
+                 down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+                 up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D")),
+}
+
+
+def build_unet(preset: str, resolution: int, dropout: float = 0.0, channels: int = 3) -> UNet2DModel:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown network preset {preset!r}; expected one of {sorted(PRESETS)}")
+    return UNet2DModel(sample_size=resolution, in_channels=channels, out_channels=channels,
+                       dropout=dropout, **PRESETS[preset])
+
+
+def load_unet(folder: str | Path, dropout: float | None = None,
+              dtype: torch.dtype = torch.float32) -> UNet2DModel:
+    """A diffusers model folder (config.json + weights), e.g. a real pretrained face model.
+
+    `dropout` overrides the saved value (the paper fine-tunes with 0.1).
+    """
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder}: not a diffusers model folder (no config.json)")
+    extra = {} if dropout is None else {"dropout": dropout}
+    return UNet2DModel.from_pretrained(folder, torch_dtype=dtype, low_cpu_mem_usage=False, **extra)
+
+
+def save_unet(model: UNet2DModel, folder: str | Path) -> None:
+    """Write the model folder atomically: a crash leaves the old folder or none, never half."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def as_eps_model(module: torch.nn.Module, dtype: torch.dtype | None = None):
+    """Wrap a UNet (or a DeepSpeed engine around one) as (x, t) -> eps in float32."""
+    if dtype is None:
+        dtype = next(module.parameters()).dtype
+
+    def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return module(x.to(dtype), t).sample.float()
+
+    return eps
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

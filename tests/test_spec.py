@@ -1,0 +1,59 @@
+import pytest
+from pydantic import ValidationError
+
+from harness.spec import DistillSpec, RunSpec
+
+SOURCE = {"kind": "builtin-source"}
+TARGET = {"kind": "builtin-target"}
+
+
+def finetune(method, **extra):
+    base = {"stage": "finetune", "method": method, "data": TARGET, "steps": 100}
+    if method == "scratch":
+        base["network"] = "tiny"
+    else:
+        base["init"] = "run:abc"
+    if method == "sdft":
+        base["distill"] = {}
+    return RunSpec.model_validate({**base, **extra})
+
+
+def test_same_settings_same_id_and_different_settings_differ():
+    assert finetune("naive").run_id == finetune("naive").run_id
+    assert finetune("naive").run_id != finetune("naive", lr=2e-5).run_id
+    assert finetune("naive").run_id != finetune("sdft").run_id
+
+
+def test_settings_that_do_not_apply_are_absent():
+    constant = DistillSpec(weighting="constant", gamma_distill=7, k=2)
+    assert constant.gamma_distill is None and constant.k is None
+    assert DistillSpec(weighting="constant").model_dump() == constant.model_dump()
+    assert DistillSpec(weighting="min-snr").min_snr_gamma == 5.0
+    assert DistillSpec().gamma_distill == 3.0 and DistillSpec().min_snr_gamma is None
+
+
+def test_checkpoint_interval_is_not_identity():
+    assert finetune("naive").run_id == finetune("naive", checkpoint_every=7).run_id
+
+
+def test_inconsistent_specs_are_refused():
+    with pytest.raises(ValidationError, match="distill"):
+        RunSpec.model_validate({"stage": "finetune", "method": "naive", "init": "x", "data": TARGET,
+                                "steps": 1, "distill": {}})
+    with pytest.raises(ValidationError, match="scratch"):
+        RunSpec.model_validate({"stage": "finetune", "method": "scratch", "init": "x", "data": TARGET,
+                                "steps": 1})
+    with pytest.raises(ValidationError):
+        RunSpec.model_validate({"stage": "pretrain", "data": SOURCE, "network": "tiny", "steps": 0})
+    with pytest.raises(ValidationError, match="extra"):
+        RunSpec.model_validate({"stage": "pretrain", "data": SOURCE, "network": "tiny", "steps": 1,
+                                "learning_rate": 1})
+
+
+def test_harness_does_not_import_torch():
+    import subprocess
+    import sys
+    code = ("import sys, harness.spec, harness.store, harness.errors; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,121 @@
+"""The training job end to end, in subprocesses as it runs on a node."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import ROOT, TINY_PRETRAIN, run_module, write_spec
+from harness.store import RunFolder
+
+
+def sdft_spec(**extra):
+    return {"stage": "finetune", "method": "sdft", "init": "run:source",
+            "data": {"kind": "builtin-target", "resolution": 16, "size": 200},
+            "distill": {"lambda_distill": 1.0, "lambda_aux": 1.0}, "batch_size": 16, **extra}
+
+
+def ema_weights(run_dir: Path) -> dict:
+    return load_file(run_dir / "model" / "diffusion_pytorch_model.safetensors")
+
+
+def final_module_weights(run_dir: Path) -> dict:
+    tag = (run_dir / "checkpoints" / "latest").read_text().strip()
+    state = torch.load(run_dir / "checkpoints" / tag / "mp_rank_00_model_states.pt", weights_only=False)
+    return state["module"]
+
+
+def assert_bitwise_equal(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_loss_falls_on_tiny_preset(tmp_path):
+    run_dir = write_spec(tmp_path / "_runs" / "fall", {**TINY_PRETRAIN, "steps": 300, "log_every": 25})
+    run_module("jobs.train", str(run_dir), check=True)
+    rows = [r for r in RunFolder(run_dir).log_rows() if "loss" in r]
+    first, last = rows[0]["loss"], sum(r["loss"] for r in rows[-3:]) / 3
+    assert last < 0.6 * first, (first, last)
+    folder = RunFolder(run_dir)
+    assert folder.status == "done" and (folder.model_dir / "config.json").is_file()
+    assert {"step", "loss", "loss_diff", "lr", "images_per_s"} <= rows[-1].keys()
+
+
+def test_sdft_two_processes_zero2_bf16(tiny_source):
+    run_dir = write_spec(tiny_source.parent / "zero2", sdft_spec(steps=12, zero_stage=2, precision="bf16",
+                                                                 checkpoint_every=6, log_every=6))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29517", "-m", "jobs.train", str(run_dir)],
+                          cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = RunFolder(run_dir)
+    assert folder.status == "done"
+    rows = [r for r in folder.log_rows() if "loss" in r]
+    assert rows[-1]["step"] == 12 and rows[-1]["loss_distill"] > 0 and rows[-1]["loss_aux"] > 0
+    # ZeRO-2 over two ranks partitions the optimizer state: one shard per rank
+    shards = list((folder.checkpoints / "step00000012").glob("*optim_states.pt"))
+    assert len(shards) == 2
+
+
+def test_sigkill_then_resume_is_bitwise_identical(tiny_source):
+    spec = sdft_spec(steps=40, checkpoint_every=10, log_every=5, batch_size=64,
+                     data={"kind": "builtin-target", "resolution": 32, "size": 200})
+    spec["init"] = "run:source32"
+    store = tiny_source.parent
+    source32 = write_spec(store / "source32", {**TINY_PRETRAIN, "steps": 5, "checkpoint_every": 5,
+                                               "data": {"kind": "builtin-source", "resolution": 32}})
+    run_module("jobs.train", str(source32), check=True)
+    reference = write_spec(store / "reference", spec)
+    run_module("jobs.train", str(reference), check=True)
+
+    killed = write_spec(store / "killed", spec)
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.train", str(killed)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = killed / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (latest.is_file() and latest.read_text().strip() == "step00000020"):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    tag = latest.read_text().strip()
+    assert tag in ("step00000020", "step00000030"), tag
+    assert RunFolder(killed).status == "running"          # it died; it did not finish
+
+    run_module("jobs.train", str(killed), check=True)
+    resumes = [r for r in RunFolder(killed).log_rows() if r.get("event") == "resume"]
+    assert len(resumes) == 1 and 0 < resumes[0]["step"] < 40
+    assert_bitwise_equal(ema_weights(killed), ema_weights(reference))
+    assert_bitwise_equal(final_module_weights(killed), final_module_weights(reference))
+
+
+def test_fp16_on_cpu_is_refused_with_exit_2(tmp_path):
+    run_dir = write_spec(tmp_path / "_runs" / "fp16", {**TINY_PRETRAIN, "steps": 5, "precision": "fp16"})
+    proc = run_module("jobs.train", str(run_dir))
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "fp16" in last and "GPU" in last
+
+
+def test_diverging_loss_fails_cleanly_and_keeps_the_checkpoint(tmp_path):
+    run_dir = write_spec(tmp_path / "_runs" / "nan", {**TINY_PRETRAIN, "steps": 50, "lr": 1e9,
+                                                       "grad_clip": None, "checkpoint_every": 1})
+    proc = run_module("jobs.train", str(run_dir))
+    assert proc.returncode != 0
+    state = RunFolder(run_dir).state()
+    assert state["status"] == "failed" and "not finite" in state["error"]
+    assert (run_dir / "checkpoints" / "latest").is_file()
+
+
+def test_missing_init_model_is_a_user_error(tmp_path):
+    spec = sdft_spec(steps=5)
+    spec["init"] = str(tmp_path / "no-such-model")
+    proc = run_module("jobs.train", str(write_spec(tmp_path / "_runs" / "noinit", spec)))
+    assert proc.returncode == 2 and "no-such-model" in proc.stderr.strip().splitlines()[-1]
