@@ -110,3 +110,49 @@ def store_root_of(run_dir: Path) -> Path:
     """The `_runs` folder a run folder lives in (following a grid's link to it)."""
     return Path(run_dir).resolve().parent
 
+
+
+class Store:
+    """A results root: the shared run folders and one folder per grid."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def runs_root(self) -> Path:
+        return self.root / RUNS_DIR
+
+    def run(self, run_id: str) -> RunFolder:
+        return RunFolder(self.runs_root / run_id)
+
+    def grid_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def grid_conflict(self, name: str, canonical: str) -> Path | None:
+        """The stored grid file if a grid of this name with other content exists (read-only)."""
+        stored = self.grid_dir(name) / "grid.json"
+        if stored.is_file() and stored.read_text().strip() != canonical.strip():
+            return stored
+        return None
+
+    def write_grid(self, name: str, source_text: str, canonical: str) -> Path:
+        folder = self.grid_dir(name)
+        atomic_write_bytes(folder / "grid.json", (canonical.strip() + "\n").encode())
+        atomic_write_bytes(folder / "grid.yaml", source_text.encode())
+        return folder
+
+    def add_run(self, grid: str, run_id: str, spec: dict) -> RunFolder:
+        """Create the run folder (spec.json only if new: a finished run is never rewritten)
+        and link it into the grid's runs/."""
+        folder = self.run(run_id)
+        if not folder.spec_path.is_file():
+            folder.write_spec(spec)
+        link = self.grid_dir(grid) / "runs" / run_id
+        if not link.is_symlink() and not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(Path("..") / ".." / RUNS_DIR / run_id, target_is_directory=True)
+        return folder
+
+    def grid_runs(self, grid: str) -> list[RunFolder]:
+        runs = self.grid_dir(grid) / "runs"
+        return [RunFolder(p) for p in sorted(runs.iterdir())] if runs.is_dir() else []

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from harness.errors import UserError, exit_on_user_error
+from harness.runtime import reexec_with_job_environment
 from harness.spec import RunSpec
 from harness.store import RunFolder, store_root_of
 
@@ -57,6 +58,13 @@ def global_batch_indices(n: int, batch: int, seed: int, step: int):
 
 
 # ---------------------------------------------------------------- set-up
+def slurm_job_id() -> str | None:
+    """This job's Slurm id as squeue shows it ('12_3' for an array task), or None."""
+    if "SLURM_ARRAY_JOB_ID" in os.environ:
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -174,8 +182,10 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
 
     `stop_after` ends the process's work early at that step (tests, preemption drills).
     """
-    import deepspeed
     import torch
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")   # said, not guessed: no warning
+    import deepspeed
     from tqdm.auto import tqdm
 
     from models.data import open_dataset, to_model_range
@@ -214,7 +224,8 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
             truncate_log(folder, start)
             print(f"[train {folder.run_id}] resumed from checkpoint at step {start}", flush=True)
     if rank == 0:
-        folder.set_state("running", step=start, steps=spec.steps, error=None, host=socket.gethostname())
+        folder.set_state("running", step=start, steps=spec.steps, error=None, host=socket.gethostname(),
+                         pid=os.getpid(), job_id=slurm_job_id())
 
     micro = spec.batch_size // world
     end = spec.steps if stop_after is None else min(spec.steps, stop_after)
@@ -279,6 +290,8 @@ def run(run_dir: str | Path, stop_after: int | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
+    if argv is None:
+        reexec_with_job_environment(["-m", "jobs.train", *sys.argv[1:]])
     parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="run folder holding spec.json")
     parser.add_argument("--stop-after", type=int, default=None,

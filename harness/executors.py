@@ -1,0 +1,158 @@
+"""Where jobs run: a real Slurm cluster through submitit, or this machine, one job at a time.
+
+Both take one stage's runs at a time; the orchestrator (harness.submit) decides what is
+submitted and what each stage waits for. Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Protocol
+
+from harness.config import ClusterConfig
+from harness.grid import PlannedRun
+from harness.runtime import JOB_ENV, job_environment
+from harness.store import RunFolder
+
+JOB_MODULES = {"pretrain": "jobs.train", "finetune": "jobs.train",
+               "evaluate": "jobs.evaluate", "aggregate": "jobs.aggregate"}
+
+
+class Executor(Protocol):
+    name: str
+
+    def submit(self, stage: str, runs: list[PlannedRun], folders: dict[str, RunFolder],
+               after: list[str]) -> dict[str, str]:
+        """Start (or queue) the runs; return run id -> job id. `after`: job ids to wait for."""
+
+
+def slurm_available(timeout: float = 10.0) -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=timeout).returncode == 0
+    except (subprocess.TimeoutExpired, OSError):
+        return False
+
+
+# ---------------------------------------------------------------- local
+class LocalExecutor:
+    """Runs each job to the end before returning, as a subprocess (a crash stays contained).
+    A run whose job fails is recorded failed; the orchestrator skips its dependants."""
+
+    name = "local"
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads or int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
+
+    def submit(self, stage, runs, folders, after):
+        job_ids = {}
+        env = job_environment(threads=self.threads)
+        for run in runs:
+            folder = folders[run.run_id]
+            folder.set_state("submitted", executor=self.name, job_id=None, host=socket.gethostname(),
+                             pid=os.getpid(), error=None)
+            proc = subprocess.run([sys.executable, "-m", JOB_MODULES[stage], str(folder.path)], env=env)
+            if proc.returncode != 0 and folder.status != "failed":
+                folder.set_state("failed", error=f"{JOB_MODULES[stage]} exited with code {proc.returncode}")
+            job_ids[run.run_id] = f"local-{proc.returncode}"
+        return job_ids
+
+
+# ---------------------------------------------------------------- slurm
+class SlurmExecutor:
+    """One sbatch per stage: a job array over the stage's runs, `afterok` on what it needs,
+    `--kill-on-invalid-dep=yes` so that children of a failed job are cancelled, not left
+    pending (not every cluster sets kill_invalid_depend)."""
+
+    name = "slurm"
+
+    def __init__(self, cluster: ClusterConfig, log_dir: Path, grid_name: str):
+        self.cluster = cluster
+        self.log_dir = Path(log_dir)
+        self.grid_name = grid_name
+
+    def parameters(self, stage: str, after: list[str]) -> dict:
+        c = self.cluster
+        light = stage == "aggregate"       # tables and plots: no GPU, one task
+        params = dict(
+            name=f"{self.grid_name}-{stage}", timeout_min=c.timeout_min, nodes=1,
+            tasks_per_node=1 if light else c.tasks_per_node, cpus_per_task=c.cpus_per_task,
+            mem_gb=c.mem_gb, slurm_array_parallelism=c.array_parallelism,
+            slurm_setup=[f"export {k}='{v}'" for k, v in JOB_ENV.items()]
+            + ["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"],
+            slurm_additional_parameters={"kill_on_invalid_dep": "yes", **c.additional},
+        )
+        if c.gpus_per_node and not light:
+            params["gpus_per_node"] = c.gpus_per_node
+        for key in ("partition", "account", "qos"):
+            if getattr(c, key):
+                params[f"slurm_{key}"] = getattr(c, key)
+        if after:
+            params["slurm_dependency"] = "afterok:" + ":".join(sorted(set(after)))
+        return params
+
+    def submit(self, stage, runs, folders, after):
+        import submitit
+
+        from jobs.entry import job_for
+
+        executor = submitit.AutoExecutor(folder=self.log_dir / "%j", cluster="slurm",
+                                         slurm_max_num_timeout=self.cluster.max_num_timeout)
+        executor.update_parameters(**self.parameters(stage, after))
+        jobs = executor.map_array(job_for(stage), [str(folders[r.run_id].path) for r in runs])
+        job_ids = {}
+        for run, job in zip(runs, jobs):
+            folders[run.run_id].set_state("submitted", executor=self.name, job_id=job.job_id, error=None,
+                                          pid=None, host=None)
+            job_ids[run.run_id] = job.job_id
+        return job_ids
+
+
+def array_master(job_id: str) -> str:
+    """'12_3' -> '12': a dependency on an array task's array."""
+    return job_id.split("_")[0]
+
+
+def live_slurm_jobs(job_ids: list[str]) -> set[str] | None:
+    """The ids among `job_ids` that Slurm still has queued or running; None if unknown."""
+    if not job_ids:
+        return set()
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(sorted(set(job_ids)))],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:
+        return None
+    return set(out.stdout.split()) & set(job_ids)
+
+
+def local_process_alive(state: dict) -> bool:
+    if state.get("host") != socket.gethostname() or not state.get("pid"):
+        return False
+    try:
+        os.kill(int(state["pid"]), 0)
+        return True
+    except (ProcessLookupError, PermissionError, ValueError):
+        return False
+
+
+def wait_for_slurm(job_ids: list[str], poll_s: float = 2.0, progress: bool = True) -> None:
+    """Block until none of the jobs is queued or running."""
+    from tqdm.auto import tqdm
+
+    remaining = set(job_ids)
+    with tqdm(total=len(remaining), desc="slurm jobs", disable=not progress) as bar:
+        while remaining:
+            live = live_slurm_jobs(list(remaining))
+            if live is not None:
+                bar.update(len(remaining - live))
+                remaining = live
+            if remaining:
+                time.sleep(poll_s)

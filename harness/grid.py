@@ -1,0 +1,168 @@
+"""Grid expansion: a validated grid file -> the runs it asks for, with their dependencies.
+
+Each run is identified by the hash of the settings that apply to it (harness.spec.run_id),
+so the same settings always land in the same folder and duplicates collapse: `naive`
+under three weightings is one run, not three.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from harness.config import (BuiltinSourceConfig, BuiltinTargetConfig, DatasetConfig, FinetuneSettings,
+                            GridConfig, SameAs)
+from harness.errors import UserError
+from harness.spec import RunSpec
+
+STAGES = ("pretrain", "finetune", "evaluate", "aggregate")
+# the hyper-parameters that go into a finetune run spec (the rest of FinetuneSettings is not an axis)
+DISTILL_KEYS = ("lambda_distill", "lambda_aux", "gamma_distill", "gamma_aux", "k", "min_snr_gamma",
+                "aux_timestep")
+TRAIN_KEYS = ("dropout", "lr", "batch_size", "steps", "ema_decay", "grad_clip", "precision", "zero_stage")
+
+
+@dataclass
+class PlannedRun:
+    """One job of the plan: what to run, where it belongs, what it waits for."""
+    run_id: str
+    stage: str
+    spec: BaseModel
+    dataset: str
+    target: str | None = None
+    method: str | None = None
+    weighting: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()
+
+
+@dataclass
+class Plan:
+    grid: GridConfig
+    runs: list[PlannedRun]
+    paths: list[tuple[str, str]]     # (field, path) of every dataset folder / model the grid names
+
+    def by_stage(self, stage: str) -> list[PlannedRun]:
+        return [r for r in self.runs if r.stage == stage]
+
+    def by_id(self) -> dict[str, PlannedRun]:
+        return {r.run_id: r for r in self.runs}
+
+
+# ---------------------------------------------------------------- axes
+def sweep(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """All combinations of the list-valued settings; `same_as` follows its leader's axis."""
+    ties = {k: v.same_as for k, v in settings.items() if isinstance(v, SameAs)}
+    axes = {k: v for k, v in settings.items() if isinstance(v, list) and k not in ties}
+    fixed = {k: v for k, v in settings.items() if k not in axes and k not in ties}
+    combos = []
+    for values in itertools.product(*axes.values()) if axes else [()]:
+        combo = {**fixed, **dict(zip(axes, values))}
+        for follower, leader in ties.items():
+            combo[follower] = combo[leader]
+        combos.append(combo)
+    return combos
+
+
+def settings_for(grid: GridConfig, method: str) -> dict[str, Any]:
+    """The grid's finetune settings with the method's overrides applied."""
+    base = {name: getattr(grid.finetune, name) for name in FinetuneSettings.model_fields}
+    base.update(grid.per_method_raw().get(method, {}))
+    return base
+
+
+# ---------------------------------------------------------------- specs
+def resolve_path(path: str, base_dir: Path) -> str:
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (base_dir / p).resolve())
+
+
+def source_data(dataset: DatasetConfig, base_dir: Path) -> dict:
+    src = dataset.source
+    if isinstance(src, BuiltinSourceConfig):
+        return {"kind": "builtin-source", "resolution": src.resolution, "seed": src.pair_seed}
+    return {"kind": "folder", "path": resolve_path(src.path, base_dir), "resolution": src.resolution}
+
+
+def target_data(dataset: DatasetConfig, target, base_dir: Path) -> dict:
+    src = dataset.source
+    if isinstance(target, BuiltinTargetConfig):
+        return {"kind": "builtin-target", "resolution": src.resolution, "seed": src.pair_seed,
+                "size": target.size, "missing_classes": target.missing_classes}
+    return {"kind": "folder", "path": resolve_path(target.path, base_dir), "resolution": src.resolution}
+
+
+def pretrain_spec(dataset: DatasetConfig, base_dir: Path) -> RunSpec | None:
+    p = dataset.source.pretrain
+    if p is None:
+        return None
+    return RunSpec(stage="pretrain", data=source_data(dataset, base_dir), network=p.network, steps=p.steps,
+                   batch_size=p.batch_size, lr=p.lr, ema_decay=p.ema_decay, dropout=p.dropout,
+                   precision=p.precision, zero_stage=p.zero_stage, seed=p.seed,
+                   checkpoint_every=p.checkpoint_every)
+
+
+def finetune_spec(method: str, weighting: str | None, combo: dict, seed: int, data: dict, init: str,
+                  scratch_network: str | None) -> RunSpec:
+    spec: dict[str, Any] = {"stage": "finetune", "method": method, "data": data, "seed": seed,
+                            "checkpoint_every": combo["checkpoint_every"],
+                            **{k: combo[k] for k in TRAIN_KEYS}}
+    if method == "scratch":
+        spec["network"] = scratch_network
+    else:
+        spec["init"] = init
+    if method == "sdft":
+        spec["distill"] = {"weighting": weighting, **{k: combo[k] for k in DISTILL_KEYS}}
+    return RunSpec.model_validate(spec)
+
+
+def shown_params(spec: RunSpec) -> dict[str, Any]:
+    """The hyper-parameters of a run as the dry-run table shows them."""
+    out = {k: getattr(spec, k) for k in TRAIN_KEYS}
+    out["seed"] = spec.seed
+    if spec.distill is not None:
+        out.update({k: v for k, v in spec.distill.model_dump().items() if k != "weighting" and v is not None})
+    return out
+
+
+# ---------------------------------------------------------------- expansion
+def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
+    """The training runs of a grid (pretrain and finetune), deduplicated by run id."""
+    base_dir = Path(base_dir)
+    runs: dict[str, PlannedRun] = {}
+    paths: list[tuple[str, str]] = []
+    for d_index, dataset in enumerate(grid.datasets):
+        where = f"datasets[{d_index}]"
+        if not isinstance(dataset.source, BuiltinSourceConfig):
+            paths.append((f"{where}.source.path", resolve_path(dataset.source.path, base_dir)))
+        pre = pretrain_spec(dataset, base_dir)
+        deps: tuple[str, ...] = ()
+        if pre is not None:
+            runs.setdefault(pre.run_id, PlannedRun(pre.run_id, "pretrain", pre, dataset.name,
+                                                   method="pretrain", params=shown_params(pre)))
+            init, deps, network = f"run:{pre.run_id}", (pre.run_id,), pre.network
+        else:
+            init = resolve_path(dataset.source.model, base_dir)
+            paths.append((f"{where}.source.model", init))
+            network = None
+        for t_index, target in enumerate(dataset.targets):
+            data = target_data(dataset, target, base_dir)
+            if data["kind"] == "folder":
+                paths.append((f"{where}.targets[{t_index}].path", data["path"]))
+            for method in grid.methods:
+                settings = settings_for(grid, method)
+                scratch_network = network or settings.get("network")
+                if method == "scratch" and scratch_network is None:
+                    raise UserError(f"{where}: scratch needs finetune.network when the source is a model folder")
+                weightings = grid.weightings if method == "sdft" else [None]
+                for combo, weighting, seed in itertools.product(sweep(settings), weightings, grid.seeds):
+                    spec = finetune_spec(method, weighting, combo, seed, data, init, scratch_network)
+                    if spec.run_id not in runs:
+                        runs[spec.run_id] = PlannedRun(
+                            spec.run_id, "finetune", spec, dataset.name, target.name, method, weighting,
+                            shown_params(spec), deps if method != "scratch" else ())
+    ordered = sorted(runs.values(), key=lambda r: STAGES.index(r.stage))
+    return Plan(grid, ordered, paths)

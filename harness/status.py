@@ -1,0 +1,72 @@
+"""python -m harness.status results/<grid>: one row per run of a grid.
+
+Shows stage, state, the step reached, the Slurm job id and, for a failed run, the last
+line of its error. A run recorded as queued or running whose job is gone shows as 'lost'
+(it will be resumed on the next submission).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.errors import UserError, exit_on_user_error
+from harness.store import RunFolder, Store
+
+
+def describe(folder: RunFolder, live: set[str] | None) -> tuple:
+    from harness.executors import local_process_alive
+
+    spec, state = folder.read_spec(), folder.state()
+    status = state.get("status", "pending")
+    job = state.get("job_id") or ""
+    if status in ("submitted", "running"):
+        alive = (local_process_alive(state) if state.get("executor") == "local"
+                 else live is None or job in live)
+        if not alive:
+            status = "lost"
+    label = spec.get("stage", "?")
+    method = spec.get("method") or ""
+    if spec.get("distill"):
+        method += "/" + spec["distill"].get("weighting", "sdft")
+    step = f"{state['step']}/{state.get('steps', '?')}" if "step" in state else ""
+    error = (state.get("error") or "").strip().splitlines()[-1:] if status in ("failed", "lost") else []
+    return folder.run_id, label, method, status, step, job, (error[0][:120] if error else "")
+
+
+def status_table(store: Store, grid: str) -> str:
+    from tabulate import tabulate
+
+    from harness.executors import live_slurm_jobs
+
+    folders = store.grid_runs(grid)
+    if not folders:
+        raise UserError(f"{store.grid_dir(grid)}: no runs (submit the grid first)")
+    jobs = [f.state().get("job_id") for f in folders]
+    live = live_slurm_jobs([j for j in jobs if j and not j.startswith("local")])
+    rows = [describe(f, live) for f in folders]
+    order = {"pretrain": 0, "finetune": 1, "evaluate": 2, "aggregate": 3}
+    rows.sort(key=lambda r: (order.get(r[1], 9), r[2], r[0]))
+    counts = {}
+    for r in rows:
+        counts[r[3]] = counts.get(r[3], 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    table = tabulate(rows, headers=("run", "stage", "method", "state", "step", "job", "error"),
+                     tablefmt="simple", disable_numparse=True)
+    return f"{table}\n{grid}: {len(rows)} runs: {summary}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m harness.status", description=__doc__.splitlines()[0])
+    parser.add_argument("grid_dir", help="results/<grid>")
+    args = parser.parse_args(argv)
+    with exit_on_user_error():
+        path = Path(args.grid_dir)
+        if not (path / "runs").is_dir():
+            raise UserError(f"{path}: not a grid results folder (no runs/)")
+        print(status_table(Store(path.parent), path.name))
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

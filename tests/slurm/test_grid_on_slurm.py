@@ -1,0 +1,116 @@
+"""The smoke grid through real sbatch: arrays, afterok, kill-on-invalid-dep, requeue, resume."""
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, run_module
+from harness.store import RunFolder, Store
+from tests.slurm.conftest import sacct_states, scontrol_job
+
+pytestmark = pytest.mark.slurm
+SMOKE = ROOT / "grids" / "smoke.yaml"
+
+
+def grid_file(tmp_path: Path, name: str, **changes) -> Path:
+    grid = yaml.safe_load(SMOKE.read_text())
+    grid["name"] = name
+    for dotted, value in changes.items():
+        node = grid
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        node[leaf] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def submit(grid: Path, results: Path, *extra: str) -> dict:
+    proc = run_module("harness.submit", str(grid), "--executor", "slurm", "--results", str(results), *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def states(results: Path, grid: str) -> dict[str, dict]:
+    return {f.run_id: {**f.state(), "spec": f.read_spec()} for f in Store(results).grid_runs(grid)}
+
+
+def test_smoke_grid_goes_through_sbatch_to_done(slurm, tmp_path):
+    results = tmp_path / "results"
+    summary = submit(SMOKE, results, "--wait")
+    assert summary["submitted"] == summary["runs"] == 4
+    runs = states(results, "smoke")
+    assert all(s["status"] == "done" for s in runs.values()), runs
+    pretrain = [s for s in runs.values() if s["spec"]["stage"] == "pretrain"]
+    finetune = [s for s in runs.values() if s["spec"]["stage"] == "finetune"]
+    from_source = [s for s in finetune if s["spec"]["method"] != "scratch"]
+    arrays = {s["job_id"].split("_")[0] for s in from_source}
+    assert len(arrays) == 1 and all("_" in s["job_id"] for s in from_source)   # one job array
+    array_id = arrays.pop()
+    script = next((results / "smoke" / "slurm" / array_id).glob("*_submission.sh")).read_text()
+    assert f"--dependency=afterok:{pretrain[0]['job_id'].split('_')[0]}" in script
+    for job in [pretrain[0]["job_id"], *(s["job_id"] for s in finetune)]:
+        assert "KillOInInvalidDependent=Yes" in scontrol_job(job), job
+
+    again = submit(SMOKE, results)
+    assert again["submitted"] == 0 and again["skipped_done"] == 4
+
+    status = run_module("harness.status", str(results / "smoke"))
+    assert status.returncode == 0 and "4 done" in status.stdout
+
+
+def test_children_of_a_failed_job_are_cancelled(slurm, tmp_path):
+    grid = grid_file(tmp_path, "doomed", **{"datasets.0.source.pretrain.lr": 1.0e9})
+    results = tmp_path / "results"
+    submit(grid, results, "--wait")
+    runs = states(results, "doomed")
+    pretrain = next(s for s in runs.values() if s["spec"]["stage"] == "pretrain")
+    assert pretrain["status"] == "failed" and "not finite" in pretrain["error"]
+    children = [s for s in runs.values() if s["spec"].get("method") in ("naive", "sdft")]
+    for child in children:
+        assert child["status"] == "submitted"                  # never started
+        assert "CANCELLED" in sacct_states(child["job_id"]), child["job_id"]
+    scratch = next(s for s in runs.values() if s["spec"].get("method") == "scratch")
+    assert scratch["status"] == "done"        # it needs no source model: its own array, no wait
+    status = run_module("harness.status", str(results / "doomed"))
+    assert "failed" in status.stdout and "not finite" in status.stdout
+
+
+def test_preempted_training_is_requeued_and_resumes(slurm, tmp_path):
+    grid = grid_file(tmp_path, "preempt", methods=["naive"], **{
+        "finetune.steps": 400, "finetune.checkpoint_every": 20, "finetune.batch_size": 32})
+    results = tmp_path / "results"
+    submit(grid, results)
+    store = Store(results)
+    run = next(f for f in store.grid_runs("preempt") if f.read_spec()["stage"] == "finetune")
+    deadline = time.time() + 240
+    while time.time() < deadline and not (run.status == "running" and run.state().get("step", 0) >= 40):
+        time.sleep(0.2)
+    assert run.status == "running", run.state()
+    job_id = run.state()["job_id"]
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)    # how a cluster preempts
+    deadline = time.time() + 300
+    while time.time() < deadline and run.status != "done":
+        time.sleep(0.5)
+    assert run.status == "done", run.state()
+    resumes = [r for r in run.log_rows() if r.get("event") == "resume"]
+    assert resumes and 0 < resumes[0]["step"] < 400
+    assert len(sacct_states(job_id)) >= 2, sacct_states(job_id)      # a second attempt
+    assert "Restarts=0" not in scontrol_job(job_id)
+
+
+def test_two_tasks_per_node_train_one_run_with_deepspeed(slurm, tmp_path):
+    grid = grid_file(tmp_path, "twotasks", methods=["sdft"], cluster={
+        "cpus_per_task": 1, "mem_gb": 2, "timeout_min": 10, "tasks_per_node": 2},
+        **{"finetune.zero_stage": 2, "finetune.checkpoint_every": 20})
+    results = tmp_path / "results"
+    submit(grid, results, "--wait")
+    runs = {f.read_spec()["stage"]: f for f in Store(results).grid_runs("twotasks")}
+    folder = runs["finetune"]
+    assert folder.status == "done", folder.state()
+    shards = list((folder.checkpoints / "step00000020").glob("*optim_states.pt"))
+    assert len(shards) == 2          # ZeRO-2 across the two Slurm tasks
