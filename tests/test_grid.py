@@ -1,0 +1,167 @@
+"""Grid files: validation (one line, exit 2, nothing touched), expansion, identity, local runs."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, run_module
+from harness.config import load_grid
+from harness.errors import UserError
+from harness.grid import expand, sweep
+
+SMOKE = yaml.safe_load((ROOT / "grids" / "smoke.yaml").read_text())
+
+
+def write_grid(tmp_path: Path, grid: dict, name="grid.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def patched(**changes) -> dict:
+    grid = json.loads(json.dumps(SMOKE))
+    for dotted, value in changes.items():
+        node = grid
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        if value is DELETE:
+            del node[leaf]
+        else:
+            node[leaf] = value
+    return grid
+
+
+DELETE = object()
+
+BAD_GRIDS = [
+    ("unknown top-level key", dict(epochs=3), "epochs: unknown key"),
+    ("unknown nested key", dict(finetune__learning_rate=1e-4), "finetune.learning_rate: unknown key"),
+    ("unknown method", dict(methods=["naive", "dreambooth"]), "methods[1]"),
+    ("unknown weighting", dict(weightings=["cosine"]), "weightings[0]"),
+    ("wrong type", dict(finetune__lr="fast"), "finetune.lr"),
+    ("zero steps", dict(finetune__steps=0), "finetune.steps: Input should be greater than 0"),
+    ("negative pretrain steps", dict(datasets__0__source__pretrain__steps=-5), "datasets[0].source.pretrain.steps"),
+    ("negative steps in a sweep", dict(finetune__steps=[10, -1]), "finetune.steps: [1]"),
+    ("empty sweep list", dict(finetune__lambda_distill=[]), "finetune.lambda_distill: empty sweep list"),
+    ("empty methods", dict(methods=[]), "methods"),
+    ("unknown precision", dict(finetune__precision="fp8"), "finetune.precision"),
+    ("bad tie", dict(finetune__lambda_aux={"same_as": "lambda"}), "same_as"),
+    ("missing grid name", dict(name=DELETE), "name: missing required key"),
+    ("bad missing class", dict(datasets__0__targets__0__missing_classes=[5, 12]), "missing_classes"),
+    ("source without origin", dict(datasets__0__source__pretrain=DELETE), "pretrain"),
+    ("timeout of one minute", dict(cluster__timeout_min=1), "cluster.timeout_min"),
+]
+
+
+@pytest.mark.parametrize("case,changes,expected", BAD_GRIDS, ids=[c[0] for c in BAD_GRIDS])
+def test_bad_grid_is_one_line_naming_file_and_field(tmp_path, case, changes, expected):
+    path = write_grid(tmp_path, patched(**changes))
+    with pytest.raises(UserError) as err:
+        load_grid(path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(str(path)), message
+    assert expected in message, message
+
+
+def test_bad_yaml_names_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nmethods: [naive\n")
+    with pytest.raises(UserError, match=r"broken\.yaml: line \d+"):
+        load_grid(path)
+
+
+def test_cli_rejects_with_exit_2_and_touches_nothing(tmp_path):
+    results = tmp_path / "results"
+    (results / "keep").mkdir(parents=True)
+    (results / "keep" / "file.txt").write_text("precious")
+    before = sorted(p.relative_to(results) for p in results.rglob("*"))
+    path = write_grid(tmp_path, patched(methods=["nope"]))
+    proc = run_module("harness.submit", str(path), "--results", str(results), "--executor", "local")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "methods[0]" in lines[0]
+    assert sorted(p.relative_to(results) for p in results.rglob("*")) == before
+
+
+def test_missing_folder_is_an_error_but_a_dry_run_warning(tmp_path):
+    grid = patched(datasets__0__source={"kind": "folder", "path": "no/such/faces", "resolution": 32,
+                                        "model": "no/such/model"},
+                   datasets__0__targets=[{"name": "metfaces", "kind": "folder", "path": "no/such/metfaces"}],
+                   methods=["naive", "sdft"])
+    path = write_grid(tmp_path, grid)
+    results = tmp_path / "results"
+    proc = run_module("harness.submit", str(path), "--results", str(results), "--executor", "local")
+    assert proc.returncode == 2 and "no such file or folder" in proc.stderr and "datasets[0].source" in proc.stderr
+    assert not results.exists()
+    dry = run_module("harness.submit", str(path), "--results", str(results), "--dry-run")
+    assert dry.returncode == 0 and dry.stderr.count("warning:") == 3
+    assert json.loads(dry.stdout.strip().splitlines()[-1])["runs"] == 2
+    assert not results.exists()
+
+
+def test_same_name_different_content_is_refused(tmp_path):
+    results = tmp_path / "results"
+    (results / "smoke").mkdir(parents=True)
+    (results / "smoke" / "grid.json").write_text(json.dumps({"name": "smoke", "other": True}))
+    path = write_grid(tmp_path, SMOKE)
+    proc = run_module("harness.submit", str(path), "--results", str(results), "--executor", "local")
+    assert proc.returncode == 2 and "different grid named 'smoke'" in proc.stderr
+    assert sorted(p.name for p in (results / "smoke").iterdir()) == ["grid.json"]
+
+
+def test_naive_under_three_weightings_is_one_run(tmp_path):
+    grid = load_grid(write_grid(tmp_path, patched(weightings=["sdft", "constant", "min-snr"])))
+    plan = expand(grid)
+    finetune = plan.by_stage("finetune")
+    assert [r.method for r in finetune].count("naive") == 1
+    assert sorted(r.weighting for r in finetune if r.method == "sdft") == ["constant", "min-snr", "sdft"]
+    assert len({r.run_id for r in plan.runs}) == len(plan.runs)
+
+
+def test_sweeps_multiply_and_ties_follow(tmp_path):
+    grid = load_grid(write_grid(tmp_path, patched(
+        methods=["naive", "sdft"], seeds=[0, 1],
+        finetune__lambda_distill=[0.1, 1.0, 3.0], finetune__lr=[1e-4, 2e-4])))
+    finetune = expand(grid).by_stage("finetune")
+    sdft = [r for r in finetune if r.method == "sdft"]
+    naive = [r for r in finetune if r.method == "naive"]
+    assert len(sdft) == 3 * 2 * 2 and len(naive) == 2 * 2       # lambda is not naive's axis
+    assert all(r.spec.distill.lambda_aux == r.spec.distill.lambda_distill for r in sdft)
+    assert all(r.depends_on == (expand(grid).by_stage("pretrain")[0].run_id,) for r in sdft)
+    assert sweep({"a": [1, 2], "b": 3}) == [{"a": 1, "b": 3}, {"a": 2, "b": 3}]
+
+
+def test_per_method_overrides(tmp_path):
+    grid = load_grid(write_grid(tmp_path, patched(per_method={"scratch": {"steps": 99, "lr": 1e-3}})))
+    by_method = {r.method: r.spec for r in expand(grid).by_stage("finetune")}
+    assert by_method["scratch"].steps == 99 and by_method["naive"].steps == SMOKE["finetune"]["steps"]
+
+
+def test_two_grids_share_a_run_folder(tmp_path):
+    """The same settings in two grids: one folder, trained once."""
+    results = tmp_path / "results"
+    one = write_grid(tmp_path, patched(name="one", methods=["scratch"], finetune__steps=3), "one.yaml")
+    two = write_grid(tmp_path, patched(name="two", methods=["scratch"], finetune__steps=3), "two.yaml")
+    first = run_module("harness.submit", str(one), "--results", str(results), "--executor", "local")
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = run_module("harness.submit", str(two), "--results", str(results), "--executor", "local")
+    summary = json.loads(second.stdout.strip().splitlines()[-1])
+    assert summary["submitted"] == 0 and summary["skipped_done"] == 2
+    link_one = sorted(os.readlink(p) for p in (results / "one" / "runs").iterdir())
+    link_two = sorted(os.readlink(p) for p in (results / "two" / "runs").iterdir())
+    assert link_one == link_two and len(list((results / "_runs").iterdir())) == 2
+
+
+def test_dry_run_prints_the_plan(tmp_path):
+    proc = run_module("harness.submit", str(ROOT / "grids" / "smoke.yaml"), "--dry-run",
+                      "--results", str(tmp_path / "r"))
+    assert proc.returncode == 0
+    lines = proc.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert summary == {"grid": "smoke", "runs": 4, "submitted": 0, "skipped_done": 0,
+                       "skipped_running": 0, "skipped_failed": 0}
+    assert "depends on" in lines[0] and sum("finetune" in line for line in lines) == 3
+    assert not (tmp_path / "r").exists()
