@@ -15,6 +15,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
                       field_validator, model_validator)
 
 from harness.errors import UserError
+from harness.spec import EvalSettings as EvaluationConfig
 from harness.spec import Method, NetworkPreset, Precision, Weighting
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -165,25 +166,6 @@ class FinetuneSettings(Strict):
 
 
 # ---------------------------------------------------------------- evaluation and cluster
-class EvaluationConfig(Strict):
-    """What the evaluate stage measures (see jobs.evaluate)."""
-    num_samples: PosInt = 1000
-    ddim_steps: PosInt = 40
-    batch_size: PosInt = 250
-    tasks: list[Literal["unconditional", "sdedit", "egsde"]] = ["unconditional", "sdedit", "egsde"]
-    t0: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=1)] = [0.5]
-    num_translations: PosInt = 500
-    checkpoint_steps: list[PosInt] = []
-    extractors: Annotated[list[Literal["builtin", "inception"]], Field(min_length=1)] = ["builtin"]
-    kid_subset_size: PosInt = 1000
-    kid_subsets: PosInt = 100
-    confidence: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    egsde_ls: NonNeg = 500.0
-    egsde_li: NonNeg = 2.0
-    lpips_weights: str | None = None
-    seed: int = 0
-
-
 class ClusterConfig(Strict):
     """Slurm resources; `additional` passes any other sbatch option through."""
     partition: str | None = None

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from harness.config import (BuiltinSourceConfig, BuiltinTargetConfig, DatasetConfig, FinetuneSettings,
                             GridConfig, SameAs)
 from harness.errors import UserError
-from harness.spec import RunSpec
+from harness.spec import AggregateSpec, EvalSpec, RunSpec
 
 STAGES = ("pretrain", "finetune", "evaluate", "aggregate")
 # the hyper-parameters that go into a finetune run spec (the rest of FinetuneSettings is not an axis)
@@ -106,9 +106,10 @@ def pretrain_spec(dataset: DatasetConfig, base_dir: Path) -> RunSpec | None:
 
 
 def finetune_spec(method: str, weighting: str | None, combo: dict, seed: int, data: dict, init: str,
-                  scratch_network: str | None) -> RunSpec:
+                  scratch_network: str | None, snapshots: list[int]) -> RunSpec:
     spec: dict[str, Any] = {"stage": "finetune", "method": method, "data": data, "seed": seed,
                             "checkpoint_every": combo["checkpoint_every"],
+                            "snapshot_steps": tuple(s for s in snapshots if s < combo["steps"]),
                             **{k: combo[k] for k in TRAIN_KEYS}}
     if method == "scratch":
         spec["network"] = scratch_network
@@ -128,9 +129,18 @@ def shown_params(spec: RunSpec) -> dict[str, Any]:
     return out
 
 
+def evaluation_spec(role: str, model: str, source: dict, target: dict, grid: GridConfig,
+                    source_eval: str | None = None) -> EvalSpec:
+    wants_source_samples = role == "finetuned" and "unconditional" in grid.evaluation.tasks
+    return EvalSpec(stage="evaluate", role=role, model=model, source_data=source, target_data=target,
+                    source_samples=f"run:{source_eval}" if wants_source_samples else None,
+                    settings=grid.evaluation)
+
+
 # ---------------------------------------------------------------- expansion
 def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
-    """The training runs of a grid (pretrain and finetune), deduplicated by run id."""
+    """Every job of a grid, deduplicated by run id: pretrain -> finetune -> evaluate (the
+    source model once per target, each finetuned model once) -> aggregate."""
     base_dir = Path(base_dir)
     runs: dict[str, PlannedRun] = {}
     paths: list[tuple[str, str]] = []
@@ -148,10 +158,15 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
             init = resolve_path(dataset.source.model, base_dir)
             paths.append((f"{where}.source.model", init))
             network = None
+        source = source_data(dataset, base_dir)
         for t_index, target in enumerate(dataset.targets):
             data = target_data(dataset, target, base_dir)
             if data["kind"] == "folder":
                 paths.append((f"{where}.targets[{t_index}].path", data["path"]))
+            source_eval = evaluation_spec("source", init, source, data, grid)
+            runs.setdefault(source_eval.run_id, PlannedRun(
+                source_eval.run_id, "evaluate", source_eval, dataset.name, target.name, "source",
+                depends_on=deps))
             for method in grid.methods:
                 settings = settings_for(grid, method)
                 scratch_network = network or settings.get("network")
@@ -159,10 +174,21 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
                     raise UserError(f"{where}: scratch needs finetune.network when the source is a model folder")
                 weightings = grid.weightings if method == "sdft" else [None]
                 for combo, weighting, seed in itertools.product(sweep(settings), weightings, grid.seeds):
-                    spec = finetune_spec(method, weighting, combo, seed, data, init, scratch_network)
-                    if spec.run_id not in runs:
-                        runs[spec.run_id] = PlannedRun(
-                            spec.run_id, "finetune", spec, dataset.name, target.name, method, weighting,
-                            shown_params(spec), deps if method != "scratch" else ())
+                    spec = finetune_spec(method, weighting, combo, seed, data, init, scratch_network,
+                                         grid.evaluation.checkpoint_steps)
+                    if spec.run_id in runs:
+                        continue
+                    runs[spec.run_id] = PlannedRun(
+                        spec.run_id, "finetune", spec, dataset.name, target.name, method, weighting,
+                        shown_params(spec), deps if method != "scratch" else ())
+                    ev = evaluation_spec("finetuned", f"run:{spec.run_id}", source, data, grid,
+                                         source_eval.run_id)
+                    runs[ev.run_id] = PlannedRun(
+                        ev.run_id, "evaluate", ev, dataset.name, target.name, method, weighting,
+                        shown_params(spec), (spec.run_id, source_eval.run_id))
+    evaluations = {r.run_id: (r.dataset, r.target) for r in runs.values() if r.stage == "evaluate"}
+    aggregate = AggregateSpec(stage="aggregate", grid=grid.name, evaluations=dict(sorted(evaluations.items())))
+    runs[aggregate.run_id] = PlannedRun(aggregate.run_id, "aggregate", aggregate, "all",
+                                        depends_on=tuple(sorted(evaluations)))
     ordered = sorted(runs.values(), key=lambda r: STAGES.index(r.stage))
     return Plan(grid, ordered, paths)

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 Method = Literal["scratch", "naive", "sdft"]
 Weighting = Literal["sdft", "constant", "min-snr"]
@@ -27,6 +25,10 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 class Strict(BaseModel):
     """Unknown keys are errors and a validated spec never changes."""
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @cached_property
+    def run_id(self) -> str:
+        return run_id(self)
 
 
 # ---------------------------------------------------------------- data
@@ -122,6 +124,7 @@ class RunSpec(Strict):
     # Not part of the identity: they change when work is saved, not what is computed.
     checkpoint_every: Annotated[int, Field(gt=0)] = 500
     log_every: Annotated[int, Field(gt=0)] = 50
+    snapshot_steps: tuple[int, ...] = ()    # keep the EMA at these steps too (early-stopping baselines)
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunSpec":
@@ -143,10 +146,6 @@ class RunSpec(Strict):
         return self
 
     @property
-    def run_id(self) -> str:
-        return run_id(self)
-
-    @property
     def label(self) -> str:
         """A short human name: 'pretrain', 'naive', 'sdft/min-snr'."""
         if self.stage == "pretrain":
@@ -156,7 +155,49 @@ class RunSpec(Strict):
         return str(self.method)
 
 
-NOT_IN_IDENTITY = frozenset({"checkpoint_every", "log_every"})
+# ---------------------------------------------------------------- evaluation
+Task = Literal["unconditional", "sdedit", "egsde"]
+
+
+class EvalSettings(Strict):
+    """What the evaluate stage measures (the grid's `evaluation` block)."""
+    num_samples: Annotated[int, Field(gt=1)] = 1000
+    ddim_steps: Annotated[int, Field(gt=0)] = 40
+    batch_size: Annotated[int, Field(gt=0)] = 250
+    tasks: Annotated[list[Task], Field(min_length=1)] = ["unconditional", "sdedit", "egsde"]
+    t0: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=1)] = [0.5]
+    num_translations: Annotated[int, Field(gt=1)] = 500
+    checkpoint_steps: list[Annotated[int, Field(gt=0)]] = []   # earlier EMA snapshots to evaluate too
+    extractors: Annotated[list[Literal["builtin", "inception"]], Field(min_length=1)] = ["builtin"]
+    max_reference: Annotated[int, Field(gt=1)] = 10_000      # images of a reference set used
+    kid_subset_size: Annotated[int, Field(gt=1)] = 1000
+    kid_subsets: Annotated[int, Field(gt=0)] = 100
+    confidence: Annotated[float, Field(ge=0, lt=1)] = 0.0   # class metrics count only surer predictions
+    egsde_ls: NonNegativeFloat = 500.0
+    egsde_li: NonNegativeFloat = 2.0
+    lpips_weights: str | None = None      # AlexNet trunk file; default: TORCH_HOME's, if present
+    seed: int = 0
+
+
+class EvalSpec(Strict):
+    """One model's evaluation: its samples, translations and metrics."""
+    stage: Literal["evaluate"]
+    role: Literal["source", "finetuned"]
+    model: str                                # "run:<id>" of a trained run, or a model folder
+    source_samples: str | None = None         # "run:<id>" of the source model's evaluation
+    source_data: DataSpec                     # translation inputs (their test split, if built in)
+    target_data: DataSpec                     # the FID/KID reference (and held-out domain, if built in)
+    settings: EvalSettings = EvalSettings()
+
+
+class AggregateSpec(Strict):
+    """A grid's tables, plots and report from its evaluations."""
+    stage: Literal["aggregate"]
+    grid: str
+    evaluations: dict[str, tuple[str, str]]     # evaluation run id -> (dataset, target) names
+
+
+NOT_IN_IDENTITY = frozenset({"checkpoint_every", "log_every", "snapshot_steps"})
 
 
 def identity_json(spec: BaseModel) -> str:

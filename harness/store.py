@@ -67,6 +67,10 @@ class RunFolder:
     samples_dir = property(lambda self: self.path / "samples")
     metrics_path = property(lambda self: self.path / "metrics.parquet")
 
+    def snapshot_dir(self, step: int) -> Path:
+        """The EMA kept at an earlier step (RunSpec.snapshot_steps)."""
+        return self.path / f"model-step{step:08d}"
+
     def read_spec(self) -> dict:
         spec = read_json(self.spec_path)
         if spec is None:

@@ -98,21 +98,25 @@ def submit_plan(executor, plan: Plan, store: Store, todo: Triage) -> dict[str, s
     job_ids: dict[str, str] = dict(todo.running)
     failed: set[str] = set(todo.failed)
     for stage in STAGES:
-        runs = [r for r in todo.submit if r.stage == stage and not any(d in failed for d in r.depends_on)]
-        failed.update(r.run_id for r in todo.submit if r.stage == stage and r not in runs)
-        if not runs:
-            continue
-        # one array per set of prerequisites: a run waits only for what it needs
-        groups: dict[tuple[str, ...], list[PlannedRun]] = {}
-        for run in runs:
-            after = () if executor.name == "local" else tuple(sorted(
-                {array_master(job_ids[d]) for d in run.depends_on if d in job_ids}))
-            groups.setdefault(after, []).append(run)
-        for after, group in groups.items():
-            folders = {r.run_id: store.run(r.run_id) for r in group}
-            job_ids.update(executor.submit(stage, group, folders, list(after)))
-            if executor.name == "local":
-                failed.update(r.run_id for r in group if folders[r.run_id].status != "done")
+        pending = [r for r in todo.submit if r.stage == stage]
+        while pending:
+            # a wave: the runs whose prerequisites within this stage are already out
+            # (the source model's evaluation goes before those that compare with it)
+            wave = [r for r in pending if not any(d in {p.run_id for p in pending} for d in r.depends_on)]
+            pending = [r for r in pending if r not in wave]
+            runs = [r for r in wave if not any(d in failed for d in r.depends_on)]
+            failed.update(r.run_id for r in wave if r not in runs)
+            # one array per set of prerequisites: a run waits only for what it needs
+            groups: dict[tuple[str, ...], list[PlannedRun]] = {}
+            for run in runs:
+                after = () if executor.name == "local" else tuple(sorted(
+                    {array_master(job_ids[d]) for d in run.depends_on if d in job_ids}))
+                groups.setdefault(after, []).append(run)
+            for after, group in groups.items():
+                folders = {r.run_id: store.run(r.run_id) for r in group}
+                job_ids.update(executor.submit(stage, group, folders, list(after)))
+                if executor.name == "local":
+                    failed.update(r.run_id for r in group if folders[r.run_id].status != "done")
     return job_ids
 
 

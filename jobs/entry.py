@@ -26,9 +26,30 @@ class TrainJob(submitit.helpers.Checkpointable):
         return str(run(run_dir))
 
 
+class EvaluateJob:
+    """Evaluate one model: Ray starts inside the job, on the job's cores (or joins
+    $SDFT_RAY_ADDRESS). A requeued evaluation skips the batches it already has."""
+
+    def __call__(self, run_dir: str) -> str:
+        os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("SLURM_CPUS_PER_TASK", "1"))
+        from jobs.evaluate import run
+
+        return str(run(run_dir))
+
+    def checkpoint(self, run_dir: str):
+        return submitit.helpers.DelayedSubmission(self, run_dir)
+
+
+class AggregateJob:
+    def __call__(self, run_dir: str) -> str:
+        from jobs.aggregate import run
+
+        return str(run(run_dir))
+
+
 def job_for(stage: str):
     """The callable Slurm runs for a stage's run folder."""
-    jobs = {"pretrain": TrainJob, "finetune": TrainJob}
+    jobs = {"pretrain": TrainJob, "finetune": TrainJob, "evaluate": EvaluateJob, "aggregate": AggregateJob}
     if stage not in jobs:
         raise ValueError(f"no job for stage {stage!r}")
     return jobs[stage]()

@@ -260,6 +260,8 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
             append_log(folder, row)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
             window, window_start, window_steps = {}, time.perf_counter(), 0
+        if rank == 0 and done_steps in spec.snapshot_steps and done_steps < spec.steps:
+            save_unet(ema.model, folder.snapshot_dir(done_steps))
         if done_steps % spec.checkpoint_every == 0 or done_steps == spec.steps:
             engine.save_checkpoint(str(folder.checkpoints), tag=f"step{done_steps:08d}",
                                    client_state={"step": done_steps, "ema": ema.state_dict()})

@@ -98,7 +98,8 @@ def test_missing_folder_is_an_error_but_a_dry_run_warning(tmp_path):
     assert not results.exists()
     dry = run_module("harness.submit", str(path), "--results", str(results), "--dry-run")
     assert dry.returncode == 0 and dry.stderr.count("warning:") == 3
-    assert json.loads(dry.stdout.strip().splitlines()[-1])["runs"] == 2
+    # 2 fine-tunes, their 2 evaluations, the source model's evaluation, the aggregate
+    assert json.loads(dry.stdout.strip().splitlines()[-1])["runs"] == 6
     assert not results.exists()
 
 
@@ -141,18 +142,24 @@ def test_per_method_overrides(tmp_path):
 
 
 def test_two_grids_share_a_run_folder(tmp_path):
-    """The same settings in two grids: one folder, trained once."""
+    """The same settings in two grids: one folder, trained and evaluated once."""
     results = tmp_path / "results"
-    one = write_grid(tmp_path, patched(name="one", methods=["scratch"], finetune__steps=3), "one.yaml")
-    two = write_grid(tmp_path, patched(name="two", methods=["scratch"], finetune__steps=3), "two.yaml")
+    small_eval = {"num_samples": 8, "batch_size": 8, "tasks": ["unconditional"], "ddim_steps": 4,
+                  "kid_subset_size": 8, "kid_subsets": 2, "max_reference": 64}
+    one = write_grid(tmp_path, patched(name="one", methods=["scratch"], finetune__steps=3,
+                                       evaluation=small_eval), "one.yaml")
+    two = write_grid(tmp_path, patched(name="two", methods=["scratch"], finetune__steps=3,
+                                       evaluation=small_eval), "two.yaml")
     first = run_module("harness.submit", str(one), "--results", str(results), "--executor", "local")
     assert first.returncode == 0, first.stderr[-2000:]
     second = run_module("harness.submit", str(two), "--results", str(results), "--executor", "local")
     summary = json.loads(second.stdout.strip().splitlines()[-1])
-    assert summary["submitted"] == 0 and summary["skipped_done"] == 2
+    # pretrain, scratch and both evaluations are shared: only grid two's own aggregate runs
+    assert summary["runs"] == 5 and summary["skipped_done"] == 4 and summary["submitted"] == 1
     link_one = sorted(os.readlink(p) for p in (results / "one" / "runs").iterdir())
     link_two = sorted(os.readlink(p) for p in (results / "two" / "runs").iterdir())
-    assert link_one == link_two and len(list((results / "_runs").iterdir())) == 2
+    assert len(set(link_one) & set(link_two)) == 4
+    assert (results / "two" / "report.md").is_file() and (results / "two" / "metrics.parquet").is_file()
 
 
 def test_dry_run_prints_the_plan(tmp_path):
@@ -161,7 +168,7 @@ def test_dry_run_prints_the_plan(tmp_path):
     assert proc.returncode == 0
     lines = proc.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
-    assert summary == {"grid": "smoke", "runs": 4, "submitted": 0, "skipped_done": 0,
+    assert summary == {"grid": "smoke", "runs": 9, "submitted": 0, "skipped_done": 0,
                        "skipped_running": 0, "skipped_failed": 0}
     assert "depends on" in lines[0] and sum("finetune" in line for line in lines) == 3
     assert not (tmp_path / "r").exists()

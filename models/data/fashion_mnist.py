@@ -11,6 +11,8 @@ import numpy as np
 from models.data.base import DatasetError
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
+FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",

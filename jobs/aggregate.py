@@ -1,0 +1,179 @@
+"""The aggregate stage: a grid's evaluations -> one tidy table, the paper's tables, the
+trade-off plots, image grids side by side per method, and report.md.
+
+    python -m jobs.aggregate RUN_DIR       # RUN_DIR/spec.json is an AggregateSpec
+
+Everything lands in results/<grid>/: metrics.parquet, tables/, tradeoff.png, images/, report.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.errors import UserError, exit_on_user_error
+from harness.results import load_results, tidy, write_parquet
+from harness.spec import AggregateSpec
+from harness.store import RunFolder, atomic_write_bytes, now_iso, store_root_of
+from harness.tables import paper_tables, prepare, write_tables
+
+SHOWN_PER_ROW = 12
+
+
+def collect(spec: AggregateSpec, store_root: Path):
+    import pandas as pd
+
+    frames = []
+    for eval_id, (dataset, target) in spec.evaluations.items():
+        path = store_root / eval_id / "metrics.parquet"
+        if not path.is_file():
+            raise UserError(f"{path}: evaluation {eval_id} has no metrics (not done?)")
+        frames.append(pd.read_parquet(path).assign(grid=spec.grid, dataset=dataset, target=target))
+    return tidy(pd.concat(frames, ignore_index=True))
+
+
+def tradeoff_plot(df, path: Path) -> Path | None:
+    """FID against missing-class recovery and against class preservation: one point per run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = prepare(df)
+    df = df[~df["is_early"] | df["is_early"].isna()]
+    fid = df[(df.metric == "fid") & (df.task == "unconditional") & (df.reference == "full-domain")]
+    if fid.empty:
+        fid = df[(df.metric == "fid") & (df.task == "unconditional")]
+    recovery = df[df.metric == "missing_class_share"]
+    kept = df[(df.metric == "class_preservation") & (df.task == "sdedit") & (df.subset == "missing-classes")]
+    if fid.empty or (recovery.empty and kept.empty):
+        return None
+    if not kept.empty:
+        kept = kept[kept.t0 == (0.5 if (kept.t0 == 0.5).any() else kept.t0.min())]
+    fid = fid[fid.extractor == fid.extractor.iloc[0]].groupby("eval_id")
+    panels = [(recovery, "missing-class share of samples"),
+              (kept, "SDEdit: class kept (missing classes)")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, (values, label) in zip(axes, panels):
+        points = values.groupby("eval_id").agg(y=("value", "mean"), model=("model", "first")).join(
+            fid["value"].mean().rename("x"), how="inner")
+        for model, group in points.groupby("model"):
+            ax.scatter(group.x, group.y, label=model, s=36)
+        ax.set_xlabel("unconditional FID (lower: closer to the target domain)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle("The trade-off: one point per run")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def image_grids(df, store_root: Path, out_dir: Path) -> list[tuple[Path, list[str]]]:
+    """Per product (task, t0), one row per model (first seed), the same noise / source images."""
+    import numpy as np
+    import torch
+
+    from models.data import to_model_range
+    from models.images import save_grid
+
+    df = prepare(df)
+    first_seed = df[(df.seed.isna()) | (df.seed == df.seed.min())]
+    models = first_seed.drop_duplicates("eval_id").sort_values(["order", "model"])
+    written = []
+    keys = sorted({p.stem.split("_s")[0] for eid in models.eval_id
+                   for p in (store_root / eid / "products").glob("*.npy")})
+    for dataset_target, group in models.groupby(["dataset", "target"]):
+        for key in keys:
+            rows, labels = [], []
+            if not key.startswith("unconditional"):
+                sources = _sources(store_root / group.eval_id.iloc[0])
+                if sources is not None:
+                    rows.append(sources[:SHOWN_PER_ROW])
+                    labels.append("input")
+            for _, row in group.iterrows():
+                # the final checkpoint's product: the one with the largest step
+                products = sorted((store_root / row.eval_id / "products").glob(f"{key}_s*.npy"),
+                                  key=lambda p: int(p.stem.rsplit("_s", 1)[1]))
+                if products:
+                    images = np.load(products[-1])[:SHOWN_PER_ROW]
+                    rows.append(to_model_range(torch.from_numpy(images)))
+                    labels.append(row.model)
+            if len(rows) > 1:
+                name = f"{'-'.join(dataset_target)}_{key}.png"
+                written.append((save_grid(rows, out_dir / name, scale=3), labels))
+    return written
+
+
+def _sources(eval_dir: Path):
+    import torch
+
+    from harness.spec import EvalSpec
+    from models.data import open_dataset, to_model_range
+
+    spec = EvalSpec.model_validate(RunFolder(eval_dir).read_spec())
+    data = spec.source_data.model_dump()
+    ds = open_dataset(data, split="source_test" if data["kind"] == "builtin-source" else None)
+    return to_model_range(torch.stack([ds[i] for i in range(min(SHOWN_PER_ROW, len(ds)))]))
+
+
+def report(spec: AggregateSpec, df, tables, plot: Path | None, grids: list[tuple[Path, list[str]]],
+           grid_dir: Path) -> Path:
+    lines = [f"# {spec.grid}: results", "",
+             f"{df.eval_id.nunique()} evaluated models, {len(df)} numbers; generated {now_iso()} "
+             f"(commit {df.git_sha.dropna().iloc[0] if df.git_sha.notna().any() else 'unknown'}).",
+             "Query them with `harness.results.load_results('" + str(grid_dir) + "')`.", ""]
+    for table in tables:
+        lines += [table.render("markdown"), ""]
+    if plot is not None:
+        lines += ["## The trade-off", "", f"![trade-off]({plot.relative_to(grid_dir)})", ""]
+    if grids:
+        lines += ["## Samples and translations", "",
+                  "Same noise (or the same source images) in every row; rows top to bottom:", ""]
+        for path, labels in grids:
+            lines += [f"**{path.stem}**: " + ", ".join(labels), "",
+                      f"![{path.stem}]({path.relative_to(grid_dir)})", ""]
+    out = grid_dir / "report.md"
+    atomic_write_bytes(out, "\n".join(lines).encode())
+    return out
+
+
+def aggregate(spec: AggregateSpec, run_dir: str | Path) -> Path:
+    run = RunFolder(run_dir)
+    run.set_state("running", error=None)
+    store_root = store_root_of(run.path)
+    grid_dir = store_root.parent / spec.grid
+    df = collect(spec, store_root)
+    write_parquet(grid_dir / "metrics.parquet", df)
+    tables = paper_tables(df)
+    write_tables(tables, grid_dir / "tables")
+    plot = tradeoff_plot(df, grid_dir / "tradeoff.png")
+    grids = image_grids(df, store_root, grid_dir / "images")
+    path = report(spec, df, tables, plot, grids, grid_dir)
+    run.set_state("done")
+    return path
+
+
+def run(run_dir: str | Path) -> Path:
+    folder = RunFolder(run_dir)
+    spec = AggregateSpec.model_validate(folder.read_spec())
+    try:
+        return aggregate(spec, run_dir)
+    except BaseException as err:
+        if not isinstance(err, KeyboardInterrupt):
+            folder.set_state("failed", error=f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000])
+        raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m jobs.aggregate", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    args = parser.parse_args(argv)
+    with exit_on_user_error(FileNotFoundError):
+        print(run(args.run_dir))
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

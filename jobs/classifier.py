@@ -1,0 +1,140 @@
+"""Training the harness's own evaluation networks, cached on disk by what they are trained on.
+
+- `feature_net()`: the `builtin` feature extractor and class/domain classifier, trained on
+  the built-in pair's source split, grey and painted (all classes), once per machine.
+- `domain_classifier(source, target)`: EGSDE's time-conditioned domain classifier, trained
+  on noisy source and noisy target images of a run's data.
+A lock makes concurrent jobs wait for the first one to train instead of training twice.
+
+    python -m jobs.classifier            # train (or find) the builtin feature network
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from models.classifiers import DomainClassifier, FeatureNet
+from models.data import open_dataset, to_model_range
+from models.data.builtin import builtin_split, cache_dir, grey_to_rgb
+from models.data.painted import paint
+from models.schedule import NoiseSchedule
+
+FEATURE_RECIPE = {"version": 1, "pair_seed": 0, "per_domain": 30_000, "epochs": 3, "batch": 128,
+                  "lr": 3e-3, "style_seed": 12_345}
+DOMAIN_RECIPE = {"version": 1, "steps": 600, "batch": 64, "lr": 2e-3}
+
+
+def _cache_path(kind: str, key: Mapping[str, Any]) -> Path:
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "classifiers" / f"{kind}-{digest}.pt"
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _cached(path: Path, build: Callable[[], torch.nn.Module], model: torch.nn.Module) -> torch.nn.Module:
+    with _locked(path):
+        if not path.is_file():
+            trained = build()
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(trained.state_dict(), tmp)
+            os.replace(tmp, path)
+    model.load_state_dict(torch.load(path, map_location="cpu"))
+    return model.eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------- builtin feature network
+def _train_feature_net(recipe: dict) -> FeatureNet:
+    source = builtin_split("source", 32, recipe["pair_seed"])
+    n = recipe["per_domain"]
+    grey = source.images[:n].permute(0, 2, 3, 1).numpy()[..., 0]
+    images = np.concatenate([grey_to_rgb(grey), paint(grey, recipe["style_seed"])])
+    classes = torch.from_numpy(np.concatenate([source.labels[:n], source.labels[:n]]))
+    domains = torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)])
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2)
+
+    torch.manual_seed(0)
+    net = FeatureNet()
+    steps = recipe["epochs"] * (len(pixels) // recipe["batch"])
+    opt = torch.optim.AdamW(net.parameters(), lr=recipe["lr"], weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe["lr"], total_steps=steps, pct_start=0.15)
+    generator = torch.Generator().manual_seed(0)
+    net.train()
+    start = time.time()
+    for epoch in range(recipe["epochs"]):
+        order = torch.randperm(len(pixels), generator=generator)
+        for i in range(len(pixels) // recipe["batch"]):
+            idx = order[i * recipe["batch"]:(i + 1) * recipe["batch"]]
+            x = to_model_range(pixels[idx])
+            if torch.rand((), generator=generator) < 0.5:
+                x = x.flip(3)
+            class_logits, domain_logits = net(x)
+            loss = (F.cross_entropy(class_logits, classes[idx], label_smoothing=0.05)
+                    + 0.5 * F.cross_entropy(domain_logits, domains[idx]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        print(f"[feature net] epoch {epoch + 1}/{recipe['epochs']} loss {loss.item():.3f} "
+              f"({time.time() - start:.0f} s)", flush=True)
+    return net
+
+
+def feature_net() -> FeatureNet:
+    """The builtin feature network (trained on first use, then read from the cache)."""
+    return _cached(_cache_path("featurenet", FEATURE_RECIPE), lambda: _train_feature_net(FEATURE_RECIPE),
+                   FeatureNet())
+
+
+# ---------------------------------------------------------------- EGSDE domain classifier
+def _train_domain_classifier(source: Mapping, target: Mapping, recipe: dict) -> DomainClassifier:
+    source_set, target_set = open_dataset(source), open_dataset(target)
+    schedule = NoiseSchedule()
+    torch.manual_seed(0)
+    net = DomainClassifier()
+    opt = torch.optim.AdamW(net.parameters(), lr=recipe["lr"])
+    generator = torch.Generator().manual_seed(0)
+    half = recipe["batch"] // 2
+    for _ in range(recipe["steps"]):
+        s_idx = torch.randint(len(source_set), (half,), generator=generator).tolist()
+        t_idx = torch.randint(len(target_set), (half,), generator=generator).tolist()
+        x0 = to_model_range(torch.stack([source_set[i] for i in s_idx] + [target_set[i] for i in t_idx]))
+        labels = torch.cat([torch.zeros(half, dtype=torch.long), torch.ones(half, dtype=torch.long)])
+        t = torch.randint(0, schedule.num_timesteps, (len(x0),), generator=generator)
+        x_t = schedule.add_noise(x0, torch.randn(x0.shape, generator=generator), t)
+        loss = F.cross_entropy(net(x_t, t), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return net
+
+
+def domain_classifier(source: Mapping, target: Mapping) -> DomainClassifier:
+    key = {"recipe": DOMAIN_RECIPE, "source": dict(source), "target": dict(target)}
+    return _cached(_cache_path("domain", key),
+                   lambda: _train_domain_classifier(source, target, DOMAIN_RECIPE), DomainClassifier())
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
+    start = time.time()
+    feature_net()
+    print(f"feature net ready in {time.time() - start:.0f} s: {_cache_path('featurenet', FEATURE_RECIPE)}")

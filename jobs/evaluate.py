@@ -1,0 +1,324 @@
+"""The evaluate stage: one model's samples, translations and metrics, on Ray.
+
+    python -m jobs.evaluate RUN_DIR          # RUN_DIR/spec.json is an EvalSpec
+
+A pool of Ray actors (one per group of cores; torch threads set explicitly) produces the
+samples and translations in batches, then extracts features and measures each product.
+Each batch lands in its own file (atomic), so an actor that dies has its batch retried by
+Ray (max_task_retries) and a restarted job skips finished batches: no metric is missing or
+counted twice. Every retry leaves a second attempt marker in RUN_DIR/attempts/.
+Ray starts locally (the default), or joins $SDFT_RAY_ADDRESS / $RAY_ADDRESS if set.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness.errors import UserError, exit_on_user_error
+from harness.runtime import reexec_with_job_environment
+from harness.spec import EvalSpec, RunSpec
+from harness.store import RunFolder, atomic_write_json, store_root_of
+
+IMAGE_GRID_SIZE = 32     # samples shown in the PNG grids
+
+
+@dataclass(frozen=True)
+class Product:
+    """One set of generated images: a task at a noise level from one checkpoint."""
+    task: str
+    t0: float | None
+    ckpt_step: int | None
+    model_dir: str
+
+    @property
+    def key(self) -> str:
+        t0 = f"_t{self.t0:g}" if self.t0 is not None else ""
+        step = f"_s{self.ckpt_step}" if self.ckpt_step is not None else ""
+        return f"{self.task}{t0}{step}"
+
+
+@dataclass(frozen=True)
+class Batch:
+    product: Product
+    start: int
+    stop: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.product.key}_{self.start:06d}"
+
+
+# ---------------------------------------------------------------- what to evaluate
+def resolve_models(spec: EvalSpec, run_dir: Path) -> tuple[list[tuple[int | None, Path]], dict]:
+    """[(checkpoint step, model folder)] and the trained run's spec (empty for a folder)."""
+    if not spec.model.startswith("run:"):
+        path = Path(spec.model)
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path}: not a diffusers model folder (no config.json)")
+        return [(None, path)], {}
+    trained = RunFolder(store_root_of(run_dir) / spec.model[4:])
+    if trained.status != "done":
+        raise UserError(f"{trained.path}: the run to evaluate is not done (status {trained.status})")
+    train_spec = trained.read_spec()
+    steps = train_spec["steps"]
+    models = [(steps, trained.model_dir)]
+    for step in sorted(set(spec.settings.checkpoint_steps)):
+        if step < steps:
+            if not trained.snapshot_dir(step).is_dir():
+                raise UserError(f"{trained.path}: no EMA snapshot at step {step} "
+                                f"(trained before checkpoint_steps asked for it)")
+            models.append((step, trained.snapshot_dir(step)))
+    return models, train_spec
+
+
+def plan_products(spec: EvalSpec, models) -> list[Product]:
+    products = []
+    for step, path in models:
+        for task in spec.settings.tasks:
+            for t0 in ([None] if task == "unconditional" else spec.settings.t0):
+                products.append(Product(task, t0, step, str(path)))
+    return products
+
+
+def plan_batches(spec: EvalSpec, products: list[Product]) -> list[Batch]:
+    s = spec.settings
+    batches = []
+    for product in products:
+        total = s.num_samples if product.task == "unconditional" else s.num_translations
+        batches += [Batch(product, i, min(i + s.batch_size, total)) for i in range(0, total, s.batch_size)]
+    return batches
+
+
+# ---------------------------------------------------------------- the actor
+class EvalWorker:
+    """Runs in a Ray actor process: samples batches, extracts features, measures products."""
+
+    def __init__(self, spec_json: str, run_dir: str, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(True)
+        self.spec = EvalSpec.model_validate_json(spec_json)
+        self.run_dir = Path(run_dir)
+        self._models: dict[str, object] = {}
+        self._extractors: dict[str, object] = {}
+        self._sources = None
+        self._domain = None
+
+    # -- inputs, loaded once per actor
+    def model(self, path: str):
+        if path not in self._models:
+            from models.networks import as_eps_model, load_unet
+            self._models[path] = as_eps_model(load_unet(path).eval())
+        return self._models[path]
+
+    def sources(self):
+        """Translation inputs: the first num_translations source-domain test images."""
+        if self._sources is None:
+            from models.data import open_dataset
+            data = self.spec.source_data.model_dump()
+            split = "source_test" if data["kind"] == "builtin-source" else None
+            self._sources = open_dataset(data, split=split)
+        return self._sources
+
+    def extractor(self, name: str):
+        if name not in self._extractors:
+            from models.features import EXTRACTORS
+            self._extractors[name] = EXTRACTORS[name]()
+        return self._extractors[name]
+
+    def domain_features(self):
+        if self._domain is None:
+            from jobs.classifier import domain_classifier
+            self._domain = domain_classifier(self.spec.source_data.model_dump(),
+                                             self.spec.target_data.model_dump()).features
+        return self._domain
+
+    # -- work
+    def sample(self, batch: Batch) -> str:
+        import numpy as np
+        import torch
+
+        from models.data import to_model_range, to_uint8
+        from models.sampling import ddim_sample, egsde, indexed_noise, sdedit
+
+        out = self.run_dir / "work" / f"{batch.key}.npy"
+        if out.is_file():
+            return str(out)
+        attempts = self.run_dir / "attempts"
+        attempts.mkdir(exist_ok=True)
+        (attempts / f"{batch.key}.{os.getpid()}").write_text(f"{time.time()}\n")
+
+        s, p = self.spec.settings, batch.product
+        model = self.model(p.model_dir)
+        indices = range(batch.start, batch.stop)
+        if p.task == "unconditional":
+            res = self.resolution()
+            noise = indexed_noise(s.seed, "unconditional", indices, (3, res, res))
+            images = ddim_sample(model, noise, num_steps=s.ddim_steps)
+        else:
+            x0 = to_model_range(torch.stack([self.sources()[i] for i in indices]))
+            noise = indexed_noise(s.seed, "translation", indices, tuple(x0.shape[1:]))
+            if p.task == "sdedit":
+                images = sdedit(model, x0, noise, t0=p.t0, num_steps=s.ddim_steps)
+            else:
+                images = egsde(model, x0, noise, self.domain_features(), t0=p.t0, ls=s.egsde_ls,
+                               li=s.egsde_li, num_steps=s.ddim_steps)
+        out.parent.mkdir(exist_ok=True)
+        tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, to_uint8(images).numpy())
+        os.replace(tmp, out)
+        return str(out)
+
+    def resolution(self) -> int:
+        return int(self.spec.target_data.model_dump().get("resolution", 32))
+
+    def features(self, images_path: str, extractor: str):
+        """(features, cache hit) of a stored image set."""
+        import numpy as np
+        import torch
+
+        from models.features import cached_features
+        return cached_features(self.extractor(extractor), torch.from_numpy(np.load(images_path)))
+
+    def classify(self, images_path: str):
+        import numpy as np
+        import torch
+        return self.extractor("builtin").classify(torch.from_numpy(np.load(images_path)))
+
+    def measure(self, job: dict) -> tuple[list[dict], int]:
+        """Metric rows of one product, and how many feature sets came from the cache."""
+        from jobs.measure import measure_product
+        return measure_product(self, job)
+
+
+# ---------------------------------------------------------------- the driver
+def ray_init(num_cpus: int):
+    import ray
+
+    address = os.environ.get("SDFT_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level="ERROR")
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR",
+                 object_store_memory=256 * 1024 * 1024)
+    return ray
+
+
+def actor_layout() -> tuple[int, int]:
+    """(actors, threads each): one actor per group of cores."""
+    cpus = int(os.environ.get("SDFT_EVAL_CPUS") or os.environ.get("SLURM_CPUS_ON_NODE") or os.cpu_count() or 1)
+    threads = max(1, min(int(os.environ.get("SDFT_EVAL_THREADS", 2)), cpus))
+    return max(1, cpus // threads), threads
+
+
+def save_products(run: RunFolder, products: list[Product], batches: list[Batch]) -> dict[str, Path]:
+    """Concatenate each product's batches into products/<key>.npy and a PNG grid."""
+    import numpy as np
+    import torch
+
+    from models.data import to_model_range
+    from models.images import save_grid
+
+    paths = {}
+    for product in products:
+        parts = sorted((b for b in batches if b.product == product), key=lambda b: b.start)
+        images = np.concatenate([np.load(run.path / "work" / f"{b.key}.npy") for b in parts])
+        path = run.path / "products" / f"{product.key}.npy"
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp.npy")
+        np.save(tmp, images)
+        os.replace(tmp, path)
+        paths[product.key] = path
+        shown = to_model_range(torch.from_numpy(images[:IMAGE_GRID_SIZE]))
+        rows = [shown[i:i + 16] for i in range(0, len(shown), 16)]
+        save_grid(rows, run.samples_dir / f"{product.key}.png", scale=3)
+    return paths
+
+
+def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
+    from tqdm.auto import tqdm
+
+    from harness.results import write_metrics
+
+    run = RunFolder(run_dir)
+    models, train_spec = resolve_models(spec, run.path)
+    products = plan_products(spec, models)
+    batches = plan_batches(spec, products)
+    run.set_state("running", step=0, steps=len(batches), host=socket.gethostname(), pid=os.getpid(),
+                  error=None)
+    n_actors, threads = actor_layout()
+    ray = ray_init(n_actors * threads)
+    try:
+        from ray.util import ActorPool
+
+        Worker = ray.remote(num_cpus=threads, max_restarts=3, max_task_retries=3)(EvalWorker)
+        actors = [Worker.remote(spec.model_dump_json(), str(run.path), threads) for _ in range(n_actors)]
+        pool = ActorPool(actors)
+        todo = [b for b in batches if not (run.path / "work" / f"{b.key}.npy").is_file()]
+        done = len(batches) - len(todo)
+        for _ in tqdm(pool.map_unordered(lambda a, b: a.sample.remote(b), todo), total=len(todo),
+                      desc=f"evaluate {run.run_id}", mininterval=1.0):
+            done += 1
+            run.set_state("running", step=done)
+        paths = save_products(run, products, batches)
+
+        jobs = [dict(product=asdict(p), key=p.key, path=str(paths[p.key]), train_spec=train_spec,
+                     source_samples=source_samples_path(spec, run.path, p)) for p in products]
+        rows, cache_hits = [], 0
+        for product_rows, hits in pool.map_unordered(lambda a, j: a.measure.remote(j), jobs):
+            rows += product_rows
+            cache_hits += hits
+    finally:
+        ray.shutdown()
+    write_metrics(run.metrics_path, rows, run_id=run.run_id)
+    attempts = {}
+    for marker in (run.path / "attempts").glob("*.*"):
+        attempts.setdefault(marker.name.rsplit(".", 1)[0], []).append(marker.name)
+    retries = sum(len(v) - 1 for v in attempts.values())
+    atomic_write_json(run.path / "eval.json", {"batches": len(batches), "retries": retries,
+                                               "feature_cache_hits": cache_hits, "rows": len(rows)})
+    run.set_state("done", step=len(batches))
+    return run.metrics_path
+
+
+def source_samples_path(spec: EvalSpec, run_dir: Path, product: Product) -> str | None:
+    """The source model's unconditional samples (same noise), for the paired distances."""
+    if spec.source_samples is None or product.task != "unconditional":
+        return None
+    source = RunFolder(store_root_of(run_dir) / spec.source_samples[4:])
+    found = sorted((source.path / "products").glob("unconditional*.npy"))
+    return str(found[0]) if found else None
+
+
+def run(run_dir: str | Path) -> Path:
+    folder = RunFolder(run_dir)
+    spec = EvalSpec.model_validate(folder.read_spec())
+    try:
+        return evaluate(spec, run_dir)
+    except BaseException as err:
+        if not isinstance(err, KeyboardInterrupt):
+            folder.set_state("failed", error=f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000])
+        raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    if argv is None:
+        reexec_with_job_environment(["-m", "jobs.evaluate", *sys.argv[1:]])
+    parser = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", help="evaluation run folder holding spec.json")
+    args = parser.parse_args(argv)
+    from models.data import DatasetError
+
+    with exit_on_user_error(DatasetError, FileNotFoundError):
+        run(args.run_dir)
+
+
+if __name__ == "__main__":
+    main()
