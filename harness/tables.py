@@ -115,11 +115,28 @@ class Table:
             body = table.to_latex(escape=False, multicolumn=True, multicolumn_format="c",
                                   caption=self.title, label=f"tab:{self.name}")
             notes = "".join(f"% {n}\n" for n in self.notes)
-            return notes + body
+            return notes + _latex_symbols(body)
         headers = ["model"] + [" ".join(str(p) for p in c if p) for c in table.columns]
         text = f"**{self.title}**\n\n" + tabulate(table.reset_index().values.tolist(), headers=headers,
                                                   tablefmt="github")
         return text + "".join(f"\n\n{n}" for n in self.notes)
+
+
+LATEX_SYMBOLS = {"±": r"$\pm$", "×": r"$\times$", "†": r"$^\dagger$", "λ": r"$\lambda$", "γ": r"$\gamma$",
+                 "_": r"\_"}
+
+
+def _latex_symbols(text: str) -> str:
+    """Symbols in the cells and labels as LaTeX writes them (commands are left alone)."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith("\\") or "\\label" in line:
+            out.append(line)
+            continue
+        for symbol, latex in LATEX_SYMBOLS.items():
+            line = line.replace(symbol, latex)
+        out.append(line)
+    return "".join(out)
 
 
 def model_labels(df: "pd.DataFrame") -> "pd.Series":

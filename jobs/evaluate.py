@@ -192,8 +192,8 @@ class EvalWorker:
         import torch
         return self.extractor("builtin").classify(torch.from_numpy(np.load(images_path)))
 
-    def measure(self, job: dict) -> tuple[list[dict], int]:
-        """Metric rows of one product, and how many feature sets came from the cache."""
+    def measure(self, job: dict) -> tuple[list[dict], dict[str, int]]:
+        """Metric rows of one product, and the feature cache's counts."""
         from jobs.measure import measure_product
         return measure_product(self, job)
 
@@ -206,7 +206,8 @@ def ray_init(num_cpus: int):
     if address:
         ray.init(address=address, logging_level="ERROR")
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR",
+        # "local": always a new instance of our own, never another job's that runs beside us
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR",
                  object_store_memory=256 * 1024 * 1024)
     return ray
 
@@ -271,10 +272,10 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
 
         jobs = [dict(product=asdict(p), key=p.key, path=str(paths[p.key]), train_spec=train_spec,
                      source_samples=source_samples_path(spec, run.path, p)) for p in products]
-        rows, cache_hits = [], 0
-        for product_rows, hits in pool.map_unordered(lambda a, j: a.measure.remote(j), jobs):
+        rows, cache = [], {"hits": 0, "lookups": 0}
+        for product_rows, counts in pool.map_unordered(lambda a, j: a.measure.remote(j), jobs):
             rows += product_rows
-            cache_hits += hits
+            cache = {k: cache[k] + counts[k] for k in cache}
     finally:
         ray.shutdown()
     write_metrics(run.metrics_path, rows, run_id=run.run_id)
@@ -282,8 +283,10 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
     for marker in (run.path / "attempts").glob("*.*"):
         attempts.setdefault(marker.name.rsplit(".", 1)[0], []).append(marker.name)
     retries = sum(len(v) - 1 for v in attempts.values())
-    atomic_write_json(run.path / "eval.json", {"batches": len(batches), "retries": retries,
-                                               "feature_cache_hits": cache_hits, "rows": len(rows)})
+    atomic_write_json(run.path / "eval.json", {
+        "batches": len(batches), "retries": retries, "retried_batches": sorted(
+            k for k, v in attempts.items() if len(v) > 1),
+        "feature_lookups": cache["lookups"], "feature_cache_hits": cache["hits"], "rows": len(rows)})
     run.set_state("done", step=len(batches))
     return run.metrics_path
 

@@ -57,11 +57,12 @@ def _references(worker) -> dict[str, torch.Tensor]:
             for name, ds in refs.items()}
 
 
-def measure_product(worker, job: dict) -> tuple[list[dict], int]:
+def measure_product(worker, job: dict) -> tuple[list[dict], dict[str, int]]:
+    """Rows, and how many feature sets were looked up and how many came from the cache."""
     s = worker.spec.settings
     base = _identity(worker, job)
     rows: list[dict] = []
-    hits = 0
+    hits = lookups = 0
 
     def add(metric, value, reference, subset="all", n=None, extractor=None, note=None):
         rows.append({**base, "metric": metric, "value": float(value), "reference": reference,
@@ -75,10 +76,10 @@ def measure_product(worker, job: dict) -> tuple[list[dict], int]:
     features: dict[str, np.ndarray] = {}
     for name in s.extractors:
         features[name], hit = worker.features(job["path"], name)
-        hits += hit
+        hits, lookups = hits + hit, lookups + 1
         for ref_name, ref_images in _references(worker).items():
             ref_features, hit = cached_features(worker.extractor(name), ref_images)
-            hits += hit
+            hits, lookups = hits + hit, lookups + 1
             add("fid", metrics.fid(features[name], ref_features), ref_name, n=len(images), extractor=name)
             value, size = metrics.kid(features[name], ref_features, s.kid_subset_size, s.kid_subsets, s.seed)
             add("kid", value * 1e3, ref_name, n=len(images), extractor=name,
@@ -96,11 +97,11 @@ def measure_product(worker, job: dict) -> tuple[list[dict], int]:
         paired = paired[:len(images)]
         distance_extractor = "builtin" if builtin_pair else s.extractors[0]
         f_paired, hit = cached_features(worker.extractor(distance_extractor), paired)
-        hits += hit
+        hits, lookups = hits + hit, lookups + 1
         f_images = features.get(distance_extractor)
         if f_images is None:
             f_images, hit = worker.features(job["path"], distance_extractor)
-            hits += hit
+            hits, lookups = hits + hit, lookups + 1
         add(f"feature_dist_{distance_extractor}", metrics.feature_distance(f_paired, f_images).mean(),
             paired_ref, n=len(images), extractor=distance_extractor,
             note="LPIPS substitute: cosine distance of features")
@@ -139,4 +140,4 @@ def measure_product(worker, job: dict) -> tuple[list[dict], int]:
                 if denominator:
                     add("class_preservation", kept[mask].sum() / denominator, "source", subset=name,
                         n=int(denominator), extractor="builtin", note=note)
-    return rows, hits
+    return rows, {"hits": hits, "lookups": lookups}

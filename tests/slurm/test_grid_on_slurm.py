@@ -39,10 +39,21 @@ def states(results: Path, grid: str) -> dict[str, dict]:
     return {f.run_id: {**f.state(), "spec": f.read_spec()} for f in Store(results).grid_runs(grid)}
 
 
+@pytest.fixture(autouse=True)
+def cancel_leftovers(tmp_path):
+    """Whatever a test leaves queued is cancelled by id (never by a broad name)."""
+    yield
+    jobs = {f.state().get("job_id") for grid in (tmp_path / "results").glob("*/runs")
+            for f in Store(tmp_path / "results").grid_runs(grid.parent.name)}
+    jobs = sorted(j for j in jobs if j and not j.startswith("local"))
+    if jobs:
+        subprocess.run(["scancel", *jobs], capture_output=True)
+
+
 def test_smoke_grid_goes_through_sbatch_to_done(slurm, tmp_path):
     results = tmp_path / "results"
     summary = submit(SMOKE, results, "--wait")
-    assert summary["submitted"] == summary["runs"] == 4
+    assert summary["submitted"] == summary["runs"] == 9
     runs = states(results, "smoke")
     assert all(s["status"] == "done" for s in runs.values()), runs
     pretrain = [s for s in runs.values() if s["spec"]["stage"] == "pretrain"]
@@ -56,11 +67,21 @@ def test_smoke_grid_goes_through_sbatch_to_done(slurm, tmp_path):
     for job in [pretrain[0]["job_id"], *(s["job_id"] for s in finetune)]:
         assert "KillOInInvalidDependent=Yes" in scontrol_job(job), job
 
+    evaluations = [s for s in runs.values() if s["spec"]["stage"] == "evaluate"]
+    finetune_ids = {s["job_id"].split("_")[0] for s in finetune}
+    for evaluation in evaluations:
+        script = next((results / "smoke" / "slurm" / evaluation["job_id"].split("_")[0])
+                      .glob("*_submission.sh")).read_text()
+        assert "--dependency=afterok:" in script
+    assert (results / "smoke" / "report.md").is_file() and (results / "smoke" / "metrics.parquet").is_file()
+    assert (results / "smoke" / "tables" / "table3.tex").is_file()
+    assert finetune_ids
+
     again = submit(SMOKE, results)
-    assert again["submitted"] == 0 and again["skipped_done"] == 4
+    assert again["submitted"] == 0 and again["skipped_done"] == 9
 
     status = run_module("harness.status", str(results / "smoke"))
-    assert status.returncode == 0 and "4 done" in status.stdout
+    assert status.returncode == 0 and "9 done" in status.stdout
 
 
 def test_children_of_a_failed_job_are_cancelled(slurm, tmp_path):
@@ -70,7 +91,9 @@ def test_children_of_a_failed_job_are_cancelled(slurm, tmp_path):
     runs = states(results, "doomed")
     pretrain = next(s for s in runs.values() if s["spec"]["stage"] == "pretrain")
     assert pretrain["status"] == "failed" and "not finite" in pretrain["error"]
-    children = [s for s in runs.values() if s["spec"].get("method") in ("naive", "sdft")]
+    children = [s for s in runs.values() if s["spec"].get("method") in ("naive", "sdft")
+                or s["spec"]["stage"] in ("evaluate", "aggregate")]
+    assert len(children) == 7
     for child in children:
         assert child["status"] == "submitted"                  # never started
         assert "CANCELLED" in sacct_states(child["job_id"]), child["job_id"]
@@ -95,6 +118,11 @@ def test_preempted_training_is_requeued_and_resumes(slurm, tmp_path):
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)    # how a cluster preempts
     deadline = time.time() + 300
     while time.time() < deadline and run.status != "done":
+        # Slurm holds a requeued job back for a while (BeginTime); release it now
+        state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True,
+                               text=True).stdout.strip()
+        if state == "PENDING":
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
         time.sleep(0.5)
     assert run.status == "done", run.state()
     resumes = [r for r in run.log_rows() if r.get("event") == "resume"]

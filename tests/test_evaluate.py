@@ -1,0 +1,94 @@
+"""The evaluate job on Ray: products, metric rows, a killed actor, the feature cache."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, run_module, write_spec
+from harness.results import COLUMNS, load_results
+from harness.spec import EvalSpec
+from harness.store import RunFolder
+
+KEYS = ["task", "t0", "ckpt_step", "reference", "subset", "metric", "extractor"]
+
+
+def eval_spec(**settings) -> dict:
+    base = {"num_samples": 48, "batch_size": 16, "num_translations": 16, "ddim_steps": 10,
+            "tasks": ["unconditional"], "kid_subset_size": 16, "kid_subsets": 5, "max_reference": 200}
+    return EvalSpec(stage="evaluate", role="source", model="run:source",
+                    source_data={"kind": "builtin-source", "resolution": 16},
+                    target_data={"kind": "builtin-target", "resolution": 16, "size": 200},
+                    settings={**base, **settings}).model_dump(mode="json")
+
+
+def test_killed_actor_has_its_batch_retried_and_no_row_is_lost(tiny_source):
+    store = tiny_source.parent
+    # slow batches (250 DDIM steps) so that the kill lands while an actor holds one
+    run_dir = write_spec(store / "eval-kill", eval_spec(ddim_steps=250, num_samples=48))
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.evaluate", str(run_dir)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    attempts, work = run_dir / "attempts", run_dir / "work"
+    deadline, killed = time.time() + 240, None
+    while time.time() < deadline and killed is None and proc.poll() is None:
+        for marker in sorted(attempts.glob("*.*")) if attempts.is_dir() else []:
+            batch, pid = marker.name.rsplit(".", 1)
+            if not (work / f"{batch}.npy").exists():          # the actor is holding this batch
+                os.kill(int(pid), signal.SIGKILL)
+                killed = batch
+                break
+        time.sleep(0.05)
+    assert killed is not None, "no batch was caught in flight"
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+
+    summary = json.loads((run_dir / "eval.json").read_text())
+    assert summary["retries"] >= 1 and killed in summary["retried_batches"]
+    assert len(list(attempts.glob(f"{killed}.*"))) == 2
+    rows = pd.read_parquet(run_dir / "metrics.parquet")
+    assert not rows.duplicated(KEYS).any()
+    expected = {("fid", "target"), ("fid", "full-domain"), ("kid", "target"), ("kid", "full-domain"),
+                ("missing_class_share", "classifier")}
+    assert set(zip(rows.metric, rows.reference)) == expected
+    assert list(rows.columns[:len(COLUMNS)]) == COLUMNS
+    assert RunFolder(run_dir).status == "done"
+
+
+def test_second_evaluation_hits_the_feature_cache(tiny_source):
+    store = tiny_source.parent
+    first = write_spec(store / "eval-a", eval_spec(tasks=["unconditional", "sdedit", "egsde"]))
+    run_module("jobs.evaluate", str(first), check=True)
+    again = store / "eval-b"
+    shutil.copytree(first, again, ignore=shutil.ignore_patterns("work", "products", "attempts", "samples",
+                                                                 "*.json", "*.parquet"))
+    shutil.copy(first / "spec.json", again / "spec.json")
+    run_module("jobs.evaluate", str(again), check=True)
+    summary = json.loads((again / "eval.json").read_text())
+    assert summary["feature_lookups"] > 0 and summary["feature_cache_hits"] == summary["feature_lookups"]
+    a = pd.read_parquet(first / "metrics.parquet").sort_values(KEYS).reset_index(drop=True)
+    b = pd.read_parquet(again / "metrics.parquet").sort_values(KEYS).reset_index(drop=True)
+    pd.testing.assert_series_equal(a["value"], b["value"])
+    # translations come with faithfulness, class preservation and LPIPS's stated absence
+    tasks = set(a.task)
+    assert tasks == {"unconditional", "sdedit", "egsde"}
+    lpips = a[a.metric == "lpips"]
+    assert lpips.value.isna().all() and lpips.note.str.contains("AlexNet").all()
+    assert {"psnr", "ssim", "feature_dist_builtin", "class_preservation"} <= set(a.metric)
+    assert (run_dir_png := first / "samples" / "sdedit_t0.5_s60.png").is_file(), run_dir_png
+    loaded = load_results(first / "metrics.parquet")
+    assert len(loaded) == len(a)
+
+
+def test_inception_features_on_a_few_dozen_images(tiny_source):
+    run_dir = write_spec(tiny_source.parent / "eval-inception",
+                         eval_spec(num_samples=24, batch_size=24, extractors=["inception"], max_reference=24,
+                                   kid_subset_size=24))
+    run_module("jobs.evaluate", str(run_dir), check=True)
+    rows = pd.read_parquet(run_dir / "metrics.parquet")
+    fid = rows[(rows.metric == "fid") & (rows.extractor == "inception")]
+    assert len(fid) == 2 and (fid.value > 0).all()

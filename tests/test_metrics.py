@@ -1,0 +1,93 @@
+"""Metrics against closed forms; the [-1, 1] vs [0, 1] bug of the official notebook cannot return."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models import metrics
+
+
+def gaussian(rng, mean, cov, n=20_000):
+    return rng.multivariate_normal(mean, cov, size=n)
+
+
+def test_fid_matches_the_closed_form():
+    rng = np.random.default_rng(0)
+    mu1, mu2 = np.zeros(4), np.array([1.0, -0.5, 0.0, 2.0])
+    c1 = np.diag([1.0, 2.0, 0.5, 1.0])
+    c2 = np.diag([2.0, 1.0, 0.5, 3.0])
+    # ||mu1 - mu2||^2 + tr(c1 + c2 - 2 (c1 c2)^1/2), diagonal covariances
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum(np.diag(c1) + np.diag(c2) - 2 * np.sqrt(np.diag(c1) * np.diag(c2)))
+    got = metrics.fid(gaussian(rng, mu1, c1), gaussian(rng, mu2, c2))
+    assert got == pytest.approx(expected, rel=0.03)
+
+
+def test_kid_is_zero_for_a_set_against_itself_and_grows_with_a_shift():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(2000, 16))
+    same, size = metrics.kid(a, a.copy(), subset_size=500, subsets=20)
+    small, _ = metrics.kid(a, a + 0.2, subset_size=500, subsets=20)
+    large, _ = metrics.kid(a, a + 0.6, subset_size=500, subsets=20)
+    assert size == 500
+    assert abs(same) < 0.1 * small        # unbiased: around zero, up to subset noise
+    assert small < large
+
+
+def test_kid_subsets_are_seeded():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(800, 8)), rng.normal(0.1, 1, size=(800, 8))
+    assert metrics.kid(a, b, 200, 10, seed=3) == metrics.kid(a, b, 200, 10, seed=3)
+    assert metrics.kid(a, b, 200, 10, seed=3) != metrics.kid(a, b, 200, 10, seed=4)
+
+
+def test_psnr_matches_ten_log_ten_of_one_over_mse():
+    x = torch.full((2, 3, 16, 16), 0.5, dtype=torch.float64)
+    y = x + 0.1                                    # MSE = 0.01 on [0, 1]
+    assert metrics.psnr(x, y, value_range=(0, 1)) == pytest.approx([10 * math.log10(1 / 0.01)] * 2)
+
+
+def test_an_image_in_minus_one_one_is_measured_as_its_zero_one_version():
+    g = torch.Generator().manual_seed(0)
+    a01 = torch.rand(3, 3, 16, 16, generator=g, dtype=torch.float64)
+    b01 = (a01 + 0.05 * torch.randn(a01.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    a, b = a01 * 2 - 1, b01 * 2 - 1
+    assert metrics.psnr(a, b, (-1, 1)) == pytest.approx(metrics.psnr(a01, b01, (0, 1)), rel=1e-9)
+    assert metrics.ssim(a, b, (-1, 1)) == pytest.approx(metrics.ssim(a01, b01, (0, 1)), rel=1e-9)
+    a255, b255 = (a01 * 255).round(), (b01 * 255).round()
+    assert metrics.psnr(a255, b255, (0, 255)) == pytest.approx(
+        metrics.psnr(a255 / 255, b255 / 255, (0, 1)), rel=1e-9)
+    # the notebook's bug: [-1, 1] data measured as if it were [0, 1] gives other numbers
+    assert metrics.psnr(a, b, (0, 1)) != pytest.approx(metrics.psnr(a01, b01, (0, 1)), rel=1e-3)
+
+
+def test_ssim_of_identical_images_is_one():
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    assert metrics.ssim(x, x, (0, 1)) == pytest.approx([1.0, 1.0])
+
+
+def test_lpips_without_weights_is_not_available(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert metrics.alexnet_weights() is None
+    assert metrics.alexnet_weights(str(tmp_path / "nope.pth")) is None
+
+
+def test_lpips_loads_its_trunk_from_a_file_never_the_network(tmp_path):
+    """Only the loading path: a randomly initialised AlexNet saved to disk stands in for the
+    real file, which this machine does not have. No metric is reported from it."""
+    import torchvision
+
+    path = tmp_path / metrics.ALEXNET_FILE
+    alexnet = torchvision.models.alexnet()
+    torch.save(alexnet.state_dict(), path)
+    lpips = metrics.Lpips(path)
+    first = next(lpips.model.net.parameters())
+    assert torch.equal(first, alexnet.features[0].weight)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert lpips(x, x).max() < 1e-6 and (lpips(x, -x) > 0).all()
+
+
+def test_feature_distance_is_zero_for_equal_features():
+    f = np.random.default_rng(0).normal(size=(5, 7))
+    assert np.allclose(metrics.feature_distance(f, f), 0)
+    assert (metrics.feature_distance(f, -f) > 1.9).all()

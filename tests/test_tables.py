@@ -1,0 +1,69 @@
+"""The paper's tables as pivots of the tidy table: mean ± std over seeds, the best in bold."""
+import math
+
+import pandas as pd
+import pytest
+
+from conftest import run_module
+from harness.results import tidy, write_parquet
+from harness.tables import paper_tables
+
+
+def rows():
+    out = []
+    fids = {("naive", None): [3.0, 3.2], ("sdft", "sdft"): [2.5, 2.7], ("sdft", "constant"): [2.9, 2.9],
+            ("scratch", None): [9.0, 11.0]}
+    for (method, weighting), values in fids.items():
+        for seed, fid in enumerate(values):
+            base = dict(run_id=f"{method}{weighting}{seed}", eval_id=f"e{method}{weighting}{seed}", method=method,
+                        weighting=weighting, seed=seed, ckpt_step=100, extractor="builtin", n=100)
+            out.append({**base, "task": "unconditional", "t0": None, "reference": "full-domain", "subset": "all",
+                        "metric": "fid", "value": fid})
+            out.append({**base, "task": "unconditional", "t0": None, "reference": "classifier",
+                        "subset": "missing-classes", "metric": "missing_class_share", "value": fid / 20})
+            for task in ("sdedit", "egsde"):
+                out.append({**base, "task": task, "t0": 0.5, "reference": "source", "subset": "all",
+                            "metric": "psnr", "value": 20 - fid})
+                out.append({**base, "task": task, "t0": 0.5, "reference": "source", "subset": "all",
+                            "metric": "lpips", "value": math.nan, "note": "not measured: no AlexNet weights"})
+                out.append({**base, "task": task, "t0": 0.5, "reference": "source", "subset": "all",
+                            "metric": "feature_dist_builtin", "value": fid / 100})
+    return tidy(out)
+
+
+def test_tables_pivot_mean_and_std_over_seeds_and_bold_the_best():
+    tables = {t.name: t for t in paper_tables(rows())}
+    assert {"table1_t0.5", "table3", "table4", "attributes"} <= set(tables)
+    t3 = tables["table3"]
+    assert t3.means.loc["sdft/sdft", ("unconditional", "fid")] == pytest.approx(2.6)
+    assert t3.stds.loc["scratch", ("unconditional", "fid")] == pytest.approx(math.sqrt(2))
+    markdown = t3.render("markdown")
+    assert "**2.600 ± 0.141**" in markdown                      # lowest FID is best
+    latex = tables["table1_t0.5"].render("latex")
+    assert r"\textbf{17.4 $\pm$ 0.1}" in latex                  # highest PSNR is best
+    assert "FeatDist" in latex and "not LPIPS" in latex           # the substitute says what it is
+    t4 = tables["table4"]
+    assert list(t4.means.index) == ["sdft/constant", "sdft/sdft"]
+
+
+def test_tables_cli_formats_and_bad_path(tmp_path):
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    write_parquet(grid / "metrics.parquet", rows())
+    for fmt, marker in (("latex", r"\begin{tabular}"), ("markdown", "| model"), ("csv", "model,")):
+        proc = run_module("harness.tables", str(grid), "--format", fmt, "--out", str(tmp_path / fmt))
+        assert proc.returncode == 0 and marker in proc.stdout, proc.stderr
+    assert (tmp_path / "latex" / "table3.tex").is_file()
+    bad = run_module("harness.tables", str(tmp_path / "nowhere"))
+    assert bad.returncode == 2 and "nowhere" in bad.stderr
+
+
+def test_load_results_reads_a_grid_folder(tmp_path):
+    from harness.results import load_results
+
+    grid = tmp_path / "g"
+    grid.mkdir()
+    write_parquet(grid / "metrics.parquet", rows())
+    df = load_results(grid)
+    assert isinstance(df, pd.DataFrame) and len(df) == len(rows())
+    assert df.query("metric == 'fid' and method == 'naive'").value.mean() == pytest.approx(3.1)
