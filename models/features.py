@@ -109,9 +109,13 @@ def content_hash(images_u8: torch.Tensor) -> str:
     return digest.hexdigest()[:20]
 
 
+def feature_cache_path(extractor: FeatureExtractor, images_u8: torch.Tensor) -> Path:
+    return cache_dir() / "features" / extractor.identity / f"{content_hash(images_u8)}.npy"
+
+
 def cached_features(extractor: FeatureExtractor, images_u8: torch.Tensor) -> tuple[np.ndarray, bool]:
     """(features, whether they came from the cache). Written atomically."""
-    path = cache_dir() / "features" / extractor.identity / f"{content_hash(images_u8)}.npy"
+    path = feature_cache_path(extractor, images_u8)
     if path.is_file():
         return np.load(path), True
     features = extractor(images_u8)
