@@ -26,8 +26,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
+# The whole demo grid on this machine (--executor local even where Slurm answers), then the
+# paper's tables in the terminal and where the report is.
 demo: setup
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m jobs.demo_core
+	$(PY) -m harness.submit grids/demo.yaml --executor local
+	$(PY) -m harness.tables results/demo
+	@echo "report: $(CURDIR)/results/demo/report.md"
 
 # Slurm needs root to install and start; elsewhere its tests skip (CI makes a skip a failure).
 test: setup

@@ -129,12 +129,20 @@ def shown_params(spec: RunSpec) -> dict[str, Any]:
     return out
 
 
+def snapshots_for(grid: GridConfig, method: str | None) -> list[int]:
+    """The earlier checkpoints to keep and evaluate for a method (early-stopping baselines)."""
+    e = grid.evaluation
+    return sorted(set(e.checkpoint_steps)) if method in e.checkpoint_methods else []
+
+
 def evaluation_spec(role: str, model: str, source: dict, target: dict, grid: GridConfig,
-                    source_eval: str | None = None) -> EvalSpec:
+                    source_eval: str | None = None, method: str | None = None) -> EvalSpec:
     wants_source_samples = role == "finetuned" and "unconditional" in grid.evaluation.tasks
+    settings = grid.evaluation.model_copy(update={"checkpoint_steps": snapshots_for(grid, method),
+                                                  "checkpoint_methods": []})
     return EvalSpec(stage="evaluate", role=role, model=model, source_data=source, target_data=target,
                     source_samples=f"run:{source_eval}" if wants_source_samples else None,
-                    settings=grid.evaluation)
+                    settings=settings)
 
 
 # ---------------------------------------------------------------- expansion
@@ -175,14 +183,14 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
                 weightings = grid.weightings if method == "sdft" else [None]
                 for combo, weighting, seed in itertools.product(sweep(settings), weightings, grid.seeds):
                     spec = finetune_spec(method, weighting, combo, seed, data, init, scratch_network,
-                                         grid.evaluation.checkpoint_steps)
+                                         snapshots_for(grid, method))
                     if spec.run_id in runs:
                         continue
                     runs[spec.run_id] = PlannedRun(
                         spec.run_id, "finetune", spec, dataset.name, target.name, method, weighting,
                         shown_params(spec), deps if method != "scratch" else ())
                     ev = evaluation_spec("finetuned", f"run:{spec.run_id}", source, data, grid,
-                                         source_eval.run_id)
+                                         source_eval.run_id, method)
                     runs[ev.run_id] = PlannedRun(
                         ev.run_id, "evaluate", ev, dataset.name, target.name, method, weighting,
                         shown_params(spec), (spec.run_id, source_eval.run_id))

@@ -168,6 +168,7 @@ class EvalSettings(Strict):
     t0: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=1)] = [0.5]
     num_translations: Annotated[int, Field(gt=1)] = 500
     checkpoint_steps: list[Annotated[int, Field(gt=0)]] = []   # earlier EMA snapshots to evaluate too
+    checkpoint_methods: list[Method] = ["scratch", "naive", "sdft"]  # ... for these methods
     extractors: Annotated[list[Literal["builtin", "inception"]], Field(min_length=1)] = ["builtin"]
     max_reference: Annotated[int, Field(gt=1)] = 10_000      # images of a reference set used
     kid_subset_size: Annotated[int, Field(gt=1)] = 1000

@@ -172,3 +172,26 @@ def test_dry_run_prints_the_plan(tmp_path):
                        "skipped_running": 0, "skipped_failed": 0}
     assert "depends on" in lines[0] and sum("finetune" in line for line in lines) == 3
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name", ["metfaces", "aahq", "demo", "reproduce"])
+def test_shipped_grids_validate_and_expand(name, tmp_path):
+    """The paper's grids name data this machine lacks: warnings in a dry run, not errors."""
+    proc = run_module("harness.submit", str(ROOT / "grids" / f"{name}.yaml"), "--dry-run",
+                      "--results", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["grid"] == name and summary["runs"] > 5
+    if name in ("metfaces", "aahq"):
+        assert proc.stderr.count("warning:") == 3
+        grid = load_grid(ROOT / "grids" / f"{name}.yaml")
+        plan = expand(grid, ROOT / "grids")
+        sdft = [r.spec for r in plan.by_stage("finetune") if r.method == "sdft"]
+        assert all(s.lr == 2e-5 and s.batch_size == 16 and s.dropout == 0.1 and s.ema_decay == 0.9999
+                   and s.steps == 10_000 and s.precision == "fp16" for s in sdft)
+        assert all((s.distill.gamma_distill, s.distill.gamma_aux, s.distill.k) == (3, 50, 1)
+                   for s in sdft if s.distill.weighting == "sdft")
+        lambdas = {(s.distill.lambda_distill, s.distill.lambda_aux) for s in sdft}
+        assert lambdas == ({(0.1, 0.1)} if name == "metfaces" else
+                           {(a, b) for a in (0.2, 0.3) for b in (0.2, 0.3)})
+        assert grid.evaluation.extractors == ["inception"] and grid.evaluation.num_samples == 10_000

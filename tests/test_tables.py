@@ -58,6 +58,23 @@ def test_tables_cli_formats_and_bad_path(tmp_path):
     assert bad.returncode == 2 and "nowhere" in bad.stderr
 
 
+def test_weighting_ablation_takes_each_weighting_at_its_best_lambda():
+    df = rows()
+    swept = []
+    for lam, shift in ((1.0, 0.0), (10.0, -1.0)):
+        part = df[df.method == "sdft"].copy()
+        part["p_lambda_distill"] = lam
+        part["eval_id"] = part["eval_id"] + str(lam)
+        # constant is best at lambda 1, sdft at lambda 10
+        bonus = part.weighting.map({"sdft": shift, "constant": -shift})
+        part.loc[part.metric == "fid", "value"] += bonus[part.metric == "fid"]
+        swept.append(part)
+    df = tidy(pd.concat([df[df.method != "sdft"], *swept], ignore_index=True))
+    tables = {t.name: t for t in paper_tables(df)}
+    assert set(tables["table4"].means.index) == {"sdft/sdft λd=10", "sdft/constant λd=1"}
+    assert len(tables["table4_sweep"].means) == 4
+
+
 def test_load_results_reads_a_grid_folder(tmp_path):
     from harness.results import load_results
 

@@ -1,0 +1,59 @@
+"""Run every benchmark in bench/ and print one table of their figures with the goal beside each.
+
+    python bench/run_all.py [--only train_step,evaluate]
+
+Each script prints one JSON object as its last line; this collects them, writes them to
+bench/results.json and prints the table. The last line printed is one JSON object too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import operator
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+GOALS = {  # figure -> (comparison, goal)
+    "sdft_over_naive": ("<=", 2.7),
+    "deepspeed_over_torch": ("<=", 1.10),
+    "dry_run_10k_s": ("<=", 2.0),
+    "ddim_over_diffusers": ("<=", 1.05),
+    "cached_speedup": (">=", 5.0),
+}
+SCRIPTS = ("train_step", "grid_overhead", "evaluate")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default=",".join(SCRIPTS))
+    args = parser.parse_args()
+    from tabulate import tabulate
+
+    figures: dict[str, dict] = {}
+    for name in args.only.split(","):
+        start = time.time()
+        proc = subprocess.run([sys.executable, str(HERE / f"{name}.py")], capture_output=True, text=True)
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode != 0 or not lines:
+            print(f"{name}: failed ({proc.returncode})\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        figures[name] = json.loads(lines[-1])
+        print(f"{name}: {time.time() - start:.0f} s", file=sys.stderr)
+    rows = []
+    for script, values in figures.items():
+        for key, value in values.items():
+            goal = GOALS.get(key)
+            verdict = ""
+            if goal and isinstance(value, (int, float)):
+                verdict = "met" if {"<=": operator.le, ">=": operator.ge}[goal[0]](value, goal[1]) else "MISSED"
+            rows.append((script, key, value, f"{goal[0]} {goal[1]}" if goal else "", verdict))
+    print(tabulate(rows, headers=("bench", "figure", "value", "goal", ""), tablefmt="github"))
+    (HERE / "results.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
