@@ -27,14 +27,28 @@ class TrainJob(submitit.helpers.Checkpointable):
 
 
 class EvaluateJob:
-    """Evaluate one model: Ray starts inside the job, on the job's cores (or joins
-    $SDFT_RAY_ADDRESS). A requeued evaluation skips the batches it already has."""
+    """Evaluate one model on Ray. One task: Ray starts inside the job on its cores (or joins
+    $SDFT_RAY_ADDRESS). Several tasks (nodes): one Ray node per task, the head and the driver
+    on the first (jobs/ray_cluster.py). A requeued evaluation skips the batches it has."""
 
     def __call__(self, run_dir: str) -> str:
         os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("SLURM_CPUS_PER_TASK", "1"))
         from jobs.evaluate import run
 
-        return str(run(run_dir))
+        env = submitit.JobEnvironment()
+        if env.num_tasks == 1:
+            return str(run(run_dir))
+        from pathlib import Path
+
+        from jobs.ray_cluster import slurm_ray_cluster
+
+        cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", 1))
+        gpus = len([d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d])
+        with slurm_ray_cluster(env.global_rank, env.num_tasks, Path(run_dir) / "ray", cpus, gpus) as address:
+            if address is None:
+                return "ray worker"
+            os.environ["SDFT_RAY_ADDRESS"] = address
+            return str(run(run_dir))
 
     def checkpoint(self, run_dir: str):
         return submitit.helpers.DelayedSubmission(self, run_dir)

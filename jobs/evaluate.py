@@ -104,6 +104,7 @@ class EvalWorker:
 
         torch.set_num_threads(threads)
         torch.set_flush_denormal(True)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.spec = EvalSpec.model_validate_json(spec_json)
         self.run_dir = Path(run_dir)
         self._models: dict[str, object] = {}
@@ -115,7 +116,7 @@ class EvalWorker:
     def model(self, path: str):
         if path not in self._models:
             from models.networks import as_eps_model, load_unet
-            self._models[path] = as_eps_model(load_unet(path).eval())
+            self._models[path] = as_eps_model(load_unet(path).eval().to(self.device))
         return self._models[path]
 
     def sources(self):
@@ -137,7 +138,7 @@ class EvalWorker:
         if self._domain is None:
             from jobs.classifier import domain_classifier
             self._domain = domain_classifier(self.spec.source_data.model_dump(),
-                                             self.spec.target_data.model_dump()).features
+                                             self.spec.target_data.model_dump()).to(self.device).features
         return self._domain
 
     # -- work
@@ -160,11 +161,11 @@ class EvalWorker:
         indices = range(batch.start, batch.stop)
         if p.task == "unconditional":
             res = self.resolution()
-            noise = indexed_noise(s.seed, "unconditional", indices, (3, res, res))
+            noise = indexed_noise(s.seed, "unconditional", indices, (3, res, res)).to(self.device)
             images = ddim_sample(model, noise, num_steps=s.ddim_steps)
         else:
-            x0 = to_model_range(torch.stack([self.sources()[i] for i in indices]))
-            noise = indexed_noise(s.seed, "translation", indices, tuple(x0.shape[1:]))
+            x0 = to_model_range(torch.stack([self.sources()[i] for i in indices])).to(self.device)
+            noise = indexed_noise(s.seed, "translation", indices, tuple(x0.shape[1:])).to(self.device)
             if p.task == "sdedit":
                 images = sdedit(model, x0, noise, t0=p.t0, num_steps=s.ddim_steps)
             else:
@@ -172,7 +173,7 @@ class EvalWorker:
                                li=s.egsde_li, num_steps=s.ddim_steps)
         out.parent.mkdir(exist_ok=True)
         tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, to_uint8(images).numpy())
+        np.save(tmp, to_uint8(images).cpu().numpy())
         os.replace(tmp, out)
         return str(out)
 
@@ -199,24 +200,30 @@ class EvalWorker:
 
 
 # ---------------------------------------------------------------- the driver
-def ray_init(num_cpus: int):
+def ray_init():
+    """Join $SDFT_RAY_ADDRESS (or $RAY_ADDRESS) if set, else start a Ray of our own here."""
     import ray
 
     address = os.environ.get("SDFT_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level="ERROR")
     else:
+        cpus = int(os.environ.get("SDFT_EVAL_CPUS") or os.environ.get("SLURM_CPUS_ON_NODE")
+                   or os.cpu_count() or 1)
         # "local": always a new instance of our own, never another job's that runs beside us
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR",
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="ERROR",
                  object_store_memory=256 * 1024 * 1024)
     return ray
 
 
-def actor_layout() -> tuple[int, int]:
-    """(actors, threads each): one actor per group of cores."""
-    cpus = int(os.environ.get("SDFT_EVAL_CPUS") or os.environ.get("SLURM_CPUS_ON_NODE") or os.cpu_count() or 1)
+def actor_layout(resources: dict) -> tuple[int, int, int]:
+    """(actors, threads each, GPUs each): one actor per GPU, else one per group of cores."""
+    cpus = max(1, int(resources.get("CPU", 1)))
+    gpus = int(resources.get("GPU", 0))
+    if gpus:
+        return gpus, max(1, cpus // gpus), 1
     threads = max(1, min(int(os.environ.get("SDFT_EVAL_THREADS", 2)), cpus))
-    return max(1, cpus // threads), threads
+    return max(1, cpus // threads), threads, 0
 
 
 def save_products(run: RunFolder, products: list[Product], batches: list[Batch]) -> dict[str, Path]:
@@ -254,12 +261,13 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
     batches = plan_batches(spec, products)
     run.set_state("running", step=0, steps=len(batches), host=socket.gethostname(), pid=os.getpid(),
                   error=None)
-    n_actors, threads = actor_layout()
-    ray = ray_init(n_actors * threads)
+    ray = ray_init()
     try:
         from ray.util import ActorPool
 
-        Worker = ray.remote(num_cpus=threads, max_restarts=3, max_task_retries=3)(EvalWorker)
+        n_actors, threads, gpus = actor_layout(ray.cluster_resources())
+        ray_nodes = len([n for n in ray.nodes() if n["Alive"]])
+        Worker = ray.remote(num_cpus=threads, num_gpus=gpus, max_restarts=3, max_task_retries=3)(EvalWorker)
         actors = [Worker.remote(spec.model_dump_json(), str(run.path), threads) for _ in range(n_actors)]
         pool = ActorPool(actors)
         todo = [b for b in batches if not (run.path / "work" / f"{b.key}.npy").is_file()]
@@ -284,7 +292,8 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
         attempts.setdefault(marker.name.rsplit(".", 1)[0], []).append(marker.name)
     retries = sum(len(v) - 1 for v in attempts.values())
     atomic_write_json(run.path / "eval.json", {
-        "batches": len(batches), "retries": retries, "retried_batches": sorted(
+        "batches": len(batches), "ray_nodes": ray_nodes, "actors": n_actors, "threads_per_actor": threads,
+        "retries": retries, "retried_batches": sorted(
             k for k, v in attempts.items() if len(v) > 1),
         "feature_lookups": cache["lookups"], "feature_cache_hits": cache["hits"], "rows": len(rows)})
     run.set_state("done", step=len(batches))

@@ -195,3 +195,20 @@ def test_shipped_grids_validate_and_expand(name, tmp_path):
         assert lambdas == ({(0.1, 0.1)} if name == "metfaces" else
                            {(a, b) for a in (0.2, 0.3) for b in (0.2, 0.3)})
         assert grid.evaluation.extractors == ["inception"] and grid.evaluation.num_samples == 10_000
+
+
+def test_failed_runs_are_resubmitted_only_when_asked(tmp_path):
+    results = tmp_path / "results"
+    path = write_grid(tmp_path, patched(name="fails", methods=["naive"],
+                                        datasets__0__source__pretrain__lr=1e9))
+    first = run_module("harness.submit", str(path), "--results", str(results), "--executor", "local")
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    assert summary["submitted"] == 1            # the pretrain ran and failed; nothing after it
+    status = run_module("harness.status", str(results / "fails"))
+    assert "failed" in status.stdout and "not finite" in status.stdout
+    again = json.loads(run_module("harness.submit", str(path), "--results", str(results),
+                                  "--executor", "local").stdout.strip().splitlines()[-1])
+    assert again["submitted"] == 0 and again["skipped_failed"] == summary["runs"]
+    retry = json.loads(run_module("harness.submit", str(path), "--results", str(results), "--executor",
+                                  "local", "--retry-failed").stdout.strip().splitlines()[-1])
+    assert retry["submitted"] == 1 and retry["skipped_failed"] == 0

@@ -137,8 +137,16 @@ def test_two_tasks_per_node_train_one_run_with_deepspeed(slurm, tmp_path):
         **{"finetune.zero_stage": 2, "finetune.checkpoint_every": 20})
     results = tmp_path / "results"
     submit(grid, results, "--wait")
-    runs = {f.read_spec()["stage"]: f for f in Store(results).grid_runs("twotasks")}
-    folder = runs["finetune"]
+    runs = Store(results).grid_runs("twotasks")
+    folder = next(f for f in runs if f.read_spec()["stage"] == "finetune")
     assert folder.status == "done", folder.state()
     shards = list((folder.checkpoints / "step00000020").glob("*optim_states.pt"))
     assert len(shards) == 2          # ZeRO-2 across the two Slurm tasks
+    # the evaluations ran on a Ray cluster of two nodes, one per task, head on the first
+    evaluations = [f for f in runs if f.read_spec()["stage"] == "evaluate"]
+    assert evaluations and all(f.status == "done" for f in evaluations)
+    for f in evaluations:
+        assert json.loads((f.path / "eval.json").read_text())["ray_nodes"] == 2
+    assert (results / "twotasks" / "report.md").is_file()
+    leftovers = subprocess.run(["pgrep", "-f", "ray/core/src/ray/raylet"], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == "", "a Ray node outlived its job"

@@ -1,0 +1,108 @@
+"""Ray on the tasks of a Slurm job: one Ray node per task.
+
+Task 0 starts the head and runs the driver (the evaluation); the other tasks start workers
+that join it and leave when the driver is done. Ray 2.60 wants token authentication: the
+head's task writes a fresh token next to the address (mode 600, in the run folder, which
+every node sees) and every node reads it from there (RAY_AUTH_TOKEN_PATH).
+Only the processes started here are stopped (their process groups), never Ray by name.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _start(args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    return subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", *args], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the `ray start --block` group (it stops its node), SIGKILL if it lingers."""
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _wait_for(path: Path, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path}: not there after {timeout:.0f} s")
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with code {proc.returncode}")
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def slurm_ray_cluster(rank: int, world: int, folder: Path, num_cpus: int, num_gpus: int = 0):
+    """On rank 0: yields the head's address once every worker has joined. On other ranks:
+    joins, then blocks until rank 0 says it is done, and yields None."""
+    folder.mkdir(parents=True, exist_ok=True)
+    token, address, done = folder / "token", folder / "address", folder / "done"
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    env.pop("RAY_AUTH_TOKEN", None)
+    resources = ["--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus)]
+    if rank == 0:
+        for stale in (address, done):
+            stale.unlink(missing_ok=True)
+        token.touch(mode=0o600)
+        token.write_text(secrets.token_hex(32))
+        host = socket.gethostbyname(socket.gethostname())
+        port = _free_port()
+        proc = _start(["--head", f"--node-ip-address={host}", f"--port={port}", "--include-dashboard=false",
+                       *resources], env, folder / f"ray-start-{rank}.log")
+        try:
+            # the driver (this process) authenticates too; Ray reads this when it is imported
+            os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+            import ray
+
+            deadline = time.monotonic() + 120
+            while True:           # the head is up once a client can connect
+                try:
+                    ray.init(address=f"{host}:{port}", logging_level="ERROR")
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise
+                    time.sleep(0.5)
+            address.write_text(f"{host}:{port}")
+            while len([n for n in ray.nodes() if n["Alive"]]) < world:
+                if time.monotonic() > deadline + 120:
+                    raise TimeoutError(f"only {len(ray.nodes())} of {world} Ray nodes joined")
+                time.sleep(0.5)
+            ray.shutdown()
+            yield f"{host}:{port}"
+        finally:
+            done.write_text("done")
+            _stop(proc)
+    else:
+        _wait_for(address, 300)
+        proc = _start([f"--address={address.read_text().strip()}", *resources], env,
+                      folder / f"ray-start-{rank}.log")
+        try:
+            _wait_for(done, 7 * 24 * 3600, proc)
+            yield None
+        finally:
+            _stop(proc)
