@@ -16,7 +16,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
 from harness.errors import UserError
 from harness.spec import EvalSettings as EvaluationConfig
-from harness.spec import Method, NetworkPreset, Precision, Weighting
+from harness.spec import Method, NetworkPreset, Precision, Weighting, missing_classes
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 
@@ -69,12 +69,7 @@ class BuiltinTargetConfig(Strict):
     size: Annotated[int, Field(gt=0, le=10000)] = 500
     missing_classes: list[int] = [5, 8, 9]
 
-    @field_validator("missing_classes")
-    @classmethod
-    def _classes(cls, value: list[int]) -> list[int]:
-        if any(c < 0 or c > 9 for c in value) or len(set(value)) >= 10:
-            raise ValueError("Fashion-MNIST classes 0..9, at least one kept")
-        return sorted(set(value))
+    _classes = field_validator("missing_classes")(lambda cls, value: missing_classes(value))
 
 
 class FolderTargetConfig(Strict):

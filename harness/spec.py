@@ -39,6 +39,15 @@ class BuiltinSource(Strict):
     seed: int = 0
 
 
+def missing_classes(value) -> list[int]:
+    """Fashion-MNIST classes left out of a built-in target set: 0..9, at least one kept."""
+    if any(c < 0 or c > 9 for c in value):
+        raise ValueError("classes are 0..9 (Fashion-MNIST)")
+    if len(set(value)) >= 10:
+        raise ValueError("at least one class must remain in the target set")
+    return sorted(set(value))
+
+
 class BuiltinTarget(Strict):
     """A small, painted, class-biased target set drawn from images the source does not use."""
     kind: Literal["builtin-target"]
@@ -50,11 +59,7 @@ class BuiltinTarget(Strict):
     @field_validator("missing_classes")
     @classmethod
     def _valid_classes(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if any(c < 0 or c > 9 for c in value):
-            raise ValueError("classes are 0..9 (Fashion-MNIST)")
-        if len(set(value)) >= 10:
-            raise ValueError("at least one class must remain in the target set")
-        return tuple(sorted(set(value)))
+        return tuple(missing_classes(value))
 
 
 class ImageFolder(Strict):

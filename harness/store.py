@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,18 @@ class RunFolder:
             state["finished_at"] = state["updated_at"]
         atomic_write_json(self.state_path, state)
         return state
+
+    @contextmanager
+    def recording_failure(self, record: bool = True):
+        """An exception inside is written to state.json (failed, its one-line message) and
+        re-raised. A signal (SystemExit, KeyboardInterrupt) is not a failure: the run stays
+        'running', shows as lost, and is resumed by the next submission or requeue."""
+        try:
+            yield
+        except Exception as err:
+            if record:
+                self.set_state("failed", error=f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000])
+            raise
 
     def log_rows(self) -> list[dict]:
         if not self.log_path.is_file():

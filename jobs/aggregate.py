@@ -158,12 +158,8 @@ def aggregate(spec: AggregateSpec, run_dir: str | Path) -> Path:
 def run(run_dir: str | Path) -> Path:
     folder = RunFolder(run_dir)
     spec = AggregateSpec.model_validate(folder.read_spec())
-    try:
+    with folder.recording_failure():
         return aggregate(spec, run_dir)
-    except BaseException as err:
-        if not isinstance(err, KeyboardInterrupt):
-            folder.set_state("failed", error=f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000])
-        raise
 
 
 def main(argv: list[str] | None = None) -> None:

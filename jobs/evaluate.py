@@ -216,14 +216,17 @@ def ray_init():
     return ray
 
 
-def actor_layout(resources: dict) -> tuple[int, int, int]:
-    """(actors, threads each, GPUs each): one actor per GPU, else one per group of cores."""
-    cpus = max(1, int(resources.get("CPU", 1)))
-    gpus = int(resources.get("GPU", 0))
-    if gpus:
-        return gpus, max(1, cpus // gpus), 1
-    threads = max(1, min(int(os.environ.get("SDFT_EVAL_THREADS", 2)), cpus))
-    return max(1, cpus // threads), threads, 0
+def actor_layout(nodes: list[dict]) -> tuple[int, int, int]:
+    """(actors, threads each, GPUs each): one actor per GPU, else one per group of cores,
+    sized so that every actor fits on one node."""
+    resources = [n["Resources"] for n in nodes if n["Alive"]]
+    cpus = [max(1, int(r.get("CPU", 1))) for r in resources]
+    gpus = [int(r.get("GPU", 0)) for r in resources]
+    if sum(gpus):
+        threads = max(1, min(c // g for c, g in zip(cpus, gpus) if g))
+        return sum(gpus), threads, 1
+    threads = max(1, min(int(os.environ.get("SDFT_EVAL_THREADS", 2)), *cpus))
+    return sum(c // threads for c in cpus), threads, 0
 
 
 def save_products(run: RunFolder, products: list[Product], batches: list[Batch]) -> dict[str, Path]:
@@ -265,7 +268,7 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
     try:
         from ray.util import ActorPool
 
-        n_actors, threads, gpus = actor_layout(ray.cluster_resources())
+        n_actors, threads, gpus = actor_layout(ray.nodes())
         ray_nodes = len([n for n in ray.nodes() if n["Alive"]])
         Worker = ray.remote(num_cpus=threads, num_gpus=gpus, max_restarts=3, max_task_retries=3)(EvalWorker)
         actors = [Worker.remote(spec.model_dump_json(), str(run.path), threads) for _ in range(n_actors)]
@@ -312,12 +315,8 @@ def source_samples_path(spec: EvalSpec, run_dir: Path, product: Product) -> str 
 def run(run_dir: str | Path) -> Path:
     folder = RunFolder(run_dir)
     spec = EvalSpec.model_validate(folder.read_spec())
-    try:
+    with folder.recording_failure():
         return evaluate(spec, run_dir)
-    except BaseException as err:
-        if not isinstance(err, KeyboardInterrupt):
-            folder.set_state("failed", error=f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000])
-        raise
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -283,12 +283,8 @@ def run(run_dir: str | Path, stop_after: int | None = None) -> Path:
     """Read the spec from the folder and train; a failure is recorded in state.json."""
     folder = RunFolder(run_dir)
     spec = RunSpec.model_validate(folder.read_spec())
-    try:
+    with folder.recording_failure(record=int(os.environ.get("RANK", 0)) == 0):
         return train(spec, run_dir, stop_after=stop_after)
-    except BaseException as err:
-        if int(os.environ.get("RANK", 0)) == 0 and not isinstance(err, KeyboardInterrupt):
-            folder.set_state("failed", error=f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000])
-        raise
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -92,3 +92,14 @@ def test_inception_features_on_a_few_dozen_images(tiny_source):
     rows = pd.read_parquet(run_dir / "metrics.parquet")
     fid = rows[(rows.metric == "fid") & (rows.extractor == "inception")]
     assert len(fid) == 2 and (fid.value > 0).all()
+
+
+def test_actors_fit_on_their_nodes(monkeypatch):
+    from jobs.evaluate import actor_layout
+
+    node = lambda cpu, gpu=0: {"Alive": True, "Resources": {"CPU": cpu, "GPU": gpu}}  # noqa: E731
+    monkeypatch.setenv("SDFT_EVAL_THREADS", "2")
+    assert actor_layout([node(2)]) == (1, 2, 0)
+    assert actor_layout([node(1), node(1)]) == (2, 1, 0)      # two one-CPU Ray nodes: no 2-CPU actor
+    assert actor_layout([node(8), node(8)]) == (8, 2, 0)
+    assert actor_layout([node(16, 4), node(16, 4)]) == (8, 4, 1)  # one actor per GPU
