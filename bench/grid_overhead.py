@@ -1,5 +1,6 @@
 """Harness overhead: expanding a 10,000-run grid, and Slurm's submit-to-running latency.
 
+- harness_import_s: importing every harness module a CLI needs (no torch), in a fresh process.
 - dry_run_10k_s: `python -m harness.submit big.yaml --dry-run` on a 10,003-run grid
   (5,000 fine-tunes, their 5,000 evaluations, pretrain, source evaluation, aggregate:
   process start, validation, expansion, hashing, the printed table); goal <= 2 s.
@@ -90,12 +91,20 @@ def time_slurm(tmp: Path, repeats: int = 3) -> tuple[float, float]:
     return statistics.median(to_running), statistics.median(to_training)
 
 
+def time_import(repeats: int = 5) -> float:
+    code = ("import time; t = time.perf_counter(); import harness.submit, harness.status, harness.tables, "
+            "harness.results, harness.executors; print(time.perf_counter() - t)")
+    return statistics.median(float(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                                                  text=True, check=True).stdout) for _ in range(repeats))
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
+        imports = time_import()
         dry = time_dry_run(Path(tmp))
         running, training = time_slurm(Path(tmp))
-    print(json.dumps({"dry_run_10k_s": round(dry, 3), "submit_to_running_s": round(running, 3),
-                      "submit_to_training_s": round(training, 3)}))
+    print(json.dumps({"harness_import_s": round(imports, 3), "dry_run_10k_s": round(dry, 3),
+                      "submit_to_running_s": round(running, 3), "submit_to_training_s": round(training, 3)}))
 
 
 if __name__ == "__main__":
