@@ -18,7 +18,7 @@ from harness.config import load_grid
 from harness.errors import UserError, exit_on_user_error
 from harness.executors import array_master
 from harness.grid import STAGES, Plan, PlannedRun, expand
-from harness.store import RunFolder, Store
+from harness.store import Store
 
 
 @dataclass

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import UserError, exit_on_user_error
-from harness.results import load_results, tidy, write_parquet
+from harness.results import tidy, write_parquet
 from harness.spec import AggregateSpec
 from harness.store import RunFolder, atomic_write_bytes, now_iso, store_root_of
 from harness.tables import paper_tables, prepare, write_tables

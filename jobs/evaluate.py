@@ -12,7 +12,6 @@ Ray starts locally (the default), or joins $SDFT_RAY_ADDRESS / $RAY_ADDRESS if s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from harness.errors import UserError, exit_on_user_error
 from harness.runtime import reexec_with_job_environment
-from harness.spec import EvalSpec, RunSpec
+from harness.spec import EvalSpec
 from harness.store import RunFolder, atomic_write_json, store_root_of
 
 IMAGE_GRID_SIZE = 32     # samples shown in the PNG grids

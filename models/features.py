@@ -63,7 +63,7 @@ class InceptionExtractor(FeatureExtractor):
         # clean-fid's file exposes .layers (pool3 features); the wheel's module returns them
         self.net = net.layers if kind == "clean-fid" else net
         self.resize = build_resizer("clean")   # clean-fid's PIL bicubic to 299, no quantisation
-        self.identity = f"inception-pool3-clean299"
+        self.identity = "inception-pool3-clean299"
 
     @torch.no_grad()
     def embed(self, batch_u8):

@@ -70,6 +70,3 @@ def as_eps_model(module: torch.nn.Module, dtype: torch.dtype | None = None):
 
     return eps
 
-
-def count_parameters(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -8,7 +8,6 @@ import sys
 import time
 
 import pandas as pd
-import pytest
 
 from conftest import ROOT, run_module, write_spec
 from harness.results import COLUMNS, load_results

@@ -1,5 +1,4 @@
 """The training job end to end, in subprocesses as it runs on a node."""
-import json
 import os
 import signal
 import subprocess
@@ -7,7 +6,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 

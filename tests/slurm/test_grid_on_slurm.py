@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_module
-from harness.store import RunFolder, Store
+from harness.store import Store
 from tests.slurm.conftest import sacct_states, scontrol_job
 
 pytestmark = pytest.mark.slurm
