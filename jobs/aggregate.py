@@ -33,13 +33,13 @@ def collect(spec: AggregateSpec, store_root: Path):
 
 
 def tradeoff_plot(df, path: Path) -> Path | None:
-    """FID against missing-class recovery and against class preservation: one point per run."""
+    """FID against missing-class recovery and against class preservation: one point per run
+    (and per earlier checkpoint, so an early-stopped baseline can be compared at equal FID)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     df = prepare(df)
-    df = df[~df["is_early"] | df["is_early"].isna()]
     fid = df[(df.metric == "fid") & (df.task == "unconditional") & (df.reference == "full-domain")]
     if fid.empty:
         fid = df[(df.metric == "fid") & (df.task == "unconditional")]
@@ -49,20 +49,21 @@ def tradeoff_plot(df, path: Path) -> Path | None:
         return None
     if not kept.empty:
         kept = kept[kept.t0 == (0.5 if (kept.t0 == 0.5).any() else kept.t0.min())]
-    fid = fid[fid.extractor == fid.extractor.iloc[0]].groupby("eval_id")
+    keys = ["eval_id", "ckpt_step"]
+    fid = fid[fid.extractor == fid.extractor.iloc[0]].groupby(keys, dropna=False)["value"].mean().rename("x")
     panels = [(recovery, "missing-class share of samples"),
-              (kept, "SDEdit: class kept (missing classes)")]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+              (kept, "SDEdit t0=0.5: class kept (missing classes)")]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     for ax, (values, label) in zip(axes, panels):
-        points = values.groupby("eval_id").agg(y=("value", "mean"), model=("model", "first")).join(
-            fid["value"].mean().rename("x"), how="inner")
+        points = values.groupby(keys, dropna=False).agg(y=("value", "mean"), model=("model", "first")).join(
+            fid, how="inner")
         for model, group in points.groupby("model"):
-            ax.scatter(group.x, group.y, label=model, s=36)
+            ax.scatter(group.x, group.y, label=model, s=30, marker="x" if "@" in model else "o")
         ax.set_xlabel("unconditional FID (lower: closer to the target domain)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
-    fig.suptitle("The trade-off: one point per run")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle("The trade-off: one point per run (x: an earlier checkpoint)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
