@@ -228,14 +228,29 @@ def actor_layout(nodes: list[dict]) -> tuple[int, int, int]:
     return sum(c // threads for c in cpus), threads, 0
 
 
-def save_products(run: RunFolder, products: list[Product], batches: list[Batch]) -> dict[str, Path]:
-    """Concatenate each product's batches into products/<key>.npy and a PNG grid."""
-    import numpy as np
+def sample_rows(images, sources=None, per_row: int = 16) -> list:
+    """PNG rows: samples 16 to a row; translations as pairs of rows, source above translation."""
     import torch
 
     from models.data import to_model_range
+
+    shown = to_model_range(torch.from_numpy(images[:IMAGE_GRID_SIZE]))
+    rows = [shown[i:i + per_row] for i in range(0, len(shown), per_row)]
+    if sources is None:
+        return rows
+    inputs = to_model_range(torch.stack([sources[i] for i in range(len(shown))]))
+    return [r for i, row in enumerate(rows) for r in (inputs[i * per_row:i * per_row + len(row)], row)]
+
+
+def save_products(run: RunFolder, spec: EvalSpec, products: list[Product], batches: list[Batch]) -> dict[str, Path]:
+    """Concatenate each product's batches into products/<key>.npy and a PNG grid."""
+    import numpy as np
+
+    from models.data import open_dataset
     from models.images import save_grid
 
+    data = spec.source_data.model_dump()
+    sources = open_dataset(data, split="source_test" if data["kind"] == "builtin-source" else None)
     paths = {}
     for product in products:
         parts = sorted((b for b in batches if b.product == product), key=lambda b: b.start)
@@ -246,8 +261,7 @@ def save_products(run: RunFolder, products: list[Product], batches: list[Batch])
         np.save(tmp, images)
         os.replace(tmp, path)
         paths[product.key] = path
-        shown = to_model_range(torch.from_numpy(images[:IMAGE_GRID_SIZE]))
-        rows = [shown[i:i + 16] for i in range(0, len(shown), 16)]
+        rows = sample_rows(images, None if product.task == "unconditional" else sources)
         save_grid(rows, run.samples_dir / f"{product.key}.png", scale=3)
     return paths
 
@@ -278,7 +292,7 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
                       desc=f"evaluate {run.run_id}", mininterval=1.0):
             done += 1
             run.set_state("running", step=done)
-        paths = save_products(run, products, batches)
+        paths = save_products(run, spec, products, batches)
 
         jobs = [dict(product=asdict(p), key=p.key, path=str(paths[p.key]), train_spec=train_spec,
                      source_samples=source_samples_path(spec, run.path, p)) for p in products]
