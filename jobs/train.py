@@ -12,7 +12,6 @@ uninterrupted one does. The result is the EMA as a diffusers model folder in RUN
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from harness.errors import UserError, exit_on_user_error
 from harness.runtime import reexec_with_job_environment
 from harness.spec import RunSpec
 from harness.store import RunFolder, store_root_of
+from models.seeding import derived_seed
 
 KEEP_CHECKPOINTS = 2
 
@@ -35,12 +35,6 @@ class TrainingDiverged(RuntimeError):
 
 
 # ---------------------------------------------------------------- determinism
-def derived_seed(*parts: int) -> int:
-    """A 63-bit seed from (seed, step, rank, ...): independent streams, stable across runs."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
 def global_batch_indices(n: int, batch: int, seed: int, step: int):
     """Indices of the global batch at `step`: consecutive slices of per-epoch permutations.
 

@@ -11,6 +11,7 @@ import torch
 
 from models.loss import EpsModel
 from models.schedule import NoiseSchedule
+from models.seeding import derived_seed
 
 # (y, t, y_next) -> y_next corrected: where EGSDE-style guidance plugs into a DDIM step.
 StepHook = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
@@ -134,11 +135,6 @@ def egsde(model: EpsModel, images: torch.Tensor, noise: torch.Tensor,
 def indexed_noise(seed: int, stream: str, indices, shape: tuple[int, ...]) -> torch.Tensor:
     """Noise for sample index i depends on (seed, stream, i) only, not on the batching:
     every model gets the same starting noise for the same index."""
-    import hashlib
-
-    out = []
-    for i in indices:
-        digest = hashlib.sha256(f"{seed}:{stream}:{i}".encode()).digest()
-        g = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-        out.append(torch.randn(shape, generator=g))
+    out = [torch.randn(shape, generator=torch.Generator().manual_seed(derived_seed(seed, stream, i)))
+           for i in indices]
     return torch.stack(out)
