@@ -21,12 +21,15 @@ from harness.runtime import reexec_with_job_environment
 
 
 def timed(step, repeats: int, warmup: int) -> float:
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for _ in range(warmup):
         step()
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         step()
+        sync()   # GPU work is asynchronous: time it to the end
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -48,9 +51,10 @@ def main() -> None:
 
     torch.set_flush_denormal(True)
     init_distributed()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    net = build_unet(args.preset, args.resolution)
-    images = torch.rand(args.batch, 3, args.resolution, args.resolution) * 2 - 1
+    net = build_unet(args.preset, args.resolution).to(device)
+    images = torch.rand(args.batch, 3, args.resolution, args.resolution, device=device) * 2 - 1
     naive_loss = SDFTLoss()
     sdft_loss = SDFTLoss(lambda_distill=1.0, lambda_aux=1.0)
 
@@ -58,7 +62,7 @@ def main() -> None:
         eps, teach = as_eps_model(model, torch.float32), teacher and as_eps_model(teacher)
 
         def step():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 terms = loss(eps, images, teach)
             opt.zero_grad(set_to_none=True)
             terms.total.backward()
@@ -96,6 +100,7 @@ def main() -> None:
     med = {k: statistics.mean(v) for k, v in results.items()}
     print(json.dumps({
         "preset": args.preset, "resolution": args.resolution, "batch": args.batch,
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "naive_step_s": round(med["naive"], 4),
         "sdft_step_s": round(med["sdft"], 4),
