@@ -47,7 +47,9 @@ slurm-up:
 slurm-down:
 	bash slurm/local-slurm.sh stop
 
+# The submit-latency figures need Slurm: started here as for the tests (root only).
 bench: setup
+	@if [ "$$(id -u)" = 0 ]; then bash slurm/local-slurm.sh start; fi
 	$(PY) bench/run_all.py
 
 clean:

@@ -57,12 +57,14 @@ def squeue_state(job_id: str) -> str:
                           text=True).stdout.strip()
 
 
-def time_slurm(tmp: Path, repeats: int = 3) -> tuple[float, float]:
+def time_slurm(tmp: Path, repeats: int = 3) -> tuple[float | None, float | None]:
     from harness.executors import slurm_available
     from harness.store import Store
 
     if not slurm_available():
-        return float("nan"), float("nan")
+        print("no Slurm here (sinfo does not answer): `make slurm-up` first for the submit figures",
+              file=sys.stderr)
+        return None, None
     smoke = yaml.safe_load((ROOT / "grids" / "smoke.yaml").read_text())
     to_running, to_training = [], []
     for i in range(repeats):
@@ -104,7 +106,8 @@ def main() -> None:
         dry = time_dry_run(Path(tmp))
         running, training = time_slurm(Path(tmp))
     print(json.dumps({"harness_import_s": round(imports, 3), "dry_run_10k_s": round(dry, 3),
-                      "submit_to_running_s": round(running, 3), "submit_to_training_s": round(training, 3)}))
+                      "submit_to_running_s": running and round(running, 3),
+                      "submit_to_training_s": training and round(training, 3)}))
 
 
 if __name__ == "__main__":

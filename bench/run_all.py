@@ -51,7 +51,10 @@ def main() -> None:
                 verdict = "met" if {"<=": operator.le, ">=": operator.ge}[goal[0]](value, goal[1]) else "MISSED"
             rows.append((script, key, value, f"{goal[0]} {goal[1]}" if goal else "", verdict))
     print(tabulate(rows, headers=("bench", "figure", "value", "goal", ""), tablefmt="github"))
-    (HERE / "results.json").write_text(json.dumps(figures, indent=2) + "\n")
+    # --only refreshes some figures: keep the others from the last full run
+    saved = HERE / "results.json"
+    merged = {**(json.loads(saved.read_text()) if saved.is_file() else {}), **figures}
+    saved.write_text(json.dumps(merged, indent=2) + "\n")
     print(json.dumps(figures))
 
 
