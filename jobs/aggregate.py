@@ -53,12 +53,17 @@ def tradeoff_plot(df, path: Path) -> Path | None:
     fid = fid[fid.extractor == fid.extractor.iloc[0]].groupby(keys, dropna=False)["value"].mean().rename("x")
     panels = [(recovery, "missing-class share of samples"),
               (kept, "SDEdit t0=0.5: class kept (missing classes)")]
+    # one colour per model, the same in both panels (matplotlib's default cycle repeats after 10)
+    models = sorted(df.model.dropna().unique())
+    palette = plt.get_cmap("tab20" if len(models) > 10 else "tab10")
+    colours = {m: palette(i % palette.N) for i, m in enumerate(models)}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     for ax, (values, label) in zip(axes, panels):
         points = values.groupby(keys, dropna=False).agg(y=("value", "mean"), model=("model", "first")).join(
             fid, how="inner")
         for model, group in points.groupby("model"):
-            ax.scatter(group.x, group.y, label=model, s=30, marker="x" if "@" in model else "o")
+            ax.scatter(group.x, group.y, label=model, s=30, color=colours.get(model),
+                       marker="x" if "@" in model else "o")
         ax.set_xlabel("unconditional FID (lower: closer to the target domain)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
