@@ -37,6 +37,9 @@ class PretrainSettings(Strict):
     precision: Precision = "fp32"
     zero_stage: Literal[0, 1, 2] = 0
     seed: int = 0
+    grad_clip: Annotated[float, Field(gt=0)] | None = None
+    ema_warmup: bool = False
+    flip: bool | None = None          # None: on for folder data, off for the built-in pair
     checkpoint_every: Annotated[int, Field(gt=0)] = 1000
 
 
@@ -143,7 +146,9 @@ class FinetuneSettings(Strict):
     batch_size: _axis(PosInt) = 16
     steps: _axis(PosInt) = 10_000
     ema_decay: _axis(Annotated[float, Field(ge=0, lt=1)]) = 0.9999
-    grad_clip: _axis(Pos) = 1.0
+    grad_clip: _axis(Pos) = None          # off, as the official code
+    ema_warmup: _axis(bool) = False
+    flip: _axis(bool) = None              # None: on for folder data, off for the built-in pair
     precision: _axis(Precision) = "fp32"
     zero_stage: _axis(Literal[0, 1, 2]) = 0
     network: NetworkPreset | None = None     # scratch's network when the source is a model folder

@@ -41,19 +41,54 @@ def slurm_available(timeout: float = 10.0) -> bool:
 
 
 # ---------------------------------------------------------------- local
+class Progress:
+    """One overall line per local job: which job, how many are left, and an ETA from the
+    mean time of the jobs of the same stage done so far (of any stage, before the first)."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.stream = total, stream
+        self.done: list[tuple[str, float]] = []
+
+    def eta_s(self, remaining_stages: list[str]) -> float | None:
+        if not self.done:
+            return None
+        overall = sum(d for _, d in self.done) / len(self.done)
+        by_stage: dict[str, list[float]] = {}
+        for stage, duration in self.done:
+            by_stage.setdefault(stage, []).append(duration)
+        return sum(sum(by_stage[s]) / len(by_stage[s]) if s in by_stage else overall
+                   for s in remaining_stages)
+
+    def starting(self, run: PlannedRun, remaining_stages: list[str]) -> None:
+        eta = self.eta_s(remaining_stages)
+        what = "/".join(filter(None, [run.method if run.method != run.stage else None, run.weighting]))
+        print(f"[{len(self.done) + 1}/{self.total}] {run.stage} {what} {run.run_id}: "
+              f"{len(remaining_stages) - 1} left after it, ETA "
+              f"{'unknown' if eta is None else f'{eta / 60:.1f} min'}", file=self.stream, flush=True)
+
+    def finished(self, stage: str, seconds: float) -> None:
+        self.done.append((stage, seconds))
+
+
 class LocalExecutor:
     """Runs each job to the end before returning, as a subprocess (a crash stays contained).
     A run whose job fails is recorded failed; the orchestrator skips its dependants."""
 
     name = "local"
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, planned: list[PlannedRun] = ()):
         self.threads = threads or int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
+        self.remaining = [r.stage for r in planned]
+        self.progress = Progress(len(planned))
 
     def submit(self, stage, runs, folders, after):
         job_ids = {}
         env = job_environment(threads=self.threads)
         for run in runs:
+            if stage in self.remaining:
+                self.progress.starting(run, self.remaining)
+                self.remaining.remove(stage)
+            started = time.monotonic()
             folder = folders[run.run_id]
             folder.set_state("submitted", executor=self.name, job_id=None, host=socket.gethostname(),
                              pid=os.getpid(), error=None)
@@ -61,6 +96,7 @@ class LocalExecutor:
             if proc.returncode != 0 and folder.status != "failed":
                 folder.set_state("failed", error=f"{JOB_MODULES[stage]} exited with code {proc.returncode}")
             job_ids[run.run_id] = f"local-{proc.returncode}"
+            self.progress.finished(stage, time.monotonic() - started)
         return job_ids
 
 

@@ -22,7 +22,8 @@ STAGES = ("pretrain", "finetune", "evaluate", "aggregate")
 # the hyper-parameters that go into a finetune run spec (the rest of FinetuneSettings is not an axis)
 DISTILL_KEYS = ("lambda_distill", "lambda_aux", "gamma_distill", "gamma_aux", "k", "min_snr_gamma",
                 "aux_timestep")
-TRAIN_KEYS = ("dropout", "lr", "batch_size", "steps", "ema_decay", "grad_clip", "precision", "zero_stage")
+TRAIN_KEYS = ("dropout", "lr", "batch_size", "steps", "ema_decay", "ema_warmup", "grad_clip", "flip",
+              "precision", "zero_stage")
 
 
 @dataclass
@@ -99,10 +100,18 @@ def pretrain_spec(dataset: DatasetConfig, base_dir: Path) -> RunSpec | None:
     p = dataset.source.pretrain
     if p is None:
         return None
-    return RunSpec(stage="pretrain", data=source_data(dataset, base_dir), network=p.network, steps=p.steps,
-                   batch_size=p.batch_size, lr=p.lr, ema_decay=p.ema_decay, dropout=p.dropout,
+    data = source_data(dataset, base_dir)
+    return RunSpec(stage="pretrain", data=data, network=p.network, steps=p.steps,
+                   batch_size=p.batch_size, lr=p.lr, ema_decay=p.ema_decay, ema_warmup=p.ema_warmup,
+                   grad_clip=p.grad_clip, flip=default_flip(p.flip, data), dropout=p.dropout,
                    precision=p.precision, zero_stage=p.zero_stage, seed=p.seed,
                    checkpoint_every=p.checkpoint_every)
+
+
+def default_flip(flip: bool | None, data: dict) -> bool:
+    """Flips are on for image folders (the official random_flip=True) unless a grid says so;
+    the built-in pair is not flipped by default."""
+    return data["kind"] == "folder" if flip is None else flip
 
 
 def finetune_spec(method: str, weighting: str | None, combo: dict, seed: int, data: dict, init: str,
@@ -111,6 +120,7 @@ def finetune_spec(method: str, weighting: str | None, combo: dict, seed: int, da
                             "checkpoint_every": combo["checkpoint_every"],
                             "snapshot_steps": tuple(s for s in snapshots if s < combo["steps"]),
                             **{k: combo[k] for k in TRAIN_KEYS}}
+    spec["flip"] = default_flip(combo["flip"], data)
     if method == "scratch":
         spec["network"] = scratch_network
     else:

@@ -121,8 +121,11 @@ class RunSpec(Strict):
     steps: Annotated[int, Field(gt=0)]
     batch_size: Annotated[int, Field(gt=0)] = 64   # global batch, split over ranks
     lr: PositiveFloat = 1e-4
-    grad_clip: PositiveFloat | None = 1.0
+    grad_clip: PositiveFloat | None = None  # the official code clips nothing
     ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.9999
+    # decay_n = min(decay, (1+n)/(10+n)); the official code has no warm-up
+    ema_warmup: bool = False
+    flip: bool = False                      # random horizontal flips of training images
     precision: Precision = "fp32"
     zero_stage: Literal[0, 1, 2] = 0
     seed: int = 0
@@ -203,6 +206,11 @@ class AggregateSpec(Strict):
     evaluations: dict[str, tuple[str, str]]     # evaluation run id -> (dataset, target) names
 
 
+# Bumped by every change of a default that alters what is computed, so that a run made
+# under an older recipe is never taken as done under a newer one.
+#   2: no gradient clipping, no EMA warm-up, flips on folder data, x0 clipped in samplers.
+RECIPE_VERSION = 2
+
 NOT_IN_IDENTITY = frozenset({"checkpoint_every", "log_every", "snapshot_steps"})
 
 
@@ -210,7 +218,7 @@ def identity_json(spec: BaseModel) -> str:
     """Canonical JSON of the settings that differ from the defaults."""
     payload = spec.model_dump(mode="json", exclude_defaults=True, exclude_none=True,
                               exclude=set(NOT_IN_IDENTITY) & set(type(spec).model_fields))
-    return json.dumps({"type": type(spec).__name__, **payload}, sort_keys=True, separators=(",", ":"))
+    return json.dumps({"type": type(spec).__name__, "recipe": RECIPE_VERSION, **payload}, sort_keys=True, separators=(",", ":"))
 
 
 def run_id(spec: BaseModel) -> str:

@@ -2,6 +2,7 @@
 
     python -m harness.submit GRID.yaml [--executor auto|slurm|local] [--dry-run]
                                        [--results DIR] [--wait] [--retry-failed]
+                                       [--no-shipped-weights]
 
 Only what is not done or running is submitted: a finished grid submits nothing, a
 failed run only with --retry-failed. The last line printed is a JSON summary.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--results", default="results", help="results root (default: results)")
     parser.add_argument("--wait", action="store_true", help="block until the submitted jobs end")
     parser.add_argument("--retry-failed", action="store_true", help="resubmit failed runs too")
+    parser.add_argument("--no-shipped-weights", action="store_true",
+                        help="pretrain even where the project ships weights of the same run id")
     return parser.parse_args(argv)
 
 
@@ -81,7 +85,7 @@ def triage(plan: Plan, store: Store, retry_failed: bool) -> Triage:
     return out
 
 
-def make_executor(kind: str, plan: Plan, grid_dir: Path):
+def make_executor(kind: str, plan: Plan, grid_dir: Path, todo: Triage):
     from harness.executors import LocalExecutor, SlurmExecutor, slurm_available
 
     if kind == "auto":
@@ -90,7 +94,7 @@ def make_executor(kind: str, plan: Plan, grid_dir: Path):
         if not slurm_available():
             raise UserError("--executor slurm: no Slurm here (`sinfo` does not answer)")
         return SlurmExecutor(plan.grid.cluster, grid_dir / "slurm", plan.grid.name)
-    return LocalExecutor()
+    return LocalExecutor(planned=todo.submit)
 
 
 def submit_plan(executor, plan: Plan, store: Store, todo: Triage) -> dict[str, str]:
@@ -143,7 +147,7 @@ def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path
     grid_dir = store.write_grid(grid.name, grid_path.read_text(), grid.canonical_json())
     for run in plan.runs:
         store.add_run(grid.name, run.run_id, run.spec.model_dump(mode="json"))
-    runner = make_executor(executor, plan, grid_dir)
+    runner = make_executor(executor, plan, grid_dir, todo)
     job_ids = submit_plan(runner, plan, store, todo)
     summary["submitted"] = len([r for r in todo.submit if r.run_id in job_ids])
     summary["executor"] = runner.name
@@ -158,6 +162,8 @@ def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.no_shipped_weights:
+        os.environ["SDFT_SHIPPED_WEIGHTS"] = "0"     # the jobs inherit it (sbatch exports the env)
     with exit_on_user_error():
         summary = submit(args.grid, executor=args.executor, results=args.results, dry_run=args.dry_run,
                          wait=args.wait, retry_failed=args.retry_failed)

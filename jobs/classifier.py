@@ -28,9 +28,12 @@ from models.data import open_dataset, to_model_range
 from models.data.builtin import builtin_split, cache_dir, grey_to_rgb
 from models.data.painted import paint
 from models.schedule import NoiseSchedule
+from models.shipped import find_shipped, write_provenance
+from safetensors.torch import load_file, save_file
 
 FEATURE_RECIPE = {"version": 1, "pair_seed": 0, "per_domain": 30_000, "epochs": 3, "batch": 128,
                   "lr": 3e-3, "style_seed": 12_345}
+SHIPPED_FILE = "featurenet.safetensors"
 DOMAIN_RECIPE = {"version": 1, "steps": 600, "batch": 64, "lr": 2e-3}
 
 
@@ -57,7 +60,7 @@ def _cached(path: Path, build: Callable[[], torch.nn.Module], model: torch.nn.Mo
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             torch.save(trained.state_dict(), tmp)
             os.replace(tmp, path)
-    model.load_state_dict(torch.load(path, map_location="cpu"))
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval().requires_grad_(False)
 
 
@@ -99,9 +102,26 @@ def _train_feature_net(recipe: dict) -> FeatureNet:
 
 
 def feature_net() -> FeatureNet:
-    """The builtin feature network (trained on first use, then read from the cache)."""
-    return _cached(_cache_path("featurenet", FEATURE_RECIPE), lambda: _train_feature_net(FEATURE_RECIPE),
-                   FeatureNet())
+    """The builtin feature network: the shipped weights of this recipe where they exist,
+    else trained on first use and then read from the cache."""
+    path = _cache_path("featurenet", FEATURE_RECIPE)
+    shipped = find_shipped(path.stem)
+    if shipped is not None:
+        net = FeatureNet()
+        net.load_state_dict(load_file(shipped / SHIPPED_FILE))
+        return net.eval().requires_grad_(False)
+    return _cached(path, lambda: _train_feature_net(FEATURE_RECIPE), FeatureNet())
+
+
+def ship_feature_net(out_dir: Path) -> Path:
+    """Write the cached feature network as a shipped folder with its provenance."""
+    path = _cache_path("featurenet", FEATURE_RECIPE)
+    net = feature_net()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, out_dir / SHIPPED_FILE)
+    write_provenance(out_dir, path.stem, recipe=FEATURE_RECIPE,
+                     regenerate="SDFT_SHIPPED_WEIGHTS=0 python -m jobs.classifier --ship " + str(out_dir))
+    return out_dir
 
 
 # ---------------------------------------------------------------- EGSDE domain classifier
@@ -134,7 +154,12 @@ def domain_classifier(source: Mapping, target: Mapping) -> DomainClassifier:
 
 
 if __name__ == "__main__":
+    import sys
+
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     start = time.time()
-    feature_net()
-    print(f"feature net ready in {time.time() - start:.0f} s: {_cache_path('featurenet', FEATURE_RECIPE)}")
+    if sys.argv[1:2] == ["--ship"]:
+        print(f"shipped: {ship_feature_net(Path(sys.argv[2]))}")
+    else:
+        feature_net()
+        print(f"feature net ready in {time.time() - start:.0f} s: {_cache_path('featurenet', FEATURE_RECIPE)}")

@@ -51,6 +51,14 @@ def global_batch_indices(n: int, batch: int, seed: int, step: int):
     return out
 
 
+def flip_halves(batch, seed: int):
+    """Mirror a random half of the images left-right (guided-diffusion's random_flip)."""
+    import torch
+
+    chosen = torch.rand(len(batch), generator=torch.Generator().manual_seed(seed)) < 0.5
+    return torch.where(chosen[:, None, None, None], batch.flip(-1), batch)
+
+
 # ---------------------------------------------------------------- set-up
 def slurm_job_id() -> str | None:
     """This job's Slurm id as squeue shows it ('12_3' for an array task), or None."""
@@ -198,7 +206,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
     dataset = open_dataset(spec.data.model_dump())
     resolution = int(dataset[0].shape[-1])
     student, teacher = build_networks(spec, Path(run_dir), resolution)
-    ema = EMA(student, spec.ema_decay)
+    ema = EMA(student, spec.ema_decay, warmup=spec.ema_warmup)
     optimizer = torch.optim.AdamW(student.parameters(), lr=spec.lr, weight_decay=0.0)
     engine, *_ = deepspeed.initialize(model=student, optimizer=optimizer,
                                       config=deepspeed_config(spec, world))
@@ -231,6 +239,8 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
         torch.manual_seed(derived_seed(spec.seed, step, rank, "dropout"))
         indices = global_batch_indices(len(dataset), spec.batch_size, spec.seed, step)
         batch = torch.stack([dataset[i] for i in indices[rank * micro:(rank + 1) * micro]])
+        if spec.flip:
+            batch = flip_halves(batch, derived_seed(spec.seed, step, rank, "flip"))
         images = to_model_range(batch).to(engine.device)
         generator = torch.Generator(device=engine.device).manual_seed(derived_seed(spec.seed, step, rank))
         terms = loss_fn(student_eps, images, teacher_eps, generator=generator)
@@ -273,12 +283,37 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
     return folder.model_dir
 
 
+def adopt_shipped(spec: RunSpec, folder: RunFolder) -> Path | None:
+    """A pretraining whose run id matches weights the project ships takes them (checked by
+    sha256) instead of training for an hour on a CPU; SDFT_SHIPPED_WEIGHTS=0 trains anyway."""
+    from models.shipped import find_shipped
+
+    if spec.stage != "pretrain" or int(os.environ.get("RANK", 0)) != 0:
+        return None
+    shipped = find_shipped(spec.run_id)
+    if shipped is None:
+        return None
+    tmp = folder.path / ".model.shipped.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+        shutil.copy2(shipped / name, tmp / name)
+    shutil.rmtree(folder.model_dir, ignore_errors=True)
+    os.replace(tmp, folder.model_dir)
+    if (shipped / "train.jsonl").is_file():
+        shutil.copy2(shipped / "train.jsonl", folder.log_path)
+    folder.set_state("done", step=spec.steps, steps=spec.steps, error=None, weights=f"shipped: {shipped}")
+    print(f"[train {folder.run_id}] using the shipped weights {shipped} (same run id; "
+          f"SDFT_SHIPPED_WEIGHTS=0 trains instead)", flush=True)
+    return folder.model_dir
+
+
 def run(run_dir: str | Path, stop_after: int | None = None) -> Path:
     """Read the spec from the folder and train; a failure is recorded in state.json."""
     folder = RunFolder(run_dir)
     spec = RunSpec.model_validate(folder.read_spec())
     with folder.recording_failure(record=int(os.environ.get("RANK", 0)) == 0):
-        return train(spec, run_dir, stop_after=stop_after)
+        return adopt_shipped(spec, folder) or train(spec, run_dir, stop_after=stop_after)
 
 
 def main(argv: list[str] | None = None) -> None:

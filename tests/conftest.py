@@ -1,13 +1,22 @@
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Every test run starts from empty caches, as CI's clean machine does: nothing a test needs
+# may come from a cache that an earlier run, or the user's demo, left behind. The jobs that
+# tests start (subprocesses, Slurm jobs) inherit it.
+_CACHE = tempfile.mkdtemp(prefix="sdft-test-cache-")
+os.environ["SDFT_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
 def write_spec(run_dir: Path, spec: dict) -> Path:

@@ -21,10 +21,6 @@ def slurm():
     return True
 
 
-def scontrol_job(job_id: str) -> str:
-    return subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
-
-
 def sacct_states(job_id: str) -> list[str]:
     """Every recorded attempt of a job (-D keeps requeued ones): ['REQUEUED', 'COMPLETED'].
 
