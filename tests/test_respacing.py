@@ -25,3 +25,11 @@ def test_impossible_counts_are_refused_as_guided_diffusion_refuses_them(respacin
 def test_bad_syntax_is_refused(bad):
     with pytest.raises(ValueError, match="respacing"):
         check_syntax(bad)
+
+
+@pytest.mark.parametrize("respacing", STRINGS + ["ddim37", "", "ddim", "0", "10,", " 10", "1.5"])
+def test_settings_accept_the_same_grammar(respacing):
+    from harness.spec import RESPACING
+    from models.respacing import GRAMMAR
+
+    assert bool(RESPACING.fullmatch(respacing)) == bool(GRAMMAR.fullmatch(respacing))
