@@ -5,8 +5,7 @@ A step index i runs the model at timestep tau_i and moves the state to tau_{i-1}
 step (i = 0) lands on the clean image (alpha_bar = 1, as `set_alpha_to_one`).
 With `clip_denoised` (the official default) each step clips the predicted x0 to [-1, 1] and,
 in DDIM, re-derives eps from the clipped x0, as guided-diffusion does. Every sampler also
-reports, per sample, how far the last step's x0 prediction left [-1, 1] (before clipping):
-a diverged sample shows there.
+reports, per sample, how far the last step's x0 prediction left [-1, 1] (before clipping).
 """
 from __future__ import annotations
 
