@@ -53,15 +53,15 @@ def main() -> None:
     eps = as_eps_model(net)
     noise = torch.randn(args.batch, 3, args.resolution, args.resolution)
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                              clip_sample=False, set_alpha_to_one=True, steps_offset=0,
-                              timestep_spacing="leading")
+                              clip_sample=True, set_alpha_to_one=True, steps_offset=0,
+                              timestep_spacing="leading")   # x0 clipped, as ours by default
     scheduler.set_timesteps(40)
 
     @torch.no_grad()
     def diffusers_loop():
         x = noise.clone()
         for t in scheduler.timesteps:
-            x = scheduler.step(net(x, t).sample, t, x, eta=0.0).prev_sample
+            x = scheduler.step(net(x, t).sample, t, x, eta=0.0, use_clipped_model_output=True).prev_sample
         return x
 
     ours_s, theirs_s = [], []
@@ -70,7 +70,7 @@ def main() -> None:
         theirs_s.append(best_of(diffusers_loop, 1))
     ours, theirs = statistics.median(ours_s), statistics.median(theirs_s)
 
-    samples = to_uint8(ddim_sample(eps, noise))
+    samples = to_uint8(ddim_sample(eps, noise).images)
     spec = {"kind": "builtin-target", "resolution": args.resolution}
     references = [torch.stack([ds[i] for i in range(len(ds))])
                   for ds in (open_dataset(spec), open_dataset(spec, split="heldout"))]

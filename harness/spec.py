@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from functools import cached_property
 from typing import Annotated, Any, Literal, Union
 
@@ -165,6 +166,8 @@ class RunSpec(Strict):
 
 # ---------------------------------------------------------------- evaluation
 Task = Literal["unconditional", "sdedit", "egsde"]
+# guided-diffusion's respacing grammar; the same as models/respacing.py (harness loads no models)
+RESPACING = re.compile(r"ddim[1-9][0-9]*|[1-9][0-9]*(,[1-9][0-9]*)*")
 
 
 class EvalSettings(Strict):
@@ -184,8 +187,32 @@ class EvalSettings(Strict):
     confidence: Annotated[float, Field(ge=0, lt=1)] = 0.0   # class metrics count only surer predictions
     egsde_ls: NonNegativeFloat = 500.0
     egsde_li: NonNegativeFloat = 2.0
+    # Unconditional samples: "ddim" (eta 0, as the paper) or "ancestral" (the learned variance,
+    # as the official sampling script, which omits --use_ddim). Translations always run DDIM.
+    sampler: Literal["ddim", "ancestral"] = "ddim"
+    # guided-diffusion's respacing ("ddim40", "250", "50,50"); None: "ddim{ddim_steps}" for
+    # DDIM and all T steps for the ancestral sampler. Translations use it with the DDIM sampler.
+    respacing: str | None = None
+    clip_denoised: bool = True            # clip x0 to [-1, 1] at every step, as the official code
     lpips_weights: str | None = None      # AlexNet trunk file; default: TORCH_HOME's, if present
     seed: int = 0
+
+    @field_validator("respacing")
+    @classmethod
+    def _respacing_grammar(cls, value: str | None) -> str | None:
+        if value is not None and not RESPACING.fullmatch(value):
+            raise ValueError(f"{value!r} is not 'ddimN' or comma-separated step counts "
+                             f"(guided-diffusion's grammar, e.g. 'ddim40', '250', '50,50')")
+        return value
+
+    @model_validator(mode="after")
+    def _one_step_count(self) -> "EvalSettings":
+        # with DDIM a respacing replaces ddim_steps: a changed ddim_steps would have no effect
+        # and yet enter the run id
+        default = type(self).model_fields["ddim_steps"].default
+        if self.sampler == "ddim" and self.respacing is not None and self.ddim_steps != default:
+            raise ValueError("set ddim_steps or respacing, not both (respacing replaces ddim_steps)")
+        return self
 
 
 class EvalSpec(Strict):

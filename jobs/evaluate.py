@@ -25,6 +25,8 @@ from harness.spec import EvalSpec
 from harness.store import RunFolder, atomic_write_json, store_root_of
 
 IMAGE_GRID_SIZE = 32     # samples shown in the PNG grids
+# `clipped_share` counts a sample when its last-step x0 leaves [-1, 1] by more than this
+CLIP_TOLERANCE = 0.0
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ class EvalWorker:
         import torch
 
         from models.data import to_model_range, to_uint8
-        from models.sampling import ddim_sample, egsde, indexed_noise, sdedit
+        from models.sampling import ancestral_sample, ddim_sample, egsde, indexed_generators, indexed_noise, sdedit
 
         out = self.run_dir / "work" / f"{batch.key}.npy"
         if out.is_file():
@@ -158,21 +160,33 @@ class EvalWorker:
         s, p = self.spec.settings, batch.product
         model = self.model(p.model_dir)
         indices = range(batch.start, batch.stop)
+        # translations always run DDIM; the respacing is theirs only when DDIM is the sampler
+        ddim = dict(num_steps=s.ddim_steps, clip_denoised=s.clip_denoised,
+                    respacing=s.respacing if s.sampler == "ddim" else None)
         if p.task == "unconditional":
             res = self.resolution()
             noise = indexed_noise(s.seed, "unconditional", indices, (3, res, res)).to(self.device)
-            images = ddim_sample(model, noise, num_steps=s.ddim_steps)
+            if s.sampler == "ancestral":
+                sampled = ancestral_sample(model, noise, respacing=s.respacing, clip_denoised=s.clip_denoised,
+                                           generator=indexed_generators(s.seed, "ancestral", indices))
+            else:
+                sampled = ddim_sample(model, noise, **ddim)
         else:
             x0 = to_model_range(torch.stack([self.sources()[i] for i in indices])).to(self.device)
             noise = indexed_noise(s.seed, "translation", indices, tuple(x0.shape[1:])).to(self.device)
             if p.task == "sdedit":
-                images = sdedit(model, x0, noise, t0=p.t0, num_steps=s.ddim_steps)
+                sampled = sdedit(model, x0, noise, t0=p.t0, **ddim)
             else:
-                images = egsde(model, x0, noise, self.domain_features(), t0=p.t0, ls=s.egsde_ls,
-                               li=s.egsde_li, num_steps=s.ddim_steps)
+                sampled = egsde(model, x0, noise, self.domain_features(), t0=p.t0, ls=s.egsde_ls,
+                                li=s.egsde_li, **ddim)
         out.parent.mkdir(exist_ok=True)
+        # the last step's x0 excess first: a batch whose images exist has it too
+        excess = out.with_name(f"{batch.key}.x0.npy")
+        tmp = out.with_name(f".{excess.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, sampled.x0_excess.cpu().numpy())
+        os.replace(tmp, excess)
         tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, to_uint8(images).cpu().numpy())
+        np.save(tmp, to_uint8(sampled.images).cpu().numpy())
         os.replace(tmp, out)
         return str(out)
 
@@ -266,12 +280,38 @@ def save_products(run: RunFolder, spec: EvalSpec, products: list[Product], batch
     return paths
 
 
+def clipped_share(run: RunFolder, product: Product, batches: list[Batch]) -> tuple[float, int] | None:
+    """(share of samples whose last-step x0 left [-1, 1], n); None for batches sampled before
+    the sampler reported it."""
+    import numpy as np
+
+    files = [run.path / "work" / f"{b.key}.x0.npy" for b in batches if b.product == product]
+    if not all(f.is_file() for f in files):
+        return None
+    excess = np.concatenate([np.load(f) for f in files])
+    return float((excess > CLIP_TOLERANCE).mean()), len(excess)
+
+
+def check_sampler(spec: EvalSpec) -> None:
+    """A respacing the schedule cannot hold fails here, before any actor starts."""
+    from models.sampling import sampler_timesteps
+    from models.schedule import NoiseSchedule
+
+    s = spec.settings
+    try:
+        sampler_timesteps(s.respacing, s.ddim_steps, NoiseSchedule().num_timesteps)
+        sampler_timesteps(None, s.ddim_steps, NoiseSchedule().num_timesteps)
+    except ValueError as e:
+        raise UserError(f"evaluation.respacing / ddim_steps: {e}") from None
+
+
 def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
     from tqdm.auto import tqdm
 
     from harness.results import write_metrics
 
     run = RunFolder(run_dir)
+    check_sampler(spec)
     models, train_spec = resolve_models(spec, run.path)
     products = plan_products(spec, models)
     batches = plan_batches(spec, products)
@@ -295,7 +335,8 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
         paths = save_products(run, spec, products, batches)
 
         jobs = [dict(product=asdict(p), key=p.key, path=str(paths[p.key]), train_spec=train_spec,
-                     source_samples=source_samples_path(spec, run.path, p)) for p in products]
+                     source_samples=source_samples_path(spec, run.path, p),
+                     clipped=clipped_share(run, p, batches)) for p in products]
         rows, cache = [], {"hits": 0, "lookups": 0}
         for product_rows, counts in pool.map_unordered(lambda a, j: a.measure.remote(j), jobs):
             rows += product_rows

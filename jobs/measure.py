@@ -70,6 +70,10 @@ def measure_product(worker, job: dict) -> tuple[list[dict], dict[str, int]]:
 
     images = torch.from_numpy(np.load(job["path"]))
     task = base["task"]
+    if job.get("clipped") is not None:
+        share, n = job["clipped"]
+        add("clipped_share", share, "sampler", n=n,
+            note=f"last-step x0 outside [-1, 1] (clip_denoised={s.clip_denoised}, sampler={s.sampler})")
     builtin_pair = worker.spec.target_data.kind == "builtin-target"
 
     # realism: FID / KID per extractor and reference set

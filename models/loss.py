@@ -6,30 +6,40 @@ as JiwanHur/SDFT computes it: the student's output on x_t serves both L_diff and
 the auxiliary input is the pure-noise tensor itself, and the SNR weights are not normalised.
 One student forward runs over the concatenated batch [x_t; noise] and one teacher forward
 under inference mode: about 8/3 of a naive step, never more.
+
+A learned-variance network (6 channels for RGB) trains as the official hybrid loss does:
+L_diff is the eps MSE plus the variational bound on the variance channels with eps
+detached, scaled by T/1000 (guided-diffusion's RESCALED_MSE); the distillation and aux terms
+compare eps channels only, and the teacher's variance channels are discarded.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
+from models.networks import EpsModel, split_output
 from models.schedule import NoiseSchedule
+from models.variance import Chain
 from models.weighting import WEIGHTINGS
 
-# (x, t) -> predicted noise, float32. Casting to the network's precision is the caller's job.
-EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+__all__ = ["EpsModel", "LossTerms", "SDFTLoss"]
 
 
 @dataclass
 class LossTerms:
+    """Batch means of each term; `per_sample` is the total before the batch mean."""
     total: torch.Tensor
     diff: torch.Tensor
+    per_sample: torch.Tensor
+    vb: torch.Tensor | None = None
     distill: torch.Tensor | None = None
     aux: torch.Tensor | None = None
 
     def as_floats(self) -> dict[str, float]:
-        out = {"loss": self.total, "loss_diff": self.diff, "loss_distill": self.distill, "loss_aux": self.aux}
+        out = {"loss": self.total, "loss_diff": self.diff, "loss_vb": self.vb,
+               "loss_distill": self.distill, "loss_aux": self.aux}
         return {k: float(v.detach()) for k, v in out.items() if v is not None}
 
 
@@ -53,6 +63,7 @@ class SDFTLoss:
         self.gamma_distill, self.gamma_aux, self.k = gamma_distill, gamma_aux, k
         self.min_snr_gamma = min_snr_gamma
         self.aux_timestep = aux_timestep
+        self.chain = Chain(self.schedule.alphas_cumprod)     # all T steps: the training chain
 
     @property
     def needs_teacher(self) -> bool:
@@ -70,29 +81,44 @@ class SDFTLoss:
 
     def __call__(self, student: EpsModel, images: torch.Tensor, teacher: EpsModel | None = None,
                  generator: torch.Generator | None = None) -> LossTerms:
-        t, noise, x_t = self.sample_inputs(images, generator)
-        if teacher is None or not self.needs_teacher:
-            diff = (student(x_t, t) - noise).square().mean()
-            return LossTerms(total=diff, diff=diff)
+        t, noise, _ = self.sample_inputs(images, generator)
+        return self.terms(student, images, t, noise, teacher)
 
-        batch = images.shape[0]
-        with_aux = self.lambda_aux > 0
+    def terms(self, student: EpsModel, images: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+              teacher: EpsModel | None = None) -> LossTerms:
+        """The loss at given timesteps and noise (`__call__` draws them)."""
+        x_t = self.schedule.add_noise(images, noise, t)
+        batch, channels = images.shape[:2]
+        with_teacher = teacher is not None and self.needs_teacher
+        with_aux = with_teacher and self.lambda_aux > 0
         inputs, times = x_t, t
         if with_aux:
             t_aux = t if self.aux_timestep == "sampled" else torch.full_like(t, self.schedule.num_timesteps - 1)
             inputs, times = torch.cat([x_t, noise]), torch.cat([t, t_aux])
-        eps_student = student(inputs, times)
-        with torch.inference_mode():
-            eps_teacher = teacher(inputs, times)
-        # Inference tensors may not be saved for backward; the difference below is a normal tensor.
-        gap = (eps_teacher.float() - eps_student).square()
+        eps_student, var_values = split_output(student(inputs, times), channels)
 
-        eps_xt = eps_student[:batch]
-        diff = (eps_xt - noise).square().mean()
-        distill = (self.weight(t, self.gamma_distill) * _per_sample_mean(gap[:batch])).mean()
-        total = diff + self.lambda_distill * distill
+        per_sample = _per_sample_mean((eps_student[:batch] - noise).square())
+        diff = per_sample.mean()
+        vb = None
+        if var_values is not None:
+            # The bound trains the variance only: the mean it sees comes from a detached eps.
+            vb_bits = self.chain.vb_bits(images, x_t, t, eps_student[:batch].detach(), var_values[:batch])
+            vb_bits = vb_bits * (self.schedule.num_timesteps / 1000.0)
+            per_sample = per_sample + vb_bits
+            vb = vb_bits.mean()
+        if not with_teacher:
+            return LossTerms(total=per_sample.mean(), diff=diff, per_sample=per_sample, vb=vb)
+
+        with torch.inference_mode():
+            eps_teacher, _ = split_output(teacher(inputs, times), channels)   # sigma channels dropped
+        # Inference tensors may not be saved for backward; the difference below is a normal tensor.
+        gap = _per_sample_mean((eps_teacher.float() - eps_student).square())
+        distill_each = self.weight(t, self.gamma_distill) * gap[:batch]
+        per_sample = per_sample + self.lambda_distill * distill_each
         aux = None
         if with_aux:
-            aux = (self.weight(times[batch:], self.gamma_aux) * _per_sample_mean(gap[batch:])).mean()
-            total = total + self.lambda_aux * aux
-        return LossTerms(total=total, diff=diff, distill=distill, aux=aux)
+            aux_each = self.weight(times[batch:], self.gamma_aux) * gap[batch:]
+            per_sample = per_sample + self.lambda_aux * aux_each
+            aux = aux_each.mean()
+        return LossTerms(total=per_sample.mean(), diff=diff, per_sample=per_sample, vb=vb,
+                         distill=distill_each.mean(), aux=aux)

@@ -1,15 +1,23 @@
 """Networks: diffusers UNet2DModel presets and loading a `save_pretrained` model folder.
 
 The architecture lives here; what the loss and the samplers see is an eps-model,
-`(x, t) -> predicted noise` in float32 (see `as_eps_model`).
+`(x, t) -> network output` in float32 (see `as_eps_model`), and `split_output` tells its
+channels apart: eps alone, or eps followed by a learned-range variance (guided-diffusion's
+`learn_sigma`, as ffhq_p2: twice the image's channels).
 """
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 from diffusers import UNet2DModel
+
+# (x, t) -> the network's output in float32: predicted noise in the first C channels of
+# x's C, and for a learned-variance model the variance values in the next C.
+# Casting to the network's precision is the wrapper's job.
+EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # Channel widths per resolution level and attention placement. `tiny` is for tests
 # (seconds on a CPU), `small` for the demo, `base` for longer CPU/GPU runs.
@@ -26,11 +34,26 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def build_unet(preset: str, resolution: int, dropout: float = 0.0, channels: int = 3) -> UNet2DModel:
+def build_unet(preset: str, resolution: int, dropout: float = 0.0, channels: int = 3,
+               learned_variance: bool = False) -> UNet2DModel:
+    """`learned_variance`: also predict a learned-range variance (guided-diffusion's learn_sigma)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown network preset {preset!r}; expected one of {sorted(PRESETS)}")
-    return UNet2DModel(sample_size=resolution, in_channels=channels, out_channels=channels,
+    return UNet2DModel(sample_size=resolution, in_channels=channels,
+                       out_channels=channels * (2 if learned_variance else 1),
                        dropout=dropout, **PRESETS[preset])
+
+
+def split_output(output: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(eps, learned-range variance values in [-1, 1] or None) of an eps-model's output for
+    images of `channels` channels."""
+    if output.shape[1] == channels:
+        return output, None
+    if output.shape[1] == 2 * channels:
+        eps, var_values = output.split(channels, dim=1)
+        return eps, var_values
+    raise ValueError(f"the network gives {output.shape[1]} output channels for {channels}-channel "
+                     f"images: expected {channels} (eps) or {2 * channels} (eps and learned variance)")
 
 
 def load_unet(folder: str | Path, dropout: float | None = None,
@@ -61,7 +84,7 @@ def save_unet(model: UNet2DModel, folder: str | Path) -> None:
 
 
 def as_eps_model(module: torch.nn.Module, dtype: torch.dtype | None = None):
-    """Wrap a UNet (or a DeepSpeed engine around one) as (x, t) -> eps in float32."""
+    """Wrap a UNet (or a DeepSpeed engine around one) as an `EpsModel`: (x, t) -> output in float32."""
     if dtype is None:
         dtype = next(module.parameters()).dtype
 

@@ -31,6 +31,9 @@ class NoiseSchedule:
         return (abar / (1.0 - abar)).float()
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, t of shape (batch,)."""
-        abar = self.alpha_bar(t).view(-1, *([1] * (x0.dim() - 1))).to(x0.dtype)
-        return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, t of shape (batch,).
+
+        The square roots are taken in float64 before the cast, as guided-diffusion does: near
+        t = 0 the decoder likelihood's narrow bins magnify a one-ulp difference in x_t."""
+        abar = self.alphas_cumprod.to(t.device)[t.long()].view(-1, *([1] * (x0.dim() - 1)))
+        return abar.sqrt().to(x0.dtype) * x0 + (1.0 - abar).sqrt().to(x0.dtype) * noise

@@ -52,7 +52,7 @@ def test_killed_actor_has_its_batch_retried_and_no_row_is_lost(tiny_source):
     rows = pd.read_parquet(run_dir / "metrics.parquet")
     assert not rows.duplicated(KEYS).any()
     expected = {("fid", "target"), ("fid", "full-domain"), ("kid", "target"), ("kid", "full-domain"),
-                ("missing_class_share", "classifier")}
+                ("missing_class_share", "classifier"), ("clipped_share", "sampler")}
     assert set(zip(rows.metric, rows.reference)) == expected
     assert list(rows.columns[:len(COLUMNS)]) == COLUMNS
     assert RunFolder(run_dir).status == "done"
@@ -102,3 +102,42 @@ def test_actors_fit_on_their_nodes(monkeypatch):
     assert actor_layout([node(1), node(1)]) == (2, 1, 0)      # two one-CPU Ray nodes: no 2-CPU actor
     assert actor_layout([node(8), node(8)]) == (8, 2, 0)
     assert actor_layout([node(16, 4), node(16, 4)]) == (8, 4, 1)  # one actor per GPU
+
+
+def test_sampler_settings_reach_the_samples_and_the_clipped_share(tmp_path):
+    """The worker outside Ray: ancestral and DDIM batches of a 6-channel model, each with
+    its last-step x0 excess beside the images, summed into the product's clipped share."""
+    import numpy as np
+    import pytest
+    import torch
+
+    from harness.errors import UserError
+    from jobs.evaluate import Batch, EvalWorker, Product, check_sampler, clipped_share
+    from models.data import to_uint8
+    from models.networks import as_eps_model, build_unet, load_unet, save_unet
+    from models.sampling import ancestral_sample, ddim_sample, indexed_generators, indexed_noise
+
+    torch.manual_seed(0)
+    save_unet(build_unet("tiny", 16, learned_variance=True), tmp_path / "model")
+    eps = as_eps_model(load_unet(tmp_path / "model").eval())
+    noise = indexed_noise(0, "unconditional", range(3), (3, 16, 16))
+    expected = {"ancestral": ancestral_sample(eps, noise, respacing="ddim5",
+                                              generator=indexed_generators(0, "ancestral", range(3))),
+                "ddim": ddim_sample(eps, noise, respacing="ddim4")}
+    for sampler, respacing in (("ancestral", "ddim5"), ("ddim", "ddim4")):
+        spec = EvalSpec.model_validate({**eval_spec(sampler=sampler, respacing=respacing, ddim_steps=40),
+                                        "model": str(tmp_path / "model")})
+        run_dir = tmp_path / sampler
+        run_dir.mkdir()
+        worker = EvalWorker(spec.model_dump_json(), str(run_dir), threads=1)
+        product = Product("unconditional", None, None, str(tmp_path / "model"))
+        batches = [Batch(product, 0, 3), Batch(product, 3, 5)]
+        first = np.load(worker.sample(batches[0]))
+        assert np.array_equal(first, to_uint8(expected[sampler].images).numpy())
+        assert np.load(worker.sample(batches[1])).shape == (2, 3, 16, 16)
+        share, n = clipped_share(RunFolder(run_dir), product, batches)
+        assert n == 5 and 0.0 <= share <= 1.0
+        excess = np.concatenate([np.load(run_dir / "work" / f"{b.key}.x0.npy") for b in batches])
+        assert share == float((excess > 0).mean())
+    with pytest.raises(UserError, match="respacing"):
+        check_sampler(EvalSpec.model_validate(eval_spec(respacing="ddim37", ddim_steps=40)))

@@ -59,3 +59,26 @@ def test_harness_does_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_sampler_settings_default_to_the_paper_and_stay_out_of_the_run_id():
+    from harness.spec import EvalSettings, run_id
+
+    s = EvalSettings()
+    assert (s.sampler, s.respacing, s.clip_denoised) == ("ddim", None, True)
+    assert run_id(EvalSettings(sampler="ddim", clip_denoised=True)) == run_id(s)
+    assert run_id(EvalSettings(clip_denoised=False)) != run_id(s)
+    assert EvalSettings(sampler="ancestral", respacing="250").respacing == "250"
+
+
+def test_sampler_settings_are_checked():
+    from harness.spec import EvalSettings
+
+    with pytest.raises(ValidationError, match="respacing"):
+        EvalSettings(respacing="ddim 40")
+    with pytest.raises(ValidationError, match="sampler"):
+        EvalSettings(sampler="plms")
+    with pytest.raises(ValidationError, match="not both"):
+        EvalSettings(respacing="ddim50", ddim_steps=20)
+    # the ancestral sampler leaves ddim_steps to the translations
+    assert EvalSettings(sampler="ancestral", respacing="250", ddim_steps=20).ddim_steps == 20

@@ -16,31 +16,31 @@ def setup():
 
 def test_sdedit_at_t0_zero_returns_the_input():
     eps, images, noise = setup()
-    assert torch.equal(sdedit(eps, images, noise, t0=0.0), images)
+    assert torch.equal(sdedit(eps, images, noise, t0=0.0).images, images)
 
 
 def test_sdedit_runs_the_last_steps_of_ddim40():
     assert start_index(0.5, 40) == 20 and start_index(1.0, 40) == 40 and start_index(0.3, 40) == 12
     eps, images, noise = setup()
-    out = sdedit(eps, images, noise, t0=0.5)
+    out = sdedit(eps, images, noise, t0=0.5).images
     assert out.shape == images.shape and not torch.equal(out, images)
 
 
 def test_egsde_without_energies_is_sdedit_from_the_same_noise():
     eps, images, noise = setup()
     features = DomainClassifier().eval().features
-    plain = sdedit(eps, images, noise, t0=0.5)
-    guided_off = egsde(eps, images, noise, features, t0=0.5, ls=0.0, li=0.0)
+    plain = sdedit(eps, images, noise, t0=0.5).images
+    guided_off = egsde(eps, images, noise, features, t0=0.5, ls=0.0, li=0.0).images
     assert torch.equal(plain, guided_off)
-    guided = egsde(eps, images, noise, features, t0=0.5, ls=500.0, li=2.0)
+    guided = egsde(eps, images, noise, features, t0=0.5, ls=500.0, li=2.0).images
     assert not torch.allclose(plain, guided)
 
 
 def test_faithfulness_energy_pulls_low_frequencies_toward_the_source():
     eps, images, noise = setup()
     features = DomainClassifier().eval().features
-    plain = sdedit(eps, images, noise, t0=0.5)
-    faithful = egsde(eps, images, noise, features, t0=0.5, ls=0.0, li=2.0)
+    plain = sdedit(eps, images, noise, t0=0.5).images
+    faithful = egsde(eps, images, noise, features, t0=0.5, ls=0.0, li=2.0).images
     distance = lambda y: (low_pass(y) - low_pass(images)).square().mean()  # noqa: E731
     assert distance(faithful) < distance(plain)
 
