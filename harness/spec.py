@@ -181,7 +181,7 @@ class EvalSettings(Strict):
     confidence: Annotated[float, Field(ge=0, lt=1)] = 0.0   # class metrics count only surer predictions
     egsde_ls: NonNegativeFloat = 500.0
     egsde_li: NonNegativeFloat = 2.0
-    lpips_weights: str | None = None      # AlexNet trunk file; default: TORCH_HOME's, if present
+    lpips_net: Literal["vgg", "alex"] = "vgg"   # LPIPS trunk; VGG as the official metric notebook
     seed: int = 0
 
 
