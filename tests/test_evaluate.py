@@ -58,7 +58,7 @@ def test_killed_actor_has_its_batch_retried_and_no_row_is_lost(tiny_source):
     assert RunFolder(run_dir).status == "done"
 
 
-def test_second_evaluation_hits_the_feature_cache(tiny_source):
+def test_second_evaluation_hits_the_feature_cache(tiny_source, lpips_weights):
     store = tiny_source.parent
     first = write_spec(store / "eval-a", eval_spec(tasks=["unconditional", "sdedit", "egsde"]))
     run_module("jobs.evaluate", str(first), check=True)
@@ -72,12 +72,14 @@ def test_second_evaluation_hits_the_feature_cache(tiny_source):
     a = pd.read_parquet(first / "metrics.parquet").sort_values(KEYS).reset_index(drop=True)
     b = pd.read_parquet(again / "metrics.parquet").sort_values(KEYS).reset_index(drop=True)
     pd.testing.assert_series_equal(a["value"], b["value"])
-    # translations come with faithfulness, class preservation and LPIPS's stated absence
+    # translations come with faithfulness, class preservation and LPIPS (VGG, 16 px inputs resized)
     tasks = set(a.task)
     assert tasks == {"unconditional", "sdedit", "egsde"}
     lpips = a[a.metric == "lpips"]
-    assert lpips.value.isna().all() and lpips.note.str.contains("AlexNet").all()
-    assert {"psnr", "ssim", "feature_dist_builtin", "class_preservation"} <= set(a.metric)
+    assert set(lpips.task) == {"sdedit", "egsde"} and (lpips.value > 0).all()
+    assert (lpips.extractor == "lpips-vgg").all() and lpips.note.str.contains("16x16 to 64x64").all()
+    assert {"psnr", "ssim", "class_preservation"} <= set(a.metric)
+    assert not a.metric.str.startswith("feature_dist").any()          # no substitute where LPIPS is measured
     assert (run_dir_png := first / "samples" / "sdedit_t0.5_s60.png").is_file(), run_dir_png
     loaded = load_results(first / "metrics.parquet")
     assert len(loaded) == len(a)
