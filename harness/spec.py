@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from harness.numbers import MAX_BATCH, MAX_DDIM_STEPS, MAX_IMAGES, MAX_STEPS, Real, Seed, Whole
+
 Method = Literal["scratch", "naive", "sdft"]
 Weighting = Literal["sdft", "constant", "min-snr"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -166,23 +168,23 @@ Task = Literal["unconditional", "sdedit", "egsde"]
 
 class EvalSettings(Strict):
     """What the evaluate stage measures (the grid's `evaluation` block)."""
-    num_samples: Annotated[int, Field(gt=1)] = 1000
-    ddim_steps: Annotated[int, Field(gt=0)] = 40
-    batch_size: Annotated[int, Field(gt=0)] = 250
+    num_samples: Whole(gt=1, le=MAX_IMAGES) = 1000
+    ddim_steps: Whole(gt=0, le=MAX_DDIM_STEPS) = 40
+    batch_size: Whole(gt=0, le=MAX_BATCH) = 250
     tasks: Annotated[list[Task], Field(min_length=1)] = ["unconditional", "sdedit", "egsde"]
-    t0: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=1)] = [0.5]
-    num_translations: Annotated[int, Field(gt=1)] = 500
-    checkpoint_steps: list[Annotated[int, Field(gt=0)]] = []   # earlier EMA snapshots to evaluate too
+    t0: Annotated[list[Real(gt=0, le=1)], Field(min_length=1)] = [0.5]
+    num_translations: Whole(gt=1, le=MAX_IMAGES) = 500
+    checkpoint_steps: list[Whole(gt=0, le=MAX_STEPS)] = []   # earlier EMA snapshots to evaluate too
     checkpoint_methods: list[Method] = ["scratch", "naive", "sdft"]  # ... for these methods
     extractors: Annotated[list[Literal["builtin", "inception"]], Field(min_length=1)] = ["builtin"]
-    max_reference: Annotated[int, Field(gt=1)] = 10_000      # images of a reference set used
-    kid_subset_size: Annotated[int, Field(gt=1)] = 1000
-    kid_subsets: Annotated[int, Field(gt=0)] = 100
-    confidence: Annotated[float, Field(ge=0, lt=1)] = 0.0   # class metrics count only surer predictions
-    egsde_ls: NonNegativeFloat = 500.0
-    egsde_li: NonNegativeFloat = 2.0
+    max_reference: Whole(gt=1, le=MAX_IMAGES) = 10_000      # images of a reference set used
+    kid_subset_size: Whole(gt=1, le=MAX_IMAGES) = 1000
+    kid_subsets: Whole(gt=0, le=10_000) = 100
+    confidence: Real(ge=0, lt=1) = 0.0   # class metrics count only surer predictions
+    egsde_ls: Real(ge=0) = 500.0
+    egsde_li: Real(ge=0) = 2.0
     lpips_weights: str | None = None      # AlexNet trunk file; default: TORCH_HOME's, if present
-    seed: int = 0
+    seed: Seed = 0
 
 
 class EvalSpec(Strict):

@@ -90,7 +90,7 @@ def test_missing_folder_is_an_error_but_a_dry_run_warning(tmp_path):
     grid = patched(datasets__0__source={"kind": "folder", "path": "no/such/faces", "resolution": 32,
                                         "model": "no/such/model"},
                    datasets__0__targets=[{"name": "metfaces", "kind": "folder", "path": "no/such/metfaces"}],
-                   methods=["naive", "sdft"])
+                   methods=["naive", "sdft"], evaluation={"extractors": ["inception"]})
     path = write_grid(tmp_path, grid)
     results = tmp_path / "results"
     proc = run_module("harness.submit", str(path), "--results", str(results), "--executor", "local")
