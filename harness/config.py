@@ -19,7 +19,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
                       field_validator, model_validator)
 
 from harness.errors import UserError
-from harness.numbers import (MAX_BATCH, MAX_RESOLUTION, MAX_STEPS, NoBool, Real, Seed, Whole)
+from harness.numbers import MAX_BATCH, MAX_RESOLUTION, MAX_STEPS, NoBool, Real, Seed, Whole
 from harness.spec import EvalSettings as EvaluationConfig
 from harness.spec import Method, NetworkPreset, Precision, Weighting, missing_classes
 
@@ -229,14 +229,15 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 # sbatch long options (submitit spelling) that `additional` may set. Left out on purpose:
 # what the harness sets itself (output, error, job name, array, dependency, time, nodes,
 # tasks, cpus, memory, partition, account, qos) and what runs or moves things outside the
-# job (wrap, chdir, export, burst buffers, container).
+# job (wrap, chdir, export, burst buffers, container), and signal, which submitit needs for
+# requeueing (USR2).
 SBATCH_OPTIONS = frozenset("""
     acctg_freq begin cluster_constraint clusters comment constraint contiguous core_spec
     cores_per_socket cpu_freq cpus_per_gpu deadline delay_boot distribution exclude exclusive
     extra gpu_bind gpu_freq gpus gpus_per_socket gpus_per_task gres gres_flags hint
     kill_on_invalid_dep licenses mail_type mail_user mcs_label mem_bind mem_per_cpu mem_per_gpu
     mincpus network nice no_kill no_requeue nodelist ntasks_per_core ntasks_per_gpu
-    ntasks_per_socket oversubscribe power prefer priority profile requeue reservation signal
+    ntasks_per_socket oversubscribe power prefer priority profile requeue reservation
     sockets_per_node spread_job switches thread_spec threads_per_core time_min tmp
     use_min_nodes wckey
 """.split())
@@ -403,11 +404,11 @@ class UniqueKeyLoader(yaml.SafeLoader):
                     continue
                 key = self.construct_object(key_node, deep=True)
                 try:
-                    first = seen.setdefault(key, key_node.start_mark.line)
+                    if key in seen:
+                        raise DuplicateKey(key, seen[key] + 1, key_node.start_mark.line + 1)
                 except TypeError:            # an unhashable key: the base class says so
                     break
-                if first != key_node.start_mark.line:
-                    raise DuplicateKey(key, first + 1, key_node.start_mark.line + 1)
+                seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
 

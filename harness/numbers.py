@@ -42,11 +42,13 @@ def _whole(value: Any) -> Any:
 
 def _real(value: Any) -> Any:
     value = no_bool(value)
-    if isinstance(value, str):       # `lr: 2e-5` is text to YAML 1.1; `.inf` and `nan` are refused below
+    if isinstance(value, str):       # `lr: 2e-5` is text to YAML 1.1: take the number it spells
         try:
-            return float(value.strip())
+            value = float(value.strip())
         except ValueError:
             raise ValueError(f"expected a number, got the text {value!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):    # before any bound: nan > 0 is False
+        raise ValueError(f"expected a finite number, got {value!r}")
     return value
 
 
