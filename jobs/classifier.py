@@ -57,7 +57,7 @@ def _cached(path: Path, build: Callable[[], torch.nn.Module], model: torch.nn.Mo
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             torch.save(trained.state_dict(), tmp)
             os.replace(tmp, path)
-    model.load_state_dict(torch.load(path, map_location="cpu"))
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval().requires_grad_(False)
 
 

@@ -81,7 +81,7 @@ class Lpips:
         import lpips
 
         self.model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)  # linear layers: the package's
-        state = torch.load(trunk_file, map_location="cpu")
+        state = torch.load(trunk_file, map_location="cpu", weights_only=True)
         for name, param in self.model.net.named_parameters():
             _, index, kind = name.split(".")          # slice2.3.weight -> features.3.weight
             param.data.copy_(state[f"features.{index}.{kind}"])
