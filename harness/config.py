@@ -138,8 +138,8 @@ def _axis(kind, family: str):
         try:
             return adapter.validate_python(value)
         except ValidationError as err:
-            raise ValueError(f"{where}{err.errors()[0]['msg'].removeprefix('Value error, ')} "
-                             f"(got {value!r})") from None
+            msg = err.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{where}{msg}" + ("" if "got " in msg else f" (got {value!r})")) from None
 
     def validate(value):
         if isinstance(value, dict):
@@ -208,7 +208,7 @@ def tie_error(settings: dict[str, Any]) -> tuple[str, str] | None:
         if leader not in axes:
             return name, f"{leader!r} is not a sweepable hyper-parameter; {hint}"
         if axes[leader].family != family:
-            return name, f"{leader} holds a {axes[leader].family} and {name} a {family}; {hint}"
+            return name, f"{leader} and {name} hold different kinds of value; {hint}"
         target = settings[leader]
         if isinstance(target, SameAs):
             return name, (f"{leader} is itself tied (same_as {target.same_as!r}); ties do not chain: "
@@ -414,7 +414,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 class DuplicateKey(yaml.YAMLError):
     def __init__(self, key: Any, first_line: int, line: int):
-        super().__init__(f"key {key!r} given twice: line {first_line} and line {line}")
+        super().__init__(f"key {key!r} given twice (first on line {first_line})")
         self.line = line
 
 
