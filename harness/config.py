@@ -3,18 +3,23 @@
 Any hyper-parameter given as a list is an axis of the grid; `{same_as: other}` ties a
 hyper-parameter to another's axis (lambda_aux moving with lambda_distill, say).
 Errors come out as one line naming the file, the field path and what was expected.
+Numbers are strict (harness.numbers: no booleans, finite, bounded), a key given twice is
+an error, and the cluster settings that reach the sbatch script are checked (see ClusterConfig).
 """
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
-                      field_validator, model_validator)
+                      StrictBool, field_validator, model_validator)
 
 from harness.errors import UserError
+from harness.numbers import MAX_BATCH, MAX_RESOLUTION, MAX_STEPS, NoBool, Real, Seed, Whole
 from harness.spec import EvalSettings as EvaluationConfig
 from harness.spec import Method, NetworkPreset, Precision, Weighting, missing_classes
 
@@ -25,22 +30,36 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AtField(ValueError):
+    """A validator's error about a field below the model it checks: `loc` is appended to
+    the model's own location in the one-line message."""
+
+    def __init__(self, loc: tuple, message: str):
+        super().__init__(message)
+        self.loc, self.message = loc, message
+
+
+Steps = Whole(gt=0, le=MAX_STEPS)
+Batch = Whole(gt=0, le=MAX_BATCH)
+ZeroStage = Annotated[Literal[0, 1, 2], NoBool]
+
+
 # ---------------------------------------------------------------- data
 class PretrainSettings(Strict):
     """How the source model is trained when no pretrained model is given."""
-    steps: Annotated[int, Field(gt=0)]
+    steps: Steps
     network: NetworkPreset = "small"
-    batch_size: Annotated[int, Field(gt=0)] = 64
-    lr: Annotated[float, Field(gt=0)] = 2e-4
-    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    batch_size: Batch = 64
+    lr: Real(gt=0) = 2e-4
+    ema_decay: Real(ge=0, lt=1) = 0.999
+    dropout: Real(ge=0, lt=1) = 0.0
     precision: Precision = "fp32"
-    zero_stage: Literal[0, 1, 2] = 0
-    seed: int = 0
-    grad_clip: Annotated[float, Field(gt=0)] | None = None
-    ema_warmup: bool = False
-    flip: bool | None = None          # None: on for folder data, off for the built-in pair
-    checkpoint_every: Annotated[int, Field(gt=0)] = 1000
+    zero_stage: ZeroStage = 0
+    seed: Seed = 0
+    grad_clip: Real(gt=0) | None = None
+    ema_warmup: StrictBool = False
+    flip: StrictBool | None = None          # None: on for folder data, off for the built-in pair
+    checkpoint_every: Steps = 1000
 
 
 class _SourceOrigin(Strict):
@@ -56,21 +75,21 @@ class _SourceOrigin(Strict):
 
 class BuiltinSourceConfig(_SourceOrigin):
     kind: Literal["builtin"]
-    resolution: Literal[16, 32] = 32
-    pair_seed: int = 0
+    resolution: Annotated[Literal[16, 32], NoBool] = 32
+    pair_seed: Seed = 0
 
 
 class FolderSourceConfig(_SourceOrigin):
     kind: Literal["folder"]
     path: str
-    resolution: Annotated[int, Field(gt=0)]
+    resolution: Whole(gt=0, le=MAX_RESOLUTION)
 
 
 class BuiltinTargetConfig(Strict):
     name: Name
     kind: Literal["builtin"]
-    size: Annotated[int, Field(gt=0, le=10000)] = 500
-    missing_classes: list[int] = [5, 8, 9]
+    size: Whole(gt=0, le=10000) = 500
+    missing_classes: list[Whole()] = [5, 8, 9]
 
     _classes = field_validator("missing_classes")(lambda cls, value: missing_classes(value))
 
@@ -95,7 +114,8 @@ class DatasetConfig(Strict):
         names = [t.name for t in self.targets]
         if len(set(names)) != len(names):
             raise ValueError(f"target names repeat: {names}")
-        if isinstance(self.source, BuiltinSourceConfig) and any(t.kind != "builtin" for t in self.targets):
+        # the built-in target is drawn from the built-in source's data: they come as a pair
+        if any((t.kind == "builtin") != (self.source.kind == "builtin") for t in self.targets):
             raise ValueError("a builtin source pairs with builtin targets; use folders for both")
         return self
 
@@ -105,7 +125,15 @@ class SameAs(Strict):
     same_as: str
 
 
-def _axis(kind):
+class Axis:
+    """Marks a sweepable hyper-parameter. `family`: the kind of value it holds (a tie joins
+    two of one family); `check`: validates one value."""
+
+    def __init__(self, family: str, check: Callable[[Any], Any]):
+        self.family, self.check = family, check
+
+
+def _axis(kind, family: str):
     """A value, a non-empty list of values (an axis of the grid) or {same_as: other}."""
     adapter = TypeAdapter(kind)
 
@@ -113,7 +141,8 @@ def _axis(kind):
         try:
             return adapter.validate_python(value)
         except ValidationError as err:
-            raise ValueError(f"{where}{err.errors()[0]['msg']} (got {value!r})") from None
+            msg = err.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{where}{msg}" + ("" if "got " in msg else f" (got {value!r})")) from None
 
     def validate(value):
         if isinstance(value, dict):
@@ -124,61 +153,146 @@ def _axis(kind):
             return [one(v, f"[{i}] ") for i, v in enumerate(value)]
         return one(value)
 
-    return Annotated[Any, BeforeValidator(validate)]
+    return Annotated[Any, BeforeValidator(validate), Axis(family, one)]
 
 
-NonNeg = Annotated[float, Field(ge=0)]
-Pos = Annotated[float, Field(gt=0)]
-PosInt = Annotated[int, Field(gt=0)]
+NonNeg = Real(ge=0)
+Pos = Real(gt=0)
+Fraction = Real(ge=0, lt=1)
 
 
 class FinetuneSettings(Strict):
     """The fine-tuning hyper-parameters; a list on any of them is a sweep axis."""
-    lambda_distill: _axis(NonNeg) = 0.1
-    lambda_aux: _axis(NonNeg) = 0.1
-    gamma_distill: _axis(NonNeg) = 3.0
-    gamma_aux: _axis(NonNeg) = 50.0
-    k: _axis(NonNeg) = 1.0
-    min_snr_gamma: _axis(Pos) = 5.0
-    aux_timestep: _axis(Literal["sampled", "final"]) = "sampled"
-    dropout: _axis(Annotated[float, Field(ge=0, lt=1)]) = 0.0
-    lr: _axis(Pos) = 2e-5
-    batch_size: _axis(PosInt) = 16
-    steps: _axis(PosInt) = 10_000
-    ema_decay: _axis(Annotated[float, Field(ge=0, lt=1)]) = 0.9999
-    grad_clip: _axis(Pos) = None          # off, as the official code
-    ema_warmup: _axis(bool) = False
-    flip: _axis(bool) = None              # None: on for folder data, off for the built-in pair
-    precision: _axis(Precision) = "fp32"
-    zero_stage: _axis(Literal[0, 1, 2]) = 0
+    lambda_distill: _axis(NonNeg, "number") = 0.1
+    lambda_aux: _axis(NonNeg, "number") = 0.1
+    gamma_distill: _axis(NonNeg, "number") = 3.0
+    gamma_aux: _axis(NonNeg, "number") = 50.0
+    k: _axis(NonNeg, "number") = 1.0
+    min_snr_gamma: _axis(Pos, "number") = 5.0
+    aux_timestep: _axis(Literal["sampled", "final"], "aux_timestep") = "sampled"
+    dropout: _axis(Fraction, "number") = 0.0
+    lr: _axis(Pos, "number") = 2e-5
+    batch_size: _axis(Batch, "whole number") = 16
+    steps: _axis(Steps, "whole number") = 10_000
+    ema_decay: _axis(Fraction, "number") = 0.9999
+    grad_clip: _axis(Pos, "number") = None          # off, as the official code
+    ema_warmup: _axis(StrictBool, "bool") = False
+    flip: _axis(StrictBool, "bool") = None           # None: on for folder data, off for the built-in pair
+    precision: _axis(Precision, "precision") = "fp32"
+    zero_stage: _axis(ZeroStage, "zero_stage") = 0
     network: NetworkPreset | None = None     # scratch's network when the source is a model folder
-    checkpoint_every: PosInt = 500
+    checkpoint_every: Steps = 500
 
     @model_validator(mode="after")
-    def _ties_exist(self):
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, SameAs):
-                target = getattr(self, value.same_as, None) if value.same_as in type(self).model_fields else None
-                if target is None or isinstance(target, SameAs) or value.same_as == name:
-                    raise ValueError(f"{name}: same_as must name another hyper-parameter, got {value.same_as!r}")
+    def _ties_hold(self):
+        bad = tie_error({name: getattr(self, name) for name in type(self).model_fields})
+        if bad is not None:
+            raise AtField((bad[0], "same_as"), bad[1])
         return self
 
 
+def sweepable() -> dict[str, Axis]:
+    """The hyper-parameters that can be swept or tied, with their Axis marks."""
+    return {name: mark for name, info in FinetuneSettings.model_fields.items()
+            for mark in info.metadata if isinstance(mark, Axis)}
+
+
+def tie_error(settings: dict[str, Any]) -> tuple[str, str] | None:
+    """The first bad `same_as` among the settings (name -> value), as (its name, what is
+    wrong); None when every tie names a sweepable hyper-parameter of the same type, with
+    values of its own (no chains, so no cycles) that the tied one accepts."""
+    axes = sweepable()
+    for name, value in settings.items():
+        if not isinstance(value, SameAs):
+            continue
+        leader, family = value.same_as, axes[name].family
+        kin = [n for n, a in axes.items() if a.family == family and n != name]
+        hint = f"tie it to one of {', '.join(kin)}" if kin else f"{name} cannot be tied to another setting"
+        if leader == name:
+            return name, f"{name} cannot be tied to itself"
+        if leader not in axes:
+            return name, f"{leader!r} is not a sweepable hyper-parameter; {hint}"
+        if axes[leader].family != family:
+            return name, f"{leader} and {name} hold different kinds of value; {hint}"
+        target = settings[leader]
+        if isinstance(target, SameAs):
+            return name, (f"{leader} is itself tied (same_as {target.same_as!r}); ties do not chain: "
+                          f"name a hyper-parameter with values of its own")
+        for v in target if isinstance(target, list) else [target]:
+            try:
+                axes[name].check(v)
+            except ValueError as err:
+                return name, f"{leader}'s value does not fit {name}: {err}"
+    return None
+
+
 # ---------------------------------------------------------------- evaluation and cluster
+# Characters Slurm's own names use; anything else (a newline above all: submitit writes each
+# setting as one `#SBATCH` line, so a newline would start a shell command) is refused.
+SLURM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# sbatch long options (submitit spelling) that `additional` may set. Left out on purpose:
+# what the harness sets itself (output, error, job name, array, dependency, time, nodes,
+# tasks, cpus, memory, partition, account, qos) and what runs or moves things outside the
+# job (wrap, chdir, export, burst buffers, container), and signal, which submitit needs for
+# requeueing (USR2).
+SBATCH_OPTIONS = frozenset("""
+    acctg_freq begin cluster_constraint clusters comment constraint contiguous core_spec
+    cores_per_socket cpu_freq cpus_per_gpu deadline delay_boot distribution exclude exclusive
+    extra gpu_bind gpu_freq gpus gpus_per_socket gpus_per_task gres gres_flags hint
+    kill_on_invalid_dep licenses mail_type mail_user mcs_label mem_bind mem_per_cpu mem_per_gpu
+    mincpus network nice no_kill no_requeue nodelist ntasks_per_core ntasks_per_gpu
+    ntasks_per_socket oversubscribe power prefer priority profile requeue reservation
+    sockets_per_node spread_job switches thread_spec threads_per_core time_min tmp
+    use_min_nodes wckey
+""".split())
+
+
+def _slurm_names(value: str | None, several: bool) -> str | None:
+    if value is None:
+        return None
+    names = value.split(",") if several else [value]
+    if not all(SLURM_NAME.fullmatch(n) for n in names):
+        kind = "comma-separated Slurm names" if several else "a Slurm name"
+        raise ValueError(f"expected {kind} (letters, digits, '_', '.', '-'), got {value!r}")
+    return value
+
+
 class ClusterConfig(Strict):
-    """Slurm resources; `additional` passes any other sbatch option through."""
-    partition: str | None = None
+    """Slurm resources; `additional` passes other sbatch options (SBATCH_OPTIONS) through."""
+    partition: str | None = None          # several, comma-separated, as sbatch takes them
     account: str | None = None
     qos: str | None = None
-    gpus_per_node: Annotated[int, Field(ge=0)] = 0
-    tasks_per_node: PosInt = 1
-    cpus_per_task: PosInt = 2
-    mem_gb: Pos = 8
-    timeout_min: Annotated[int, Field(gt=1)] = 240
-    array_parallelism: PosInt = 64
-    max_num_timeout: Annotated[int, Field(ge=1)] = 10
+    gpus_per_node: Whole(ge=0, le=64) = 0
+    tasks_per_node: Whole(gt=0, le=1024) = 1
+    cpus_per_task: Whole(gt=0, le=1024) = 2
+    mem_gb: Real(gt=0, le=65536) = 8
+    timeout_min: Whole(gt=1, le=366 * 24 * 60) = 240
+    array_parallelism: Whole(gt=0, le=100_000) = 64
+    max_num_timeout: Whole(ge=1, le=1000) = 10
     additional: dict[str, Any] = {}
+
+    _partition = field_validator("partition")(lambda cls, v: _slurm_names(v, several=True))
+    _single = field_validator("account", "qos")(lambda cls, v: _slurm_names(v, several=False))
+
+    @field_validator("additional")
+    @classmethod
+    def _sbatch_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, option in value.items():
+            if key.replace("-", "_") not in SBATCH_OPTIONS:
+                raise AtField((key,), "not an sbatch option that may be passed through (the allowed ones "
+                                      "are SBATCH_OPTIONS in harness/config.py)")
+            if option is False:
+                raise AtField((key,), "false: leave the option out instead")
+            if isinstance(option, str):
+                if CONTROL_CHARACTERS.search(option) or len(option) > 1000:
+                    raise AtField((key,), f"expected one line of text without control characters, got {option!r}")
+            elif isinstance(option, float):
+                if not math.isfinite(option):
+                    raise AtField((key,), f"expected a finite number, got {option!r}")
+            elif not isinstance(option, int):       # True (a flag) and whole numbers pass
+                raise AtField((key,), f"expected text, a number or true, got {option!r}")
+        return value
 
 
 class GridConfig(Strict):
@@ -188,7 +302,7 @@ class GridConfig(Strict):
     weightings: Annotated[list[Weighting], Field(min_length=1)] = ["sdft"]
     finetune: FinetuneSettings = FinetuneSettings()
     per_method: dict[Method, FinetuneSettings] = {}
-    seeds: Annotated[list[int], Field(min_length=1)] = [0]
+    seeds: Annotated[list[Seed], Field(min_length=1)] = [0]
     evaluation: EvaluationConfig = EvaluationConfig()
     cluster: ClusterConfig = ClusterConfig()
 
@@ -208,12 +322,41 @@ class GridConfig(Strict):
                 raise ValueError(f"{field} repeat: {values}")
         return self
 
+    @model_validator(mode="after")
+    def _method_ties_hold(self):
+        """A method's overrides can break a tie of the base (a chain, a cycle, a value the
+        tied setting refuses): check the settings each method will really run with."""
+        base = {name: getattr(self.finetune, name) for name in FinetuneSettings.model_fields}
+        for method, override in self.per_method_raw().items():
+            bad = tie_error({**base, **override})
+            if bad is None:
+                continue
+            name, problem = bad
+            if name in override:
+                raise AtField(("per_method", method, name, "same_as"), problem)
+            leader = base[name].same_as
+            raise AtField(("per_method", method, leader), f"finetune.{name} is tied to {leader}: {problem}")
+        return self
+
+    @model_validator(mode="after")
+    def _extractor_fits_data(self):
+        """The builtin extractor's features are learnt on the built-in data: on folder data
+        its FID would be measured, and look fine, but mean nothing."""
+        folders = [i for i, d in enumerate(self.datasets) if d.source.kind == "folder"]
+        if folders and "builtin" in self.evaluation.extractors:
+            raise AtField(("evaluation", "extractors"),
+                          f"`builtin` (Fashion-MNIST features) cannot measure folder data "
+                          f"(datasets[{folders[0]}]); use [inception]")
+        return self
+
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
     def per_method_raw(self) -> dict[str, dict]:
-        """The overrides exactly as written (unset fields must not override the base)."""
-        return {m: s.model_dump(exclude_unset=True) for m, s in self.per_method.items()}
+        """The overrides as written, validated (unset fields must not override the base;
+        values are kept as objects, so a tie stays a SameAs)."""
+        return {m: {k: getattr(s, k) for k in type(s).model_fields if k in s.model_fields_set}
+                for m, s in self.per_method.items()}
 
 
 # ---------------------------------------------------------------- loading
@@ -237,7 +380,10 @@ def describe_validation_error(path: Path | str, err: ValidationError) -> str:
     """One line: the file, the first error's field path and what was expected."""
     first = err.errors()[0]
     loc, msg, kind = first["loc"], first["msg"], first["type"]
-    if kind == "extra_forbidden":
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, AtField):
+        loc, msg = (*loc, *cause.loc), cause.message
+    elif kind == "extra_forbidden":
         msg = "unknown key"
     elif kind == "value_error":
         msg = msg.removeprefix("Value error, ")
@@ -251,12 +397,57 @@ def describe_validation_error(path: Path | str, err: ValidationError) -> str:
     return f"{path}: {_field_path(loc)}: {msg}{more}"
 
 
-def load_grid(path: str | Path) -> GridConfig:
-    path = Path(path)
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last
+    one without a word). Keys merged in with `<<: *anchor` may still be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in seen:
+                        raise DuplicateKey(key, seen[key] + 1, key_node.start_mark.line + 1)
+                except TypeError:            # an unhashable key: the base class says so
+                    break
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first_line: int, line: int):
+        super().__init__(f"key {key!r} given twice (first on line {first_line})")
+        self.line = line
+
+
+def read_grid_text(path: Path) -> str:
+    """The grid file's text; a folder, a binary or an unreadable file is a UserError."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: no such grid file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: a folder, not a grid file") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not a text file (byte {err.start} is not UTF-8); "
+                        "a grid file is YAML text") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the grid file ({err.strerror or err})") from None
+
+
+def load_grid(path: str | Path) -> GridConfig:
+    path = Path(path)
+    text = read_grid_text(path)
+    try:
+        raw = yaml.load(text, Loader=UniqueKeyLoader)   # noqa: S506 (a SafeLoader subclass)
+    except DuplicateKey as err:
+        raise UserError(f"{path}: line {err.line}: {err}") from None
+    except yaml.reader.ReaderError as err:
+        raise UserError(f"{path}: not a text file ({err.reason} at byte {err.position}); "
+                        "a grid file is YAML text") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

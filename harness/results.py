@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import io
 import subprocess
+import sys
 from pathlib import Path
 from typing import Iterable
 
-from harness.store import atomic_write_bytes, now_iso
+from harness.store import CorruptFile, atomic_write_bytes, now_iso
 
 COLUMNS = ["grid", "run_id", "eval_id", "stage", "dataset", "target", "method", "weighting", "seed",
            "ckpt_step", "task", "t0", "reference", "subset", "metric", "value", "n", "extractor", "note"]
@@ -51,10 +52,24 @@ def write_metrics(path: Path, rows: list[dict], run_id: str) -> None:
     write_parquet(path, tidy([{**row, **stamp} for row in rows]))
 
 
+def read_metrics(path: Path):
+    """One metrics.parquet; CorruptFile (a UserError naming it) when it cannot be read."""
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise
+    except Exception as err:       # pyarrow's ArrowInvalid, OSError, ...: all mean "not a table"
+        raise CorruptFile(f"{path}: not a readable parquet table ({type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:200]})") from None
+
+
 def load_results(paths: str | Path | Iterable[str | Path]):
     """The tidy DataFrame of one or more grid folders (results/<grid>), or metrics files.
 
-    A grid folder's aggregated table is read when present; otherwise its evaluation runs'.
+    A grid folder's aggregated table is read when present and readable (otherwise, with a
+    warning, its evaluation runs' tables); an unreadable run table is a CorruptFile error.
     """
     import pandas as pd
 
@@ -63,12 +78,19 @@ def load_results(paths: str | Path | Iterable[str | Path]):
     frames = []
     for path in map(Path, paths):
         if path.is_file():
-            frames.append(pd.read_parquet(path))
-        elif (path / "metrics.parquet").is_file():
-            frames.append(pd.read_parquet(path / "metrics.parquet"))
-        elif (path / "runs").is_dir():
+            frames.append(read_metrics(path))
+            continue
+        if (path / "metrics.parquet").is_file():
+            try:
+                frames.append(read_metrics(path / "metrics.parquet"))
+                continue
+            except CorruptFile as err:
+                if not (path / "runs").is_dir():
+                    raise
+                print(f"warning: {err}; reading the runs' own tables instead", file=sys.stderr)
+        if (path / "runs").is_dir():
             files = sorted((path / "runs").glob("*/metrics.parquet"))
-            frames += [pd.read_parquet(f).assign(grid=path.name) for f in files]
+            frames += [read_metrics(f).assign(grid=path.name) for f in files]
         else:
             raise FileNotFoundError(f"{path}: no metrics.parquet and no runs/ with results")
     if not frames:

@@ -13,7 +13,9 @@ import re
 from functools import cached_property
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+
+from harness.numbers import MAX_BATCH, MAX_DDIM_STEPS, MAX_IMAGES, MAX_STEPS, Real, Seed, Whole
 
 Method = Literal["scratch", "naive", "sdft"]
 Weighting = Literal["sdft", "constant", "min-snr"]
@@ -172,30 +174,30 @@ RESPACING = re.compile(r"ddim[1-9][0-9]*|[1-9][0-9]*(,[1-9][0-9]*)*")
 
 class EvalSettings(Strict):
     """What the evaluate stage measures (the grid's `evaluation` block)."""
-    num_samples: Annotated[int, Field(gt=1)] = 1000
-    ddim_steps: Annotated[int, Field(gt=0)] = 40
-    batch_size: Annotated[int, Field(gt=0)] = 250
+    num_samples: Whole(gt=1, le=MAX_IMAGES) = 1000
+    ddim_steps: Whole(gt=0, le=MAX_DDIM_STEPS) = 40
+    batch_size: Whole(gt=0, le=MAX_BATCH) = 250
     tasks: Annotated[list[Task], Field(min_length=1)] = ["unconditional", "sdedit", "egsde"]
-    t0: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=1)] = [0.5]
-    num_translations: Annotated[int, Field(gt=1)] = 500
-    checkpoint_steps: list[Annotated[int, Field(gt=0)]] = []   # earlier EMA snapshots to evaluate too
+    t0: Annotated[list[Real(gt=0, le=1)], Field(min_length=1)] = [0.5]
+    num_translations: Whole(gt=1, le=MAX_IMAGES) = 500
+    checkpoint_steps: list[Whole(gt=0, le=MAX_STEPS)] = []   # earlier EMA snapshots to evaluate too
     checkpoint_methods: list[Method] = ["scratch", "naive", "sdft"]  # ... for these methods
     extractors: Annotated[list[Literal["builtin", "inception"]], Field(min_length=1)] = ["builtin"]
-    max_reference: Annotated[int, Field(gt=1)] = 10_000      # images of a reference set used
-    kid_subset_size: Annotated[int, Field(gt=1)] = 1000
-    kid_subsets: Annotated[int, Field(gt=0)] = 100
-    confidence: Annotated[float, Field(ge=0, lt=1)] = 0.0   # class metrics count only surer predictions
-    egsde_ls: NonNegativeFloat = 500.0
-    egsde_li: NonNegativeFloat = 2.0
+    max_reference: Whole(gt=1, le=MAX_IMAGES) = 10_000      # images of a reference set used
+    kid_subset_size: Whole(gt=1, le=MAX_IMAGES) = 1000
+    kid_subsets: Whole(gt=0, le=10_000) = 100
+    confidence: Real(ge=0, lt=1) = 0.0   # class metrics count only surer predictions
+    egsde_ls: Real(ge=0) = 500.0
+    egsde_li: Real(ge=0) = 2.0
     # Unconditional samples: "ddim" (eta 0, as the paper) or "ancestral" (the learned variance,
     # as the official sampling script, which omits --use_ddim). Translations always run DDIM.
     sampler: Literal["ddim", "ancestral"] = "ddim"
     # guided-diffusion's respacing ("ddim40", "250", "50,50"); None: "ddim{ddim_steps}" for
     # DDIM and all T steps for the ancestral sampler. Translations use it with the DDIM sampler.
     respacing: str | None = None
-    clip_denoised: bool = True            # clip x0 to [-1, 1] at every step, as the official code
+    clip_denoised: StrictBool = True      # clip x0 to [-1, 1] at every step, as the official code
     lpips_net: Literal["vgg", "alex"] = "vgg"   # LPIPS trunk; VGG as the official metric notebook
-    seed: int = 0
+    seed: Seed = 0
 
     @field_validator("respacing")
     @classmethod

@@ -10,14 +10,24 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.errors import UserError, exit_on_user_error
-from harness.store import RunFolder, Store
+from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
+from harness.store import CorruptFile, RunFolder, Store
+
+
+def _job_id(folder: RunFolder) -> str | None:
+    try:
+        return folder.state().get("job_id")
+    except CorruptFile:
+        return None
 
 
 def describe(folder: RunFolder, live: set[str] | None) -> tuple:
     from harness.executors import local_process_alive
 
-    spec, state = folder.read_spec(), folder.state()
+    try:
+        spec, state = folder.read_spec(), folder.state()
+    except CorruptFile as err:     # one unreadable run is shown as such; the others still are
+        return folder.run_id, "?", "", "unknown", "", "", " ".join(str(err).split())[:200]
     status = state.get("status", "pending")
     job = state.get("job_id") or ""
     if status in ("submitted", "running"):
@@ -42,7 +52,7 @@ def status_table(store: Store, grid: str) -> str:
     folders = store.grid_runs(grid)
     if not folders:
         raise UserError(f"{store.grid_dir(grid)}: no runs (submit the grid first)")
-    jobs = [f.state().get("job_id") for f in folders]
+    jobs = [_job_id(f) for f in folders]
     live = live_slurm_jobs([j for j in jobs if j and not j.startswith("local")])
     rows = [describe(f, live) for f in folders]
     order = {"pretrain": 0, "finetune": 1, "evaluate": 2, "aggregate": 3}
@@ -60,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.status", description=__doc__.splitlines()[0])
     parser.add_argument("grid_dir", help="results/<grid>")
     args = parser.parse_args(argv)
-    with exit_on_user_error():
+    with quiet_broken_pipe(), exit_on_user_error():
         path = Path(args.grid_dir)
         if not (path / "runs").is_dir():
             raise UserError(f"{path}: not a grid results folder (no runs/)")

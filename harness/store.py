@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from harness.errors import UserError
+
 STATUSES = ("pending", "submitted", "running", "done", "failed")
 RUNS_DIR = "_runs"
 
@@ -24,8 +26,13 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+class CorruptFile(UserError):
+    """A results file that cannot be read (a disk that filled up, a hand edit): names it."""
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename: readers see the old file or the new one."""
+    """Temp file in the same folder, fsync, rename: readers see the old file or the new one.
+    The folder is synced too, so that after a crash the rename itself is not lost."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -37,6 +44,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    try:
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError:          # some file systems do not open folders: the rename stands anyway
+        return
+    try:
+        os.fsync(folder)
+    except OSError:
+        pass
+    finally:
+        os.close(folder)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -45,9 +62,12 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def read_json(path: Path, default: Any = None) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return default
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptFile(f"{path}: not valid JSON ({err}); move it away and resubmit to run this "
+                          "run again (its checkpoints are kept)") from None
 
 
 class RunFolder:
@@ -82,7 +102,12 @@ class RunFolder:
         atomic_write_json(self.spec_path, spec)
 
     def state(self) -> dict:
-        return read_json(self.state_path, {"status": "pending"})
+        """state.json; CorruptFile (a UserError naming it) when it cannot be read."""
+        state = read_json(self.state_path, {"status": "pending"})
+        if not isinstance(state, dict):
+            raise CorruptFile(f"{self.state_path}: expected a JSON object, got {type(state).__name__}; "
+                              "move it away and resubmit to run this run again")
+        return state
 
     @property
     def status(self) -> str:
@@ -92,7 +117,10 @@ class RunFolder:
         """Merge `info` into state.json with a timestamp; None values remove a key."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
-        state = self.state()
+        try:
+            state = self.state()
+        except CorruptFile:      # a job recording its progress replaces a file nobody can read
+            state = {}
         state.update(info)
         state = {k: v for k, v in state.items() if v is not None}
         state["status"] = status

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.config import load_grid
-from harness.errors import UserError, exit_on_user_error
+from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
 from harness.executors import array_master
 from harness.grid import STAGES, Plan, PlannedRun, expand
+from harness.inputs import check_inputs, check_results_root
 from harness.store import Store
 
 
@@ -128,8 +129,10 @@ def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path
            dry_run: bool = False, wait: bool = False, retry_failed: bool = False) -> dict:
     grid_path = Path(grid_path)
     grid = load_grid(grid_path)
+    check_results_root(results, grid_path, grid.name)
     plan = expand(grid, base_dir=grid_path.resolve().parent)
     check_paths(plan, grid_path, dry_run)
+    check_inputs(grid, grid_path.resolve().parent, grid_path, dry_run)
     store = Store(results)
     conflict = store.grid_conflict(grid.name, grid.canonical_json())
     if conflict is not None:
@@ -164,10 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.no_shipped_weights:
         os.environ["SDFT_SHIPPED_WEIGHTS"] = "0"     # the jobs inherit it (sbatch exports the env)
-    with exit_on_user_error():
-        summary = submit(args.grid, executor=args.executor, results=args.results, dry_run=args.dry_run,
-                         wait=args.wait, retry_failed=args.retry_failed)
-    print(json.dumps(summary))
+    with quiet_broken_pipe():
+        with exit_on_user_error():
+            summary = submit(args.grid, executor=args.executor, results=args.results, dry_run=args.dry_run,
+                             wait=args.wait, retry_failed=args.retry_failed)
+        print(json.dumps(summary))
 
 
 if __name__ == "__main__":

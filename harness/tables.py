@@ -305,7 +305,7 @@ def write_tables(tables: list[Table], out_dir: Path, formats=("markdown", "latex
 
 
 def main(argv: list[str] | None = None) -> None:
-    from harness.errors import UserError, exit_on_user_error
+    from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
     from harness.results import load_results
 
     parser = argparse.ArgumentParser(prog="python -m harness.tables", description=__doc__.splitlines()[0])
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--format", choices=("latex", "markdown", "csv"), default="markdown")
     parser.add_argument("--out", default=None, help="also write each table to this folder")
     args = parser.parse_args(argv)
-    with exit_on_user_error(FileNotFoundError):
+    with quiet_broken_pipe(), exit_on_user_error(FileNotFoundError):
         tables = paper_tables(load_results(args.results))
         if not tables:
             raise UserError(f"{' '.join(args.results)}: no evaluated runs to tabulate")

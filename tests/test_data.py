@@ -4,7 +4,7 @@ from PIL import Image
 
 from models.data import DatasetError, open_dataset
 from models.data.builtin import build_pair, load_pair
-from models.data.folder import ImageFolderSet
+from models.data.folder import ImageFolderSet, scan_images
 from models.data.painted import paint
 
 
@@ -68,3 +68,72 @@ def test_folder_dataset_errors_name_the_path(tmp_path):
     ds = ImageFolderSet(bad, 32)
     with pytest.raises(DatasetError, match=r"broken\.png: unreadable"):
         ds.verify()
+
+
+# ---------------------------------------------------------------- image modes
+def over_white(colour, alpha):
+    """Alpha compositing 'over' a white background, by its definition."""
+    a = alpha / 255
+    return tuple(round(a * c + (1 - a) * 255) for c in colour)
+
+
+def two_halves(mode, left, right, size=8):
+    """An image whose left and right halves hold the two given pixel values."""
+    im = Image.new(mode, (size, size), left)
+    im.paste(right, (size // 2, 0, size, size))
+    return im
+
+
+def load_as_saved(tmp_path, im, name="x.png", **save):
+    path = tmp_path / name
+    im.save(path, **save)
+    out = ImageFolderSet(tmp_path, im.size[0])[0].permute(1, 2, 0).numpy()
+    return tuple(int(v) for v in out[0, 0]), tuple(int(v) for v in out[0, -1])
+
+
+def test_grey_becomes_rgb(tmp_path):
+    assert load_as_saved(tmp_path, two_halves("L", 30, 200)) == ((30, 30, 30), (200, 200, 200))
+
+
+def test_grey_with_alpha_is_composited_on_white(tmp_path):
+    left, right = load_as_saved(tmp_path, two_halves("LA", (200, 0), (60, 128)))
+    assert left == (255, 255, 255)                  # fully transparent: the background
+    assert all(abs(a - b) <= 1 for a, b in zip(right, over_white((60, 60, 60), 128)))
+
+
+def test_rgb_is_kept(tmp_path):
+    assert load_as_saved(tmp_path, two_halves("RGB", (10, 20, 30), (250, 128, 0))) == ((10, 20, 30),
+                                                                                      (250, 128, 0))
+
+
+def test_rgba_is_composited_on_white(tmp_path):
+    left, right = load_as_saved(tmp_path, two_halves("RGBA", (0, 0, 0, 0), (0, 0, 255, 64)))
+    assert left == (255, 255, 255)                  # not the black the transparent pixels hold
+    assert all(abs(a - b) <= 1 for a, b in zip(right, over_white((0, 0, 255), 64)))
+
+
+def test_palette_becomes_its_colours_and_transparent_index_the_background(tmp_path):
+    im = two_halves("P", 0, 1)
+    im.putpalette([255, 0, 0, 0, 90, 0] + [0] * 762)
+    assert load_as_saved(tmp_path, im, "opaque.png") == ((255, 0, 0), (0, 90, 0))
+    (tmp_path / "opaque.png").unlink()
+    assert load_as_saved(tmp_path, im, "clear.png", transparency=0) == ((255, 255, 255), (0, 90, 0))
+
+
+def test_sixteen_bit_grey_is_scaled_not_white(tmp_path):
+    im = Image.fromarray(np.where(np.arange(8) < 4, 128 * 257, 65535)[None].repeat(8, 0).astype(np.uint16))
+    assert im.mode == "I;16"
+    path = tmp_path / "deep.png"
+    im.save(path)
+    with Image.open(path) as reread:
+        assert reread.mode in ("I;16", "I")          # Pillow keeps the 16 bits on reading
+    assert load_as_saved(tmp_path, im, "deep.png") == ((128, 128, 128), (255, 255, 255))
+
+
+def test_scan_finds_a_truncated_png(tmp_path):
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(tmp_path / "whole.png")
+    data = (tmp_path / "whole.png").read_bytes()
+    assert scan_images(tmp_path) == 1
+    (tmp_path / "cut.png").write_bytes(data[: len(data) - 20])
+    with pytest.raises(DatasetError, match=r"cut\.png: unreadable"):
+        scan_images(tmp_path)

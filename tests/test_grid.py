@@ -90,7 +90,7 @@ def test_missing_folder_is_an_error_but_a_dry_run_warning(tmp_path):
     grid = patched(datasets__0__source={"kind": "folder", "path": "no/such/faces", "resolution": 32,
                                         "model": "no/such/model"},
                    datasets__0__targets=[{"name": "metfaces", "kind": "folder", "path": "no/such/metfaces"}],
-                   methods=["naive", "sdft"])
+                   methods=["naive", "sdft"], evaluation={"extractors": ["inception"]})
     path = write_grid(tmp_path, grid)
     results = tmp_path / "results"
     proc = run_module("harness.submit", str(path), "--results", str(results), "--executor", "local")
@@ -212,3 +212,32 @@ def test_failed_runs_are_resubmitted_only_when_asked(tmp_path):
     retry = json.loads(run_module("harness.submit", str(path), "--results", str(results), "--executor",
                                   "local", "--retry-failed").stdout.strip().splitlines()[-1])
     assert retry["submitted"] == 1 and retry["skipped_failed"] == 0
+
+
+def test_per_method_tie_follows_its_leader(tmp_path):
+    """A tie given in per_method (it reached the run spec as a dict before)."""
+    grid = load_grid(write_grid(tmp_path, patched(
+        methods=["sdft"], finetune__lambda_distill=[0.5, 2.0], finetune__lambda_aux=0.1,
+        per_method={"sdft": {"lambda_aux": {"same_as": "lambda_distill"}}})))
+    finetune = expand(grid).by_stage("finetune")
+    pairs = sorted((r.spec.distill.lambda_distill, r.spec.distill.lambda_aux) for r in finetune)
+    assert pairs == [(0.5, 0.5), (2.0, 2.0)]
+
+
+def test_numbers_yaml_reads_as_text_are_taken_as_numbers(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text((ROOT / "grids" / "smoke.yaml").read_text()
+                    .replace("  steps: 20", "  steps: 1e3").replace("lr: 1.0e-3\n", "lr: 2e-5\n"))
+    grid = load_grid(path)
+    assert grid.finetune.steps == 1000 and isinstance(grid.finetune.steps, int)
+    assert grid.finetune.lr == 2e-5
+
+
+def test_a_key_repeated_is_an_error_but_a_merged_key_may_be_overridden(tmp_path):
+    path = tmp_path / "grid.yaml"
+    text = (ROOT / "grids" / "smoke.yaml").read_text()
+    path.write_text(text.replace("finetune:\n", "finetune:\n  <<: {steps: 5, lr: 0.5}\n"))
+    assert load_grid(path).finetune.steps == 20                    # the explicit key wins, as YAML says
+    path.write_text(text.replace("  ema_decay: 0.999\n", "  ema_decay: 0.999\n  ema_decay: 0.99\n"))
+    with pytest.raises(UserError, match=r"grid\.yaml: line \d+: key 'ema_decay' given twice \(first on line \d+\)"):
+        load_grid(path)

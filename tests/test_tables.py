@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import pytest
 
-from conftest import run_module
+from conftest import ROOT, run_module
 from harness.results import tidy, write_parquet
 from harness.tables import paper_tables
 
@@ -84,3 +84,44 @@ def test_load_results_reads_a_grid_folder(tmp_path):
     df = load_results(grid)
     assert isinstance(df, pd.DataFrame) and len(df) == len(rows())
     assert df.query("metric == 'fid' and method == 'naive'").value.mean() == pytest.approx(3.1)
+
+
+# ---------------------------------------------------------------- damaged tables, closed pipes
+def test_a_corrupt_run_table_is_one_line_naming_it(tmp_path):
+    grid = tmp_path / "grid"
+    (grid / "runs" / "e1").mkdir(parents=True)
+    bad = grid / "runs" / "e1" / "metrics.parquet"
+    bad.write_bytes(b"PAR1 cut off")
+    proc = run_module("harness.tables", str(grid))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: {bad}: not a readable parquet table")
+
+
+def test_a_corrupt_grid_table_falls_back_to_the_runs(tmp_path):
+    from harness.results import load_results
+
+    grid = tmp_path / "grid"
+    (grid / "runs" / "e1").mkdir(parents=True)
+    write_parquet(grid / "runs" / "e1" / "metrics.parquet", rows())
+    (grid / "metrics.parquet").write_bytes(b"\x00" * 64)
+    proc = run_module("harness.tables", str(grid))
+    assert proc.returncode == 0 and "Table 3" in proc.stdout
+    assert proc.stderr.startswith(f"warning: {grid / 'metrics.parquet'}: not a readable parquet table")
+    assert len(load_results(grid)) == len(rows())
+
+
+def test_a_closed_pipe_is_no_traceback(tmp_path):
+    """`python -m harness.tables ... | head`: the reader is gone before the first write."""
+    import os
+    import subprocess
+    import sys
+
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    write_parquet(grid / "metrics.parquet", rows())
+    read, write = os.pipe()
+    os.close(read)
+    proc = subprocess.run([sys.executable, "-m", "harness.tables", str(grid)], stdout=write,
+                          stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=120)
+    os.close(write)
+    assert proc.stderr == "" and proc.returncode == 141

@@ -25,7 +25,7 @@ def ema_weights(run_dir: Path) -> dict:
 
 def final_module_weights(run_dir: Path) -> dict:
     tag = (run_dir / "checkpoints" / "latest").read_text().strip()
-    state = torch.load(run_dir / "checkpoints" / tag / "mp_rank_00_model_states.pt", weights_only=False)
+    state = torch.load(run_dir / "checkpoints" / tag / "mp_rank_00_model_states.pt", weights_only=True)
     return state["module"]
 
 

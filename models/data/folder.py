@@ -1,6 +1,15 @@
-"""A directory of PNG/JPEG images, resized and centre-cropped to the run's resolution."""
+"""A directory of PNG/JPEG images, resized and centre-cropped to the run's resolution.
+
+Every image becomes 8-bit RGB the same way, whatever its mode: grey (L, 1) and palette (P)
+images are expanded to RGB; 16-bit grey (I;16, and I as Pillow reads 16-bit PNGs) is scaled
+to 8 bits (65535 -> 255), where a plain conversion would clip it to white; images with
+transparency (LA, RGBA, PA, P or RGB/L with a transparent colour) are composited over a
+white background (BACKGROUND), where a plain conversion would drop the alpha and show
+whatever colour the transparent pixels happen to hold.
+"""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +19,9 @@ from PIL import Image, UnidentifiedImageError
 from models.data.base import DatasetError, ImageSet
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+BACKGROUND = (255, 255, 255)          # what transparent pixels show: white
+SCAN_LIMIT = 2000                     # scan_images checks at most this many files of a folder
+SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -24,11 +36,36 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any mode as 8-bit RGB (see the module's doc): 16-bit scaled, alpha composited."""
+    if im.mode in SIXTEEN_BIT:
+        grey = np.asarray(im).astype(np.float64) / 257.0         # 65535 / 257 = 255
+        return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        background = Image.new("RGBA", im.size, (*BACKGROUND, 255))
+        return Image.alpha_composite(background, im.convert("RGBA")).convert("RGB")
+    return im.convert("RGB")
+
+
+def scan_images(folder: str | Path, limit: int = SCAN_LIMIT) -> int:
+    """A cheap check before any job runs: the folder holds images and each file's header
+    (and, for PNG, every chunk's checksum) reads. Above `limit` files an evenly spaced
+    sample of `limit` is checked. Returns the number of images."""
+    files = list_images(folder)
+    for path in files[::max(1, math.ceil(len(files) / limit))]:
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except Exception as err:   # Pillow raises many kinds (OSError, SyntaxError, struct.error...)
+            raise DatasetError(f"{path}: unreadable image ({type(err).__name__}: {err})") from None
+    return len(files)
+
+
 def load_image(path: Path, resolution: int) -> np.ndarray:
     """Resize the short side to `resolution`, crop the centre square: (r, r, 3) uint8."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = to_rgb(im)
             w, h = im.size
             scale = resolution / min(w, h)
             im = im.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),

@@ -1,0 +1,66 @@
+"""Numbers as a grid file gives them: no booleans, finite, whole where they count things,
+and below bounds no real experiment comes near.
+
+pydantic's lax mode takes `steps: true` as 1 and `lr: .inf` as a learning rate, and YAML
+1.1 reads `1e12` (no dot) as text: each of these would otherwise reach a job unnoticed.
+"""
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field
+
+MAX_STEPS = 10_000_000          # the paper's longest fine-tune is 80k steps
+MAX_BATCH = 65_536
+MAX_RESOLUTION = 2_048
+MAX_IMAGES = 1_000_000          # samples, translations, reference images
+MAX_DDIM_STEPS = 1_000          # the schedule has T = 1000 timesteps
+MAX_SEED = 2**32 - 1            # numpy's legacy seeding takes at most 32 bits
+
+
+def no_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()} "
+                         "(YAML reads true/false/yes/no/on/off as booleans)")
+    return value
+
+
+def _whole(value: Any) -> Any:
+    value = no_bool(value)
+    if isinstance(value, str):       # YAML 1.1 reads 1e4 (no dot) as text: take the number it spells
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number, got the text {value!r}") from None
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise ValueError(f"expected a whole number, got {value!r}")
+        return int(value)
+    return value
+
+
+def _real(value: Any) -> Any:
+    value = no_bool(value)
+    if isinstance(value, str):       # `lr: 2e-5` is text to YAML 1.1: take the number it spells
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got the text {value!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):    # before any bound: nan > 0 is False
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return value
+
+
+def Whole(**bounds) -> Any:  # noqa: N802 (a type, spelled as one)
+    """An int: no bool, and whole-number floats or number text (1e4) read as the int they are."""
+    return Annotated[int, BeforeValidator(_whole), Field(**bounds)]
+
+
+def Real(**bounds) -> Any:  # noqa: N802
+    """A finite float: no bool, no inf or nan."""
+    return Annotated[float, BeforeValidator(_real), Field(allow_inf_nan=False, **bounds)]
+
+
+Seed = Whole(ge=0, le=MAX_SEED)
+NoBool = BeforeValidator(no_bool)      # for Literal[0, 1, 2] and the like, where True == 1

@@ -1,0 +1,90 @@
+"""The results store: a corrupt state.json is named in one line, and writes are atomic."""
+import os
+
+import pytest
+
+from conftest import ROOT, run_module
+from harness.config import load_grid
+from harness.errors import UserError
+from harness.grid import expand
+from harness.status import status_table
+from harness.store import CorruptFile, RunFolder, Store, atomic_write_json, read_json
+from harness.submit import submit
+
+SMOKE = ROOT / "grids" / "smoke.yaml"
+
+
+@pytest.fixture
+def stored_grid(tmp_path):
+    """The smoke grid written into a store as a submission leaves it (no job run), with one
+    run's state.json cut off mid-write."""
+    grid = load_grid(SMOKE)
+    plan = expand(grid, base_dir=SMOKE.parent)
+    store = Store(tmp_path / "results")
+    store.write_grid(grid.name, SMOKE.read_text(), grid.canonical_json())
+    for run in plan.runs:
+        store.add_run(grid.name, run.run_id, run.spec.model_dump(mode="json"))
+    broken = store.run(plan.runs[0].run_id)
+    broken.state_path.write_text('{"status": "runn')
+    return store, broken
+
+
+def test_corrupt_state_at_submit_is_one_line_naming_the_file(stored_grid):
+    store, broken = stored_grid
+    with pytest.raises(UserError) as err:
+        submit(SMOKE, results=store.root, dry_run=True)
+    assert str(err.value).startswith(f"{broken.state_path}: not valid JSON") and "\n" not in str(err.value)
+    proc = run_module("harness.submit", str(SMOKE), "--results", str(store.root), "--dry-run")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and str(broken.state_path) in proc.stderr
+
+
+def test_status_shows_a_corrupt_run_as_unknown_and_the_others_as_they_are(stored_grid):
+    store, broken = stored_grid
+    lines = status_table(store, "smoke").splitlines()
+    row = next(line for line in lines if line.startswith(broken.run_id))
+    assert " unknown " in row and "state.json: not valid JSON" in row
+    assert lines[-1] == "smoke: 9 runs: 8 pending, 1 unknown"
+
+
+def test_a_job_recording_its_state_replaces_a_corrupt_file(stored_grid):
+    _, broken = stored_grid
+    broken.set_state("running", step=3)
+    assert broken.state()["status"] == "running" and broken.state()["step"] == 3
+
+
+def test_a_state_file_that_is_not_an_object_is_corrupt(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    folder.state_path.write_text("[1, 2]")
+    with pytest.raises(CorruptFile, match=r"state\.json: expected a JSON object"):
+        folder.state()
+
+
+def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "state.json"
+    atomic_write_json(path, {"status": "done"})
+
+    def power_cut(fd):
+        raise OSError("disk gone")
+    monkeypatch.setattr(os, "fsync", power_cut)
+    with pytest.raises(OSError, match="disk gone"):
+        atomic_write_json(path, {"status": "failed"})
+    assert read_json(path) == {"status": "done"}
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_a_write_replaces_the_file_in_one_rename(tmp_path, monkeypatch):
+    """Readers see the old content or the new, never a part: the new bytes go to a temporary
+    file in the same folder, which one os.replace puts in place."""
+    path = tmp_path / "state.json"
+    atomic_write_json(path, {"status": "done"})
+    seen = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        seen.append((read_json(path), open(src).read()))     # just before the rename
+        real_replace(src, dst)
+    monkeypatch.setattr(os, "replace", replace)
+    atomic_write_json(path, {"status": "failed"})
+    assert len(seen) == 1 and seen[0][0] == {"status": "done"} and '"failed"' in seen[0][1]
+    assert read_json(path) == {"status": "failed"}
