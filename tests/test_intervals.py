@@ -112,3 +112,13 @@ def test_centered_interval_holds_the_value_when_replicates_are_biased():
     centred = intervals.centered_interval(0.0, replicates)
     assert not plain.low <= 0.0 <= plain.high
     assert centred.low == pytest.approx(-1.96, abs=0.15) and centred.high == pytest.approx(1.96, abs=0.15)
+
+
+def test_the_statistics_modules_import_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, models.intervals, models.manifold, models.feature_intervals; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
