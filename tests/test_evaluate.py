@@ -52,7 +52,8 @@ def test_killed_actor_has_its_batch_retried_and_no_row_is_lost(tiny_source):
     rows = pd.read_parquet(run_dir / "metrics.parquet")
     assert not rows.duplicated(KEYS).any()
     realism = ["fid", "kid", "precision", "recall", "density", "coverage"]
-    expected = {(m, ref) for m in realism for ref in ("target", "full-domain")} | {("missing_class_share", "classifier")}
+    expected = ({(m, ref) for m in realism for ref in ("target", "full-domain")}
+                | {("missing_class_share", "classifier")})
     assert set(zip(rows.metric, rows.reference)) == expected
     assert list(rows.columns[:len(COLUMNS)]) == COLUMNS
     assert RunFolder(run_dir).status == "done"
