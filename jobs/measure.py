@@ -114,13 +114,15 @@ def measure_product(worker, job: dict) -> tuple[list[dict], dict[str, int]]:
                 note=f"x1e3; {s.kid_subsets} seeded subsets of {size} (seed {s.seed}); {fid_note}")
             # equal set sizes, as both papers measure: the first len(images) reference images
             m = min(len(images), len(ref_features))
+            if m <= K_NEAREST:        # too few images for k-NN balls
+                continue
             found = manifolds(ref_features[:m], features[name], k=K_NEAREST)
             prdc_note = (f"k={K_NEAREST}; {len(images)} samples vs {m} reference images; "
                          + _boot_note(N_RESAMPLES, "samples (P, D) or reference images (R, C)"))
             for metric, interval in found.intervals(seed=s.seed).items():
                 add(metric, interval, ref_name, n=len(images), extractor=name, note=prdc_note)
-            if missing and ref_name == "full-domain" and ref_labels is not None:
-                lacking = np.isin(ref_labels[:m], missing)
+            lacking = np.isin(ref_labels[:m], missing) if ref_labels is not None else np.zeros(m, bool)
+            if ref_name == "full-domain" and lacking.any():
                 for metric, interval in found.intervals(subset=lacking, seed=s.seed).items():
                     add(metric, interval, ref_name, subset="missing-classes", n=int(lacking.sum()),
                         extractor=name, note=prdc_note + "; n: reference images of the missing classes")

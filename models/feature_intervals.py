@@ -19,8 +19,8 @@ samples are resampled. Tests check each replicate against clean-fid itself.
 Bootstrapping repeats rows, which raises FID and KID (fewer distinct images): replicates sit
 above the value by about the estimator's own small-sample bias, and the plain percentile
 interval does not even hold the value (measured: 0 of 100 simulated draws). So these
-intervals are `centered_interval`s: the replicates' spread about their mean, reflected
-about the value; they cover the expected FID at this number of images (tested).
+intervals are `centered_interval`s: the replicates' percentile interval shifted down by
+their mean bias; they cover the expected FID at this number of images (tested).
 numpy/scipy only at import time.
 """
 from __future__ import annotations

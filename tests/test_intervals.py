@@ -107,11 +107,14 @@ def test_one_group_is_the_plain_bootstrap():
 
 
 def test_centered_interval_holds_the_value_when_replicates_are_biased():
-    replicates = np.random.default_rng(3).normal(5.0, 1.0, size=1000)     # biased by +5
+    rng = np.random.default_rng(3)
+    replicates = 5.0 + rng.normal(0.0, 1.0, size=1000)              # biased by +5
     plain = intervals.percentile_interval(0.0, replicates)
     centred = intervals.centered_interval(0.0, replicates)
     assert not plain.low <= 0.0 <= plain.high
     assert centred.low == pytest.approx(-1.96, abs=0.15) and centred.high == pytest.approx(1.96, abs=0.15)
+    skewed = intervals.centered_interval(0.0, 5.0 + rng.exponential(1.0, size=1000))
+    assert skewed.high > 2 * -skewed.low            # the long upper tail stays upward
 
 
 def test_the_statistics_modules_import_no_torch():
