@@ -1,8 +1,10 @@
 """The tidy results table: one row per measured number (benchopt style).
 
 Columns: grid, run_id, eval_id, stage, dataset, target, method, weighting, seed, ckpt_step,
-task, t0, reference, subset, metric, value, n, extractor, note, p_<hyper-parameter>...,
-git_sha, created_at. `load_results` reads a grid folder (or several, or one run's file).
+task, t0, reference, subset, metric, value, ci_low, ci_high, k, n, extractor, note,
+p_<hyper-parameter>..., git_sha, created_at. ci_low/ci_high: a 95 % interval (bootstrap or
+Wilson, the note says which); k: the count behind a share k/n.
+`load_results` reads a grid folder (or several, or one run's file).
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from typing import Iterable
 from harness.store import CorruptFile, atomic_write_bytes, now_iso
 
 COLUMNS = ["grid", "run_id", "eval_id", "stage", "dataset", "target", "method", "weighting", "seed",
-           "ckpt_step", "task", "t0", "reference", "subset", "metric", "value", "n", "extractor", "note"]
+           "ckpt_step", "task", "t0", "reference", "subset", "metric", "value", "ci_low", "ci_high", "k", "n",
+           "extractor", "note"]
 TAIL = ["git_sha", "created_at"]
 
 

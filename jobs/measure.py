@@ -7,6 +7,11 @@ paired distance to the source image, FID/KID against the target domain, and how 
 the source image's class survives, per class and for the missing classes.
 LPIPS uses a trunk converted offline (VGG unless `evaluation.lpips_net` says alex); its
 row names the trunk and says when small inputs were resized to 64 px.
+Precision, recall, density and coverage (k = 3) against each reference set, and recall and
+coverage of the held-out images of the missing classes (built-in pair).
+
+Intervals (`ci_low`, `ci_high`, 95 %): bootstrap over this product's images for means and
+FID/KID, Wilson for counts (with `k` of `n`); the note states the resamples.
 """
 from __future__ import annotations
 
@@ -17,7 +22,10 @@ import torch
 
 from models import metrics
 from models.data import open_dataset
+from models.feature_intervals import N_RESAMPLES_FEATURE, fid_interval, kid_interval
 from models.features import cached_features
+from models.intervals import N_RESAMPLES, Interval, mean_interval, wilson
+from models.manifold import K_NEAREST, manifolds
 
 LOWER_IS_BETTER = {"fid", "kid", "lpips", "feature_dist_builtin", "feature_dist_inception"}
 
@@ -46,15 +54,24 @@ def _identity(worker, job: dict) -> dict:
     }
 
 
-def _references(worker) -> dict[str, torch.Tensor]:
-    """Reference image sets: the target set and, for the built-in pair, the full domain."""
+def _references(worker) -> dict[str, tuple[torch.Tensor, np.ndarray | None]]:
+    """Reference image sets and their labels (None where unknown): the target set and, for
+    the built-in pair, the full domain."""
     s = worker.spec.settings
     target = worker.spec.target_data.model_dump()
     refs = {"target": open_dataset(target)}
     if target["kind"] == "builtin-target":
         refs["full-domain"] = open_dataset(target, split="heldout")
-    return {name: torch.stack([ds[i] for i in range(min(len(ds), s.max_reference))])
-            for name, ds in refs.items()}
+    out = {}
+    for name, ds in refs.items():
+        n = min(len(ds), s.max_reference)
+        labels = None if ds.labels is None else np.asarray(ds.labels[:n])
+        out[name] = (torch.stack([ds[i] for i in range(n)]), labels)
+    return out
+
+
+def _boot_note(resamples: int, what: str = "images") -> str:
+    return f"95% CI: bootstrap over {what}, {resamples} resamples"
 
 
 def measure_product(worker, job: dict) -> tuple[list[dict], dict[str, int]]:
@@ -64,9 +81,16 @@ def measure_product(worker, job: dict) -> tuple[list[dict], dict[str, int]]:
     rows: list[dict] = []
     hits = lookups = 0
 
-    def add(metric, value, reference, subset="all", n=None, extractor=None, note=None):
-        rows.append({**base, "metric": metric, "value": float(value), "reference": reference,
-                     "subset": subset, "n": n, "extractor": extractor, "note": note})
+    def add(metric, value, reference, subset="all", n=None, extractor=None, note=None, k=None):
+        """value: a number, or an Interval (fills ci_low and ci_high)."""
+        numbers = value.row() if isinstance(value, Interval) else {"value": float(value)}
+        rows.append({**base, "metric": metric, **numbers, "reference": reference, "subset": subset,
+                     "k": k, "n": n, "extractor": extractor, "note": note})
+
+    def add_count(metric, k, n, reference, subset, note=None):
+        wilson_note = "95% CI: Wilson" + (f"; {note}" if note else "")
+        add(metric, wilson(int(k), int(n)), reference, subset=subset, n=int(n), k=int(k),
+            extractor="builtin", note=wilson_note)
 
     images = torch.from_numpy(np.load(job["path"]))
     task = base["task"]
@@ -76,18 +100,36 @@ def measure_product(worker, job: dict) -> tuple[list[dict], dict[str, int]]:
             note=f"last-step x0 outside [-1, 1] (clip_denoised={s.clip_denoised}, sampler={s.sampler})")
     builtin_pair = worker.spec.target_data.kind == "builtin-target"
 
-    # realism: FID / KID per extractor and reference set
+    # realism: FID / KID, precision / recall / density / coverage per extractor and reference set
     features: dict[str, np.ndarray] = {}
+    missing = list(worker.spec.target_data.missing_classes) if builtin_pair else []
     for name in s.extractors:
         features[name], hit = worker.features(job["path"], name)
         hits, lookups = hits + hit, lookups + 1
-        for ref_name, ref_images in _references(worker).items():
+        for ref_name, (ref_images, ref_labels) in _references(worker).items():
             ref_features, hit = cached_features(worker.extractor(name), ref_images)
             hits, lookups = hits + hit, lookups + 1
-            add("fid", metrics.fid(features[name], ref_features), ref_name, n=len(images), extractor=name)
-            value, size = metrics.kid(features[name], ref_features, s.kid_subset_size, s.kid_subsets, s.seed)
-            add("kid", value * 1e3, ref_name, n=len(images), extractor=name,
-                note=f"x1e3; {s.kid_subsets} seeded subsets of {size} (seed {s.seed})")
+            fid_note = _boot_note(N_RESAMPLES_FEATURE) + ", centred"
+            add("fid", fid_interval(features[name], ref_features, seed=s.seed), ref_name, n=len(images),
+                extractor=name, note=fid_note)
+            kid, size = kid_interval(features[name], ref_features, s.kid_subset_size, s.kid_subsets, s.seed)
+            add("kid", Interval(kid.value * 1e3, kid.low * 1e3, kid.high * 1e3, kid.resamples), ref_name,
+                n=len(images), extractor=name,
+                note=f"x1e3; {s.kid_subsets} seeded subsets of {size} (seed {s.seed}); {fid_note}")
+            # equal set sizes, as both papers measure: the first len(images) reference images
+            m = min(len(images), len(ref_features))
+            if m <= K_NEAREST:        # too few images for k-NN balls
+                continue
+            found = manifolds(ref_features[:m], features[name], k=K_NEAREST)
+            prdc_note = (f"k={K_NEAREST}; {len(images)} samples vs {m} reference images; "
+                         + _boot_note(N_RESAMPLES, "samples (P, D) or reference images (R, C)"))
+            for metric, interval in found.intervals(seed=s.seed).items():
+                add(metric, interval, ref_name, n=len(images), extractor=name, note=prdc_note)
+            lacking = np.isin(ref_labels[:m], missing) if ref_labels is not None else np.zeros(m, bool)
+            if ref_name == "full-domain" and lacking.any():
+                for metric, interval in found.intervals(subset=lacking, seed=s.seed).items():
+                    add(metric, interval, ref_name, subset="missing-classes", n=int(lacking.sum()),
+                        extractor=name, note=prdc_note + "; n: reference images of the missing classes")
 
     # the paired comparison: the source image (translation) or the source model's sample
     if task == "unconditional":
@@ -100,24 +142,24 @@ def measure_product(worker, job: dict) -> tuple[list[dict], dict[str, int]]:
     if paired is not None:
         paired = paired[:len(images)]
         lpips = metrics.lpips_for(s.lpips_net)
-        add("lpips", lpips(paired, images, value_range=(0, 255)).mean(), paired_ref, n=len(images),
-            extractor=lpips.extractor, note=lpips.note(images.shape))
+        add("lpips", mean_interval(lpips(paired, images, value_range=(0, 255)), seed=s.seed), paired_ref,
+            n=len(images), extractor=lpips.extractor,
+            note="; ".join(filter(None, [lpips.note(images.shape), _boot_note(N_RESAMPLES)])))
         if task != "unconditional":
-            add("psnr", metrics.psnr(paired, images, value_range=(0, 255)).mean(), paired_ref, n=len(images))
-            add("ssim", metrics.ssim(paired, images, value_range=(0, 255)).mean(), paired_ref, n=len(images))
+            for metric, measure in (("psnr", metrics.psnr), ("ssim", metrics.ssim)):
+                add(metric, mean_interval(measure(paired, images, value_range=(0, 255)), seed=s.seed),
+                    paired_ref, n=len(images), note=_boot_note(N_RESAMPLES))
 
     # classes (built-in pair): what the target set lacks, and what translation keeps
     if builtin_pair:
         from models.data.fashion_mnist import FMNIST_CLASSES
-        missing = list(worker.spec.target_data.missing_classes)
         probs = worker.classify(job["path"])
         confident = probs.max(1) >= s.confidence
         predicted = probs.argmax(1)
         note = f"classifier confidence >= {s.confidence:g}" if s.confidence > 0 else None
         if task == "unconditional":
-            share = np.isin(predicted[confident], missing).mean() if confident.any() else math.nan
-            add("missing_class_share", share, "classifier", subset="missing-classes", n=int(confident.sum()),
-                extractor="builtin", note=note)
+            add_count("missing_class_share", np.isin(predicted[confident], missing).sum(), confident.sum(),
+                      "classifier", "missing-classes", note)
         else:
             labels = np.asarray(worker.sources().labels[:len(images)])
             kept = (predicted == labels) & confident
@@ -127,6 +169,5 @@ def measure_product(worker, job: dict) -> tuple[list[dict], dict[str, int]]:
             for name, mask in subsets.items():
                 denominator = (mask & confident).sum()
                 if denominator:
-                    add("class_preservation", kept[mask].sum() / denominator, "source", subset=name,
-                        n=int(denominator), extractor="builtin", note=note)
+                    add_count("class_preservation", kept[mask].sum(), denominator, "source", name, note)
     return rows, {"hits": hits, "lookups": lookups}

@@ -51,8 +51,9 @@ def test_killed_actor_has_its_batch_retried_and_no_row_is_lost(tiny_source):
     assert len(list(attempts.glob(f"{killed}.*"))) == 2
     rows = pd.read_parquet(run_dir / "metrics.parquet")
     assert not rows.duplicated(KEYS).any()
-    expected = {("fid", "target"), ("fid", "full-domain"), ("kid", "target"), ("kid", "full-domain"),
-                ("missing_class_share", "classifier"), ("clipped_share", "sampler")}
+    realism = ["fid", "kid", "precision", "recall", "density", "coverage"]
+    expected = ({(m, ref) for m in realism for ref in ("target", "full-domain")}
+                | {("missing_class_share", "classifier"), ("clipped_share", "sampler")})
     assert set(zip(rows.metric, rows.reference)) == expected
     assert list(rows.columns[:len(COLUMNS)]) == COLUMNS
     assert RunFolder(run_dir).status == "done"
@@ -80,6 +81,14 @@ def test_second_evaluation_hits_the_feature_cache(tiny_source, lpips_weights):
     assert (lpips.extractor == "lpips-vgg").all() and lpips.note.str.contains("16x16 to 64x64").all()
     assert {"psnr", "ssim", "class_preservation"} <= set(a.metric)
     assert not a.metric.str.startswith("feature_dist").any()          # no substitute where LPIPS is measured
+    # every number has its interval; shares show k of n
+    measured = a[a.metric != "clipped_share"]
+    assert measured.ci_low.notna().all() and (measured.ci_low <= measured.value + 1e-12).all()
+    assert (measured.value <= measured.ci_high + 1e-12).all()
+    counts = a[a.metric.isin(["class_preservation", "missing_class_share"])]
+    assert (counts.value == counts.k / counts.n).all() and counts.note.str.contains("Wilson").all()
+    lacking = a[(a.subset == "missing-classes") & (a.reference == "full-domain")]
+    assert set(lacking.metric) == {"recall", "coverage"}
     assert (run_dir_png := first / "samples" / "sdedit_t0.5_s60.png").is_file(), run_dir_png
     loaded = load_results(first / "metrics.parquet")
     assert len(loaded) == len(a)

@@ -1,0 +1,131 @@
+"""FID and KID with bootstrap intervals over the evaluation images.
+
+The value is clean-fid's own number (`models.metrics.fid` / `.kid`, as in every metric row).
+Each bootstrap replicate is the same number on resampled sample rows, but computed in a
+form that is equal and much cheaper than calling clean-fid again:
+- clean-fid's `frechet_distance` takes a 2048 x 2048 `sqrtm`: about 15 s on one core, per
+  replicate. Here the reference's covariance is factored once (Sigma_r = L L^T), so that
+  tr sqrt(Sigma Sigma_r) is the sum of the square roots of the eigenvalues of a symmetric
+  matrix of size min(rank, distinct resampled rows).
+- clean-fid's `kernel_distance` recomputes three 1000 x 1000 x d kernels per subset. Here
+  the kernels are computed once, and a replicate only counts how often each sample lands
+  in each subset. The subsets are drawn exactly as clean-fid draws them (same seed, same
+  calls), so a replicate equals `metrics.kid(samples[indices], reference, ..., seed)`.
+  KID's random subsets are thus held fixed across replicates (common random numbers): the
+  interval covers the choice of evaluation images, not the subset draw.
+The reference set is fixed (every model is measured against the same one); only the
+samples are resampled. Tests check each replicate against clean-fid itself.
+
+Bootstrapping repeats rows, which raises FID and KID (fewer distinct images): replicates sit
+above the value by about the estimator's own small-sample bias, and the plain percentile
+interval does not even hold the value (measured: 0 of 100 simulated draws). So these
+intervals are `centered_interval`s: the replicates' percentile interval shifted down by
+their mean bias; they cover the expected FID at this number of images (tested).
+numpy/scipy only at import time.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from models.intervals import Interval, bootstrap_replicates, centered_interval
+
+N_RESAMPLES_FEATURE = 200     # replicates of FID / KID: each costs an eigen-decomposition or kernel pass
+
+
+# ---------------------------------------------------------------- FID
+class FrechetReplicates:
+    """FID of resampled sample rows against a fixed reference, without `sqrtm`."""
+
+    def __init__(self, samples: np.ndarray, reference: np.ndarray):
+        x = np.asarray(samples, dtype=np.float64)
+        r = np.asarray(reference, dtype=np.float64)
+        self.x, self.n = x, len(x)
+        self.mu_r = r.mean(0)
+        sigma_r = np.cov(r, rowvar=False)
+        self.trace_r = float(np.trace(sigma_r))
+        lam, vec = np.linalg.eigh(sigma_r)
+        keep = lam > lam.max() * len(lam) * np.finfo(float).eps
+        factor = vec[:, keep] * np.sqrt(lam[keep])        # Sigma_r = factor factor^T
+        self.y = x @ factor                               # tr sqrt(S Sigma_r) = tr sqrt(factor^T S factor)
+        self.sq = (x * x).sum(1)
+
+    def __call__(self, indices: np.ndarray) -> float:
+        w = np.bincount(indices, minlength=self.n).astype(np.float64)
+        n = w.sum()
+        mu = w @ self.x / n
+        trace = (w @ self.sq - n * mu @ mu) / (n - 1)
+        used = np.flatnonzero(w)
+        nu = w[used] @ self.y[used] / n
+        z = np.sqrt(w[used])[:, None] * (self.y[used] - nu)
+        # the same non-zero eigenvalues, in the smaller of the two spaces
+        gram = (z @ z.T) if len(used) < z.shape[1] else (z.T @ z)
+        eig = np.linalg.eigvalsh(gram / (n - 1)).clip(min=0)
+        diff = mu - self.mu_r
+        return float(diff @ diff + trace + self.trace_r - 2 * np.sqrt(eig).sum())
+
+
+def fid_interval(samples: np.ndarray, reference: np.ndarray, groups=None, *,
+                 n_resamples: int = N_RESAMPLES_FEATURE, seed: int = 0) -> Interval:
+    """clean-fid's FID of the samples against the reference, with a centred bootstrap
+    interval over the sample rows (and over seeds, per_group, when `groups` has several)."""
+    from models import metrics
+
+    replicate = FrechetReplicates(samples, reference)
+    _, reps = bootstrap_replicates(replicate, len(samples), groups, per_group=True,
+                                   n_resamples=n_resamples, seed=seed)
+    if groups is None or len(np.unique(groups)) == 1:
+        value = metrics.fid(samples, reference)
+    else:
+        groups = np.asarray(groups)
+        value = float(np.mean([metrics.fid(samples[groups == g], reference) for g in np.unique(groups)]))
+    return centered_interval(value, reps, n_resamples)
+
+
+# ---------------------------------------------------------------- KID
+class KernelReplicates:
+    """clean-fid's `kernel_distance(samples[indices], reference, subsets, subset_size)` under
+    `np.random.seed(seed)`, from kernels computed once."""
+
+    def __init__(self, samples: np.ndarray, reference: np.ndarray, subset_size: int = 1000,
+                 subsets: int = 100, seed: int = 0):
+        x = np.asarray(samples, dtype=np.float64)
+        r = np.asarray(reference, dtype=np.float64)
+        d, self.n = x.shape[1], len(x)
+        self.m = m = min(len(x), len(r), subset_size)
+        kernel = lambda a, b: (a @ b.T / d + 1) ** 3        # noqa: E731  clean-fid's cubic kernel
+        self.k_xx = kernel(x, x)
+        self.k_xx_diag = np.diag(self.k_xx).copy()
+        k_xr = kernel(x, r)
+        # clean-fid's draw order: per subset, the reference rows, then the sample rows
+        rng = np.random.RandomState(seed)
+        self.positions = np.empty((subsets, m), dtype=np.int64)
+        self.ref_terms = np.empty(subsets)
+        self.cross = np.empty((subsets, self.n))          # per subset: sum of k(x_i, its reference rows)
+        for s in range(subsets):
+            q = rng.choice(len(r), m, replace=False)
+            self.positions[s] = rng.choice(self.n, m, replace=False)
+            k_rr = kernel(r[q], r[q])
+            self.ref_terms[s] = k_rr.sum() - np.trace(k_rr)
+            self.cross[s] = k_xr[:, q].sum(1)
+
+    def __call__(self, indices: np.ndarray) -> float:
+        subsets, m = self.positions.shape
+        drawn = indices[self.positions]                               # (subsets, m) sample rows
+        counts = np.zeros((subsets, self.n))
+        np.add.at(counts, (np.repeat(np.arange(subsets), m), drawn.ravel()), 1.0)
+        xx = ((counts @ self.k_xx) * counts).sum(1) - counts @ self.k_xx_diag   # off-diagonal pairs
+        xr = (counts * self.cross).sum(1)
+        t = ((self.ref_terms + xx) / (m - 1) - 2 * xr / m).sum()
+        return float(t / subsets / m)
+
+
+def kid_interval(samples: np.ndarray, reference: np.ndarray, subset_size: int = 1000, subsets: int = 100,
+                 seed: int = 0, *, n_resamples: int = N_RESAMPLES_FEATURE) -> tuple[Interval, int]:
+    """(clean-fid's KID with a centred bootstrap interval over the sample rows, the subset
+    size used). Memory: two float64 kernels, samples^2 and samples x reference."""
+    from models import metrics
+
+    value, size = metrics.kid(samples, reference, subset_size, subsets, seed)
+    replicate = KernelReplicates(samples, reference, subset_size, subsets, seed)
+    _, reps = bootstrap_replicates(replicate, len(samples), n_resamples=n_resamples, seed=seed)
+    return centered_interval(value, reps, n_resamples), size
