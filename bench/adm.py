@@ -1,6 +1,6 @@
 """The paper's network (guided-diffusion ADM, ffhq_p2's architecture, random weights) at work.
 
-    python bench/adm.py [--cpu-only]
+    python bench/adm.py [--cpu-only | --gpu-only] [--profile]
 
 CPU, always, at 64 px: ffhq_p2's block structure (six levels, channel_mult 1,1,2,2,4,4,
 one ResBlock per level, ResBlock up/down sampling, scale-shift norm, attention at
@@ -23,9 +23,12 @@ Figures, per setting:
 - FLOPs of that step counted by torch.utils.flop_counter (matmuls and convolutions, forward
   and backward), the achieved FLOP/s, and MFU over the card's dense bf16 peak;
 - deepspeed_over_torch: the DeepSpeed step over a plain-torch step (same precision: fp32 on
-  CPU; autocast bf16 / autocast fp16 with a GradScaler on GPU), timings interleaved;
-- DDIM-40 samples/s (eps channels, batch --ddim-batch) and the projected time for 10,000.
-The last line printed is one JSON object.
+  CPU; autocast bf16 / autocast fp16 with a GradScaler on GPU), medians of interleaved
+  steps; on CPU also the ratio of process CPU seconds, steadier on a shared machine;
+- DDIM-40 samples/s (eps channels, one batch of --cpu/gpu-ddim-batch) and the projected
+  time for 10,000 samples at that batch;
+- time_share (GPU, or CPU with --profile): one DeepSpeed step's time by op kind.
+The last line printed is one flat JSON object: cpu_*, gpu_bf16_*, gpu_fp16_* figures.
 """
 from __future__ import annotations
 
@@ -84,15 +87,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(step, device: torch.device, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        step()
-        sync(device)                     # GPU work is asynchronous: time it to the end
-        times.append(time.perf_counter() - start)
-    return times
+def timed(step, device: torch.device) -> tuple[float, float]:
+    """Wall seconds and this process's CPU seconds (all threads) of one call. On a shared
+    machine the CPU seconds hold still when other work takes the cores."""
+    sync(device)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    step()
+    sync(device)                         # GPU work is asynchronous: time it to the end
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def peak_rss_gib() -> float:
@@ -138,7 +140,7 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
     teacher_eps = eps_channels(teacher, dtype)
     images = torch.rand(batch, 3, resolution, resolution, device=device) * 2 - 1
     loss = SDFTLoss(lambda_distill=1.0, lambda_aux=1.0)
-    out: dict = {"resolution": resolution, "num_channels": width, "precision": precision, "batch": batch,
+    out: dict = {"resolution": resolution, "num_channels": width, "batch": batch,
                  "parameters": sum(p.numel() for p in net.parameters())}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -186,17 +188,21 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
     flops = counter.get_total_flops()
 
     # interleave the arms so that drift in machine speed hits them alike
-    times = {"deepspeed": [], "torch": []}
+    times: dict[str, list[tuple[float, float]]] = {"deepspeed": [], "torch": []}
     for _ in range(repeats):
-        times["deepspeed"] += timed(ds_step, device, 1)
-        times["torch"] += timed(torch_step, device, 1)
-    ds_s, torch_s = (statistics.median(times[k]) for k in ("deepspeed", "torch"))
+        times["deepspeed"].append(timed(ds_step, device))
+        times["torch"].append(timed(torch_step, device))
+    ds_s, torch_s = (statistics.median(w for w, _ in times[k]) for k in ("deepspeed", "torch"))
     out.update({
         "deepspeed_step_s": round(ds_s, 4), "torch_step_s": round(torch_s, 4),
         "images_per_s": round(batch / ds_s, 3),
         "deepspeed_over_torch": round(ds_s / torch_s, 3),
+        "step_wall_s": {k: [round(w, 3) for w, _ in v] for k, v in times.items()},
         "flops_per_step": flops, "achieved_flops_per_s": float(f"{flops / ds_s:.3g}"),
     })
+    if device.type == "cpu":
+        ds_cpu, torch_cpu = (statistics.median(c for _, c in times[k]) for k in ("deepspeed", "torch"))
+        out["deepspeed_over_torch_cpu_seconds"] = round(ds_cpu / torch_cpu, 3)
     if device.type == "cuda":
         name = torch.cuda.get_device_name()
         peak = bf16_peak(name)
@@ -213,7 +219,7 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
     sampler = eps_channels(teacher, dtype)
     noise = torch.randn(ddim_batch, 3, resolution, resolution, device=device)
     ddim_sample(sampler, noise[:1], num_steps=2)                # warm-up
-    (ddim_s,) = timed(lambda: ddim_sample(sampler, noise, num_steps=40), device, 1)
+    ddim_s, _ = timed(lambda: ddim_sample(sampler, noise, num_steps=40), device)
     out.update({"ddim_batch": ddim_batch, "ddim40_s": round(ddim_s, 3),
                 "ddim40_samples_per_s": round(ddim_batch / ddim_s, 3),
                 "ddim40_10k_projected_s": round(10_000 * ddim_s / ddim_batch, 1)})
@@ -226,6 +232,10 @@ def null_figures(reason: str) -> dict:
     return {**{k: None for k in keys}, "reason": reason}
 
 
+def prefixed(prefix: str, values: dict) -> dict:
+    return {f"{prefix}_{k}": v for k, v in values.items()}
+
+
 def cpu_figures_in_child(argv: list[str]) -> dict:
     """On a GPU machine DeepSpeed's accelerator is CUDA: the CPU figures come from a child
     process that sees no GPU."""
@@ -233,8 +243,10 @@ def cpu_figures_in_child(argv: list[str]) -> dict:
     proc = subprocess.run([sys.executable, __file__, *argv, "--cpu-only"], env=env, capture_output=True,
                           text=True)
     if proc.returncode != 0:
-        return null_figures(f"CPU run failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])["cpu"]
+        tail = proc.stderr.strip().splitlines()[-1:] or [""]
+        return prefixed("cpu", null_figures(f"CPU run failed ({proc.returncode}): {tail[0]}"))
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {k: v for k, v in figures.items() if k.startswith("cpu_")}
 
 
 def main() -> None:
@@ -247,16 +259,15 @@ def main() -> None:
     parser.add_argument("--gpu-resolution", type=int, default=256)
     parser.add_argument("--gpu-ddim-batch", type=int, default=64)
     parser.add_argument("--cpu-only", action="store_true", help="skip the GPU figures")
-    parser.add_argument("--profile", action="store_true", help="time shares by op on CPU too (one more step)")
     parser.add_argument("--gpu-only", action="store_true", help="skip the CPU figures (on a GPU machine)")
+    parser.add_argument("--profile", action="store_true", help="time shares by op on CPU too (one more step)")
     args = parser.parse_args()
     reexec_with_job_environment(sys.argv)   # the allocator settings every job runs with
     start = time.perf_counter()
     use_gpu = torch.cuda.is_available() and not args.cpu_only
     figures: dict = {"threads": torch.get_num_threads()}
     if use_gpu and not args.gpu_only:
-        passed = [a for a in sys.argv[1:] if a not in ("--gpu-only", "--cpu-only")]
-        figures["cpu"] = cpu_figures_in_child(passed)
+        figures.update(cpu_figures_in_child([a for a in sys.argv[1:] if a not in ("--gpu-only", "--cpu-only")]))
     if not use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")    # said, not guessed: no warning
     from jobs.train import init_distributed
@@ -265,15 +276,14 @@ def main() -> None:
     # (1+SNR)^-50 makes denormal floats in the backward pass; the harness flushes them on CPU
     torch.set_flush_denormal(True)
     if not use_gpu:
-        figures["cpu"] = measure(torch.device("cpu"), args.cpu_resolution, args.cpu_width, "fp32", args.batch,
-                                 args.repeats, args.cpu_ddim_batch, profile=args.profile)
+        figures.update(prefixed("cpu", measure(torch.device("cpu"), args.cpu_resolution, args.cpu_width, "fp32",
+                                               args.batch, args.repeats, args.cpu_ddim_batch, profile=args.profile)))
     figures["gpu_device"] = torch.cuda.get_device_name() if use_gpu else None
     for precision in ("bf16", "fp16"):
-        figures[f"gpu_{precision}"] = (
-            measure(torch.device("cuda"), args.gpu_resolution, 128, precision, args.batch, max(args.repeats, 5),
-                    args.gpu_ddim_batch, profile=True) if use_gpu
-            else {"resolution": args.gpu_resolution, "num_channels": 128, "precision": precision,
-                  **null_figures(NO_GPU)})
+        values = (measure(torch.device("cuda"), args.gpu_resolution, 128, precision, args.batch,
+                          max(args.repeats, 5), args.gpu_ddim_batch, profile=True) if use_gpu
+                  else {"resolution": args.gpu_resolution, "num_channels": 128, **null_figures(NO_GPU)})
+        figures.update(prefixed(f"gpu_{precision}", values))
     figures["wall_s"] = round(time.perf_counter() - start, 1)
     print(json.dumps(figures))
 

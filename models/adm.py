@@ -198,7 +198,7 @@ def _rules(config: ADMConfig, shapes: dict[str, tuple[int, ...]]) -> list[Rule]:
     def attention(adm: str, diff: str) -> None:
         same(f"{adm}.norm", f"{diff}.group_norm")
         channels = shapes[f"{diff}.to_q.weight"][0]
-        heads = channels // shapes_head
+        heads = channels // head_width
         for p, extra in (("weight", (channels, 1)), ("bias", ())):
             names = [f"{diff}.to_{n}.{p}" for n in "qkv"]
 
@@ -215,7 +215,7 @@ def _rules(config: ADMConfig, shapes: dict[str, tuple[int, ...]]) -> list[Rule]:
                           lambda w, k=f"{diff}.to_out.0.weight": {k: w.reshape(shapes[k])}))
         rules.append(Rule(f"{adm}.proj_out.bias", (channels,), lambda w, k=f"{diff}.to_out.0.bias": {k: w}))
 
-    shapes_head = head_dim(config)
+    head_width = head_dim(config)
     mults, attn, n = config.mults, config.attention_levels, config.num_res_blocks
     same("time_embed.0", "time_embedding.linear_1")
     same("time_embed.2", "time_embedding.linear_2")
