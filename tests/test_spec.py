@@ -54,7 +54,7 @@ def test_harness_does_not_import_torch():
     import subprocess
     import sys
     modules = ["spec", "store", "errors", "config", "grid", "submit", "status", "tables", "results",
-               "executors", "runtime", "lpips_setup", "inputs", "numbers"]
+               "executors", "runtime", "lpips_setup", "inputs", "numbers", "convert"]
     code = (f"import sys; import {', '.join('harness.' + m for m in modules)}; import jobs.entry; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
