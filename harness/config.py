@@ -16,12 +16,13 @@ from typing import Annotated, Any, Callable, Literal, Union
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
-                      StrictBool, field_validator, model_validator)
+                      StrictBool, create_model, field_validator, model_validator)
 
 from harness.errors import UserError
 from harness.numbers import MAX_BATCH, MAX_RESOLUTION, MAX_STEPS, NoBool, Real, Seed, Whole
 from harness.spec import EvalSettings as EvaluationConfig
-from harness.spec import Method, NetworkPreset, Precision, Weighting, missing_classes
+from harness.params import PARAMS, Batch, Method, NetworkPreset, Precision, Steps, Weighting, ZeroStage
+from harness.spec import missing_classes
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 
@@ -38,10 +39,6 @@ class AtField(ValueError):
         super().__init__(message)
         self.loc, self.message = loc, message
 
-
-Steps = Whole(gt=0, le=MAX_STEPS)
-Batch = Whole(gt=0, le=MAX_BATCH)
-ZeroStage = Annotated[Literal[0, 1, 2], NoBool]
 
 
 # ---------------------------------------------------------------- data
@@ -156,39 +153,22 @@ def _axis(kind, family: str):
     return Annotated[Any, BeforeValidator(validate), Axis(family, one)]
 
 
-NonNeg = Real(ge=0)
-Pos = Real(gt=0)
-Fraction = Real(ge=0, lt=1)
-
-
-class FinetuneSettings(Strict):
-    """The fine-tuning hyper-parameters; a list on any of them is a sweep axis."""
-    lambda_distill: _axis(NonNeg, "number") = 0.1
-    lambda_aux: _axis(NonNeg, "number") = 0.1
-    gamma_distill: _axis(NonNeg, "number") = 3.0
-    gamma_aux: _axis(NonNeg, "number") = 50.0
-    k: _axis(NonNeg, "number") = 1.0
-    min_snr_gamma: _axis(Pos, "number") = 5.0
-    aux_timestep: _axis(Literal["sampled", "final"], "aux_timestep") = "sampled"
-    dropout: _axis(Fraction, "number") = 0.0
-    lr: _axis(Pos, "number") = 2e-5
-    batch_size: _axis(Batch, "whole number") = 16
-    steps: _axis(Steps, "whole number") = 10_000
-    ema_decay: _axis(Fraction, "number") = 0.9999
-    grad_clip: _axis(Pos, "number") = None          # off, as the official code
-    ema_warmup: _axis(StrictBool, "bool") = False
-    flip: _axis(StrictBool, "bool") = None           # None: on for folder data, off for the built-in pair
-    precision: _axis(Precision, "precision") = "fp32"
-    zero_stage: _axis(ZeroStage, "zero_stage") = 0
-    network: NetworkPreset | None = None     # scratch's network when the source is a model folder
-    checkpoint_every: Steps = 500
-
+class _FinetuneChecks(Strict):
     @model_validator(mode="after")
     def _ties_hold(self):
         bad = tie_error({name: getattr(self, name) for name in type(self).model_fields})
         if bad is not None:
             raise AtField((bad[0], "same_as"), bad[1])
         return self
+
+
+# The fine-tuning hyper-parameters, from their declarations (harness.params); a list on any
+# axis is a sweep. `network`: scratch's network when the source is a model folder.
+FinetuneSettings = create_model(
+    "FinetuneSettings", __base__=_FinetuneChecks,
+    network=(NetworkPreset | None, None),
+    **{p.name: ((_axis(p.kind, p.family), p.default) if p.axis else (p.kind, p.default)) for p in PARAMS})
+
 
 
 def sweepable() -> dict[str, Axis]:

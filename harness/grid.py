@@ -17,13 +17,12 @@ from harness.config import (BuiltinSourceConfig, BuiltinTargetConfig, DatasetCon
                             GridConfig, SameAs)
 from harness.errors import UserError
 from harness.spec import AggregateSpec, EvalSpec, RunSpec
+from harness.params import DISTILL, TRAIN
 
 STAGES = ("pretrain", "finetune", "evaluate", "aggregate")
-# the hyper-parameters that go into a finetune run spec (the rest of FinetuneSettings is not an axis)
-DISTILL_KEYS = ("lambda_distill", "lambda_aux", "gamma_distill", "gamma_aux", "k", "min_snr_gamma",
-                "aux_timestep")
-TRAIN_KEYS = ("dropout", "lr", "batch_size", "steps", "ema_decay", "ema_warmup", "grad_clip", "flip",
-              "precision", "zero_stage")
+# the hyper-parameters that go into a finetune run spec, from their declarations
+DISTILL_KEYS = tuple(p.name for p in DISTILL)
+TRAIN_KEYS = tuple(p.name for p in TRAIN)
 
 
 @dataclass
@@ -103,24 +102,16 @@ def pretrain_spec(dataset: DatasetConfig, base_dir: Path) -> RunSpec | None:
     data = source_data(dataset, base_dir)
     return RunSpec(stage="pretrain", data=data, network=p.network, steps=p.steps,
                    batch_size=p.batch_size, lr=p.lr, ema_decay=p.ema_decay, ema_warmup=p.ema_warmup,
-                   grad_clip=p.grad_clip, flip=default_flip(p.flip, data), dropout=p.dropout,
+                   grad_clip=p.grad_clip, flip=p.flip, dropout=p.dropout,
                    precision=p.precision, zero_stage=p.zero_stage, seed=p.seed,
                    checkpoint_every=p.checkpoint_every)
-
-
-def default_flip(flip: bool | None, data: dict) -> bool:
-    """Flips are on for image folders (the official random_flip=True) unless a grid says so;
-    the built-in pair is not flipped by default."""
-    return data["kind"] == "folder" if flip is None else flip
 
 
 def finetune_spec(method: str, weighting: str | None, combo: dict, seed: int, data: dict, init: str,
                   scratch_network: str | None, snapshots: list[int]) -> RunSpec:
     spec: dict[str, Any] = {"stage": "finetune", "method": method, "data": data, "seed": seed,
-                            "checkpoint_every": combo["checkpoint_every"],
                             "snapshot_steps": tuple(s for s in snapshots if s < combo["steps"]),
                             **{k: combo[k] for k in TRAIN_KEYS}}
-    spec["flip"] = default_flip(combo["flip"], data)
     if method == "scratch":
         spec["network"] = scratch_network
     else:
@@ -132,7 +123,7 @@ def finetune_spec(method: str, weighting: str | None, combo: dict, seed: int, da
 
 def shown_params(spec: RunSpec) -> dict[str, Any]:
     """The hyper-parameters of a run as the dry-run table shows them."""
-    out = {k: getattr(spec, k) for k in TRAIN_KEYS}
+    out = {p.name: getattr(spec, p.name) for p in TRAIN if p.identity}
     out["seed"] = spec.seed
     if spec.distill is not None:
         out.update({k: v for k, v in spec.distill.model_dump().items() if k != "weighting" and v is not None})

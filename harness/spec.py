@@ -13,16 +13,12 @@ import re
 from functools import cached_property
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model, field_validator, model_validator
 
 from harness.numbers import MAX_BATCH, MAX_DDIM_STEPS, MAX_IMAGES, MAX_STEPS, Real, Seed, Whole
 
-Method = Literal["scratch", "naive", "sdft"]
-Weighting = Literal["sdft", "constant", "min-snr"]
-Precision = Literal["fp32", "bf16", "fp16"]
-NetworkPreset = Literal["tiny", "small", "base"]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
+from harness.params import DISTILL, TRAIN, Method, NetworkPreset, Precision, Weighting
+from harness.params import NOT_IN_IDENTITY as PARAM_NOT_IN_IDENTITY
 
 
 class Strict(BaseModel):
@@ -76,22 +72,11 @@ DataSpec = Annotated[Union[BuiltinSource, BuiltinTarget, ImageFolder], Field(dis
 
 
 # ---------------------------------------------------------------- loss
-_WEIGHTING_SETTINGS = {"gamma_distill": 3.0, "gamma_aux": 50.0, "k": 1.0, "min_snr_gamma": 5.0}
-_APPLIES_TO = {"sdft": {"gamma_distill", "gamma_aux", "k"}, "constant": set(), "min-snr": {"min_snr_gamma"}}
-
-
-class DistillSpec(Strict):
-    """The SDFT terms: L_diff + lambda_distill * L_distill + lambda_aux * L_aux."""
+class _DistillChecks(Strict):
+    """The SDFT terms: L_diff + lambda_distill * L_distill + lambda_aux * L_aux. A weighting's
+    own settings (gamma, k) are present only under that weighting, so they cannot change
+    the identity of a run that does not use them."""
     weighting: Weighting = "sdft"
-    lambda_distill: NonNegativeFloat = 0.1
-    lambda_aux: NonNegativeFloat = 0.1
-    gamma_distill: NonNegativeFloat | None = None
-    gamma_aux: NonNegativeFloat | None = None
-    k: NonNegativeFloat | None = None
-    min_snr_gamma: PositiveFloat | None = None
-    # "sampled": the aux input (pure noise) goes in at the sampled t, as the official code;
-    # "final": at t = T-1, as the paper's text (x_T).
-    aux_timestep: Literal["sampled", "final"] = "sampled"
 
     @model_validator(mode="before")
     @classmethod
@@ -99,19 +84,27 @@ class DistillSpec(Strict):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        applies = _APPLIES_TO.get(data.get("weighting", "sdft"), set())
-        for key, default in _WEIGHTING_SETTINGS.items():
-            if key in applies:
-                if data.get(key) is None:
-                    data[key] = default
+        weighting = data.get("weighting", "sdft")
+        for p in DISTILL:
+            if p.weightings is None:
+                continue
+            if p.applies_to(weighting):
+                if data.get(p.name) is None:
+                    data[p.name] = p.default
             else:
-                data.pop(key, None)
+                data.pop(p.name, None)
         return data
 
 
+DistillSpec = create_model(
+    "DistillSpec", __base__=_DistillChecks,
+    **{p.name: ((p.kind, p.default) if p.weightings is None else (p.kind | None, None)) for p in DISTILL})
+
+
 # ---------------------------------------------------------------- run
-class RunSpec(Strict):
-    """Everything one training run needs; nothing it does not."""
+class _RunChecks(Strict):
+    """Everything one training run needs; nothing it does not. The hyper-parameters come
+    from their declarations (harness.params); these are the run's own fields."""
     stage: Literal["pretrain", "finetune"]
     method: Method | None = None            # finetune only
     data: DataSpec
@@ -119,23 +112,19 @@ class RunSpec(Strict):
     # the same results store, or a diffusers model folder (`save_pretrained` layout).
     init: str | None = None
     network: NetworkPreset | None = None    # only when building a network from scratch
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     distill: DistillSpec | None = None      # sdft only
-    steps: Annotated[int, Field(gt=0)]
-    batch_size: Annotated[int, Field(gt=0)] = 64   # global batch, split over ranks
-    lr: PositiveFloat = 1e-4
-    grad_clip: PositiveFloat | None = None  # the official code clips nothing
-    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.9999
-    # decay_n = min(decay, (1+n)/(10+n)); the official code has no warm-up
-    ema_warmup: bool = False
-    flip: bool = False                      # random horizontal flips of training images
-    precision: Precision = "fp32"
-    zero_stage: Literal[0, 1, 2] = 0
-    seed: int = 0
-    # Not part of the identity: they change when work is saved, not what is computed.
-    checkpoint_every: Annotated[int, Field(gt=0)] = 500
+    seed: Seed = 0
+    # Bookkeeping, not identity: when work is saved and logged.
     log_every: Annotated[int, Field(gt=0)] = 50
     snapshot_steps: tuple[int, ...] = ()    # keep the EMA at these steps too (early-stopping baselines)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flip_follows_the_data(cls, data: Any) -> Any:
+        # flips are on for image folders (official random_flip=True), off for the built-in pair
+        if isinstance(data, dict) and data.get("flip") is None and isinstance(data.get("data"), dict):
+            data = {**data, "flip": data["data"].get("kind") == "folder"}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunSpec":
@@ -164,6 +153,9 @@ class RunSpec(Strict):
         if self.distill is not None:
             return f"{self.method}/{self.distill.weighting}"
         return str(self.method)
+
+
+RunSpec = create_model("RunSpec", __base__=_RunChecks, **{p.name: (p.kind, p.default) for p in TRAIN})
 
 
 # ---------------------------------------------------------------- evaluation
@@ -240,7 +232,7 @@ class AggregateSpec(Strict):
 #   2: no gradient clipping, no EMA warm-up, flips on folder data, x0 clipped in samplers.
 RECIPE_VERSION = 2
 
-NOT_IN_IDENTITY = frozenset({"checkpoint_every", "log_every", "snapshot_steps"})
+NOT_IN_IDENTITY = PARAM_NOT_IN_IDENTITY | {"log_every", "snapshot_steps"}
 
 
 def identity_json(spec: BaseModel) -> str:

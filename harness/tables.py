@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.params import label as param_label
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -148,13 +150,11 @@ def model_labels(df: "pd.DataFrame") -> "pd.Series":
         spread = df.groupby(keys, dropna=False)[p].nunique(dropna=True)
         if (spread > 1).any():
             varying.append(p)
-    short = {"p_lambda_distill": "λd", "p_lambda_aux": "λa", "p_gamma_distill": "γd", "p_gamma_aux": "γa"}
-
     def label(row) -> str:
         text = row["method"] + (f"/{row['weighting']}" if isinstance(row["weighting"], str) else "")
         for p in varying:
             if row[p] is not None and not (isinstance(row[p], float) and math.isnan(row[p])):
-                text += f" {short.get(p, p[2:])}={_short(row[p])}"
+                text += f" {param_label(p[2:])}={_short(row[p])}"
         if row.get("is_early"):
             text += f" @{int(row['ckpt_step'])}"
         return text

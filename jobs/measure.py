@@ -20,6 +20,7 @@ import math
 import numpy as np
 import torch
 
+from harness import params
 from models import metrics
 from models.data import open_dataset
 from models.feature_intervals import N_RESAMPLES_FEATURE, fid_interval, kid_interval
@@ -28,15 +29,6 @@ from models.intervals import N_RESAMPLES, Interval, mean_interval, wilson
 from models.manifold import K_NEAREST, manifolds
 
 LOWER_IS_BETTER = {"fid", "kid", "lpips", "feature_dist_builtin", "feature_dist_inception"}
-
-
-def _hyper_parameters(train_spec: dict) -> dict:
-    out = {f"p_{k}": train_spec[k] for k in ("steps", "lr", "batch_size", "ema_decay", "dropout", "precision")
-           if k in train_spec}
-    for k, v in (train_spec.get("distill") or {}).items():
-        if k != "weighting" and v is not None:
-            out[f"p_{k}"] = v
-    return out
 
 
 def _identity(worker, job: dict) -> dict:
@@ -50,7 +42,7 @@ def _identity(worker, job: dict) -> dict:
         "ckpt_step": product["ckpt_step"],
         "task": product["task"],
         "t0": product["t0"],
-        **_hyper_parameters(train_spec),
+        **params.columns(train_spec),
     }
 
 

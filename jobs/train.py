@@ -23,6 +23,7 @@ from pathlib import Path
 
 from harness.errors import UserError, exit_on_user_error
 from harness.runtime import reexec_with_job_environment
+from harness.params import DISTILL
 from harness.spec import RunSpec
 from harness.store import RunFolder, store_root_of
 from models.seeding import derived_seed
@@ -148,10 +149,10 @@ def build_loss(spec: RunSpec):
 
     if spec.distill is None:
         return SDFTLoss()
-    d = spec.distill
-    return SDFTLoss(lambda_distill=d.lambda_distill, lambda_aux=d.lambda_aux, weighting=d.weighting,
-                    gamma_distill=d.gamma_distill or 0.0, gamma_aux=d.gamma_aux or 0.0, k=d.k or 0.0,
-                    min_snr_gamma=d.min_snr_gamma or 5.0, aux_timestep=d.aux_timestep)
+    # the declared distillation settings are SDFTLoss's arguments; those a weighting does
+    # not use are absent from the spec and keep the loss's defaults
+    settings = {p.name: getattr(spec.distill, p.name) for p in DISTILL if getattr(spec.distill, p.name) is not None}
+    return SDFTLoss(weighting=spec.distill.weighting, **settings)
 
 
 # ---------------------------------------------------------------- checkpoints and log

@@ -241,3 +241,19 @@ def test_a_key_repeated_is_an_error_but_a_merged_key_may_be_overridden(tmp_path)
     path.write_text(text.replace("  ema_decay: 0.999\n", "  ema_decay: 0.999\n  ema_decay: 0.99\n"))
     with pytest.raises(UserError, match=r"grid\.yaml: line \d+: key 'ema_decay' given twice \(first on line \d+\)"):
         load_grid(path)
+
+
+def test_a_zero_stage_sweep_gives_two_model_rows(tmp_path):
+    """Every declared setting is a result column: runs that differ only in zero_stage must
+    not be averaged together as if they were seeds (they once were)."""
+    import pandas as pd
+
+    from harness.params import columns
+    from harness.tables import model_labels
+
+    grid = load_grid(write_grid(tmp_path, patched(methods=["naive"], finetune__zero_stage=[0, 2])))
+    specs = [r.spec for r in expand(grid, tmp_path).by_stage("finetune")]
+    assert len({s.run_id for s in specs}) == 2
+    rows = pd.DataFrame([{"method": "naive", "weighting": None, **columns(json.loads(s.model_dump_json()))}
+                         for s in specs])
+    assert sorted(model_labels(rows)) == ["naive ZeRO=0", "naive ZeRO=2"]

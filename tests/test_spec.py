@@ -20,7 +20,7 @@ def finetune(method, **extra):
 
 def test_same_settings_same_id_and_different_settings_differ():
     assert finetune("naive").run_id == finetune("naive").run_id
-    assert finetune("naive").run_id != finetune("naive", lr=2e-5).run_id
+    assert finetune("naive").run_id != finetune("naive", lr=3e-5).run_id
     assert finetune("naive").run_id != finetune("sdft").run_id
 
 
