@@ -61,6 +61,11 @@ def test_loader_splitter_and_sidecar_agree_on_the_eps_channels(converted, tmp_pa
     (bad / "diffusion.json").write_text(json.dumps({**info, "eps_channels": [3, 6]}))
     with pytest.raises(ModelFolderError, match="eps_channels"):
         load_unet(bad)
+    from harness.inputs import model_resolution      # the check at submit: one line, exit 2
+
+    assert model_resolution(folder) == 16
+    with pytest.raises(ValueError, match=r"diffusion.json: eps_channels \[3, 6\]"):
+        model_resolution(bad)
     cosine = {**info, "schedule": {"beta_schedule": "cosine", "num_train_timesteps": 1000}}
     (bad / "diffusion.json").write_text(json.dumps(cosine))
     with pytest.raises(ModelFolderError, match="schedule"):
