@@ -16,8 +16,9 @@ null with the reason.
 
 Figures, per setting:
 - SDFT fine-tune step at global batch 16 (lambda_distill = lambda_aux = 1, fused student
-  forward over [x_t; noise], teacher under inference mode; eps channels only, the L_vb term
-  of learned-variance training is not in models/loss.py yet), DeepSpeed ZeRO-2 + AdamW:
+  forward over [x_t; noise], teacher under inference mode; the official hybrid loss: L_vb on
+  the variance channels, the distillation terms on eps, the teacher's variance dropped),
+  DeepSpeed ZeRO-2 + AdamW:
   images/s and peak memory (CPU: the process's peak RSS, which includes the frozen teacher;
   GPU: peak allocated);
 - FLOPs of that step counted by torch.utils.flop_counter (matmuls and convolutions, forward
@@ -76,9 +77,10 @@ def adm_config(resolution: int, width: int = 128):
 
 
 def eps_channels(module: torch.nn.Module, dtype: torch.dtype):
-    """(x, t) -> the first three output channels (the eps prediction) in float32."""
+    """(x, t) -> all six output channels in float32, as models.networks.as_eps_model: the
+    loss and the sampler split eps from the learned variance (split_output)."""
     def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return module(x.to(dtype), t).sample[:, :3].float()
+        return module(x.to(dtype), t).sample.float()
     return eps
 
 
@@ -215,7 +217,7 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
         out["time_share"] = time_shares(ds_step, device)
     del engine, student_ds, student, optimizer
 
-    # DDIM-40 from the frozen network in the run's precision (eps channels)
+    # DDIM-40 from the frozen network in the run's precision (it takes the eps channels)
     sampler = eps_channels(teacher, dtype)
     noise = torch.randn(ddim_batch, 3, resolution, resolution, device=device)
     ddim_sample(sampler, noise[:1], num_steps=2)                # warm-up

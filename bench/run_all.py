@@ -22,8 +22,28 @@ GOALS = {  # figure -> (comparison, goal)
     "dry_run_10k_s": ("<=", 2.0),
     "ddim_over_diffusers": ("<=", 1.05),
     "cached_speedup": (">=", 5.0),
+    # bench/adm.py: ffhq_p2's network at 256 px on one GPU, in bf16 and in fp16 (null on a
+    # machine without a GPU, with the reason beside it)
+    **{f"gpu_{p}_{figure}": goal for p in ("bf16", "fp16") for figure, goal in (
+        ("mfu", (">=", 0.35)),
+        ("deepspeed_over_torch", ("<=", 1.10)),
+        ("ddim40_10k_projected_s", ("<=", 600.0)))},
 }
-SCRIPTS = ("train_step", "grid_overhead", "evaluate")
+SCRIPTS = ("train_step", "grid_overhead", "evaluate", "adm")
+
+
+def verdict(key: str, value, values: dict) -> str:
+    """'met', 'MISSED', or for a figure with a goal but no value, why there is none."""
+    goal = GOALS.get(key)
+    if goal is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "met" if {"<=": operator.le, ">=": operator.ge}[goal[0]](value, goal[1]) else "MISSED"
+    # the reason of the figure itself, else of the longest group it belongs to (gpu_bf16_reason)
+    reasons = [(k[:-len("reason")], v) for k, v in values.items() if k.endswith("reason") and v]
+    own = values.get(f"{key}_reason")
+    group = max(((p, v) for p, v in reasons if key.startswith(p)), default=(None, None), key=lambda pv: len(pv[0]))[1]
+    return f"null: {own or group or 'not measured'}"
 
 
 def main() -> None:
@@ -46,10 +66,7 @@ def main() -> None:
     for script, values in figures.items():
         for key, value in values.items():
             goal = GOALS.get(key)
-            verdict = ""
-            if goal and isinstance(value, (int, float)):
-                verdict = "met" if {"<=": operator.le, ">=": operator.ge}[goal[0]](value, goal[1]) else "MISSED"
-            rows.append((script, key, value, f"{goal[0]} {goal[1]}" if goal else "", verdict))
+            rows.append((script, key, value, f"{goal[0]} {goal[1]}" if goal else "", verdict(key, value, values)))
     print(tabulate(rows, headers=("bench", "figure", "value", "goal", ""), tablefmt="github"))
     # --only refreshes some figures: keep the others from the last full run
     saved = HERE / "results.json"

@@ -103,6 +103,15 @@ def model_resolution(folder: Path) -> int:
     if not isinstance(size, int) or isinstance(size, bool):
         raise ValueError(f"{config_path}: expected a square sample_size, got {size!r}")
     check_weights(folder)
+    if (folder / "diffusion.json").is_file():
+        # a converted ADM folder: its channels and schedule must be what the jobs will use
+        from models.networks import check_diffusion_info   # torch comes with it: converted folders only
+
+        info = _read_json(folder / "diffusion.json")
+        if not isinstance(info, dict):
+            raise ValueError(f"{folder / 'diffusion.json'}: expected a JSON object")
+        check_diffusion_info(info, config.get("in_channels", 3), config.get("out_channels", 3),
+                             str(folder / "diffusion.json"))
     return size
 
 

@@ -188,6 +188,13 @@ class EvalSettings(Strict):
     # DDIM and all T steps for the ancestral sampler. Translations use it with the DDIM sampler.
     respacing: str | None = None
     clip_denoised: StrictBool = True      # clip x0 to [-1, 1] at every step, as the official code
+    # Which weights of a fine-tuned run are sampled: "raw" (the default; the official scripts
+    # sample model010000.pt, not the EMA) or "ema". None in a grid means raw; EvalSpec fills
+    # it in for fine-tuned models and drops it for the source model, which is evaluated as the
+    # fine-tunes start from it (a given folder, or a pretrain run's EMA): it enters a run id
+    # only where it has an effect, and then always, so that no evaluation made before it
+    # existed (of the EMA) is taken for one of the raw weights.
+    weights: Literal["ema", "raw"] | None = None
     lpips_net: Literal["vgg", "alex"] = "vgg"   # LPIPS trunk; VGG as the official metric notebook
     seed: Seed = 0
 
@@ -219,6 +226,23 @@ class EvalSpec(Strict):
     target_data: DataSpec                     # the FID/KID reference (and held-out domain, if built in)
     settings: EvalSettings = EvalSettings()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _weights_where_they_apply(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        settings = data.get("settings", {})
+        if isinstance(settings, BaseModel):
+            settings = settings.model_dump()
+        settings = dict(settings)
+        if data.get("role") == "finetuned" and str(data.get("model", "")).startswith("run:"):
+            settings["weights"] = settings.get("weights") or "raw"
+        else:
+            settings.pop("weights", None)
+        data["settings"] = settings
+        return data
+
 
 class AggregateSpec(Strict):
     """A grid's tables, plots and report from its evaluations."""
@@ -230,6 +254,8 @@ class AggregateSpec(Strict):
 # Bumped by every change of a default that alters what is computed, so that a run made
 # under an older recipe is never taken as done under a newer one.
 #   2: no gradient clipping, no EMA warm-up, flips on folder data, x0 clipped in samplers.
+# (Raw weights evaluated by default needed no bump: `weights` is always in a fine-tuned
+# model's evaluation id, and evaluations made before it existed have none.)
 RECIPE_VERSION = 2
 
 NOT_IN_IDENTITY = PARAM_NOT_IN_IDENTITY | {"log_every", "snapshot_steps"}

@@ -23,6 +23,7 @@ from harness.errors import UserError, exit_on_user_error
 from harness.runtime import reexec_with_job_environment
 from harness.spec import EvalSpec
 from harness.store import RunFolder, atomic_write_json, store_root_of
+from jobs.weights import raw_twin
 
 IMAGE_GRID_SIZE = 32     # samples shown in the PNG grids
 # `clipped_share` counts a sample when its last-step x0 leaves [-1, 1] by more than this
@@ -57,7 +58,8 @@ class Batch:
 
 # ---------------------------------------------------------------- what to evaluate
 def resolve_models(spec: EvalSpec, run_dir: Path) -> tuple[list[tuple[int | None, Path]], dict]:
-    """[(checkpoint step, model folder)] and the trained run's spec (empty for a folder)."""
+    """[(checkpoint step, model folder)] and the trained run's spec (empty for a folder):
+    RUN_DIR/model (the EMA) or RUN_DIR/model-raw as `evaluation.weights` says."""
     if not spec.model.startswith("run:"):
         path = Path(spec.model)
         if not (path / "config.json").is_file():
@@ -68,13 +70,20 @@ def resolve_models(spec: EvalSpec, run_dir: Path) -> tuple[list[tuple[int | None
         raise UserError(f"{trained.path}: the run to evaluate is not done (status {trained.status})")
     train_spec = trained.read_spec()
     steps = train_spec["steps"]
-    models = [(steps, trained.model_dir)]
+    # a fine-tuned model's evaluation names the weights; the source model's is its EMA
+    raw = spec.settings.weights == "raw"
+    final = raw_twin(trained.model_dir) if raw else trained.model_dir
+    if not final.is_dir():
+        raise UserError(f"{trained.path}: no raw weights ({final.name}/; the run was trained before they "
+                        f"were kept): set evaluation.weights: ema, or train the run again")
+    models = [(steps, final)]
     for step in sorted(set(spec.settings.checkpoint_steps)):
         if step < steps:
-            if not trained.snapshot_dir(step).is_dir():
-                raise UserError(f"{trained.path}: no EMA snapshot at step {step} "
-                                f"(trained before checkpoint_steps asked for it)")
-            models.append((step, trained.snapshot_dir(step)))
+            snapshot = raw_twin(trained.snapshot_dir(step)) if raw else trained.snapshot_dir(step)
+            if not snapshot.is_dir():
+                raise UserError(f"{trained.path}: no {'raw' if raw else 'EMA'} snapshot at step {step} "
+                                f"({snapshot.name}/: trained before checkpoint_steps asked for it)")
+            models.append((step, snapshot))
     return models, train_spec
 
 

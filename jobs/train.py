@@ -7,7 +7,8 @@ It runs through DeepSpeed (ZeRO 0/1/2, fp32/bf16/fp16) with the frozen teacher o
 the engine, keeps an fp32 EMA, checkpoints every `checkpoint_every` steps and, started
 again on the same folder, resumes from the newest checkpoint by itself. Every source of
 randomness is derived from (seed, step, rank), so a resumed run ends bitwise where an
-uninterrupted one does. The result is the EMA as a diffusers model folder in RUN_DIR/model.
+uninterrupted one does. The result is the EMA as a diffusers model folder in RUN_DIR/model,
+and the raw weights beside it in RUN_DIR/model-raw (jobs/weights.py).
 """
 from __future__ import annotations
 
@@ -192,8 +193,9 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
     from tqdm.auto import tqdm
 
     from models.data import open_dataset, to_model_range
-    from models.networks import as_eps_model, save_unet
+    from models.networks import as_eps_model
     from jobs.ema import EMA
+    from jobs.weights import save_both
 
     folder = RunFolder(run_dir)
     rank, world = init_distributed()
@@ -265,8 +267,8 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
             append_log(folder, row)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
             window, window_start, window_steps = {}, time.perf_counter(), 0
-        if rank == 0 and done_steps in spec.snapshot_steps and done_steps < spec.steps:
-            save_unet(ema.model, folder.snapshot_dir(done_steps))
+        if done_steps in spec.snapshot_steps and done_steps < spec.steps:
+            save_both(ema, engine, folder.snapshot_dir(done_steps), rank)
         if done_steps % spec.checkpoint_every == 0 or done_steps == spec.steps:
             engine.save_checkpoint(str(folder.checkpoints), tag=f"step{done_steps:08d}",
                                    client_state={"step": done_steps, "ema": ema.state_dict()})
@@ -277,8 +279,8 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
 
     if end < spec.steps:
         return folder.model_dir
+    save_both(ema, engine, folder.model_dir, rank)      # the EMA, and the raw weights
     if rank == 0:
-        save_unet(ema.model, folder.model_dir)
         folder.set_state("done", step=spec.steps)
     torch.distributed.barrier()
     return folder.model_dir

@@ -12,7 +12,8 @@ Traps, each checked by tests/test_adm.py against guided-diffusion's own UNetMode
 - under scale_shift the mid block's attention has no GroupNorm unless
   `attn_norm_num_groups` is given;
 - ADM's time embedding is [cos, sin] with frequencies over `half` (flip_sin_to_cos, freq_shift 0).
-ADM also runs GroupNorm in fp32 (GroupNorm32); for fp32 weights, as written here, that is moot.
+ADM also runs GroupNorm in fp32 (GroupNorm32); for fp32 weights, as written here, that is moot
+(for bf16/fp16 training see the README: PyTorch's own kernels keep the statistics in fp32).
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from typing import Callable
 import torch
 from diffusers import UNet2DModel
 
-SIDECAR = "diffusion.json"
+from models.networks import SIDECAR, read_diffusion_info
+
 SIDECAR_FORMAT = "sdft-bench/adm-1"
 
 
@@ -323,12 +325,6 @@ def diffusion_info(config: ADMConfig) -> dict:
     }
 
 
-def read_diffusion_info(folder: str | Path) -> dict | None:
-    """The sidecar of a converted folder, or None for an ordinary diffusers folder."""
-    path = Path(folder) / SIDECAR
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def convert_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: ADMConfig) -> Path:
     """Checkpoint -> model folder (config.json, safetensors, diffusion.json). Nothing is
     written unless the whole conversion succeeds: the folder appears by one rename."""
@@ -352,4 +348,4 @@ def convert_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: ADMC
 
 
 __all__ = ["ADMConfig", "PRESETS", "ConversionError", "build_unet", "convert_checkpoint", "convert_state_dict",
-           "diffusion_info", "load_adm_state_dict", "read_diffusion_info", "unet_config"]
+           "diffusion_info", "load_adm_state_dict", "read_diffusion_info", "unet_config", "SIDECAR"]

@@ -4,9 +4,15 @@ The architecture lives here; what the loss and the samplers see is an eps-model,
 `(x, t) -> network output` in float32 (see `as_eps_model`), and `split_output` tells its
 channels apart: eps alone, or eps followed by a learned-range variance (guided-diffusion's
 `learn_sigma`, as ffhq_p2: twice the image's channels).
+
+A folder converted from an ADM checkpoint (models/adm.py) carries `diffusion.json`, which
+says the same in words; `load_unet` refuses one that disagrees with what `split_output` and
+the harness's noise schedule will do with the network, and `save_unet` passes it on, so a
+fine-tuned model's folder still says what its channels are.
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -56,26 +62,78 @@ def split_output(output: torch.Tensor, channels: int) -> tuple[torch.Tensor, tor
                      f"images: expected {channels} (eps) or {2 * channels} (eps and learned variance)")
 
 
+# ---------------------------------------------------------------- diffusion.json
+SIDECAR = "diffusion.json"
+
+
+class ModelFolderError(ValueError):
+    """A model folder whose diffusion.json contradicts its network or the harness (one line)."""
+
+
+def read_diffusion_info(folder: str | Path) -> dict | None:
+    """The sidecar of a converted folder, or None for an ordinary diffusers folder."""
+    path = Path(folder) / SIDECAR
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def check_diffusion_info(info: dict, in_channels: int, out_channels: int, where: str = SIDECAR) -> None:
+    """The sidecar must say what `split_output` does with the network's output (eps in the
+    first `in_channels`, a learned-range variance in the next ones, if any) and name the
+    schedule every loss and sampler here uses (NoiseSchedule's linear betas)."""
+    from models.schedule import NoiseSchedule
+
+    c = in_channels
+    learned = out_channels == 2 * c
+    variance = info.get("variance", {})
+    if info.get("prediction") != "epsilon":
+        raise ModelFolderError(f"{where}: prediction {info.get('prediction')!r}; only epsilon-prediction is supported")
+    if info.get("eps_channels") != [0, c]:
+        raise ModelFolderError(f"{where}: eps_channels {info.get('eps_channels')!r}, but the loss and the "
+                               f"samplers take eps from channels [0, {c}] of the {out_channels}")
+    want = {"type": "learned_range", "channels": [c, 2 * c]} if learned else {"type": "fixed_large"}
+    if variance != want:
+        raise ModelFolderError(f"{where}: variance {variance!r} does not fit a network with {out_channels} "
+                               f"output channels (expected {want!r})")
+    s, ours = info.get("schedule", {}), NoiseSchedule()
+    fits = (s.get("beta_schedule") == "linear" and s.get("num_train_timesteps") == ours.num_timesteps
+            and abs(s.get("beta_start", -1) - ours.beta_start) < 1e-12
+            and abs(s.get("beta_end", -1) - ours.beta_end) < 1e-12)
+    if not fits:
+        raise ModelFolderError(f"{where}: schedule {s!r}; the harness trains and samples with linear betas "
+                               f"{ours.beta_start}..{ours.beta_end} over {ours.num_timesteps} steps only")
+
+
+# ---------------------------------------------------------------- folders
 def load_unet(folder: str | Path, dropout: float | None = None,
               dtype: torch.dtype = torch.float32) -> UNet2DModel:
     """A diffusers model folder (config.json + weights), e.g. a real pretrained face model.
 
-    `dropout` overrides the saved value (the paper fine-tunes with 0.1).
+    `dropout` overrides the saved value (the paper fine-tunes with 0.1). A converted folder's
+    diffusion.json is checked and kept on the model (`diffusion_info`) for `save_unet`.
     """
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: not a diffusers model folder (no config.json)")
     extra = {} if dropout is None else {"dropout": dropout}
-    return UNet2DModel.from_pretrained(folder, torch_dtype=dtype, low_cpu_mem_usage=False, **extra)
+    model = UNet2DModel.from_pretrained(folder, torch_dtype=dtype, low_cpu_mem_usage=False, **extra)
+    info = read_diffusion_info(folder)
+    if info is not None:
+        check_diffusion_info(info, model.config.in_channels, model.config.out_channels, str(folder / SIDECAR))
+    model.diffusion_info = info
+    return model
 
 
 def save_unet(model: UNet2DModel, folder: str | Path) -> None:
-    """Write the model folder atomically: a crash leaves the old folder or none, never half."""
+    """Write the model folder atomically: a crash leaves the old folder or none, never half.
+    The diffusion.json of the folder the model was loaded from goes with it."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, safe_serialization=True)
+    info = getattr(model, "diffusion_info", None)
+    if info is not None:
+        (tmp / SIDECAR).write_text(json.dumps(info, indent=2) + "\n")
     old = folder.with_name(folder.name + ".old")
     if folder.exists():
         folder.rename(old)

@@ -152,3 +152,31 @@ def test_sampler_settings_reach_the_samples_and_the_clipped_share(tmp_path):
         assert share == float((excess > 0).mean())
     with pytest.raises(UserError, match="respacing"):
         check_sampler(EvalSpec.model_validate(eval_spec(respacing="ddim37", ddim_steps=40)))
+
+
+def test_evaluation_loads_the_weights_it_names(tmp_path):
+    """A fine-tuned run's raw weights (model-raw) by default, its EMA (model) when asked, the
+    same for its snapshots; a run trained before raw weights were kept is a one-line error."""
+    import pytest
+
+    from harness.errors import UserError
+    from jobs.evaluate import resolve_models
+
+    store = tmp_path / "_runs"
+    trained = RunFolder(write_spec(store / "ft", {"stage": "finetune", "steps": 30}))
+    trained.set_state("done")
+    for name in ("model", "model-raw", "model-step00000010", "model-step00000010-raw"):
+        (trained.path / name).mkdir()
+    (store / "ev").mkdir()
+
+    def models(**settings):
+        base = eval_spec(checkpoint_steps=[10])        # a source evaluation's: no weights setting
+        spec = EvalSpec.model_validate({**base, "role": "finetuned", "model": "run:ft",
+                                        "settings": {**base["settings"], **settings}})
+        return [(step, path.name) for step, path in resolve_models(spec, store / "ev")[0]]
+
+    assert models() == [(30, "model-raw"), (10, "model-step00000010-raw")]
+    assert models(weights="ema") == [(30, "model"), (10, "model-step00000010")]
+    (trained.path / "model-raw").rmdir()
+    with pytest.raises(UserError, match="no raw weights.*evaluation.weights: ema"):
+        models()

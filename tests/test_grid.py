@@ -195,6 +195,15 @@ def test_shipped_grids_validate_and_expand(name, tmp_path):
         assert lambdas == ({(0.1, 0.1)} if name == "metfaces" else
                            {(a, b) for a in (0.2, 0.3) for b in (0.2, 0.3)})
         assert grid.evaluation.extractors == ["inception"] and grid.evaluation.num_samples == 10_000
+        # the official details: flips, no clipping, no EMA warm-up, from the converted ffhq_p2
+        finetunes = [r.spec for r in plan.by_stage("finetune")]
+        assert all(s.flip and not s.ema_warmup and s.grad_clip is None and s.zero_stage == 2
+                   and s.init == "/models/ffhq-p2" for s in finetunes)
+        assert all(s.distill.aux_timestep == "sampled" for s in sdft)
+        e = grid.evaluation
+        assert (e.sampler, e.ddim_steps, e.respacing, e.clip_denoised, e.lpips_net) == ("ddim", 40, None, True, "vgg")
+        weights = {r.spec.role: r.spec.settings.weights for r in plan.by_stage("evaluate")}
+        assert weights == {"finetuned": "raw", "source": None}
 
 
 def test_failed_runs_are_resubmitted_only_when_asked(tmp_path):

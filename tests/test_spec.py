@@ -82,3 +82,61 @@ def test_sampler_settings_are_checked():
         EvalSettings(respacing="ddim50", ddim_steps=20)
     # the ancestral sampler leaves ddim_steps to the translations
     assert EvalSettings(sampler="ancestral", respacing="250", ddim_steps=20).ddim_steps == 20
+
+
+# ---------------------------------------------------------------- pinned run ids
+# Three fixed specs and their run ids. A change of any of these values means that runs made
+# before it are no longer found (or, worse, that runs computed differently are found as
+# done): decide whether harness.spec.RECIPE_VERSION must be bumped (a default that alters
+# what is computed), or the identity code was changed by mistake, before updating them.
+# The pretrain is the demo's (its id is what the shipped source weights are adopted by).
+GOLDEN_PRETRAIN = {"stage": "pretrain", "data": {"kind": "builtin-source", "resolution": 16},
+                   "network": "small", "steps": 16000, "batch_size": 64, "lr": 2e-4, "ema_decay": 0.9995,
+                   "grad_clip": 1.0, "ema_warmup": True, "checkpoint_every": 1000}
+GOLDEN_FINETUNE = {"stage": "finetune", "method": "sdft", "init": "/models/ffhq-p2",
+                   "data": {"kind": "folder", "path": "/data/metfaces256", "resolution": 256},
+                   "distill": {"weighting": "sdft", "lambda_distill": 0.1, "lambda_aux": 0.1},
+                   "steps": 10000, "batch_size": 16, "lr": 2e-5, "dropout": 0.1, "ema_decay": 0.9999,
+                   "precision": "fp16", "zero_stage": 2, "flip": True}
+GOLDEN_EVALUATION = {"stage": "evaluate", "role": "finetuned", "model": "run:0123456789",
+                     "source_samples": "run:abcdefabcd",
+                     "source_data": {"kind": "folder", "path": "/data/ffhq256", "resolution": 256},
+                     "target_data": {"kind": "folder", "path": "/data/metfaces256", "resolution": 256},
+                     "settings": {"num_samples": 10000, "extractors": ["inception"]}}
+
+
+def test_run_ids_are_pinned():
+    from harness.spec import EvalSpec
+
+    assert RunSpec.model_validate(GOLDEN_PRETRAIN).run_id == "73ff04c446"
+    assert RunSpec.model_validate(GOLDEN_FINETUNE).run_id == "43171e18f5"
+    assert EvalSpec.model_validate(GOLDEN_EVALUATION).run_id == "4d7ad3a98e"
+
+
+def test_demo_and_reproduce_share_the_pinned_source_model():
+    from conftest import ROOT
+    from harness.config import load_grid
+    from harness.grid import expand
+
+    for name in ("demo", "reproduce"):
+        plan = expand(load_grid(ROOT / "grids" / f"{name}.yaml"), ROOT / "grids")
+        assert [r.run_id for r in plan.by_stage("pretrain")] == [RunSpec.model_validate(GOLDEN_PRETRAIN).run_id]
+
+
+def test_evaluated_weights_enter_the_id_only_where_they_apply():
+    from harness.spec import EvalSpec, identity_json
+
+    finetuned = EvalSpec.model_validate(GOLDEN_EVALUATION)
+    assert finetuned.settings.weights == "raw"                      # the official scripts' choice
+    assert '"weights":"raw"' in identity_json(finetuned)             # so no older EMA evaluation matches
+    ema = EvalSpec.model_validate({**GOLDEN_EVALUATION, "settings": {**GOLDEN_EVALUATION["settings"],
+                                                                      "weights": "ema"}})
+    assert ema.run_id != finetuned.run_id
+    # the source model is evaluated as the fine-tunes start from it: no setting, one id
+    source = {**GOLDEN_EVALUATION, "role": "source", "source_samples": None}
+    ids = {EvalSpec.model_validate({**source, "settings": {**source["settings"], "weights": w}}).run_id
+           for w in ("ema", "raw", None)}
+    assert len(ids) == 1 and "weights" not in identity_json(EvalSpec.model_validate(source))
+    # a model folder has one set of weights
+    folder = EvalSpec.model_validate({**GOLDEN_EVALUATION, "model": "/models/some-unet"})
+    assert folder.settings.weights is None

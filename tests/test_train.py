@@ -23,6 +23,10 @@ def ema_weights(run_dir: Path) -> dict:
     return load_file(run_dir / "model" / "diffusion_pytorch_model.safetensors")
 
 
+def raw_weights(run_dir: Path) -> dict:
+    return load_file(run_dir / "model-raw" / "diffusion_pytorch_model.safetensors")
+
+
 def final_module_weights(run_dir: Path) -> dict:
     tag = (run_dir / "checkpoints" / "latest").read_text().strip()
     state = torch.load(run_dir / "checkpoints" / tag / "mp_rank_00_model_states.pt", weights_only=True)
@@ -61,6 +65,11 @@ def test_sdft_two_processes_zero2_bf16(tiny_source):
     # ZeRO-2 over two ranks partitions the optimizer state: one shard per rank
     shards = list((folder.checkpoints / "step00000012").glob("*optim_states.pt"))
     assert len(shards) == 2
+    # the raw weights are the fp32 masters gathered from both ranks' partitions, not the
+    # bf16 working copy (which they round to)
+    raw, module = raw_weights(run_dir), final_module_weights(run_dir)
+    assert all(raw[k].dtype == torch.float32 and torch.equal(raw[k].to(torch.bfloat16), module[k]) for k in raw)
+    assert any(not torch.equal(raw[k].to(torch.bfloat16).float(), raw[k]) for k in raw)
 
 
 def test_sigkill_then_resume_is_bitwise_identical(tiny_source):
@@ -91,6 +100,7 @@ def test_sigkill_then_resume_is_bitwise_identical(tiny_source):
     resumes = [r for r in RunFolder(killed).log_rows() if r.get("event") == "resume"]
     assert len(resumes) == 1 and 0 < resumes[0]["step"] < 40
     assert_bitwise_equal(ema_weights(killed), ema_weights(reference))
+    assert_bitwise_equal(raw_weights(killed), raw_weights(reference))
     assert_bitwise_equal(final_module_weights(killed), final_module_weights(reference))
 
 
