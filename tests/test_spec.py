@@ -108,8 +108,9 @@ GOLDEN_EVALUATION = {"stage": "evaluate", "role": "finetuned", "model": "run:012
 def test_run_ids_are_pinned():
     from harness.spec import EvalSpec
 
-    assert RunSpec.model_validate(GOLDEN_PRETRAIN).run_id == "73ff04c446"
-    assert RunSpec.model_validate(GOLDEN_FINETUNE).run_id == "43171e18f5"
+    # (recipe 2 with the run spec's defaults taken from harness.params, flips resolved)
+    assert RunSpec.model_validate(GOLDEN_PRETRAIN).run_id == "1c7160e2d1"
+    assert RunSpec.model_validate(GOLDEN_FINETUNE).run_id == "0e686149e7"
     assert EvalSpec.model_validate(GOLDEN_EVALUATION).run_id == "4d7ad3a98e"
 
 
