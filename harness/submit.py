@@ -6,7 +6,7 @@
 
 Only what is not done or running is submitted: a finished grid submits nothing (a run
 is done only while its products exist), a run whose job was killed or lost is resumed
-(at most MAX_RESUBMITS times in a row), a run that failed by its own error only with
+(at most MAX_RESUBMITS times), a run that failed by its own error only with
 --retry-failed. The last line printed is a JSON summary; with the local executor or
 --wait it counts the runs that ended done, failed, cancelled or lost, and the exit code
 is 1 if any did not finish.
@@ -137,9 +137,9 @@ def triage(plan: Plan, store: Store, retry_failed: bool) -> Triage:
             out.failed.append(run.run_id)
             blocked[run.run_id] = f"parent {run.run_id} failed"
             continue
-        if status == "lost":
-            out.updates[run.run_id] = ("lost", {**out.updates.get(run.run_id, ("", {}))[1],
-                                                "resubmits": resubmits + 1})
+        if status == "lost":          # past the cap only with --retry-failed, which counts afresh
+            count = 1 if resubmits >= MAX_RESUBMITS else resubmits + 1
+            out.updates[run.run_id] = ("lost", {**out.updates.get(run.run_id, ("", {}))[1], "resubmits": count})
         elif status == "failed":                          # --retry-failed: a fresh count
             out.updates[run.run_id] = ("failed", {"resubmits": None})
         out.submit.append(run)

@@ -145,7 +145,8 @@ GRID = {
 
 
 def submit(grid: Path, results: Path, *extra) -> tuple[int, dict, str]:
-    proc = run_module("harness.submit", str(grid), "--results", str(results), "--executor", "local", *extra)
+    proc = run_module("harness.submit", str(grid), "--results", str(results), "--executor", "local", *extra,
+                      timeout=2400)
     return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
@@ -179,7 +180,9 @@ def killed_and_resumed(tmp_path_factory):
 
 @pytest.mark.slow
 def test_kill9_then_a_plain_resubmit_resumes_from_the_checkpoint(killed_and_resumed):
-    """Slow (about 2 minutes here): a whole grid runs, with Ray evaluations, after the kill."""
+    """Slow: after the kill a whole grid runs, with two Ray evaluations and, on a cold cache,
+    the built-in feature network's training (about 2 minutes on an idle 2-core machine; over
+    10 on a loaded one). The kill itself comes within seconds."""
     k = killed_and_resumed
     code, summary, err = k["first"]
     assert code == 1, err[-2000:]
@@ -225,3 +228,47 @@ def test_a_deleted_grid_folder_is_rebuilt(killed_and_resumed):
     assert (grid_dir / "metrics.parquet").is_file() and any((grid_dir / "tables").glob("*.md"))
     assert (grid_dir / "report.md").read_text().splitlines()[0] == report.splitlines()[0]
     assert len(list((grid_dir / "runs").iterdir())) == summary["runs"]
+
+
+# ---------------------------------------------------------------- triage, without running jobs
+@pytest.fixture
+def smoke_store(tmp_path):
+    smoke = ROOT / "grids" / "smoke.yaml"
+    plan = expand(load_grid(smoke), base_dir=smoke.parent)
+    store = Store(tmp_path / "results")
+    for run in plan.runs:
+        store.add_run("smoke", run.run_id, run.spec.model_dump(mode="json"))
+    return plan, store
+
+
+def test_a_lost_run_is_resubmitted_three_times_then_needs_retry_failed(smoke_store):
+    from harness.submit import MAX_RESUBMITS, triage
+
+    plan, store = smoke_store
+    pretrain = store.run(plan.by_stage("pretrain")[0].run_id)
+    pretrain.set_state("lost", error="jobs.train was killed by SIGKILL", resubmits=MAX_RESUBMITS - 1)
+    todo = triage(plan, store, retry_failed=False)
+    assert pretrain.run_id in [r.run_id for r in todo.submit]
+    assert todo.updates[pretrain.run_id] == ("lost", {"resubmits": MAX_RESUBMITS})
+    pretrain.set_state("lost", resubmits=MAX_RESUBMITS)
+    todo = triage(plan, store, retry_failed=False)
+    assert todo.failed == [pretrain.run_id] and "lost 4 times" in todo.updates[pretrain.run_id][1]["error"]
+    assert set(todo.cancelled.values()) == {f"parent {pretrain.run_id} failed"}
+    assert len(todo.cancelled) == len([r for r in plan.runs if pretrain.run_id in r.depends_on
+                                       or r.stage in ("evaluate", "aggregate")])
+    todo = triage(plan, store, retry_failed=True)
+    assert todo.updates[pretrain.run_id] == ("lost", {"resubmits": 1})      # counted afresh
+
+
+def test_a_done_run_without_its_model_is_submitted_again(smoke_store):
+    from harness.submit import triage
+
+    plan, store = smoke_store
+    pretrain = store.run(plan.by_stage("pretrain")[0].run_id)
+    pretrain.set_state("done")
+    todo = triage(plan, store, retry_failed=False)
+    assert pretrain.run_id in [r.run_id for r in todo.submit] and "model/config.json" in todo.notes[0]
+    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+        (pretrain.model_dir / name).parent.mkdir(exist_ok=True)
+        (pretrain.model_dir / name).write_text("{}")
+    assert pretrain.run_id in triage(plan, store, retry_failed=False).done
