@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from contextlib import contextmanager
 
@@ -13,13 +14,42 @@ class UserError(Exception):
     """Bad input from the user (a grid file, a path, a setting). Printed as one line, exit 2."""
 
 
+# terminal colour and cursor codes (Ray colours its task names)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The exception that started it: Ray wraps a task's error in RayTaskError, whose text is
+    Ray's preamble and the remote traceback; the original is its `cause` (duck-typed here:
+    the harness does not import ray)."""
+    seen = set()
+    while isinstance(getattr(err, "cause", None), BaseException) and id(err) not in seen:
+        seen.add(id(err))
+        err = err.cause
+    return err
+
+
+def one_line(err: BaseException, limit: int = 2000) -> str:
+    """`Type: message` of the root cause, on one line, without terminal codes."""
+    err = root_cause(err)
+    message = " ".join(_ANSI.sub("", str(err)).split())
+    name = type(err).__name__
+    return (f"{name}: {message}" if message else name)[:limit]
+
+
+def clean_text(text: str) -> str:
+    """A stored message as one line without terminal codes (states written before one_line)."""
+    return " ".join(_ANSI.sub("", text).split())
+
+
 @contextmanager
 def exit_on_user_error(*extra: type[BaseException]):
     """Turn UserError (and the given exception types) into a one-line message and exit code 2."""
     try:
         yield
     except (UserError, *extra) as err:
-        message = " ".join(str(err).split()) or type(err).__name__
+        cause = root_cause(err)
+        message = clean_text(str(cause)) or type(cause).__name__
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
 

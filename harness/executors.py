@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -70,9 +71,54 @@ class Progress:
         self.done.append((stage, seconds))
 
 
+def oom_kills() -> int | None:
+    """How many processes the OOM killer has ended in this process's memory cgroup (v2
+    memory.events, v1 memory.oom_control), or None where neither can be read. Jobs share
+    the cgroup of the process that starts them."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    places = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            places.append(Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.events")
+        elif "memory" in controllers.split(","):
+            places.append(Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.oom_control")
+    # inside a container the paths above may not be mounted; its own root is then the cgroup
+    places += [Path("/sys/fs/cgroup/memory.events"), Path("/sys/fs/cgroup/memory/memory.oom_control")]
+    for place in places:
+        try:
+            for line in place.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def local_outcome(module: str, returncode: int, oom_before: int | None, oom_after: int | None) -> tuple[str, str]:
+    """(status, error) of a job that ended without finishing its run and without recording
+    its own error. A signal is no fault of the run: 'lost', resumed by the next submission,
+    unless it was the OOM killer's SIGKILL (seen as a new kill in the cgroup's count), which
+    is the run's own failure: it would run out of memory again."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        if -returncode == signal.SIGKILL and None not in (oom_before, oom_after) and oom_after > oom_before:
+            return "failed", f"out of memory: the OOM killer ended {module} (SIGKILL)"
+        return "lost", f"{module} was killed by {name} (resumed by the next submission)"
+    return "failed", f"{module} exited with code {returncode}"
+
+
 class LocalExecutor:
     """Runs each job to the end before returning, as a subprocess (a crash stays contained).
-    A run whose job fails is recorded failed; the orchestrator skips its dependants."""
+    A run whose job fails or dies is recorded so (local_outcome); the orchestrator skips
+    its dependants."""
 
     name = "local"
 
@@ -92,9 +138,11 @@ class LocalExecutor:
             folder = folders[run.run_id]
             folder.set_state("submitted", executor=self.name, job_id=None, host=socket.gethostname(),
                              pid=os.getpid(), error=None)
+            oom_before = oom_kills()
             proc = subprocess.run([sys.executable, "-m", JOB_MODULES[stage], str(folder.path)], env=env)
-            if proc.returncode != 0 and folder.status != "failed":
-                folder.set_state("failed", error=f"{JOB_MODULES[stage]} exited with code {proc.returncode}")
+            if proc.returncode != 0 and folder.status != "failed":     # not recorded by the job itself
+                status, error = local_outcome(JOB_MODULES[stage], proc.returncode, oom_before, oom_kills())
+                folder.set_state(status, error=error)
             job_ids[run.run_id] = f"local-{proc.returncode}"
             self.progress.finished(stage, time.monotonic() - started)
         return job_ids
@@ -167,6 +215,46 @@ def live_slurm_jobs(job_ids: list[str]) -> set[str] | None:
     if out.returncode != 0 and "Invalid job id" not in out.stderr:
         return None
     return set(out.stdout.split()) & set(job_ids)
+
+
+def slurm_outcomes(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """Job id -> (Slurm state, exit code) from sacct, for jobs that have ended; {} if sacct
+    does not answer. The last line of a job is its last attempt (requeues come first)."""
+    if not job_ids:
+        return {}
+    try:
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State,ExitCode", "-j",
+                              ",".join(sorted(set(job_ids)))], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    found = {}
+    for line in out.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[0] in job_ids:
+            found[parts[0]] = (parts[1].split()[0] if parts[1] else "", parts[2])
+    return found
+
+
+def slurm_outcome(job_id: str, slurm_state: str | None, exit_code: str | None) -> tuple[str, str]:
+    """(status, error) of a run whose Slurm job ended without recording how. Out of memory
+    is the run's own failure (it would run out again); so is a plain non-zero exit. A
+    cancelled, preempted, timed-out job or a lost node is not: 'lost', resumed next time."""
+    if slurm_state == "OUT_OF_MEMORY":
+        return "failed", f"out of memory (Slurm job {job_id}: OUT_OF_MEMORY)"
+    code, _, sig = (exit_code or "").partition(":")
+    if slurm_state == "FAILED" and code not in ("", "0") and sig in ("", "0"):
+        return "failed", f"Slurm job {job_id} exited with code {code} (see its log in results/<grid>/slurm/)"
+    said = slurm_state or "unknown to sacct"
+    return "lost", f"Slurm job {job_id} ended {said} (resumed by the next submission)"
+
+
+def gone_outcome(state: dict, outcomes: dict[str, tuple[str, str]]) -> tuple[str, str]:
+    """(status, error) of a run recorded as queued or running whose job is gone."""
+    job = state.get("job_id")
+    if state.get("executor", "slurm") == "slurm" and job:
+        return slurm_outcome(job, *outcomes.get(job, (None, None)))
+    return "lost", f"its process ({state.get('host', '?')}, pid {state.get('pid', '?')}) is gone " \
+                   "(resumed by the next submission)"
 
 
 def local_process_alive(state: dict) -> bool:

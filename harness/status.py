@@ -1,8 +1,9 @@
 """python -m harness.status results/<grid>: one row per run of a grid.
 
-Shows stage, state, the step reached, the Slurm job id and, for a failed run, the last
-line of its error. A run recorded as queued or running whose job is gone shows as 'lost'
-(it will be resumed on the next submission).
+Shows stage, state, the step reached, the Slurm job id and, for a run that did not finish,
+why: its error's one line, or for a cancelled run which parent did not finish. A run
+recorded as queued or running whose job is gone shows as 'lost' (resumed by the next
+submission), or as 'failed' where Slurm says it ran out of memory.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
+from harness.errors import UserError, clean_text, exit_on_user_error, quiet_broken_pipe
 from harness.store import CorruptFile, RunFolder, Store
 
 
@@ -21,8 +22,8 @@ def _job_id(folder: RunFolder) -> str | None:
         return None
 
 
-def describe(folder: RunFolder, live: set[str] | None) -> tuple:
-    from harness.executors import local_process_alive
+def describe(folder: RunFolder, live: set[str] | None, outcomes: dict | None = None) -> tuple:
+    from harness.executors import gone_outcome, local_process_alive
 
     try:
         spec, state = folder.read_spec(), folder.state()
@@ -34,27 +35,30 @@ def describe(folder: RunFolder, live: set[str] | None) -> tuple:
         alive = (local_process_alive(state) if state.get("executor") == "local"
                  else live is None or job in live)
         if not alive:
-            status = "lost"
+            status, error = gone_outcome(state, outcomes or {})
+            state = {**state, "error": error}
     label = spec.get("stage", "?")
     method = spec.get("method") or ""
     if spec.get("distill"):
         method += "/" + spec["distill"].get("weighting", "sdft")
     step = f"{state['step']}/{state.get('steps', '?')}" if "step" in state else ""
-    error = (state.get("error") or "").strip().splitlines()[-1:] if status in ("failed", "lost") else []
-    return folder.run_id, label, method, status, step, job, (error[0][:120] if error else "")
+    error = clean_text(state.get("error") or "") if status in ("failed", "lost", "cancelled") else ""
+    return folder.run_id, label, method, status, step, job, error[:160]
 
 
 def status_table(store: Store, grid: str) -> str:
     from tabulate import tabulate
 
-    from harness.executors import live_slurm_jobs
+    from harness.executors import live_slurm_jobs, slurm_outcomes
 
     folders = store.grid_runs(grid)
     if not folders:
         raise UserError(f"{store.grid_dir(grid)}: no runs (submit the grid first)")
     jobs = [_job_id(f) for f in folders]
     live = live_slurm_jobs([j for j in jobs if j and not j.startswith("local")])
-    rows = [describe(f, live) for f in folders]
+    gone = [j for j in jobs if j and not j.startswith("local") and live is not None and j not in live]
+    outcomes = slurm_outcomes(gone)
+    rows = [describe(f, live, outcomes) for f in folders]
     order = {"pretrain": 0, "finetune": 1, "evaluate": 2, "aggregate": 3}
     rows.sort(key=lambda r: (order.get(r[1], 9), r[2], r[0]))
     counts = {}

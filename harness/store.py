@@ -16,9 +16,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from harness.errors import UserError, one_line
 
-STATUSES = ("pending", "submitted", "running", "done", "failed")
+# lost: the job died without a word of its own (a signal, a node gone): resumed by the next
+# submission; failed: its own error (or out of memory): only with --retry-failed;
+# cancelled: never ran because a run it needs did not finish.
+STATUSES = ("pending", "submitted", "running", "done", "failed", "lost", "cancelled")
 RUNS_DIR = "_runs"
 
 
@@ -128,7 +131,7 @@ class RunFolder:
         state.setdefault("created_at", state["updated_at"])
         if status == "running":
             state.setdefault("started_at", state["updated_at"])
-        if status in ("done", "failed"):
+        if status in ("done", "failed", "lost", "cancelled"):
             state["finished_at"] = state["updated_at"]
         atomic_write_json(self.state_path, state)
         return state
@@ -142,8 +145,20 @@ class RunFolder:
             yield
         except Exception as err:
             if record:
-                self.set_state("failed", error=f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000])
+                self.set_state("failed", error=one_line(err))
             raise
+
+    def missing_products(self, stage: str, snapshot_steps=()) -> list[str]:
+        """What a finished training or evaluation run must have left, as far as it is missing
+        (names only: cheap enough to ask of every run at every submission)."""
+        if stage in ("pretrain", "finetune"):
+            wanted = [self.model_dir / "config.json", self.model_dir / "diffusion_pytorch_model.safetensors"]
+            wanted += [self.snapshot_dir(s) / "config.json" for s in snapshot_steps]
+        elif stage == "evaluate":
+            wanted = [self.metrics_path]
+        else:
+            return []
+        return [str(p.relative_to(self.path)) for p in wanted if not p.is_file()]
 
     def log_rows(self) -> list[dict]:
         if not self.log_path.is_file():
@@ -173,12 +188,23 @@ class Store:
     def grid_dir(self, name: str) -> Path:
         return self.root / name
 
-    def grid_conflict(self, name: str, canonical: str) -> Path | None:
-        """The stored grid file if a grid of this name with other content exists (read-only)."""
-        stored = self.grid_dir(name) / "grid.json"
-        if stored.is_file() and stored.read_text().strip() != canonical.strip():
-            return stored
-        return None
+    def grid_run_ids(self, name: str) -> set[str]:
+        """The runs a stored grid has, its aggregate aside (that one changes with every run added)."""
+        ids = set()
+        for folder in self.grid_runs(name):
+            try:
+                stage = folder.read_spec().get("stage")
+            except (FileNotFoundError, CorruptFile):     # a link to a run folder that is gone
+                continue
+            if stage != "aggregate":
+                ids.add(folder.run_id)
+        return ids
+
+    def keep_grid_runs(self, name: str, run_ids: set[str]) -> None:
+        """Unlink the grid's runs that are not in `run_ids` (the run folders stay)."""
+        for folder in self.grid_runs(name):
+            if folder.run_id not in run_ids and folder.path.is_symlink():
+                folder.path.unlink()
 
     def write_grid(self, name: str, source_text: str, canonical: str) -> Path:
         folder = self.grid_dir(name)
@@ -197,6 +223,13 @@ class Store:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(Path("..") / ".." / RUNS_DIR / run_id, target_is_directory=True)
         return folder
+
+    def missing_grid_products(self, grid: str, recorded=()) -> list[str]:
+        """The aggregate's products (report, tidy table, and the tables it recorded writing):
+        they belong to the grid's folder, not to the aggregate's run folder."""
+        folder = self.grid_dir(grid)
+        wanted = dict.fromkeys(["report.md", "metrics.parquet", *recorded])
+        return [name for name in wanted if not (folder / name).is_file()]
 
     def grid_runs(self, grid: str) -> list[RunFolder]:
         runs = self.grid_dir(grid) / "runs"

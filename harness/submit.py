@@ -4,8 +4,12 @@
                                        [--results DIR] [--wait] [--retry-failed]
                                        [--no-shipped-weights]
 
-Only what is not done or running is submitted: a finished grid submits nothing, a
-failed run only with --retry-failed. The last line printed is a JSON summary.
+Only what is not done or running is submitted: a finished grid submits nothing (a run
+is done only while its products exist), a run whose job was killed or lost is resumed
+(at most MAX_RESUBMITS times), a run that failed by its own error only with
+--retry-failed. The last line printed is a JSON summary; with the local executor or
+--wait it counts the runs that ended done, failed, cancelled or lost, and the exit code
+is 1 if any did not finish.
 """
 from __future__ import annotations
 
@@ -24,13 +28,24 @@ from harness.inputs import check_inputs, check_results_root
 from harness.store import Store
 
 
+MAX_RESUBMITS = 3     # automatic resubmits of one lost run; then it needs --retry-failed
+
+
 @dataclass
 class Triage:
     """What to do with each run of the plan, given what the store says."""
     submit: list[PlannedRun] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
     running: dict[str, str] = field(default_factory=dict)     # run id -> live job id
-    failed: list[str] = field(default_factory=list)           # failed, or waiting on a failed run
+    failed: list[str] = field(default_factory=list)           # failed by its own error, not retried
+    cancelled: dict[str, str] = field(default_factory=dict)   # run id -> why (a parent did not finish)
+    # what the store should say before anything is submitted: run id -> (status, info)
+    updates: dict[str, tuple[str, dict]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)            # said on stderr
+
+    @property
+    def skipped_failed(self) -> int:
+        return len(self.failed) + len(self.cancelled)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,10 +72,17 @@ def check_paths(plan: Plan, grid_path: Path, dry_run: bool) -> None:
             print(f"warning: {message}", file=sys.stderr)
 
 
-def triage(plan: Plan, store: Store, retry_failed: bool) -> Triage:
-    from harness.executors import live_slurm_jobs, local_process_alive
+def missing_products(run: PlannedRun, store: Store, state: dict) -> list[str]:
+    """A run is done only if what it made is still there."""
+    if run.stage == "aggregate":
+        return store.missing_grid_products(run.spec.grid, state.get("products", ()))
+    return store.run(run.run_id).missing_products(run.stage, getattr(run.spec, "snapshot_steps", ()))
 
-    states = {r.run_id: store.run(r.run_id).state() for r in plan.runs}
+
+def gone_jobs(states: dict[str, dict]) -> tuple[set[str], dict]:
+    """Which recorded jobs are still alive, and sacct's word on the Slurm ones that are not."""
+    from harness.executors import live_slurm_jobs, local_process_alive, slurm_outcomes
+
     slurm_ids = [s["job_id"] for s in states.values()
                  if s.get("status") in ("submitted", "running") and s.get("executor", "slurm") == "slurm"
                  and s.get("job_id")]
@@ -68,22 +90,94 @@ def triage(plan: Plan, store: Store, retry_failed: bool) -> Triage:
     if live is None:   # Slurm cannot be asked: do not run anything twice
         print("warning: squeue did not answer; runs recorded as queued are taken as running", file=sys.stderr)
         live = set(slurm_ids)
+    alive = {run_id for run_id, s in states.items() if s.get("status") in ("submitted", "running")
+             and (s.get("job_id") in live if s.get("executor", "slurm") == "slurm" and s.get("job_id")
+                  else s.get("executor") == "local" and local_process_alive(s))}
+    outcomes = slurm_outcomes([j for j in slurm_ids if j not in live])
+    return alive, outcomes
+
+
+def triage(plan: Plan, store: Store, retry_failed: bool) -> Triage:
+    """Stage order: a run's dependencies are decided before it. Nothing is written here (a
+    dry run triages too); what the store should learn is collected in `updates`."""
+    from harness.executors import gone_outcome
+
+    states = {r.run_id: store.run(r.run_id).state() for r in plan.runs}
+    alive, outcomes = gone_jobs(states)
     out = Triage()
-    blocked: set[str] = set()
-    for run in plan.runs:                       # stage order: dependencies come first
+    blocked: dict[str, str] = {}          # run id -> why its dependants cannot run
+    for run in plan.runs:
         state = states[run.run_id]
         status = state.get("status", "pending")
         if status == "done":
-            out.done.append(run.run_id)
-        elif status in ("submitted", "running") and (
-                state.get("job_id") in live or (state.get("executor") == "local" and local_process_alive(state))):
+            missing = missing_products(run, store, state)
+            if not missing:
+                out.done.append(run.run_id)
+                continue
+            out.notes.append(f"{run.run_id} ({run.stage}): done, but {', '.join(missing)} is missing: "
+                             "running it again")
+        if run.run_id in alive:
             out.running[run.run_id] = state.get("job_id") or "local"
-        elif (status == "failed" and not retry_failed) or any(d in blocked for d in run.depends_on):
+            continue
+        parents = [blocked[d] for d in run.depends_on if d in blocked]
+        if parents:
+            out.cancelled[run.run_id] = parents[0]
+            out.updates[run.run_id] = ("cancelled", {"error": parents[0]})
+            blocked[run.run_id] = parents[0]
+            continue
+        resubmits = state.get("resubmits", 0)
+        if status in ("submitted", "running"):           # its job is gone: how did it end?
+            status, error = gone_outcome(state, outcomes)
+            out.updates[run.run_id] = (status, {"error": error})
+        if status == "lost" and resubmits >= MAX_RESUBMITS and not retry_failed:
+            status = "failed"
+            out.updates[run.run_id] = ("failed", {"error": f"lost {resubmits + 1} times (automatic "
+                                                           f"resubmits: {resubmits}); --retry-failed runs it again"})
+        if status == "failed" and not retry_failed:
             out.failed.append(run.run_id)
-            blocked.add(run.run_id)
-        else:
-            out.submit.append(run)
+            blocked[run.run_id] = f"parent {run.run_id} failed"
+            continue
+        if status == "lost":          # past the cap only with --retry-failed, which counts afresh
+            count = 1 if resubmits >= MAX_RESUBMITS else resubmits + 1
+            out.updates[run.run_id] = ("lost", {**out.updates.get(run.run_id, ("", {}))[1], "resubmits": count})
+        elif status == "failed":                          # --retry-failed: a fresh count
+            out.updates[run.run_id] = ("failed", {"resubmits": None})
+        out.submit.append(run)
     return out
+
+
+def settle(plan: Plan, store: Store) -> dict[str, int]:
+    """After the jobs ended (local runs, --wait): record how the gone ones ended, mark the
+    dependants of those that did not finish cancelled, and count the states."""
+    from harness.executors import gone_outcome
+
+    folders = {r.run_id: store.run(r.run_id) for r in plan.runs}
+    states = {run_id: f.state() for run_id, f in folders.items()}
+    alive, outcomes = gone_jobs(states)
+    root: dict[str, str] = {}            # run id -> why its dependants cannot run
+    for run in plan.runs:
+        state = states[run.run_id]
+        status = state.get("status", "pending")
+        if status in ("submitted", "running") and run.run_id not in alive:
+            status, error = gone_outcome(state, outcomes)
+            # a queued job cancelled because its parent failed never ran: that is said below
+            if not (state.get("status") == "submitted" and any(d in root for d in run.depends_on)):
+                state = folders[run.run_id].set_state(status, error=error)
+        if status == "done":
+            continue
+        parents = [root[d] for d in run.depends_on if d in root]
+        if parents and status in ("pending", "submitted", "cancelled"):
+            state = folders[run.run_id].set_state("cancelled", error=parents[0])
+            root[run.run_id] = parents[0]
+        elif status in ("failed", "lost"):
+            root[run.run_id] = f"parent {run.run_id} {'failed' if status == 'failed' else 'was lost'}"
+        states[run.run_id] = state
+    counts = {"done": 0, "failed": 0, "cancelled": 0, "lost": 0}
+    for state in states.values():
+        status = state.get("status", "pending")
+        if status in counts:
+            counts[status] += 1
+    return counts
 
 
 def make_executor(kind: str, plan: Plan, grid_dir: Path, todo: Triage):
@@ -101,7 +195,7 @@ def make_executor(kind: str, plan: Plan, grid_dir: Path, todo: Triage):
 def submit_plan(executor, plan: Plan, store: Store, todo: Triage) -> dict[str, str]:
     """Stage by stage; each stage waits (afterok) on the jobs of the runs it depends on."""
     job_ids: dict[str, str] = dict(todo.running)
-    failed: set[str] = set(todo.failed)
+    failed: set[str] = set(todo.failed) | set(todo.cancelled)
     for stage in STAGES:
         pending = [r for r in todo.submit if r.stage == stage]
         while pending:
@@ -125,6 +219,19 @@ def submit_plan(executor, plan: Plan, store: Store, todo: Triage) -> dict[str, s
     return job_ids
 
 
+def check_grid_name(store: Store, plan: Plan, grid_path: Path) -> None:
+    """A grid may take a name already in the results root if it is the same experiment:
+    cluster settings are no part of it, and adding runs (a seed, a method) is allowed. A
+    grid that lacks runs the stored one has is a different experiment."""
+    taken = store.grid_run_ids(plan.grid.name) - {r.run_id for r in plan.runs}
+    if taken:
+        raise UserError(
+            f"{grid_path}: name: a different grid named {plan.grid.name!r} is already in "
+            f"{store.grid_dir(plan.grid.name)} ({len(taken)} of its runs are not in this grid, e.g. "
+            f"{sorted(taken)[0]}); give this grid another name, or move that folder away (its runs "
+            f"stay in {store.runs_root} and are reused)")
+
+
 def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path = "results",
            dry_run: bool = False, wait: bool = False, retry_failed: bool = False) -> dict:
     grid_path = Path(grid_path)
@@ -134,13 +241,12 @@ def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path
     check_paths(plan, grid_path, dry_run)
     check_inputs(grid, grid_path.resolve().parent, grid_path, dry_run)
     store = Store(results)
-    conflict = store.grid_conflict(grid.name, grid.canonical_json())
-    if conflict is not None:
-        raise UserError(f"{grid_path}: name: a different grid named {grid.name!r} is already in "
-                        f"{conflict.parent} (rename this grid, or remove that folder)")
+    check_grid_name(store, plan, grid_path)
     todo = triage(plan, store, retry_failed)
+    for note in todo.notes:
+        print(f"note: {note}", file=sys.stderr)
     summary = {"grid": grid.name, "runs": len(plan.runs), "submitted": 0, "skipped_done": len(todo.done),
-               "skipped_running": len(todo.running), "skipped_failed": len(todo.failed)}
+               "skipped_running": len(todo.running), "skipped_failed": todo.skipped_failed}
     if dry_run:
         from harness.tables import plan_table
         print(plan_table(plan, todo))
@@ -148,8 +254,11 @@ def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path
 
     # Everything is valid: only now is anything written.
     grid_dir = store.write_grid(grid.name, grid_path.read_text(), grid.canonical_json())
+    store.keep_grid_runs(grid.name, {r.run_id for r in plan.runs})     # an earlier aggregate's link
     for run in plan.runs:
         store.add_run(grid.name, run.run_id, run.spec.model_dump(mode="json"))
+    for run_id, (status, info) in todo.updates.items():
+        store.run(run_id).set_state(status, **info)
     runner = make_executor(executor, plan, grid_dir, todo)
     job_ids = submit_plan(runner, plan, store, todo)
     summary["submitted"] = len([r for r in todo.submit if r.run_id in job_ids])
@@ -159,8 +268,14 @@ def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path
         wait_for_slurm([job_ids[r.run_id] for r in todo.submit if r.run_id in job_ids])
     if wait or runner.name == "local":
         from harness.status import status_table
+        summary.update(settle(plan, store))
         print(status_table(store, grid.name))
     return summary
+
+
+def finished_badly(summary: dict) -> bool:
+    """After the jobs ended (local, --wait): did any run of the grid not finish?"""
+    return any(summary.get(key, 0) for key in ("failed", "cancelled", "lost"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,6 +287,8 @@ def main(argv: list[str] | None = None) -> None:
             summary = submit(args.grid, executor=args.executor, results=args.results, dry_run=args.dry_run,
                              wait=args.wait, retry_failed=args.retry_failed)
         print(json.dumps(summary))
+    if finished_badly(summary):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

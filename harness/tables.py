@@ -49,11 +49,13 @@ def plan_table(plan: "Plan", todo: "Triage | None" = None) -> str:
     done = set(todo.done) if todo else set()
     running = set(todo.running) if todo else set()
     failed = set(todo.failed) if todo else set()
+    cancelled = set(todo.cancelled) if todo else set()
     rows = []
     for r in plan.runs:
         params = " ".join(f"{k}={_short(r.params[k])}" for k in shown if k in r.params)
         state = ("done" if r.run_id in done else "running" if r.run_id in running
-                 else "failed" if r.run_id in failed else "to submit")
+                 else "failed" if r.run_id in failed else "cancelled" if r.run_id in cancelled
+                 else "to submit")
         deps = ",".join(r.depends_on) if len(r.depends_on) <= 2 else f"{len(r.depends_on)} runs"
         rows.append((r.run_id, r.stage, f"{r.dataset}/{r.target}" if r.target else r.dataset,
                      r.method or "", r.weighting or "", params, deps, state))

@@ -29,8 +29,6 @@ from harness.spec import RunSpec
 from harness.store import RunFolder, store_root_of
 from models.seeding import derived_seed
 
-KEEP_CHECKPOINTS = 2
-
 
 class TrainingDiverged(RuntimeError):
     pass
@@ -156,21 +154,12 @@ def build_loss(spec: RunSpec):
     return SDFTLoss(weighting=spec.distill.weighting, **settings)
 
 
-# ---------------------------------------------------------------- checkpoints and log
-def latest_checkpoint(folder: RunFolder) -> str | None:
-    latest = folder.checkpoints / "latest"
-    return latest.read_text().strip() if latest.is_file() else None
-
-
-def prune_checkpoints(folder: RunFolder, keep: int = KEEP_CHECKPOINTS) -> None:
-    tags = sorted(p for p in folder.checkpoints.glob("step*") if p.is_dir())
-    for old in tags[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def truncate_log(folder: RunFolder, step: int) -> None:
-    """On resume, drop log rows past the checkpoint (they will be recomputed) and mark it."""
+# ---------------------------------------------------------------- log
+def truncate_log(folder: RunFolder, step: int, events: list[dict] = ()) -> None:
+    """On resume, drop log rows past the checkpoint (they will be recomputed) and mark it,
+    after the checkpoints that were passed over on the way."""
     rows = [r for r in folder.log_rows() if r.get("step", 0) <= step]
+    rows += [{**e, "time": time.time()} for e in events]
     rows.append({"event": "resume", "step": step, "time": time.time()})
     folder.log_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -194,6 +183,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
 
     from models.data import open_dataset, to_model_range
     from models.networks import as_eps_model
+    from jobs import checkpoints
     from jobs.ema import EMA
     from jobs.weights import save_both
 
@@ -220,14 +210,14 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
         teacher_eps = as_eps_model(teacher.to(engine.device))
     loss_fn = build_loss(spec)
 
-    start = 0
-    if latest_checkpoint(folder):
-        _, client = engine.load_checkpoint(str(folder.checkpoints), load_module_strict=True)
-        start = int(client["step"])
+    checkpoints.use_weights_only(engine)
+    start, client, skipped = checkpoints.load_newest(engine, folder, rank)
+    if client is not None:
         ema.load_state_dict(client["ema"])
-        if rank == 0:
-            truncate_log(folder, start)
-            print(f"[train {folder.run_id}] resumed from checkpoint at step {start}", flush=True)
+    if rank == 0 and (client is not None or skipped):
+        truncate_log(folder, start, skipped)
+        print(f"[train {folder.run_id}] resumed from checkpoint at step {start}" if client is not None
+              else f"[train {folder.run_id}] no checkpoint is whole: training from step 0", flush=True)
     if rank == 0:
         folder.set_state("running", step=start, steps=spec.steps, error=None, host=socket.gethostname(),
                          pid=os.getpid(), job_id=slurm_job_id())
@@ -259,7 +249,9 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
             window[k] = window.get(k, 0.0) + v
         window_steps += 1
         done_steps = step + 1
-        if rank == 0 and (done_steps % spec.log_every == 0 or done_steps == spec.steps):
+        # the first step after a resume is always logged: it shows where the run went on from
+        if rank == 0 and (done_steps % spec.log_every == 0 or done_steps == spec.steps
+                          or (start > 0 and step == start)):
             elapsed = time.perf_counter() - window_start
             row = {"step": done_steps, **{k: v / window_steps for k, v in window.items()},
                    "lr": optimizer.param_groups[0]["lr"], "ema_decay": ema.current_decay(),
@@ -270,10 +262,8 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
         if done_steps in spec.snapshot_steps and done_steps < spec.steps:
             save_both(ema, engine, folder.snapshot_dir(done_steps), rank)
         if done_steps % spec.checkpoint_every == 0 or done_steps == spec.steps:
-            engine.save_checkpoint(str(folder.checkpoints), tag=f"step{done_steps:08d}",
-                                   client_state={"step": done_steps, "ema": ema.state_dict()})
+            checkpoints.save(engine, folder, done_steps, {"step": done_steps, "ema": ema.state_dict()}, rank)
             if rank == 0:
-                prune_checkpoints(folder)
                 folder.set_state("running", step=done_steps)
     bar.close()
 

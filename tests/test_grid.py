@@ -11,7 +11,8 @@ from harness.config import load_grid
 from harness.errors import UserError
 from harness.grid import expand, sweep
 
-SMOKE = yaml.safe_load((ROOT / "grids" / "smoke.yaml").read_text())
+SMOKE_PATH = ROOT / "grids" / "smoke.yaml"
+SMOKE = yaml.safe_load(SMOKE_PATH.read_text())
 
 
 def write_grid(tmp_path: Path, grid: dict, name="grid.yaml") -> Path:
@@ -103,14 +104,43 @@ def test_missing_folder_is_an_error_but_a_dry_run_warning(tmp_path):
     assert not results.exists()
 
 
-def test_same_name_different_content_is_refused(tmp_path):
+def test_same_name_different_experiment_is_refused_with_the_way_out(tmp_path):
+    """A stored grid of the same name with a run this grid lacks (here a finetune run
+    planted by hand) is a different experiment: refused before anything is written."""
     results = tmp_path / "results"
-    (results / "smoke").mkdir(parents=True)
+    other = results / "_runs" / "0123456789"
+    other.mkdir(parents=True)
+    (other / "spec.json").write_text(json.dumps({"stage": "finetune"}))
+    (results / "smoke" / "runs").mkdir(parents=True)
     (results / "smoke" / "grid.json").write_text(json.dumps({"name": "smoke", "other": True}))
+    (results / "smoke" / "runs" / "0123456789").symlink_to("../../_runs/0123456789")
+    before = sorted(p.relative_to(results) for p in results.rglob("*"))
     path = write_grid(tmp_path, SMOKE)
     proc = run_module("harness.submit", str(path), "--results", str(results), "--executor", "local")
-    assert proc.returncode == 2 and "different grid named 'smoke'" in proc.stderr
-    assert sorted(p.name for p in (results / "smoke").iterdir()) == ["grid.json"]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = proc.stderr.strip()
+    assert "\n" not in line and "different grid named 'smoke'" in line and "0123456789" in line
+    assert "give this grid another name, or move that folder away" in line
+    assert sorted(p.relative_to(results) for p in results.rglob("*")) == before
+
+
+def test_cluster_settings_and_added_runs_keep_the_grid(tmp_path):
+    """Changing timeout_min, or adding a seed, is the same grid (a dry run checks the name
+    as a submission does); dropping a method is not."""
+    from harness.store import Store
+
+    grid = load_grid(SMOKE_PATH)
+    store = Store(tmp_path / "results")
+    store.write_grid(grid.name, SMOKE_PATH.read_text(), grid.canonical_json())
+    for run in expand(grid, base_dir=SMOKE_PATH.parent).runs:
+        store.add_run(grid.name, run.run_id, run.spec.model_dump(mode="json"))
+    for changes, ok in ((dict(cluster__timeout_min=30), True), (dict(seeds=[0, 1]), True),
+                        (dict(methods=["naive", "sdft"]), False)):
+        path = write_grid(tmp_path, patched(**changes))
+        proc = run_module("harness.submit", str(path), "--results", str(store.root), "--dry-run")
+        assert (proc.returncode == 0) == ok, (changes, proc.stderr[-1000:])
+        if not ok:
+            assert "different grid named 'smoke'" in proc.stderr
 
 
 def test_naive_under_three_weightings_is_one_run(tmp_path):
@@ -207,20 +237,33 @@ def test_shipped_grids_validate_and_expand(name, tmp_path):
 
 
 def test_failed_runs_are_resubmitted_only_when_asked(tmp_path):
+    """A failed pretraining: submit exits 1 and counts it, every run that needs it is
+    cancelled (state and status say which parent failed), a plain resubmit runs nothing."""
     results = tmp_path / "results"
     path = write_grid(tmp_path, patched(name="fails", methods=["naive"],
                                         datasets__0__source__pretrain__lr=1e9))
     first = run_module("harness.submit", str(path), "--results", str(results), "--executor", "local")
+    assert first.returncode == 1, first.stderr[-2000:]
     summary = json.loads(first.stdout.strip().splitlines()[-1])
     assert summary["submitted"] == 1            # the pretrain ran and failed; nothing after it
+    assert summary["failed"] == 1 and summary["cancelled"] == summary["runs"] - 1 and summary["done"] == 0
+    from harness.store import Store
+    runs = {f.read_spec()["stage"] + str(f.read_spec().get("role", "")): f.state()
+            for f in Store(results).grid_runs("fails")}
+    pretrain = runs.pop("pretrain")
+    assert pretrain["status"] == "failed" and pretrain["error"].startswith("TrainingDiverged: loss is not finite")
+    failed_id = next(f.run_id for f in Store(results).grid_runs("fails") if f.read_spec()["stage"] == "pretrain")
+    assert all(s["status"] == "cancelled" and s["error"] == f"parent {failed_id} failed" for s in runs.values())
     status = run_module("harness.status", str(results / "fails"))
     assert "failed" in status.stdout and "not finite" in status.stdout
-    again = json.loads(run_module("harness.submit", str(path), "--results", str(results),
-                                  "--executor", "local").stdout.strip().splitlines()[-1])
+    assert f"parent {failed_id} failed" in status.stdout and "4 cancelled" in status.stdout
+    again = run_module("harness.submit", str(path), "--results", str(results), "--executor", "local")
+    assert again.returncode == 1
+    again = json.loads(again.stdout.strip().splitlines()[-1])
     assert again["submitted"] == 0 and again["skipped_failed"] == summary["runs"]
     retry = json.loads(run_module("harness.submit", str(path), "--results", str(results), "--executor",
                                   "local", "--retry-failed").stdout.strip().splitlines()[-1])
-    assert retry["submitted"] == 1 and retry["skipped_failed"] == 0
+    assert retry["submitted"] == 1 and retry["skipped_failed"] == 0 and retry["failed"] == 1
 
 
 def test_per_method_tie_follows_its_leader(tmp_path):

@@ -51,15 +51,18 @@ def test_loss_falls_on_tiny_preset(tmp_path):
 
 
 def test_sdft_two_processes_zero2_bf16(tiny_source):
+    """Stopped at step 6 and resumed: both ranks load the ZeRO-2 shards (weights only)."""
     run_dir = write_spec(tiny_source.parent / "zero2", sdft_spec(steps=12, zero_stage=2, precision="bf16",
                                                                  checkpoint_every=6, log_every=6))
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", "29517", "-m", "jobs.train", str(run_dir)],
-                          cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    for extra in (["--stop-after", "6"], []):
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                               "--master_port", "29517", "-m", "jobs.train", str(run_dir), *extra],
+                              cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     folder = RunFolder(run_dir)
     assert folder.status == "done"
+    assert [r["step"] for r in folder.log_rows() if r.get("event") == "resume"] == [6]
     rows = [r for r in folder.log_rows() if "loss" in r]
     assert rows[-1]["step"] == 12 and rows[-1]["loss_distill"] > 0 and rows[-1]["loss_aux"] > 0
     # ZeRO-2 over two ranks partitions the optimizer state: one shard per rank

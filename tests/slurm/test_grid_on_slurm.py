@@ -29,9 +29,9 @@ def grid_file(tmp_path: Path, name: str, **changes) -> Path:
     return path
 
 
-def submit(grid: Path, results: Path, *extra: str) -> dict:
+def submit(grid: Path, results: Path, *extra: str, code: int = 0) -> dict:
     proc = run_module("harness.submit", str(grid), "--executor", "slurm", "--results", str(results), *extra)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == code, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -91,20 +91,23 @@ def test_smoke_grid_goes_through_sbatch_to_done(slurm, tmp_path):
 def test_children_of_a_failed_job_are_cancelled(slurm, tmp_path):
     grid = grid_file(tmp_path, "doomed", **{"datasets.0.source.pretrain.lr": 1.0e9})
     results = tmp_path / "results"
-    submit(grid, results, "--wait")
+    summary = submit(grid, results, "--wait", code=1)          # --wait: a failed run is an exit 1
+    assert (summary["failed"], summary["cancelled"], summary["done"]) == (1, 7, 1), summary
     runs = states(results, "doomed")
-    pretrain = next(s for s in runs.values() if s["spec"]["stage"] == "pretrain")
+    pretrain_id, pretrain = next((i, s) for i, s in runs.items() if s["spec"]["stage"] == "pretrain")
     assert pretrain["status"] == "failed" and "not finite" in pretrain["error"]
     children = [s for s in runs.values() if s["spec"].get("method") in ("naive", "sdft")
                 or s["spec"]["stage"] in ("evaluate", "aggregate")]
     assert len(children) == 7
     for child in children:
-        assert child["status"] == "submitted"                  # never started
+        # never started: Slurm cancelled the job (kill-on-invalid-dep), the store says why
+        assert child["status"] == "cancelled" and child["error"] == f"parent {pretrain_id} failed"
         assert "CANCELLED" in sacct_states(child["job_id"]), child["job_id"]
     scratch = next(s for s in runs.values() if s["spec"].get("method") == "scratch")
     assert scratch["status"] == "done"        # it needs no source model: its own array, no wait
     status = run_module("harness.status", str(results / "doomed"))
     assert "failed" in status.stdout and "not finite" in status.stdout
+    assert f"parent {pretrain_id} failed" in status.stdout and "7 cancelled" in status.stdout
 
 
 def test_preempted_training_is_requeued_and_resumes(slurm, tmp_path):
