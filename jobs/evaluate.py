@@ -374,11 +374,15 @@ def source_samples_path(spec: EvalSpec, run_dir: Path, product: Product) -> str 
     """The source model's unconditional samples (same noise), for the paired distances."""
     if spec.source_samples is None or product.task != "unconditional":
         return None
+    from jobs.paired import KEY
+
     source = RunFolder(store_root_of(run_dir) / spec.source_samples[4:])
-    tag = f"_e{product.eval_seed}" if product.eval_seed is not None else ""
-    found = sorted((source.path / "products").glob(f"unconditional{tag}*.npy"))
-    if not tag:          # a product key without a seed tag: not one of another seed's
-        found = [f for f in found if not f.stem.startswith("unconditional_e")]
+    found = []
+    for path in sorted((source.path / "products").glob("unconditional*.npy")):
+        match = KEY.match(path.stem)
+        seed = int(match["eval_seed"]) if match and match["eval_seed"] else None
+        if match and seed == product.eval_seed:
+            found.append(path)
     return str(found[0]) if found else None
 
 

@@ -102,3 +102,17 @@ def test_calibration_orders_floor_target_train_and_style_gap_on_the_builtin_pair
     assert fid.ci_high["held-out-half"] < fid.ci_low["target-train"]
     assert fid.ci_high["target-train"] < fid.ci_low["source"]
     assert (tmp_path / "items" / "calibration_held-out-half_translation.npz").is_file()
+
+
+def test_each_evaluation_seed_pairs_with_the_source_models_sample_of_that_seed(tmp_path):
+    from jobs.evaluate import Product, source_samples_path
+
+    spec = EvalSpec.model_validate({**_spec("finetuned", [1, 10]), "source_samples": "run:src"})
+    products = tmp_path / "_runs" / "src" / "products"
+    products.mkdir(parents=True)
+    for seed in (1, 10):
+        np.save(products / f"unconditional_e{seed}_s600.npy", np.zeros(1))
+    found = {seed: source_samples_path(spec, tmp_path / "_runs" / "me", Product("unconditional", None, 5, "m", seed))
+             for seed in (1, 10)}
+    assert {s: p.rsplit("/", 1)[1] for s, p in found.items()} == {1: "unconditional_e1_s600.npy",
+                                                                  10: "unconditional_e10_s600.npy"}
