@@ -117,12 +117,20 @@ def references_of(worker) -> dict[str, tuple[torch.Tensor, np.ndarray | None]]:
     classes = worker.memo("classes", lambda: classes_of(worker))
     out = {}
     for name, ds in refs.items():
-        n = min(len(ds), s.max_reference)
+        chosen = reference_subset(len(ds), s.max_reference)
         labels = ds.labels
         if labels is None and classes is not None and name == "full-domain":
             labels = classes.reference_labels
-        out[name] = (_stack(ds, range(n)), None if labels is None else np.asarray(labels[:n]))
+        out[name] = (_stack(ds, chosen), None if labels is None else np.asarray(labels)[chosen])
     return out
+
+
+def reference_subset(total: int, size: int) -> np.ndarray:
+    """All indices when size >= total, else a sorted seeded choice of `size` (seed 0: the
+    same images for every model and every evaluation seed)."""
+    if size >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(0).choice(total, size, replace=False))
 
 
 def _stack(ds, indices) -> torch.Tensor:
@@ -208,16 +216,18 @@ def realism(out: Rows, worker, images: torch.Tensor, references: dict, seed: int
             out.add("kid", Interval(kid.value * 1e3, kid.low * 1e3, kid.high * 1e3, kid.resamples), ref_name,
                     n=len(images), extractor=name,
                     note=f"x1e3; {s.kid_subsets} seeded subsets of {size} (seed {seed}); {fid_note}{extra}")
-            # equal set sizes, as both papers measure: the first len(images) reference images
+            # equal set sizes, as both papers measure: len(images) reference images, a seeded
+            # choice that is the same for every model (a folder's sorted listing may group classes)
             m = min(len(images), len(ref_features))
             if m <= K_NEAREST:        # too few images for k-NN balls
                 continue
-            found = manifolds(ref_features[:m], features, k=K_NEAREST)
-            prdc_note = (f"k={K_NEAREST}; {len(images)} samples vs {m} reference images; "
+            pick = reference_subset(len(ref_features), m)
+            found = manifolds(ref_features[pick], features, k=K_NEAREST)
+            prdc_note = (f"k={K_NEAREST}; {len(images)} samples vs {m} reference images (seeded choice); "
                          + _boot_note(N_RESAMPLES, "samples (P, D) or reference images (R, C)") + extra)
             for metric, interval in found.intervals(seed=seed).items():
                 out.add(metric, interval, ref_name, n=len(images), extractor=name, note=prdc_note)
-            lacking = np.isin(ref_labels[:m], missing) if ref_labels is not None else np.zeros(m, bool)
+            lacking = np.isin(ref_labels[pick], missing) if ref_labels is not None else np.zeros(m, bool)
             if ref_name == "full-domain" and lacking.any():
                 for metric, interval in found.intervals(subset=lacking, seed=seed).items():
                     out.add(metric, interval, ref_name, subset="missing-classes", n=int(lacking.sum()),
@@ -341,7 +351,8 @@ def calibration_sets(worker, n: int) -> dict[str, tuple[torch.Tensor, np.ndarray
     target = open_dataset(target_spec)
     source_spec = worker.spec.source_data.model_dump()
     source = open_dataset(source_spec)            # the source model's training images
-    even, odd = np.arange(0, len(heldout), 2), np.arange(1, len(heldout), 2)[:s.max_reference]
+    even, odd = np.arange(0, len(heldout), 2), np.arange(1, len(heldout), 2)
+    odd = odd[reference_subset(len(odd), s.max_reference)]
     ref_labels = classes.reference_labels if classes is not None else None
     halves = worker.memo("floor-reference", lambda: {
         "full-domain": (_stack(heldout, odd), labels_of(heldout, odd, ref_labels))})

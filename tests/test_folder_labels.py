@@ -124,7 +124,8 @@ def test_labels_need_a_reference_and_give_the_missing_classes(tmp_path):
 # ---------------------------------------------------------------- the evaluation
 @pytest.mark.slow
 def test_a_folder_pair_with_labels_is_measured_like_the_builtin_pair(tmp_path):
-    """Slow (about a minute): Ray, Inception features and the labelled classifier's training."""
+    """Slow (minutes; 9 on this machine under a load of 10): Ray, Inception features of
+    every set, and the labelled classifier's training."""
     import torch
 
     from harness.spec import EvalSpec
@@ -138,7 +139,7 @@ def test_a_folder_pair_with_labels_is_measured_like_the_builtin_pair(tmp_path):
     spec = EvalSpec(stage="evaluate", role="source", model=str(tmp_path / "model"),
                     source_data={"kind": "folder", "path": str(root / "source"), "resolution": 16},
                     target_data=target,
-                    settings={"num_samples": 8, "num_translations": 8, "batch_size": 8, "ddim_steps": 4,
+                    settings={"num_samples": 12, "num_translations": 8, "batch_size": 12, "ddim_steps": 4,
                               "tasks": ["unconditional", "sdedit"], "extractors": ["inception"],
                               "kid_subset_size": 8, "kid_subsets": 5, "max_reference": 24})
     run_dir = write_spec(tmp_path / "_runs" / "eval", spec.model_dump(mode="json"))
@@ -151,14 +152,15 @@ def test_a_folder_pair_with_labels_is_measured_like_the_builtin_pair(tmp_path):
     assert set(full[full.subset == "missing-classes"].metric) == {"recall", "coverage"}
     # class metrics from the harness's own classifier of the labelled data
     share = models[models.metric == "missing_class_share"]
-    assert len(share) == 1 and (share.extractor == "labelled").all() and share.n.iloc[0] == 8
+    assert len(share) == 1 and (share.extractor == "labelled").all() and share.n.iloc[0] == 12
     kept = models[models.metric == "class_preservation"]
     assert {"all", "missing-classes", "present-classes", "class:2"} <= set(kept.subset)
     assert (kept.extractor == "labelled").all()
     # calibration rows: the three real sets, at each task's sample count
     assert set(real.weighting) == {"target-train", "source", "held-out-half"}
     assert set(real.task) == {"unconditional", "translation"}
-    assert set(real[real.metric == "fid"].n) == {8}
+    assert set(zip(real[real.metric == "fid"].task, real[real.metric == "fid"].n)) == {
+        ("unconditional", 12), ("translation", 8)}
     # per-item values beside the metrics, and the reference features for the aggregate
     items = np.load(run_dir / "items" / "sdedit_t0.5.npz")
     assert {"psnr", "ssim", "lpips", "predicted", "labels", "features_inception"} <= set(items.files)
@@ -167,3 +169,24 @@ def test_a_folder_pair_with_labels_is_measured_like_the_builtin_pair(tmp_path):
     assert list(refs["missing"]) == [2] and refs["features_inception_full-domain"].shape[0] == 18
     summary = json.loads((run_dir / "eval.json").read_text())
     assert summary["rows"] == len(rows)
+
+
+def test_reference_and_labels_reach_the_evaluations_but_leave_training_ids_alone(tmp_path):
+    from harness.config import load_grid
+    from harness.grid import expand
+
+    root = make_folder_pair(tmp_path / "data")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(grid_text(root))
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(grid_text(root).replace(f"reference: {root / 'reference'},", "")
+                     .replace(f"labels: {root / 'labels.csv'}", ""))
+    with_labels, without = (expand(load_grid(g), tmp_path) for g in (grid, plain))
+    train = lambda plan: {r.run_id for r in plan.runs if r.stage in ("pretrain", "finetune")}  # noqa: E731
+    assert train(with_labels) == train(without)
+    evaluations = [r.spec for r in with_labels.by_stage("evaluate")]
+    assert all(e.target_data.reference == str(root / "reference") and e.target_data.labels == str(root / "labels.csv")
+               for e in evaluations)
+    assert ({r.run_id for r in with_labels.by_stage("evaluate")}
+            .isdisjoint(r.run_id for r in without.by_stage("evaluate")))
+    assert ("datasets[0].targets[0].labels", str(root / "labels.csv")) in with_labels.paths
