@@ -139,7 +139,8 @@ def test_a_folder_pair_with_labels_is_measured_like_the_builtin_pair(tmp_path):
     spec = EvalSpec(stage="evaluate", role="source", model=str(tmp_path / "model"),
                     source_data={"kind": "folder", "path": str(root / "source"), "resolution": 16},
                     target_data=target,
-                    settings={"num_samples": 12, "num_translations": 8, "batch_size": 12, "ddim_steps": 4,
+                    # all 18 source images are translated: the sorted listing groups the classes
+                    settings={"num_samples": 12, "num_translations": 18, "batch_size": 12, "ddim_steps": 4,
                               "tasks": ["unconditional", "sdedit"], "extractors": ["inception"],
                               "kid_subset_size": 8, "kid_subsets": 5, "max_reference": 24})
     run_dir = write_spec(tmp_path / "_runs" / "eval", spec.model_dump(mode="json"))
@@ -159,12 +160,14 @@ def test_a_folder_pair_with_labels_is_measured_like_the_builtin_pair(tmp_path):
     # calibration rows: the three real sets, at each task's sample count
     assert set(real.weighting) == {"target-train", "source", "held-out-half"}
     assert set(real.task) == {"unconditional", "translation"}
-    assert set(zip(real[real.metric == "fid"].task, real[real.metric == "fid"].n)) == {
-        ("unconditional", 12), ("translation", 8)}
+    source_fid = real[(real.metric == "fid") & (real.weighting == "source")]
+    assert set(zip(source_fid.task, source_fid.n)) == {("unconditional", 12), ("translation", 18)}
+    short = real[(real.metric == "fid") & (real.weighting == "target-train")]
+    assert set(short.n) == {8} and short.note.str.contains("only 8 images").all()
     # per-item values beside the metrics, and the reference features for the aggregate
     items = np.load(run_dir / "items" / "sdedit_t0.5.npz")
     assert {"psnr", "ssim", "lpips", "predicted", "labels", "features_inception"} <= set(items.files)
-    assert len(items["psnr"]) == 8
+    assert len(items["psnr"]) == 18
     refs = np.load(run_dir / "items" / "references.npz")
     assert list(refs["missing"]) == [2] and refs["features_inception_full-domain"].shape[0] == 18
     summary = json.loads((run_dir / "eval.json").read_text())
