@@ -95,6 +95,17 @@ class FolderTargetConfig(Strict):
     name: Name
     kind: Literal["folder"]
     path: str
+    # the held-out full target domain (full-domain FID/KID, P/R, calibration rows)
+    reference: str | None = None
+    # a CSV `file,label` over target, reference and source images: class metrics
+    labels: str | None = None
+
+    @model_validator(mode="after")
+    def _labels_need_a_reference(self):
+        if self.labels is not None and self.reference is None:
+            raise AtField(("labels",), "labels need a `reference` folder (the missing classes are "
+                                       "the reference's classes that the target lacks)")
+        return self
 
 
 SourceConfig = Annotated[Union[BuiltinSourceConfig, FolderSourceConfig], Field(discriminator="kind")]

@@ -95,6 +95,16 @@ def target_data(dataset: DatasetConfig, target, base_dir: Path) -> dict:
     return {"kind": "folder", "path": resolve_path(target.path, base_dir), "resolution": src.resolution}
 
 
+def evaluation_target(dataset: DatasetConfig, target, base_dir: Path) -> dict:
+    """The target as an evaluation sees it: a folder's reference and labels too (training
+    specs leave them out, so that naming them does not retrain anything)."""
+    data = target_data(dataset, target, base_dir)
+    for key in ("reference", "labels"):
+        if getattr(target, key, None) is not None:
+            data[key] = resolve_path(getattr(target, key), base_dir)
+    return data
+
+
 def pretrain_spec(dataset: DatasetConfig, base_dir: Path) -> RunSpec | None:
     p = dataset.source.pretrain
     if p is None:
@@ -170,9 +180,13 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
         source = source_data(dataset, base_dir)
         for t_index, target in enumerate(dataset.targets):
             data = target_data(dataset, target, base_dir)
+            judged = evaluation_target(dataset, target, base_dir)
             if data["kind"] == "folder":
                 paths.append((f"{where}.targets[{t_index}].path", data["path"]))
-            source_eval = evaluation_spec("source", init, source, data, grid)
+                for key in ("reference", "labels"):
+                    if key in judged:
+                        paths.append((f"{where}.targets[{t_index}].{key}", judged[key]))
+            source_eval = evaluation_spec("source", init, source, judged, grid)
             runs.setdefault(source_eval.run_id, PlannedRun(
                 source_eval.run_id, "evaluate", source_eval, dataset.name, target.name, "source",
                 depends_on=deps))
@@ -190,7 +204,7 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
                     runs[spec.run_id] = PlannedRun(
                         spec.run_id, "finetune", spec, dataset.name, target.name, method, weighting,
                         shown_params(spec), deps if method != "scratch" else ())
-                    ev = evaluation_spec("finetuned", f"run:{spec.run_id}", source, data, grid,
+                    ev = evaluation_spec("finetuned", f"run:{spec.run_id}", source, judged, grid,
                                          source_eval.run_id, method)
                     runs[ev.run_id] = PlannedRun(
                         ev.run_id, "evaluate", ev, dataset.name, target.name, method, weighting,

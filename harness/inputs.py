@@ -1,6 +1,7 @@
 """Cheap checks, at submit, of the folders a grid names and of the results root.
 
-A dataset folder that is empty or holds an unreadable image, or a model folder without a
+A dataset folder that is empty or holds an unreadable image, a labels file that does not fit
+its folders (models/data/labels.py), or a model folder without a
 readable config.json or with truncated weights, would otherwise fail only when its job
 runs, hours later on a cluster. A model whose resolution is not the data's would not fail
 at all where it matters: the source model's evaluation ends "done" at the wrong size.
@@ -121,6 +122,7 @@ def check_inputs(grid: GridConfig, base_dir: Path, grid_path: Path, dry_run: boo
     submit the first problem is the error. Missing folders are harness.submit.check_paths's."""
     models: list[tuple[str, Path, int]] = []
     images: dict[str, str] = {}          # folder -> the first field naming it
+    labels: list[tuple[str, str, str, str, str]] = []   # (field, csv, target, reference, source)
     for i, dataset in enumerate(grid.datasets):
         source = dataset.source
         if source.model is not None:
@@ -129,7 +131,13 @@ def check_inputs(grid: GridConfig, base_dir: Path, grid_path: Path, dry_run: boo
             images.setdefault(resolve_path(source.path, base_dir), f"datasets[{i}].source.path")
         for j, target in enumerate(dataset.targets):
             if target.kind == "folder":
-                images.setdefault(resolve_path(target.path, base_dir), f"datasets[{i}].targets[{j}].path")
+                where = f"datasets[{i}].targets[{j}]"
+                images.setdefault(resolve_path(target.path, base_dir), f"{where}.path")
+                if target.reference is not None:
+                    images.setdefault(resolve_path(target.reference, base_dir), f"{where}.reference")
+                if target.labels is not None:
+                    labels.append((f"{where}.labels", *(resolve_path(p, base_dir) for p in (
+                        target.labels, target.path, target.reference, source.path))))
 
     def problems():
         for where, folder, resolution in models:
@@ -151,6 +159,15 @@ def check_inputs(grid: GridConfig, base_dir: Path, grid_path: Path, dry_run: boo
             try:
                 scan_images(folder)
             except DatasetError as err:
+                yield f"{grid_path}: {where}: {err}"
+        for where, csv_path, *folders in labels:
+            if not all(Path(p).exists() for p in (csv_path, *folders)):
+                continue
+            from models.data.labels import LabelsError, folder_labels
+
+            try:
+                folder_labels(csv_path, *folders)
+            except LabelsError as err:
                 yield f"{grid_path}: {where}: {err}"
 
     for problem in problems():

@@ -1,9 +1,12 @@
 """The tidy results table: one row per measured number (benchopt style).
 
-Columns: grid, run_id, eval_id, stage, dataset, target, method, weighting, seed, ckpt_step,
-task, t0, reference, subset, metric, value, ci_low, ci_high, k, n, extractor, note,
+Columns: grid, run_id, eval_id, stage, dataset, target, method, weighting, seed, eval_seed,
+ckpt_step, task, t0, reference, subset, metric, value, ci_low, ci_high, k, n, extractor, note,
 p_<hyper-parameter>..., git_sha, created_at. ci_low/ci_high: a 95 % interval (bootstrap or
-Wilson, the note says which); k: the count behind a share k/n.
+Wilson, the note says which); k: the count behind a share k/n. seed: the training seed;
+eval_seed: the seed of the sampling noise. Calibration rows (real data measured by the same
+code) have stage `calibration`, method `calibration` and the kind of real set as weighting
+(`target-train`, `source`, `held-out-half`).
 `load_results` reads a grid folder (or several, or one run's file).
 """
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Iterable
 from harness.store import CorruptFile, atomic_write_bytes, now_iso
 
 COLUMNS = ["grid", "run_id", "eval_id", "stage", "dataset", "target", "method", "weighting", "seed",
-           "ckpt_step", "task", "t0", "reference", "subset", "metric", "value", "ci_low", "ci_high", "k", "n",
+           "eval_seed", "ckpt_step", "task", "t0", "reference", "subset", "metric", "value", "ci_low", "ci_high", "k", "n",
            "extractor", "note"]
 TAIL = ["git_sha", "created_at"]
 
@@ -50,9 +53,10 @@ def write_parquet(path: Path, df) -> None:
 
 
 def write_metrics(path: Path, rows: list[dict], run_id: str) -> None:
-    """A run's metrics.parquet: its rows stamped with the eval id, commit and time."""
-    stamp = {"eval_id": run_id, "stage": "evaluate", "git_sha": git_sha(), "created_at": now_iso()}
-    write_parquet(path, tidy([{**row, **stamp} for row in rows]))
+    """A run's metrics.parquet: its rows stamped with the eval id, commit and time (and the
+    stage `evaluate`, unless a row names its own, as calibration rows do)."""
+    stamp = {"eval_id": run_id, "git_sha": git_sha(), "created_at": now_iso()}
+    write_parquet(path, tidy([{**row, **stamp, "stage": row.get("stage") or "evaluate"} for row in rows]))
 
 
 def read_metrics(path: Path):

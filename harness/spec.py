@@ -13,7 +13,8 @@ import re
 from functools import cached_property
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError,
+                      create_model, field_validator, model_validator)
 
 from harness.numbers import MAX_BATCH, MAX_DDIM_STEPS, MAX_IMAGES, MAX_STEPS, Real, Seed, Whole
 
@@ -62,10 +63,15 @@ class BuiltinTarget(Strict):
 
 
 class ImageFolder(Strict):
-    """A directory of PNG/JPEG images (FFHQ, MetFaces, AAHQ on a cluster)."""
+    """A directory of PNG/JPEG images (FFHQ, MetFaces, AAHQ on a cluster). An evaluation's
+    target may name `reference`, a folder of the held-out full target domain, and `labels`,
+    a CSV `file,label` (models/data/labels.py) over its target, reference and source images;
+    training specs never carry them (they do not change what is trained)."""
     kind: Literal["folder"]
     path: str
     resolution: Annotated[int, Field(gt=0)]
+    reference: str | None = None
+    labels: str | None = None
 
 
 DataSpec = Annotated[Union[BuiltinSource, BuiltinTarget, ImageFolder], Field(discriminator="kind")]
@@ -164,6 +170,28 @@ Task = Literal["unconditional", "sdedit", "egsde"]
 RESPACING = re.compile(r"ddim[1-9][0-9]*|[1-9][0-9]*(,[1-9][0-9]*)*")
 
 
+_SEED = TypeAdapter(Seed)
+
+
+def _seed_or_seeds(value: Any) -> Any:
+    """One seed, or a non-empty list of them; each checked as harness.numbers.Seed."""
+    def one(v, where=""):
+        try:
+            return _SEED.validate_python(v)
+        except ValidationError as err:
+            msg = err.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{where}{msg}" + ("" if "got " in msg else f" (got {v!r})")) from None
+
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("an empty list of seeds: give at least one")
+        seeds = [one(v, f"[{i}] ") for i, v in enumerate(value)]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds repeat: {seeds}")
+        return seeds
+    return one(value)
+
+
 class EvalSettings(Strict):
     """What the evaluate stage measures (the grid's `evaluation` block)."""
     num_samples: Whole(gt=1, le=MAX_IMAGES) = 1000
@@ -196,7 +224,14 @@ class EvalSettings(Strict):
     # existed (of the EMA) is taken for one of the raw weights.
     weights: Literal["ema", "raw"] | None = None
     lpips_net: Literal["vgg", "alex"] = "vgg"   # LPIPS trunk; VGG as the official metric notebook
-    seed: Seed = 0
+    # The sampling noise (and translation noise). A list: one set of products per seed, so
+    # that the intervals cover the spread over sampling noise, not only over images.
+    seed: Annotated[int | list[int], BeforeValidator(_seed_or_seeds)] = 0
+
+    @property
+    def seeds(self) -> list[int]:
+        """The evaluation seeds, in order."""
+        return list(self.seed) if isinstance(self.seed, list) else [self.seed]
 
     @field_validator("respacing")
     @classmethod
@@ -257,6 +292,11 @@ class AggregateSpec(Strict):
 # (Raw weights evaluated by default needed no bump: `weights` is always in a fine-tuned
 # model's evaluation id, and evaluations made before it existed have none.)
 RECIPE_VERSION = 2
+# The same for evaluations only (training runs keep their ids, and the shipped weights stay
+# adoptable):
+#   2: VGG LPIPS, the confidence filter off, intra-cluster LPIPS, calibration rows, per-item
+#      values beside the metrics.
+EVAL_RECIPE_VERSION = 2
 
 NOT_IN_IDENTITY = PARAM_NOT_IN_IDENTITY | {"log_every", "snapshot_steps"}
 
@@ -265,7 +305,10 @@ def identity_json(spec: BaseModel) -> str:
     """Canonical JSON of the settings that differ from the defaults."""
     payload = spec.model_dump(mode="json", exclude_defaults=True, exclude_none=True,
                               exclude=set(NOT_IN_IDENTITY) & set(type(spec).model_fields))
-    return json.dumps({"type": type(spec).__name__, "recipe": RECIPE_VERSION, **payload}, sort_keys=True, separators=(",", ":"))
+    head = {"type": type(spec).__name__, "recipe": RECIPE_VERSION}
+    if isinstance(spec, (EvalSpec, AggregateSpec)):
+        head["eval_recipe"] = EVAL_RECIPE_VERSION
+    return json.dumps({**head, **payload}, sort_keys=True, separators=(",", ":"))
 
 
 def run_id(spec: BaseModel) -> str:

@@ -3,8 +3,14 @@
     python -m harness.tables results/<grid> [--format latex|markdown|csv] [--out DIR]
 
 Table 1 (translation: SDEdit and EGSDE, PSNR/SSIM/LPIPS/FID/KID), Table 3 (unconditional:
-FID/KID/LPIPS), Table 4 (the distillation weighting ablation) and the attribute table
-(missing-class recovery, class preservation). Mean ± std over seeds; the best value bold.
+FID/KID/LPIPS/diversity), Table 4 (the distillation weighting ablation) and the attribute
+table (missing-class recovery, class preservation). Each cell: the mean over the model's
+runs (seeds) and a 95 % interval [low, high]; shares also as k/n. With one run the interval
+is the row's own (`ci_low`, `ci_high`: bootstrap over images, Wilson for k/n); over several
+runs (training seeds, evaluation seeds) it spans the lowest `ci_low` to the highest
+`ci_high` of the runs (INTERVAL_RULE). Calibration rows (real data, same code) open each
+table and are never bold; the best model value is bold. `difference_table` renders paired
+differences against a baseline (jobs/paired.py), bold where the interval excludes 0.
 """
 from __future__ import annotations
 
@@ -23,8 +29,17 @@ if TYPE_CHECKING:
     from harness.grid import Plan
     from harness.submit import Triage
 
-HIGHER_IS_BETTER = {"psnr", "ssim", "missing_class_share", "class_preservation"}
+HIGHER_IS_BETTER = {"psnr", "ssim", "missing_class_share", "class_preservation", "intra_cluster_lpips",
+                    "precision", "recall", "density", "coverage"}
+INTERVAL_RULE = ("Intervals: 95 %, bootstrap over images (Wilson for k/n) per run; over several runs the "
+                 "mean of their values and the span from the lowest to the highest of their intervals.")
+CALIBRATION_LABELS = {"held-out-half": "real: held-out half (floor)", "target-train": "real: target-train",
+                      "source": "real: source (style gap)"}
+CALIBRATION_NOTE = ("Real rows: the same measurements of real images at the models' sample count: half of "
+                    "the held-out domain against the other half (the noise floor), the target-train set "
+                    "and real source images (the style gap) against the held-out domain.")
 METRIC_NAMES = {"fid": "FID", "kid": "KID×1e3", "lpips": "LPIPS", "psnr": "PSNR", "ssim": "SSIM",
+                "intra_cluster_lpips": "intra-LPIPS",
                 "feature_dist_builtin": "FeatDist†", "feature_dist_inception": "FeatDist†",
                 "missing_class_share": "missing-class share", "class_preservation": "class kept"}
 SUBSTITUTE_NOTE = ("† FeatDist: cosine distance of the named extractor's features between paired images, "
@@ -64,29 +79,45 @@ def plan_table(plan: "Plan", todo: "Triage | None" = None) -> str:
 
 
 # ---------------------------------------------------------------- the paper's tables
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 @dataclass
 class Table:
     name: str
     title: str
     means: "pd.DataFrame"                 # rows: model labels; columns: (group, metric)
-    stds: "pd.DataFrame"
-    counts: "pd.DataFrame"
+    lows: "pd.DataFrame"                  # the interval of each cell (NaN: none)
+    highs: "pd.DataFrame"
+    counts: "pd.DataFrame"                # rows (runs) behind each cell
     notes: list[str] = field(default_factory=list)
+    ks: "pd.DataFrame | None" = None      # summed k and n of shares k/n (NaN elsewhere)
+    ns: "pd.DataFrame | None" = None
+    calibration: tuple = ()               # row labels of the real-data rows: never bold
+    bold_nonzero: bool = False            # bold where the interval excludes 0 (differences)
 
     def cell(self, row, column, bold: bool, fmt: str) -> str:
-        mean, std, n = self.means.loc[row, column], self.stds.loc[row, column], self.counts.loc[row, column]
-        if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        mean = self.means.loc[row, column]
+        if _missing(mean):
             return "–"
-        digits = 3 if abs(mean) < 10 else 1
+        low, high = self.lows.loc[row, column], self.highs.loc[row, column]
+        scale = max([abs(mean)] + [abs(v) for v in (low, high) if not _missing(v)])
+        digits = 3 if scale < 10 else 1
         text = f"{mean:.{digits}f}"
-        if n > 1 and not math.isnan(std):
-            text += f" ± {std:.{digits}f}"
+        if not _missing(low) and not _missing(high):
+            text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+        if self.ks is not None and not _missing(self.ks.loc[row, column]):
+            text += f" ({int(self.ks.loc[row, column])}/{int(self.ns.loc[row, column])})"
         if bold:
             text = r"\textbf{" + text + "}" if fmt == "latex" else f"**{text}**"
         return text
 
     def best(self, column) -> set:
-        values = self.means[column].dropna()
+        if self.bold_nonzero:
+            low, high = self.lows[column], self.highs[column]
+            return set(self.means.index[(low > 0) | (high < 0)])
+        values = self.means[column].drop(list(self.calibration), errors="ignore").dropna()
         if len(values) < 2:
             return set()
         metric = column[-1]
@@ -109,11 +140,12 @@ class Table:
         from tabulate import tabulate
 
         if fmt == "csv":
-            flat = self.means.copy()
-            flat.columns = [" ".join(map(str, c)) for c in flat.columns]
-            stds = self.stds.copy()
-            stds.columns = [" ".join(map(str, c)) + " std" for c in stds.columns]
-            return flat.join(stds).to_csv()
+            parts = []
+            for frame, suffix in ((self.means, ""), (self.lows, " ci_low"), (self.highs, " ci_high")):
+                flat = frame.copy()
+                flat.columns = [" ".join(map(str, c)) + suffix for c in flat.columns]
+                parts.append(flat)
+            return parts[0].join(parts[1:]).to_csv()
         table = self.formatted(fmt)
         if fmt == "latex":
             body = table.to_latex(escape=False, multicolumn=True, multicolumn_format="c",
@@ -153,6 +185,8 @@ def model_labels(df: "pd.DataFrame") -> "pd.Series":
         if (spread > 1).any():
             varying.append(p)
     def label(row) -> str:
+        if row["method"] == "calibration":
+            return CALIBRATION_LABELS.get(row["weighting"], f"real: {row['weighting']}")
         text = row["method"] + (f"/{row['weighting']}" if isinstance(row["weighting"], str) else "")
         for p in varying:
             if row[p] is not None and not (isinstance(row[p], float) and math.isnan(row[p])):
@@ -165,37 +199,67 @@ def model_labels(df: "pd.DataFrame") -> "pd.Series":
 
 
 METHOD_ORDER = {"source": 0, "scratch": 1, "naive": 2, "sdft": 3}
+CALIBRATION_ORDER = {"held-out-half": -3, "target-train": -2, "source": -1}
 
 
 def prepare(df: "pd.DataFrame") -> "pd.DataFrame":
     """Label the rows, mark earlier checkpoints, keep the main reference and extractor."""
+    import pandas as pd
+
     df = df.copy()
+    for column in ("value", "ci_low", "ci_high", "k", "n"):
+        df[column] = pd.to_numeric(df[column], errors="coerce")
     final = df.groupby("eval_id")["ckpt_step"].transform("max")
     df["is_early"] = df["ckpt_step"].notna() & (df["ckpt_step"] < final)
     df["model"] = model_labels(df)
     df["order"] = df["method"].map(METHOD_ORDER).fillna(9)
+    calibration = df["method"] == "calibration"
+    df["order"] = df["order"].where(~calibration, df["weighting"].map(CALIBRATION_ORDER).fillna(-1)).astype(float)
     return df
 
 
-def _pivot(df, columns: list[tuple], name: str, title: str, notes=None) -> Table | None:
-    """columns: (group label, selection dict, metric) -> one column of mean ± std over seeds."""
+def _select(df, selection: dict):
+    for key, value in selection.items():
+        df = df[df[key].isna()] if value is None else df[df[key] == value]
+    return df
+
+
+def _calibration_selection(selection: dict) -> dict:
+    """The calibration rows beside a column: same reference, extractor and subset; the task
+    of the sample count they were measured at (unconditional, or translation)."""
+    out = {k: v for k, v in selection.items() if k not in ("task", "t0")}
+    if "task" in selection:
+        out["task"] = "unconditional" if selection["task"] == "unconditional" else "translation"
+    return out
+
+
+def _pivot(df, columns: list[tuple], name: str, title: str, notes=None, calibration=True) -> Table | None:
+    """columns: (group label, selection dict, metric) -> one column: the mean over the model's
+    rows and the interval INTERVAL_RULE, the calibration rows first."""
     import pandas as pd
 
-    means, stds, counts = {}, {}, {}
+    stats: dict[tuple, "pd.DataFrame"] = {}
+    models = df[df["method"] != "calibration"]
+    real = df[df["method"] == "calibration"] if calibration else df.iloc[:0]
     for group, selection, metric in columns:
-        part = df[df["metric"] == metric]
-        for key, value in selection.items():
-            part = part[part[key].isna()] if value is None else part[part[key] == value]
+        part = _select(models[models["metric"] == metric], selection)
         if part.empty:
             continue
-        stats = part.groupby("model")["value"].agg(["mean", "std", "count"])
-        means[(group, metric)], stds[(group, metric)], counts[(group, metric)] = (
-            stats["mean"], stats["std"], stats["count"])
-    if not means:
+        part = pd.concat([_select(real[real["metric"] == metric], _calibration_selection(selection)), part])
+        stats[(group, metric)] = part.groupby("model").agg(
+            mean=("value", "mean"), low=("ci_low", "min"), high=("ci_high", "max"), count=("value", "count"),
+            k=("k", lambda v: v.sum(min_count=len(v))), n=("n", "sum"))
+    if not stats:
         return None
     order = df.drop_duplicates("model").sort_values(["order", "model"])["model"].tolist()
-    frame = lambda d: pd.DataFrame(d).reindex([m for m in order if m in pd.DataFrame(d).index])  # noqa: E731
-    return Table(name, title, frame(means), frame(stds), frame(counts).fillna(0), notes or [])
+    shown = [m for m in order if any(m in s.index for s in stats.values())]
+    frame = lambda key: pd.DataFrame({c: s[key] for c, s in stats.items()}).reindex(shown)  # noqa: E731
+    ks = frame("k")
+    ns = frame("n").where(ks.notna())
+    labels = set(df.loc[df["method"] == "calibration", "model"])
+    extra = [CALIBRATION_NOTE] if labels & set(shown) else []
+    return Table(name, title, frame("mean"), frame("low"), frame("high"), frame("count").fillna(0),
+                 (notes or []) + extra + [INTERVAL_RULE], ks, ns, tuple(m for m in shown if m in labels))
 
 
 def _reference(df) -> str:
@@ -259,7 +323,9 @@ def paper_tables(results: "pd.DataFrame") -> list[Table]:
         if table:
             tables.append(table)
     uncond = realism("unconditional") + [("unconditional", {"task": "unconditional",
-                                                            "reference": "source-model"}, distance)]
+                                                            "reference": "source-model"}, distance),
+                                         ("unconditional", {"task": "unconditional", "reference": "target"},
+                                          "intra_cluster_lpips")]
     table3 = _pivot(df, uncond, "table3", f"Table 3: unconditional generation ({ext} features, "
                     f"FID/KID against the {ref} set; {METRIC_NAMES.get(distance, distance)} to the source "
                     "model's sample from the same noise)", notes)
@@ -273,12 +339,14 @@ def paper_tables(results: "pd.DataFrame") -> list[Table]:
         if best is not None:
             table4 = _pivot(best, columns, "table4", "Table 4: distillation weighting ablation, each weighting "
                             "at its own best lambda (lowest mean unconditional FID; weights are unnormalised, "
-                            "so a shared lambda would compare their scale, not their shape)", notes)
-            sweep = _pivot(sdft, columns, "table4_sweep", "Table 4, every lambda of the sweep", notes)
+                            "so a shared lambda would compare their scale, not their shape)", notes,
+                            calibration=False)
+            sweep = _pivot(sdft, columns, "table4_sweep", "Table 4, every lambda of the sweep", notes,
+                           calibration=False)
             tables += [t for t in (table4, sweep) if t]
         else:
             table4 = _pivot(sdft, columns, "table4", "Table 4: distillation weighting ablation (sdft method)",
-                            notes)
+                            notes, calibration=False)
             tables += [table4] if table4 else []
     columns = [("unconditional", {"task": "unconditional"}, "missing_class_share")]
     for task in ("sdedit", "egsde"):
@@ -286,11 +354,30 @@ def paper_tables(results: "pd.DataFrame") -> list[Table]:
             for subset in ("missing-classes", "present-classes"):
                 columns.append((f"{task} t0={t0:g} {subset}", {"task": task, "t0": t0, "subset": subset},
                                 "class_preservation"))
-    attributes = _pivot(df, columns, "attributes", "Attribute recovery: share of samples in the classes "
-                        "the target set lacks (the full target domain has 0.30), and the share of "
-                        "translated source images that keep their class")
+    attributes = _pivot(df, columns, "attributes", "Attribute recovery: share of samples classified into "
+                        "the classes the target set lacks (the real rows: the same classifier on real "
+                        "images), and the share of translated source images that keep their class")
     tables += [attributes] if attributes else []
     return tables
+
+
+def difference_table(diffs: "pd.DataFrame", baseline: str = "naive") -> Table | None:
+    """Paired differences (model minus `baseline`) with their intervals: `diffs` has one row
+    per model, group, metric (value, ci_low, ci_high, note), as jobs/paired.py makes them."""
+    import pandas as pd
+
+    if diffs is None or diffs.empty:
+        return None
+    order = list(dict.fromkeys(diffs.sort_values(["order", "model"])["model"]))
+    columns = list(dict.fromkeys(zip(diffs["group"], diffs["metric"])))
+    frame = lambda key: diffs.pivot_table(index="model", columns=["group", "metric"], values=key,  # noqa: E731
+                                          aggfunc="first", dropna=False).reindex(index=order, columns=pd.MultiIndex.from_tuples(columns))
+    notes = [f"Each cell: the model's value minus {baseline}'s on the same noise and the same source images, "
+             "with a 95 % paired bootstrap interval (the same resampled items for both; over evaluation seeds "
+             "two-level); bold where the interval excludes 0. Lower is better for FID/KID/LPIPS, higher for "
+             "the rest."] + sorted(set(diffs["note"].dropna()))
+    return Table("differences", f"Paired differences against {baseline}", frame("value"), frame("ci_low"),
+                 frame("ci_high"), frame("value").notna().astype(int), notes, bold_nonzero=True)
 
 
 def write_tables(tables: list[Table], out_dir: Path, formats=("markdown", "latex", "csv")) -> list[Path]:

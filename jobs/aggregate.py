@@ -3,7 +3,9 @@ trade-off plots, image grids side by side per method, and report.md.
 
     python -m jobs.aggregate RUN_DIR       # RUN_DIR/spec.json is an AggregateSpec
 
-Everything lands in results/<grid>/: metrics.parquet, tables/, tradeoff.png, images/, report.md.
+Everything lands in results/<grid>/: metrics.parquet, tables/ (the paper's tables with
+calibration rows first, and the paired differences against naive), tradeoff.png, images/
+(sample grids, per-class histograms), report.md.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from harness.errors import UserError, exit_on_user_error
 from harness.results import tidy, write_parquet
 from harness.spec import AggregateSpec
 from harness.store import RunFolder, atomic_write_bytes, now_iso, store_root_of
-from harness.tables import paper_tables, prepare, write_tables
+from harness.tables import difference_table, paper_tables, prepare, write_tables
 
 SHOWN_PER_ROW = 12
 
@@ -49,7 +51,7 @@ def tradeoff_plot(df, path: Path) -> Path | None:
         return None
     if not kept.empty:
         kept = kept[kept.t0 == (0.5 if (kept.t0 == 0.5).any() else kept.t0.min())]
-    keys = ["eval_id", "ckpt_step"]
+    keys = ["eval_id", "ckpt_step", "model"]      # calibration rows share the source model's eval id
     fid = fid[fid.extractor == fid.extractor.iloc[0]].groupby(keys, dropna=False)["value"].mean().rename("x")
     panels = [(recovery, "missing-class share of samples"),
               (kept, "SDEdit t0=0.5: class kept (missing classes)")]
@@ -59,8 +61,8 @@ def tradeoff_plot(df, path: Path) -> Path | None:
     colours = {m: palette(i % palette.N) for i, m in enumerate(models)}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     for ax, (values, label) in zip(axes, panels):
-        points = values.groupby(keys, dropna=False).agg(y=("value", "mean"), model=("model", "first")).join(
-            fid, how="inner")
+        points = values.groupby(keys, dropna=False).agg(y=("value", "mean")).join(
+            fid, how="inner").reset_index()
         for model, group in points.groupby("model"):
             ax.scatter(group.x, group.y, label=model, s=30, color=colours.get(model),
                        marker="x" if "@" in model else "o")
@@ -85,6 +87,7 @@ def image_grids(df, store_root: Path, out_dir: Path) -> list[tuple[Path, list[st
     from models.images import save_grid
 
     df = prepare(df)
+    df = df[df.method != "calibration"]
     first_seed = df[(df.seed.isna()) | (df.seed == df.seed.min())]
     models = first_seed.drop_duplicates("eval_id").sort_values(["order", "model"])
     written = []
@@ -112,6 +115,72 @@ def image_grids(df, store_root: Path, out_dir: Path) -> list[tuple[Path, list[st
     return written
 
 
+def class_histograms(df, store_root: Path, out_dir: Path) -> list[Path]:
+    """Per dataset and target: the share of each class among the full domain's images (true
+    labels), the target set's, the held-out half as the classifier sees it, and each model's
+    unconditional samples (classified; all its runs' final products pooled, no confidence
+    filter). Missing classes are shaded."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from jobs.paired import final_items, load
+
+    df = prepare(df)
+    written = []
+    for (dataset, target), group in df.groupby(["dataset", "target"]):
+        source = group[(group.method == "source")]
+        if source.empty:
+            continue
+        items = store_root / source.eval_id.iloc[0] / "items"
+        if not (items / "references.npz").is_file():
+            continue
+        with np.load(items / "references.npz") as f:
+            refs = dict(f)
+        if "class_ids" not in refs:
+            continue
+        ids, names, missing = refs["class_ids"], refs["class_names"], set(refs["missing"].tolist())
+        share = lambda labels: np.array([(labels == c).mean() for c in ids]) if len(labels) else None  # noqa: E731
+        bars = [("full domain (true labels)", share(refs.get("labels_full-domain", np.array([])))),
+                ("target set (true labels)", share(refs.get("labels_target", np.array([]))))]
+        floor = items / "calibration_held-out-half_unconditional.npz"
+        if floor.is_file():
+            with np.load(floor) as f:
+                bars.append(("held-out half (classified)", share(f["predicted"])))
+        models = group[(group.method != "calibration") & ~group.is_early].drop_duplicates("eval_id")
+        for model, runs in models.sort_values(["order", "model"]).groupby("model", sort=False):
+            predicted = []
+            for eid in runs.eval_id:
+                product = final_items(store_root / eid).products.get(("unconditional", None))
+                if product:
+                    found = load(product)
+                    if "predicted" in found:
+                        predicted.append(found["predicted"])
+            if predicted:
+                bars.append((f"{model} (classified)", share(np.concatenate(predicted))))
+        bars = [(label, values) for label, values in bars if values is not None]
+        fig, ax = plt.subplots(figsize=(max(8, len(ids) * 1.1), 4.2))
+        width = 0.8 / len(bars)
+        for i, (label, values) in enumerate(bars):
+            ax.bar(np.arange(len(ids)) + (i - (len(bars) - 1) / 2) * width, values, width, label=label)
+        for j, c in enumerate(ids):
+            if int(c) in missing:
+                ax.axvspan(j - 0.45, j + 0.45, color="grey", alpha=0.15, lw=0)
+        ax.set_xticks(np.arange(len(ids)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("share of images")
+        ax.set_title(f"{dataset}/{target}: classes of the samples beside the full domain (shaded: missing "
+                     "from the target set)", fontsize=9)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        fig.tight_layout()
+        path = out_dir / f"{dataset}-{target}_classes.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def _sources(eval_dir: Path):
     import torch
 
@@ -125,7 +194,7 @@ def _sources(eval_dir: Path):
 
 
 def report(spec: AggregateSpec, df, tables, plot: Path | None, grids: list[tuple[Path, list[str]]],
-           grid_dir: Path) -> Path:
+           grid_dir: Path, histograms: list[Path] = ()) -> Path:
     lines = [f"# {spec.grid}: results", "",
              f"{df.eval_id.nunique()} evaluated models, {len(df)} numbers; generated {now_iso()} "
              f"(commit {df.git_sha.dropna().iloc[0] if df.git_sha.notna().any() else 'unknown'}).",
@@ -134,6 +203,9 @@ def report(spec: AggregateSpec, df, tables, plot: Path | None, grids: list[tuple
         lines += [table.render("markdown"), ""]
     if plot is not None:
         lines += ["## The trade-off", "", f"![trade-off]({plot.relative_to(grid_dir)})", ""]
+    if histograms:
+        lines += ["## Classes of the samples", ""]
+        lines += [f"![{path.stem}]({path.relative_to(grid_dir)})" for path in histograms] + [""]
     if grids:
         lines += ["## Samples and translations", "",
                   "Same noise (or the same source images) in every row; rows top to bottom:", ""]
@@ -152,11 +224,16 @@ def aggregate(spec: AggregateSpec, run_dir: str | Path) -> Path:
     grid_dir = store_root.parent / spec.grid
     df = collect(spec, store_root)
     write_parquet(grid_dir / "metrics.parquet", df)
+    from jobs.paired import differences
+
     tables = paper_tables(df)
+    paired = difference_table(differences(prepare(df), store_root))
+    tables += [paired] if paired is not None else []
     written = write_tables(tables, grid_dir / "tables")
     plot = tradeoff_plot(df, grid_dir / "tradeoff.png")
     grids = image_grids(df, store_root, grid_dir / "images")
-    path = report(spec, df, tables, plot, grids, grid_dir)
+    histograms = class_histograms(df, store_root, grid_dir / "images")
+    path = report(spec, df, tables, plot, grids, grid_dir, histograms)
     # what a later submission checks still exists (a deleted grid folder is rebuilt)
     run.set_state("done", products=sorted(str(p.relative_to(grid_dir)) for p in written))
     return path

@@ -4,6 +4,10 @@
   the built-in pair's source split, grey and painted (all classes), once per machine.
 - `domain_classifier(source, target)`: EGSDE's time-conditioned domain classifier, trained
   on noisy source and noisy target images of a run's data.
+- `labelled_classifier(source, target)`: for folder data with a labels CSV, a FeatureNet
+  trained on the labelled source and target-train images only (never the reference, which
+  it is judged against), with a source-vs-target domain head as the builtin
+  one has. Its rows name the extractor `labelled`.
 A lock makes concurrent jobs wait for the first one to train instead of training twice.
 
     python -m jobs.classifier            # train (or find) the builtin feature network
@@ -35,6 +39,9 @@ FEATURE_RECIPE = {"version": 1, "pair_seed": 0, "per_domain": 30_000, "epochs": 
                   "lr": 3e-3, "style_seed": 12_345}
 SHIPPED_FILE = "featurenet.safetensors"
 DOMAIN_RECIPE = {"version": 1, "steps": 600, "batch": 64, "lr": 2e-3}
+# steps: `epochs` passes over the labelled images read, within [min_steps, max_steps]
+LABELLED_RECIPE = {"version": 1, "epochs": 10, "min_steps": 100, "max_steps": 2000, "batch": 64, "lr": 3e-3,
+                   "max_source": 5000}
 
 
 def _cache_path(kind: str, key: Mapping[str, Any]) -> Path:
@@ -151,6 +158,66 @@ def domain_classifier(source: Mapping, target: Mapping) -> DomainClassifier:
     key = {"recipe": DOMAIN_RECIPE, "source": dict(source), "target": dict(target)}
     return _cached(_cache_path("domain", key),
                    lambda: _train_domain_classifier(source, target, DOMAIN_RECIPE), DomainClassifier())
+
+
+# ---------------------------------------------------------------- folder data with labels
+def _train_labelled(source: Mapping, target: Mapping, labels, recipe: dict) -> FeatureNet:
+    """Half of each batch from the labelled source images, half from the target set (drawn
+    with replacement: a few-shot target set has few images); class and domain losses. The
+    images are read once, at the network's 32 px input (at most `max_source` source images,
+    a seeded choice), so a step costs no disk reads."""
+    source_set, target_set = open_dataset(source), open_dataset(target)
+    position = {c: i for i, c in enumerate(labels.classes)}
+    rng = np.random.default_rng(0)
+    source_idx = np.flatnonzero(labels.source >= 0)
+    if len(source_idx) > recipe["max_source"]:
+        source_idx = np.sort(rng.choice(source_idx, recipe["max_source"], replace=False))
+
+    def read(ds, indices):
+        return torch.cat([FeatureNet.prepare(to_model_range(torch.stack([ds[int(i)] for i in indices[k:k + 256]])))
+                          for k in range(0, len(indices), 256)])
+
+    target_x = read(target_set, np.arange(len(target_set)))
+    target_y = torch.tensor([position[int(c)] for c in labels.target])
+    source_x = read(source_set, source_idx) if len(source_idx) else None
+    source_y = torch.tensor([position[int(labels.source[i])] for i in source_idx])
+    torch.manual_seed(0)
+    net = FeatureNet(num_classes=len(position))
+    opt = torch.optim.AdamW(net.parameters(), lr=recipe["lr"], weight_decay=5e-4)
+    generator = torch.Generator().manual_seed(0)
+    half = recipe["batch"] // 2
+    seen = len(target_x) + (len(source_x) if source_x is not None else 0)
+    steps = min(max(-(-recipe["epochs"] * seen // recipe["batch"]), recipe["min_steps"]), recipe["max_steps"])
+    net.train()
+    for _ in range(steps):
+        t = torch.randint(len(target_x), (half,), generator=generator)
+        x, classes, domains = [target_x[t]], [target_y[t]], [torch.ones(half, dtype=torch.long)]
+        if source_x is not None:
+            s_ = torch.randint(len(source_x), (half,), generator=generator)
+            x.append(source_x[s_])
+            classes.append(source_y[s_])
+            domains.append(torch.zeros(half, dtype=torch.long))
+        x = torch.cat(x)
+        if torch.rand((), generator=generator) < 0.5:
+            x = x.flip(3)
+        class_logits, domain_logits = net(x)
+        loss = F.cross_entropy(class_logits, torch.cat(classes), label_smoothing=0.05)
+        if source_x is not None:
+            loss = loss + 0.5 * F.cross_entropy(domain_logits, torch.cat(domains))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return net
+
+
+def labelled_classifier(source: Mapping, target: Mapping, labels) -> FeatureNet:
+    """The class network of a folder pair with labels (models.data.labels.FolderLabels),
+    cached by the recipe, the data and the labels file's content. Its class outputs are in
+    the order of `labels.classes`."""
+    key = {"recipe": LABELLED_RECIPE, "source": dict(source), "labels": labels.digest,
+           "target": {k: target[k] for k in ("kind", "path", "resolution")}}
+    return _cached(_cache_path("labelled", key), lambda: _train_labelled(source, target, labels, LABELLED_RECIPE),
+                   FeatureNet(num_classes=len(labels.classes)))
 
 
 if __name__ == "__main__":

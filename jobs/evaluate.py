@@ -37,12 +37,18 @@ class Product:
     t0: float | None
     ckpt_step: int | None
     model_dir: str
+    eval_seed: int | None = None     # set when `evaluation.seed` is a list: one product per seed
 
     @property
     def key(self) -> str:
         t0 = f"_t{self.t0:g}" if self.t0 is not None else ""
+        seed = f"_e{self.eval_seed}" if self.eval_seed is not None else ""
         step = f"_s{self.ckpt_step}" if self.ckpt_step is not None else ""
-        return f"{self.task}{t0}{step}"
+        return f"{self.task}{t0}{seed}{step}"
+
+    def seed(self, spec: EvalSpec) -> int:
+        """The seed of this product's sampling noise."""
+        return self.eval_seed if self.eval_seed is not None else spec.settings.seeds[0]
 
 
 @dataclass(frozen=True)
@@ -89,10 +95,12 @@ def resolve_models(spec: EvalSpec, run_dir: Path) -> tuple[list[tuple[int | None
 
 def plan_products(spec: EvalSpec, models) -> list[Product]:
     products = []
+    seeds = spec.settings.seeds
     for step, path in models:
         for task in spec.settings.tasks:
             for t0 in ([None] if task == "unconditional" else spec.settings.t0):
-                products.append(Product(task, t0, step, str(path)))
+                for seed in (seeds if len(seeds) > 1 else [None]):
+                    products.append(Product(task, t0, step, str(path), seed))
     return products
 
 
@@ -121,6 +129,13 @@ class EvalWorker:
         self._extractors: dict[str, object] = {}
         self._sources = None
         self._domain = None
+        self._memo: dict[str, object] = {}
+
+    def memo(self, key: str, make):
+        """What `make()` returns, made once per actor (reference sets, the classifier)."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
     # -- inputs, loaded once per actor
     def model(self, path: str):
@@ -167,6 +182,7 @@ class EvalWorker:
         (attempts / f"{batch.key}.{os.getpid()}").write_text(f"{time.time()}\n")
 
         s, p = self.spec.settings, batch.product
+        seed = p.seed(self.spec)
         model = self.model(p.model_dir)
         indices = range(batch.start, batch.stop)
         # translations always run DDIM; the respacing is theirs only when DDIM is the sampler
@@ -174,15 +190,15 @@ class EvalWorker:
                     respacing=s.respacing if s.sampler == "ddim" else None)
         if p.task == "unconditional":
             res = self.resolution()
-            noise = indexed_noise(s.seed, "unconditional", indices, (3, res, res)).to(self.device)
+            noise = indexed_noise(seed, "unconditional", indices, (3, res, res)).to(self.device)
             if s.sampler == "ancestral":
                 sampled = ancestral_sample(model, noise, respacing=s.respacing, clip_denoised=s.clip_denoised,
-                                           generator=indexed_generators(s.seed, "ancestral", indices))
+                                           generator=indexed_generators(seed, "ancestral", indices))
             else:
                 sampled = ddim_sample(model, noise, **ddim)
         else:
             x0 = to_model_range(torch.stack([self.sources()[i] for i in indices])).to(self.device)
-            noise = indexed_noise(s.seed, "translation", indices, tuple(x0.shape[1:])).to(self.device)
+            noise = indexed_noise(seed, "translation", indices, tuple(x0.shape[1:])).to(self.device)
             if p.task == "sdedit":
                 sampled = sdedit(model, x0, noise, t0=p.t0, **ddim)
             else:
@@ -210,15 +226,10 @@ class EvalWorker:
         from models.features import cached_features
         return cached_features(self.extractor(extractor), torch.from_numpy(np.load(images_path)))
 
-    def classify(self, images_path: str):
-        import numpy as np
-        import torch
-        return self.extractor("builtin").classify(torch.from_numpy(np.load(images_path)))
-
     def measure(self, job: dict) -> tuple[list[dict], dict[str, int]]:
         """Metric rows of one product, and the feature cache's counts."""
-        from jobs.measure import measure_product
-        return measure_product(self, job)
+        from jobs.measure import measure_calibration, measure_product
+        return measure_calibration(self, job) if job.get("calibration") else measure_product(self, job)
 
 
 # ---------------------------------------------------------------- the driver
@@ -344,8 +355,10 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
         paths = save_products(run, spec, products, batches)
 
         jobs = [dict(product=asdict(p), key=p.key, path=str(paths[p.key]), train_spec=train_spec,
+                     eval_seed=p.seed(spec), items=str(run.path / "items" / f"{p.key}.npz"),
                      source_samples=source_samples_path(spec, run.path, p),
                      clipped=clipped_share(run, p, batches)) for p in products]
+        jobs += calibration_jobs(spec, run.path)
         rows, cache = [], {"hits": 0, "lookups": 0}
         for product_rows, counts in pool.map_unordered(lambda a, j: a.measure.remote(j), jobs):
             rows += product_rows
@@ -370,9 +383,29 @@ def source_samples_path(spec: EvalSpec, run_dir: Path, product: Product) -> str 
     """The source model's unconditional samples (same noise), for the paired distances."""
     if spec.source_samples is None or product.task != "unconditional":
         return None
+    from jobs.paired import KEY
+
     source = RunFolder(store_root_of(run_dir) / spec.source_samples[4:])
-    found = sorted((source.path / "products").glob("unconditional*.npy"))
+    found = []
+    for path in sorted((source.path / "products").glob("unconditional*.npy")):
+        match = KEY.match(path.stem)
+        seed = int(match["eval_seed"]) if match and match["eval_seed"] else None
+        if match and seed == product.eval_seed:
+            found.append(path)
     return str(found[0]) if found else None
+
+
+def calibration_jobs(spec: EvalSpec, run_dir: Path) -> list[dict]:
+    """The source model's evaluation measures real data once per target (calibration rows):
+    where a full domain exists, at the sample counts of the model rows."""
+    target = spec.target_data.model_dump()
+    if spec.role != "source" or not (target["kind"] == "builtin-target" or target.get("reference")):
+        return []
+    s = spec.settings
+    sizes = {"unconditional": s.num_samples} if "unconditional" in s.tasks else {}
+    if set(s.tasks) - {"unconditional"}:
+        sizes["translation"] = s.num_translations
+    return [dict(calibration=True, sizes=sizes, items_dir=str(run_dir / "items"))]
 
 
 def run(run_dir: str | Path) -> Path:

@@ -1,21 +1,35 @@
-"""Metric rows of one evaluation product (runs inside an evaluation actor).
+"""Metric rows of one evaluation product, and the calibration rows (runs inside an actor).
 
-Unconditional samples: FID/KID against the target set and (built-in pair) the full target
-domain; the share of samples classified into the classes the target set lacks; a paired
-distance to the source model's sample from the same noise. Translations: PSNR/SSIM and a
-paired distance to the source image, FID/KID against the target domain, and how often
-the source image's class survives, per class and for the missing classes.
+Unconditional samples: FID/KID against the target set and (built-in pair, or a folder
+target with a `reference`) the full target domain; the share of samples classified into the
+classes the target set lacks; a paired distance to the source model's sample from the same
+noise; intra-cluster LPIPS (diversity). Translations: PSNR/SSIM and a paired distance to
+the source image, FID/KID against the target domain, and how often the source image's class
+survives, per class and for the missing classes.
 LPIPS uses a trunk converted offline (VGG unless `evaluation.lpips_net` says alex); its
 row names the trunk and says when small inputs were resized to 64 px.
 Precision, recall, density and coverage (k = 3) against each reference set, and recall and
-coverage of the held-out images of the missing classes (built-in pair).
+coverage of the held-out images of the missing classes.
+Classes: the `builtin` classifier on the built-in pair; on folder data with a labels CSV, a
+classifier trained on the labelled source and target-train images (extractor `labelled`).
+
+Calibration (the source model's evaluation, once per target): the same measurements of
+real image sets against the full domain, at the sample counts of the model rows (FID's bias
+depends on n): target-train images, real source images (the style gap), and one half of
+the held-out domain against the other half (the noise floor).
 
 Intervals (`ci_low`, `ci_high`, 95 %): bootstrap over this product's images for means and
-FID/KID, Wilson for counts (with `k` of `n`); the note states the resamples.
+FID/KID, Wilson for counts (with `k` of `n`); the note states the resamples. Per-item values
+(per-image PSNR/SSIM/LPIPS, per-sample class predictions, features) are saved beside the
+metrics (items/<product>.npz) for paired differences between models.
 """
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -29,6 +43,103 @@ from models.intervals import N_RESAMPLES, Interval, mean_interval, wilson
 from models.manifold import K_NEAREST, manifolds
 
 LOWER_IS_BETTER = {"fid", "kid", "lpips", "feature_dist_builtin", "feature_dist_inception"}
+# Intra-cluster LPIPS (Ojha et al. 2021): the first DIVERSITY_CENTRES target-training images
+# are the cluster centres (their 10-shot setting), the first DIVERSITY_SAMPLES samples are
+# clustered, at most DIVERSITY_PAIRS pairs per cluster. VGG at 64 px costs ~28 ms an image
+# on one busy core here, and the metric embeds each clustered sample about twice: ~11 s per
+# product at these caps (all 500 demo samples: ~28 s).
+DIVERSITY_CENTRES = 10
+DIVERSITY_SAMPLES = 200
+DIVERSITY_PAIRS = 100
+CALIBRATION_SETS = ("target-train", "source", "held-out-half")
+
+
+# ---------------------------------------------------------------- what the worker knows
+@dataclass(frozen=True)
+class Classes:
+    """A classifier over the data's classes and what the metrics need from the labels."""
+    extractor: str                      # the row's extractor: "builtin" or "labelled"
+    names: dict[int, str]
+    missing: list[int]
+    probabilities: Callable[[torch.Tensor], np.ndarray]    # uint8 images -> (N, classes)
+    ids: np.ndarray                     # class id of each probability column
+    source_labels: np.ndarray | None    # of the translation inputs (-1: unlabelled)
+    reference_labels: np.ndarray | None  # of the full domain
+
+    def predict(self, images_u8: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(class id, confidence) per image."""
+        probs = self.probabilities(images_u8)
+        return self.ids[probs.argmax(1)], probs.max(1)
+
+
+def folder_labels_of(spec):
+    """FolderLabels of a folder target with labels, else None."""
+    target = spec.target_data.model_dump()
+    if target["kind"] != "folder" or not target.get("labels"):
+        return None
+    from models.data.labels import folder_labels
+    return folder_labels(target["labels"], target["path"], target["reference"], spec.source_data.path)
+
+
+def classes_of(worker) -> Classes | None:
+    spec = worker.spec
+    if spec.target_data.kind == "builtin-target":
+        from models.data.fashion_mnist import FMNIST_CLASSES
+        builtin = worker.extractor("builtin")
+        heldout = open_dataset(spec.target_data.model_dump(), split="heldout")
+        return Classes("builtin", dict(enumerate(FMNIST_CLASSES)), list(spec.target_data.missing_classes),
+                       builtin.classify, np.arange(10), np.asarray(worker.sources().labels),
+                       np.asarray(heldout.labels))
+    labels = folder_labels_of(spec)
+    if labels is None:
+        return None
+    from jobs.classifier import labelled_classifier
+    from models.data import to_model_range
+
+    net = labelled_classifier(spec.source_data.model_dump(), spec.target_data.model_dump(), labels)
+
+    @torch.no_grad()
+    def probabilities(images_u8, batch_size=500):
+        return torch.cat([net(to_model_range(images_u8[i:i + batch_size]))[0].softmax(1)
+                          for i in range(0, len(images_u8), batch_size)]).numpy()
+
+    return Classes("labelled", {c: str(c) for c in labels.classes}, labels.missing, probabilities,
+                   np.array(labels.classes), labels.source, labels.reference)
+
+
+def references_of(worker) -> dict[str, tuple[torch.Tensor, np.ndarray | None]]:
+    """Reference image sets and their labels (None where unknown): the target set and, for
+    the built-in pair or a folder target with a `reference`, the full domain."""
+    s = worker.spec.settings
+    target = worker.spec.target_data.model_dump()
+    refs = {"target": open_dataset(target)}
+    if target["kind"] == "builtin-target" or target.get("reference"):
+        refs["full-domain"] = open_dataset(target, split="heldout")
+    classes = worker.memo("classes", lambda: classes_of(worker))
+    out = {}
+    for name, ds in refs.items():
+        chosen = reference_subset(len(ds), s.max_reference)
+        labels = ds.labels
+        if labels is None and classes is not None and name == "full-domain":
+            labels = classes.reference_labels
+        out[name] = (_stack(ds, chosen), None if labels is None else np.asarray(labels)[chosen])
+    return out
+
+
+def reference_subset(total: int, size: int) -> np.ndarray:
+    """All indices when size >= total, else a sorted seeded choice of `size` (seed 0: the
+    same images for every model and every evaluation seed)."""
+    if size >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(0).choice(total, size, replace=False))
+
+
+def _stack(ds, indices) -> torch.Tensor:
+    return torch.stack([ds[i] for i in indices])
+
+
+def _boot_note(resamples: int, what: str = "images") -> str:
+    return f"95% CI: bootstrap over {what}, {resamples} resamples"
 
 
 def _identity(worker, job: dict) -> dict:
@@ -39,6 +150,7 @@ def _identity(worker, job: dict) -> dict:
         "method": train_spec.get("method") or "source",
         "weighting": (train_spec.get("distill") or {}).get("weighting"),
         "seed": train_spec.get("seed"),
+        "eval_seed": job["eval_seed"],
         "ckpt_step": product["ckpt_step"],
         "task": product["task"],
         "t0": product["t0"],
@@ -46,120 +158,258 @@ def _identity(worker, job: dict) -> dict:
     }
 
 
-def _references(worker) -> dict[str, tuple[torch.Tensor, np.ndarray | None]]:
-    """Reference image sets and their labels (None where unknown): the target set and, for
-    the built-in pair, the full domain."""
-    s = worker.spec.settings
-    target = worker.spec.target_data.model_dump()
-    refs = {"target": open_dataset(target)}
-    if target["kind"] == "builtin-target":
-        refs["full-domain"] = open_dataset(target, split="heldout")
-    out = {}
-    for name, ds in refs.items():
-        n = min(len(ds), s.max_reference)
-        labels = None if ds.labels is None else np.asarray(ds.labels[:n])
-        out[name] = (torch.stack([ds[i] for i in range(n)]), labels)
-    return out
+def save_items(path: str | Path, items: dict[str, np.ndarray]) -> None:
+    """Per-item values of one product (or calibration set), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **items)
+    os.replace(tmp, path)
 
 
-def _boot_note(resamples: int, what: str = "images") -> str:
-    return f"95% CI: bootstrap over {what}, {resamples} resamples"
+# ---------------------------------------------------------------- rows
+class Rows:
+    """Collects one product's rows; `base` holds the columns they share."""
 
+    def __init__(self, base: dict):
+        self.base, self.rows = base, []
 
-def measure_product(worker, job: dict) -> tuple[list[dict], dict[str, int]]:
-    """Rows, and how many feature sets were looked up and how many came from the cache."""
-    s = worker.spec.settings
-    base = _identity(worker, job)
-    rows: list[dict] = []
-    hits = lookups = 0
-
-    def add(metric, value, reference, subset="all", n=None, extractor=None, note=None, k=None):
+    def add(self, metric, value, reference, subset="all", n=None, extractor=None, note=None, k=None):
         """value: a number, or an Interval (fills ci_low and ci_high)."""
         numbers = value.row() if isinstance(value, Interval) else {"value": float(value)}
-        rows.append({**base, "metric": metric, **numbers, "reference": reference, "subset": subset,
-                     "k": k, "n": n, "extractor": extractor, "note": note})
+        self.rows.append({**self.base, "metric": metric, **numbers, "reference": reference, "subset": subset,
+                          "k": k, "n": n, "extractor": extractor, "note": note})
 
-    def add_count(metric, k, n, reference, subset, note=None):
+    def count(self, metric, k, n, reference, subset, extractor, note=None):
         wilson_note = "95% CI: Wilson" + (f"; {note}" if note else "")
-        add(metric, wilson(int(k), int(n)), reference, subset=subset, n=int(n), k=int(k),
-            extractor="builtin", note=wilson_note)
+        self.add(metric, wilson(int(k), int(n)), reference, subset=subset, n=int(n), k=int(k),
+                 extractor=extractor, note=wilson_note)
 
-    images = torch.from_numpy(np.load(job["path"]))
-    task = base["task"]
-    if job.get("clipped") is not None:
-        share, n = job["clipped"]
-        add("clipped_share", share, "sampler", n=n,
-            note=f"last-step x0 outside [-1, 1] (clip_denoised={s.clip_denoised}, sampler={s.sampler})")
-    builtin_pair = worker.spec.target_data.kind == "builtin-target"
 
-    # realism: FID / KID, precision / recall / density / coverage per extractor and reference set
-    features: dict[str, np.ndarray] = {}
-    missing = list(worker.spec.target_data.missing_classes) if builtin_pair else []
+def realism(out: Rows, worker, images: torch.Tensor, references: dict, seed: int, items: dict,
+            counter: list[int], missing: list[int], note: str | None = None) -> None:
+    """FID / KID and precision / recall / density / coverage of `images` against each
+    reference set (name -> (images, labels)), per extractor; features go into `items`."""
+    s = worker.spec.settings
+    extra = f"; {note}" if note else ""
     for name in s.extractors:
-        features[name], hit = worker.features(job["path"], name)
-        hits, lookups = hits + hit, lookups + 1
-        for ref_name, (ref_images, ref_labels) in _references(worker).items():
+        features, hit = cached_features(worker.extractor(name), images)
+        counter[0] += hit
+        counter[1] += 1
+        items[f"features_{name}"] = features.astype(np.float32)
+        for ref_name, (ref_images, ref_labels) in references.items():
             ref_features, hit = cached_features(worker.extractor(name), ref_images)
-            hits, lookups = hits + hit, lookups + 1
+            counter[0] += hit
+            counter[1] += 1
             fid_note = _boot_note(N_RESAMPLES_FEATURE) + ", centred"
-            add("fid", fid_interval(features[name], ref_features, seed=s.seed), ref_name, n=len(images),
-                extractor=name, note=fid_note)
-            kid, size = kid_interval(features[name], ref_features, s.kid_subset_size, s.kid_subsets, s.seed)
-            add("kid", Interval(kid.value * 1e3, kid.low * 1e3, kid.high * 1e3, kid.resamples), ref_name,
-                n=len(images), extractor=name,
-                note=f"x1e3; {s.kid_subsets} seeded subsets of {size} (seed {s.seed}); {fid_note}")
-            # equal set sizes, as both papers measure: the first len(images) reference images
+            out.add("fid", fid_interval(features, ref_features, seed=seed), ref_name, n=len(images),
+                    extractor=name, note=fid_note + extra)
+            kid, size = kid_interval(features, ref_features, s.kid_subset_size, s.kid_subsets, seed)
+            out.add("kid", Interval(kid.value * 1e3, kid.low * 1e3, kid.high * 1e3, kid.resamples), ref_name,
+                    n=len(images), extractor=name,
+                    note=f"x1e3; {s.kid_subsets} seeded subsets of {size} (seed {seed}); {fid_note}{extra}")
+            # equal set sizes, as both papers measure: len(images) reference images, a seeded
+            # choice that is the same for every model (a folder's sorted listing may group classes)
             m = min(len(images), len(ref_features))
             if m <= K_NEAREST:        # too few images for k-NN balls
                 continue
-            found = manifolds(ref_features[:m], features[name], k=K_NEAREST)
-            prdc_note = (f"k={K_NEAREST}; {len(images)} samples vs {m} reference images; "
-                         + _boot_note(N_RESAMPLES, "samples (P, D) or reference images (R, C)"))
-            for metric, interval in found.intervals(seed=s.seed).items():
-                add(metric, interval, ref_name, n=len(images), extractor=name, note=prdc_note)
-            lacking = np.isin(ref_labels[:m], missing) if ref_labels is not None else np.zeros(m, bool)
+            pick = reference_subset(len(ref_features), m)
+            found = manifolds(ref_features[pick], features, k=K_NEAREST)
+            prdc_note = (f"k={K_NEAREST}; {len(images)} samples vs {m} reference images (seeded choice); "
+                         + _boot_note(N_RESAMPLES, "samples (P, D) or reference images (R, C)") + extra)
+            for metric, interval in found.intervals(seed=seed).items():
+                out.add(metric, interval, ref_name, n=len(images), extractor=name, note=prdc_note)
+            lacking = np.isin(ref_labels[pick], missing) if ref_labels is not None else np.zeros(m, bool)
             if ref_name == "full-domain" and lacking.any():
-                for metric, interval in found.intervals(subset=lacking, seed=s.seed).items():
-                    add(metric, interval, ref_name, subset="missing-classes", n=int(lacking.sum()),
-                        extractor=name, note=prdc_note + "; n: reference images of the missing classes")
+                for metric, interval in found.intervals(subset=lacking, seed=seed).items():
+                    out.add(metric, interval, ref_name, subset="missing-classes", n=int(lacking.sum()),
+                            extractor=name, note=prdc_note + "; n: reference images of the missing classes")
+
+
+def diversity(out: Rows, worker, images_u8: torch.Tensor, seed: int, note: str | None = None) -> None:
+    """Intra-cluster LPIPS of the first DIVERSITY_SAMPLES images around the first
+    DIVERSITY_CENTRES target-training images, with an interval over clusters."""
+    from models.diversity import intra_cluster_lpips
+
+    s = worker.spec.settings
+    target = open_dataset(worker.spec.target_data.model_dump())
+    centres = _stack(target, range(min(DIVERSITY_CENTRES, len(target))))
+    clustered = images_u8[:DIVERSITY_SAMPLES]
+    lpips = metrics.lpips_for(s.lpips_net)
+    found = intra_cluster_lpips(lpips, clustered, centres, value_range=(0, 255), max_pairs=DIVERSITY_PAIRS,
+                                seed=seed)
+    value = (mean_interval(found.cluster_means, seed=seed) if found.cluster_means
+             else Interval(math.nan, math.nan, math.nan, None))
+    out.add("intra_cluster_lpips", value, "target", n=len(clustered), extractor=lpips.extractor,
+            note="; ".join(filter(None, [
+                found.note(lpips.extractor), f"the first {len(clustered)} images around the first "
+                f"{len(centres)} target images", lpips.note(images_u8.shape),
+                _boot_note(N_RESAMPLES, "clusters"), note])))
+
+
+def class_share(out: Rows, classes: Classes, images: torch.Tensor, confidence: float, items: dict,
+                note: str | None = None) -> None:
+    """The share of images classified into the missing classes (k of the kept n)."""
+    predicted, sure = classes.predict(images)
+    items.update(predicted=predicted, confidence=sure.astype(np.float32))
+    kept = sure >= confidence
+    out.count("missing_class_share", np.isin(predicted[kept], classes.missing).sum(), kept.sum(),
+              "classifier", "missing-classes", classes.extractor,
+              "; ".join(filter(None, [_kept_note(confidence, kept), note])))
+
+
+def _kept_note(confidence: float, kept: np.ndarray) -> str | None:
+    if confidence <= 0:
+        return None
+    return f"classifier confidence >= {confidence:g}: kept {int(kept.sum())} of {len(kept)}"
+
+
+# ---------------------------------------------------------------- a model's product
+def measure_product(worker, job: dict) -> tuple[list[dict], dict[str, int]]:
+    """Rows, and how many feature sets were looked up and how many came from the cache."""
+    s = worker.spec.settings
+    out = Rows(_identity(worker, job))
+    seed, counter, items = job["eval_seed"], [0, 0], {}
+    images = torch.from_numpy(np.load(job["path"]))
+    task = out.base["task"]
+    if job.get("clipped") is not None:
+        share, n = job["clipped"]
+        out.add("clipped_share", share, "sampler", n=n,
+                note=f"last-step x0 outside [-1, 1] (clip_denoised={s.clip_denoised}, sampler={s.sampler})")
+    classes = worker.memo("classes", lambda: classes_of(worker))
+    missing = classes.missing if classes is not None else []
+    references = worker.memo("references", lambda: references_of(worker))
+    realism(out, worker, images, references, seed, items, counter, missing)
 
     # the paired comparison: the source image (translation) or the source model's sample
     if task == "unconditional":
         paired = (torch.from_numpy(np.load(job["source_samples"])) if job.get("source_samples") else None)
         paired_ref = "source-model"
+        diversity(out, worker, images, seed)
     else:
         sources = worker.sources()
-        paired = torch.stack([sources[i] for i in range(len(images))])
+        paired = _stack(sources, range(len(images)))
         paired_ref = "source"
     if paired is not None:
         paired = paired[:len(images)]
         lpips = metrics.lpips_for(s.lpips_net)
-        add("lpips", mean_interval(lpips(paired, images, value_range=(0, 255)), seed=s.seed), paired_ref,
-            n=len(images), extractor=lpips.extractor,
-            note="; ".join(filter(None, [lpips.note(images.shape), _boot_note(N_RESAMPLES)])))
+        items["lpips"] = lpips(paired, images, value_range=(0, 255))
+        out.add("lpips", mean_interval(items["lpips"], seed=seed), paired_ref, n=len(images),
+                extractor=lpips.extractor,
+                note="; ".join(filter(None, [lpips.note(images.shape), _boot_note(N_RESAMPLES)])))
         if task != "unconditional":
             for metric, measure in (("psnr", metrics.psnr), ("ssim", metrics.ssim)):
-                add(metric, mean_interval(measure(paired, images, value_range=(0, 255)), seed=s.seed),
-                    paired_ref, n=len(images), note=_boot_note(N_RESAMPLES))
+                items[metric] = measure(paired, images, value_range=(0, 255))
+                out.add(metric, mean_interval(items[metric], seed=seed), paired_ref, n=len(images),
+                        note=_boot_note(N_RESAMPLES))
 
-    # classes (built-in pair): what the target set lacks, and what translation keeps
-    if builtin_pair:
-        from models.data.fashion_mnist import FMNIST_CLASSES
-        probs = worker.classify(job["path"])
-        confident = probs.max(1) >= s.confidence
-        predicted = probs.argmax(1)
-        note = f"classifier confidence >= {s.confidence:g}" if s.confidence > 0 else None
+    # classes: what the target set lacks, and what translation keeps
+    if classes is not None:
         if task == "unconditional":
-            add_count("missing_class_share", np.isin(predicted[confident], missing).sum(), confident.sum(),
-                      "classifier", "missing-classes", note)
+            class_share(out, classes, images, s.confidence, items)
         else:
-            labels = np.asarray(worker.sources().labels[:len(images)])
-            kept = (predicted == labels) & confident
-            subsets = {"all": np.ones_like(labels, bool), "missing-classes": np.isin(labels, missing),
-                       "present-classes": ~np.isin(labels, missing)}
-            subsets.update({f"class:{FMNIST_CLASSES[c]}": labels == c for c in range(10)})
+            predicted, sure = classes.predict(images)
+            labels = classes.source_labels[:len(images)]
+            kept_conf = sure >= s.confidence
+            items.update(predicted=predicted, confidence=sure.astype(np.float32), labels=labels)
+            kept = (predicted == labels) & kept_conf
+            labelled = labels >= 0
+            subsets = {"all": labelled, "missing-classes": np.isin(labels, classes.missing),
+                       "present-classes": labelled & ~np.isin(labels, classes.missing)}
+            subsets.update({f"class:{name}": labels == c for c, name in classes.names.items()})
             for name, mask in subsets.items():
-                denominator = (mask & confident).sum()
+                denominator = (mask & kept_conf).sum()
                 if denominator:
-                    add_count("class_preservation", kept[mask].sum(), denominator, "source", name, note)
-    return rows, {"hits": hits, "lookups": lookups}
+                    out.count("class_preservation", kept[mask].sum(), denominator, "source", name,
+                              classes.extractor, _kept_note(s.confidence, kept_conf[mask]))
+    if job.get("items"):
+        save_items(job["items"], items)
+    return out.rows, {"hits": counter[0], "lookups": counter[1]}
+
+
+# ---------------------------------------------------------------- calibration
+def calibration_sets(worker, n: int) -> dict[str, tuple[torch.Tensor, np.ndarray | None, dict, str]]:
+    """name -> (n real images, their labels, the reference sets to measure them against, a
+    note). The held-out domain is split by parity: the floor's images come from the even
+    ones, its reference is the odd ones."""
+    s = worker.spec.settings
+    target_spec = worker.spec.target_data.model_dump()
+    heldout = open_dataset(target_spec, split="heldout")
+    references = worker.memo("references", lambda: references_of(worker))
+    full = {"full-domain": references["full-domain"]}
+    classes = worker.memo("classes", lambda: classes_of(worker))
+    labels_of = lambda ds, idx, fallback=None: (  # noqa: E731
+        np.asarray(ds.labels)[idx] if ds.labels is not None else (None if fallback is None else fallback[idx]))
+    target = open_dataset(target_spec)
+    source_spec = worker.spec.source_data.model_dump()
+    source = open_dataset(source_spec)            # the source model's training images
+    even, odd = np.arange(0, len(heldout), 2), np.arange(1, len(heldout), 2)
+    odd = odd[reference_subset(len(odd), s.max_reference)]
+    ref_labels = classes.reference_labels if classes is not None else None
+    halves = worker.memo("floor-reference", lambda: {
+        "full-domain": (_stack(heldout, odd), labels_of(heldout, odd, ref_labels))})
+    sets = {}
+    for name, ds, indices, refs, fallback in (
+            ("target-train", target, np.arange(min(n, len(target))), full, None),
+            ("source", source, np.arange(min(n, len(source))), full,
+             classes.source_labels if classes is not None and source_spec["kind"] == "folder" else None),
+            ("held-out-half", heldout, even[:n], halves, ref_labels)):
+        note = f"real {name} images vs the held-out domain"
+        if name == "held-out-half":
+            note = (f"real held-out images (even positions) vs the other half ({len(odd)} odd-position "
+                    f"images): the noise floor")
+        elif name == "source":
+            note = "real source images vs the held-out target domain: the style gap"
+        if len(indices) < n:
+            note += f"; only {len(indices)} images (not {n}): FID is biased upward at smaller n"
+        sets[name] = (_stack(ds, indices), labels_of(ds, indices, fallback), refs, note)
+    return sets
+
+
+def measure_calibration(worker, job: dict) -> tuple[list[dict], dict[str, int]]:
+    """Calibration rows and the reference features and labels the aggregate needs
+    (items/references.npz). job["sizes"]: task -> n, the sample count of the model rows the
+    calibration rows stand beside ("unconditional": num_samples, "translation":
+    num_translations); the rows carry that task."""
+    s = worker.spec.settings
+    seed = s.seeds[0]
+    classes = worker.memo("classes", lambda: classes_of(worker))
+    missing = classes.missing if classes is not None else []
+    rows, counter = [], [0, 0]
+    for task, n in job["sizes"].items():
+        for name, (images, labels, refs, note) in calibration_sets(worker, n).items():
+            out = Rows({"stage": "calibration", "run_id": None, "method": "calibration", "weighting": name,
+                        "seed": None, "eval_seed": seed, "ckpt_step": None, "task": task, "t0": None})
+            items: dict[str, np.ndarray] = {}
+            realism(out, worker, images, refs, seed, items, counter, missing, note)
+            if task == "unconditional":
+                diversity(out, worker, images, seed, note)
+            if classes is not None:
+                class_share(out, classes, images, s.confidence, items, note)
+                if labels is not None:
+                    items["labels"] = labels
+            save_items(Path(job["items_dir"]) / f"calibration_{name}_{task}.npz", items)
+            rows += out.rows
+    save_items(Path(job["items_dir"]) / "references.npz", reference_items(worker, classes))
+    return rows, {"hits": counter[0], "lookups": counter[1]}
+
+
+def reference_items(worker, classes: Classes | None) -> dict[str, np.ndarray]:
+    """Features of each reference set per extractor (float32, from the cache), their labels,
+    and the class names and missing classes: what paired differences and the class
+    histogram need without opening the data again."""
+    items: dict[str, np.ndarray] = {}
+    for ref_name, (ref_images, ref_labels) in worker.memo("references", lambda: references_of(worker)).items():
+        for name in worker.spec.settings.extractors:
+            items[f"features_{name}_{ref_name}"] = cached_features(worker.extractor(name), ref_images)[0].astype(
+                np.float32)
+        if ref_labels is not None:
+            items[f"labels_{ref_name}"] = ref_labels
+    if classes is not None:
+        target = open_dataset(worker.spec.target_data.model_dump())
+        items["labels_target"] = (np.asarray(target.labels) if target.labels is not None
+                                  else folder_labels_of(worker.spec).target)
+        items["class_ids"] = np.array(sorted(classes.names))
+        items["class_names"] = np.array([classes.names[c] for c in sorted(classes.names)])
+        items["missing"] = np.array(classes.missing, dtype=np.int64)
+    return items

@@ -6,6 +6,8 @@ Each generated sample joins the cluster of its nearest target-training image by 
 metric is the mean over clusters of the mean pairwise LPIPS inside each cluster. Clusters
 with fewer than 2 members have no pairs and are skipped. Pairs per cluster are capped (a
 seeded choice) so the cost stays bounded; the caller states the cap in the row's note.
+Each sample is embedded once (models.metrics.Lpips.embed: LPIPS is a squared distance of
+those vectors), for its nearest centre and for its pairs alike.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ class IntraClusterLpips:
     pairs: int             # pairs measured in all
     max_pairs: int         # the cap per cluster
     seed: int
+    cluster_means: tuple[float, ...] = ()    # per cluster of >= 2, for an interval over clusters
 
     def note(self, extractor: str) -> str:
         return (f"intra-cluster LPIPS ({extractor}, Ojha et al. 2021): {self.clusters} clusters of >= 2 "
@@ -45,11 +48,20 @@ def _pairs(n: int, max_pairs: int, rng: np.random.Generator) -> list[tuple[int, 
 
 def intra_cluster_lpips(lpips, samples, train, value_range=(-1.0, 1.0), max_pairs: int = 100,
                         seed: int = 0, batch_size: int = 50) -> IntraClusterLpips:
-    """`lpips` is a models.metrics.Lpips; `samples` and `train` are (N, 3, H, W) in `value_range`."""
+    """`lpips` is a models.metrics.Lpips; `samples` and `train` are (N, 3, H, W) in `value_range`.
+
+    Every sample is embedded once; the embeddings are kept in float16 (VGG at 64 px: 1 MB
+    a sample) for the pair distances, which are summed in float32."""
     if max_pairs < 1:
         raise ValueError(f"max_pairs must be at least 1, not {max_pairs}")
-    samples = torch.as_tensor(samples)
-    nearest = lpips.cross(samples, torch.as_tensor(train), value_range, batch_size).argmin(1)
+    samples, train = torch.as_tensor(samples), torch.as_tensor(train)
+    centres = torch.cat([lpips.embed(train[i:i + batch_size], value_range) for i in range(0, len(train), batch_size)])
+    kept, nearest = [], []
+    for i in range(0, len(samples), batch_size):
+        embedded = lpips.embed(samples[i:i + batch_size], value_range)
+        nearest.append(torch.cdist(embedded, centres).argmin(1))
+        kept.append(embedded.half())
+    embedded, nearest = torch.cat(kept), torch.cat(nearest).numpy()
     rng = np.random.default_rng(seed)
     means, total = [], 0
     for centre in np.unique(nearest):
@@ -57,8 +69,9 @@ def intra_cluster_lpips(lpips, samples, train, value_range=(-1.0, 1.0), max_pair
         if len(members) < 2:
             continue
         pairs = np.array(_pairs(len(members), max_pairs, rng))
-        first, second = samples[members[pairs[:, 0]]], samples[members[pairs[:, 1]]]
-        means.append(float(lpips(first, second, value_range, batch_size).mean()))
+        distances = [(embedded[members[a]].float() - embedded[members[b]].float()).square().sum().item()
+                     for a, b in pairs]
+        means.append(float(np.mean(distances)))
         total += len(pairs)
     value = float(np.mean(means)) if means else math.nan
-    return IntraClusterLpips(value, len(means), total, max_pairs, seed)
+    return IntraClusterLpips(value, len(means), total, max_pairs, seed, tuple(means))

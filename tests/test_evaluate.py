@@ -14,7 +14,8 @@ from harness.results import COLUMNS, load_results
 from harness.spec import EvalSpec
 from harness.store import RunFolder
 
-KEYS = ["task", "t0", "ckpt_step", "reference", "subset", "metric", "extractor"]
+KEYS = ["stage", "weighting", "eval_seed", "task", "t0", "ckpt_step", "reference", "subset", "metric",
+        "extractor"]
 
 
 def eval_spec(**settings) -> dict:
@@ -26,7 +27,7 @@ def eval_spec(**settings) -> dict:
                     settings={**base, **settings}).model_dump(mode="json")
 
 
-def test_killed_actor_has_its_batch_retried_and_no_row_is_lost(tiny_source):
+def test_killed_actor_has_its_batch_retried_and_no_row_is_lost(tiny_source, lpips_weights):
     store = tiny_source.parent
     # slow batches (250 DDIM steps) so that the kill lands while an actor holds one
     run_dir = write_spec(store / "eval-kill", eval_spec(ddim_steps=250, num_samples=48))
@@ -53,8 +54,14 @@ def test_killed_actor_has_its_batch_retried_and_no_row_is_lost(tiny_source):
     assert not rows.duplicated(KEYS).any()
     realism = ["fid", "kid", "precision", "recall", "density", "coverage"]
     expected = ({(m, ref) for m in realism for ref in ("target", "full-domain")}
-                | {("missing_class_share", "classifier"), ("clipped_share", "sampler")})
-    assert set(zip(rows.metric, rows.reference)) == expected
+                | {("missing_class_share", "classifier"), ("clipped_share", "sampler"),
+                   ("intra_cluster_lpips", "target")})
+    model_rows = rows[rows.stage == "evaluate"]
+    assert set(zip(model_rows.metric, model_rows.reference)) == expected
+    # the source model's evaluation also measures real data: the calibration rows
+    real = rows[rows.stage == "calibration"]
+    assert set(real.weighting) == {"held-out-half", "target-train", "source"}
+    assert set(real[real.metric == "fid"].n) == {48} and set(real.task) == {"unconditional"}
     assert list(rows.columns[:len(COLUMNS)]) == COLUMNS
     assert RunFolder(run_dir).status == "done"
 

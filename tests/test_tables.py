@@ -1,4 +1,5 @@
-"""The paper's tables as pivots of the tidy table: mean ± std over seeds, the best in bold."""
+"""The paper's tables as pivots of the tidy table: mean and interval over seeds, calibration
+rows first, the best model in bold, shares as k/n; paired differences."""
 import math
 
 import pandas as pd
@@ -18,9 +19,10 @@ def rows():
             base = dict(run_id=f"{method}{weighting}{seed}", eval_id=f"e{method}{weighting}{seed}", method=method,
                         weighting=weighting, seed=seed, ckpt_step=100, extractor="builtin", n=100)
             out.append({**base, "task": "unconditional", "t0": None, "reference": "full-domain", "subset": "all",
-                        "metric": "fid", "value": fid})
+                        "metric": "fid", "value": fid, "ci_low": fid - 0.1 * (seed + 1), "ci_high": fid + 0.2})
             out.append({**base, "task": "unconditional", "t0": None, "reference": "classifier",
-                        "subset": "missing-classes", "metric": "missing_class_share", "value": fid / 20})
+                        "subset": "missing-classes", "metric": "missing_class_share", "value": fid / 20,
+                        "k": 5 + seed, "n": 100, "ci_low": 0.0, "ci_high": 0.9})
             for task in ("sdedit", "egsde"):
                 out.append({**base, "task": task, "t0": 0.5, "reference": "source", "subset": "all",
                             "metric": "psnr", "value": 20 - fid})
@@ -28,19 +30,41 @@ def rows():
                             "metric": "lpips", "value": math.nan, "note": "not measured: no AlexNet weights"})
                 out.append({**base, "task": task, "t0": 0.5, "reference": "source", "subset": "all",
                             "metric": "feature_dist_builtin", "value": fid / 100})
+                out.append({**base, "task": task, "t0": 0.5, "reference": "full-domain", "subset": "all",
+                            "metric": "fid", "value": fid + 0.5})
+    # real data measured by the same code, at each task's sample count
+    for kind, fid in (("held-out-half", 0.1), ("target-train", 1.0), ("source", 20.0)):
+        base = dict(eval_id="esource", stage="calibration", method="calibration", weighting=kind,
+                    extractor="builtin", reference="full-domain", subset="all", metric="fid", t0=None)
+        out.append({**base, "task": "unconditional", "value": fid, "n": 100, "ci_low": fid / 2, "ci_high": fid * 2})
+        out.append({**base, "task": "translation", "value": fid + 1, "n": 50})
     return tidy(out)
 
 
-def test_tables_pivot_mean_and_std_over_seeds_and_bold_the_best():
+def test_tables_show_the_mean_and_interval_over_seeds_real_rows_first_and_bold_the_best():
     tables = {t.name: t for t in paper_tables(rows())}
     assert {"table1_t0.5", "table3", "table4", "attributes"} <= set(tables)
     t3 = tables["table3"]
     assert t3.means.loc["sdft/sdft", ("unconditional", "fid")] == pytest.approx(2.6)
-    assert t3.stds.loc["scratch", ("unconditional", "fid")] == pytest.approx(math.sqrt(2))
+    # over seeds: from the lowest ci_low (seed 0: 2.5 - 0.1) to the highest ci_high (seed 1: 2.7 + 0.2)
+    assert t3.lows.loc["sdft/sdft", ("unconditional", "fid")] == pytest.approx(2.4)
+    assert t3.highs.loc["sdft/sdft", ("unconditional", "fid")] == pytest.approx(2.9)
+    # the calibration rows open the table, floor first, at the unconditional sample count
+    assert list(t3.means.index[:3]) == ["real: held-out half (floor)", "real: target-train",
+                                         "real: source (style gap)"]
+    assert t3.means.loc["real: source (style gap)", ("unconditional", "fid")] == 20.0
     markdown = t3.render("markdown")
-    assert "**2.600 ± 0.141**" in markdown                      # lowest FID is best
-    latex = tables["table1_t0.5"].render("latex")
-    assert r"\textbf{17.4 $\pm$ 0.1}" in latex                  # highest PSNR is best
+    assert "**2.600 [2.400, 2.900]**" in markdown               # lowest model FID is best ...
+    assert "**0.100" not in markdown and "0.100 [0.050, 0.200]" in markdown   # ... real rows never bold
+    assert "noise floor" in markdown and "lowest to the highest" in markdown
+    t1 = tables["table1_t0.5"]
+    # translation tables take the calibration rows measured at the translation count
+    assert t1.means.loc["real: target-train", ("sdedit", "fid")] == 2.0
+    assert math.isnan(t1.means.loc["real: target-train", ("sdedit", "psnr")])
+    latex = t1.render("latex")
+    assert r"\textbf{17.4}" in latex                             # highest PSNR is best (no interval given)
+    shares = tables["attributes"].render("markdown")
+    assert "(11/200)" in shares                                   # k/n summed over the two seeds
     assert "FeatDist" in latex and "not LPIPS" in latex           # the substitute says what it is
     t4 = tables["table4"]
     assert list(t4.means.index) == ["sdft/constant", "sdft/sdft"]
@@ -83,7 +107,7 @@ def test_load_results_reads_a_grid_folder(tmp_path):
     write_parquet(grid / "metrics.parquet", rows())
     df = load_results(grid)
     assert isinstance(df, pd.DataFrame) and len(df) == len(rows())
-    assert df.query("metric == 'fid' and method == 'naive'").value.mean() == pytest.approx(3.1)
+    assert df.query("metric == 'fid' and method == 'naive' and task == 'unconditional'").value.mean() == pytest.approx(3.1)
 
 
 # ---------------------------------------------------------------- damaged tables, closed pipes

@@ -1,0 +1,171 @@
+"""Paired differences against a baseline model, from the per-item values each evaluation
+saved beside its metrics (items/<product>.npz, written by jobs/measure.py).
+
+Every model is evaluated on the same noise and the same source images, so item i of one
+model and item i of another are a pair: a paired bootstrap (models.intervals
+.paired_difference) resamples the items once per replicate and feeds them to both, which
+cancels the variation the two share (which noise, which source images). Over evaluation
+seeds the items are grouped by seed (two-level). A model with several runs (training
+seeds) enters as the mean of its runs' statistics on the same items.
+
+Measured: unconditional FID (the table's extractor and reference), LPIPS to the source
+model's sample, missing-class share; per translation task and t0: PSNR, SSIM, LPIPS, FID,
+class kept on the missing classes. Shares are ratios of item counts (the confidence
+filter's kept items in the denominator).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates
+from models.intervals import N_RESAMPLES, paired_difference
+
+KEY = re.compile(r"^(?P<task>unconditional|sdedit|egsde)(?:_t(?P<t0>[0-9.e-]+))?(?:_e(?P<eval_seed>\d+))?"
+                 r"(?:_s(?P<step>\d+))?$")
+
+
+@dataclass(frozen=True)
+class Items:
+    """One run's final products: (task, t0) -> eval seed -> the product's per-item arrays."""
+    eval_id: str
+    products: dict
+
+
+def final_items(eval_dir: Path) -> Items:
+    """The per-item files of a run's final checkpoint (the largest step), by task and t0."""
+    found: dict[tuple, dict[int | None, Path]] = {}
+    steps: dict[tuple, int] = {}
+    for path in sorted((eval_dir / "items").glob("*.npz")):
+        match = KEY.match(path.stem)
+        if match is None:        # calibration_* and references
+            continue
+        t0 = float(match["t0"]) if match["t0"] else None
+        step = int(match["step"]) if match["step"] else -1
+        group = (match["task"], t0)
+        if step > steps.get(group, -2):
+            steps[group], found[group] = step, {}
+        if step == steps[group]:
+            found[group][int(match["eval_seed"]) if match["eval_seed"] else None] = path
+    return Items(eval_dir.name, found)
+
+
+def load(paths: dict) -> dict[str, np.ndarray]:
+    """The arrays of one product over its evaluation seeds, concatenated in seed order, and
+    `groups`: the seed of each item."""
+    parts = []
+    for seed in sorted(paths, key=lambda s: -1 if s is None else s):
+        with np.load(paths[seed]) as f:
+            parts.append((seed, dict(f)))
+    keys = set.intersection(*(set(p) for _, p in parts))
+    out = {k: np.concatenate([p[k] for _, p in parts]) for k in keys}
+    out["groups"] = np.concatenate([np.full(len(next(iter(p.values()))), -1 if s is None else s)
+                                    for s, p in parts])
+    return out
+
+
+# ---------------------------------------------------------------- statistics of item indices
+def _mean(values):
+    return lambda idx: float(values[idx].mean())
+
+
+def _ratio(hits, kept):
+    def statistic(idx):
+        denominator = kept[idx].sum()
+        return float(hits[idx].sum() / denominator) if denominator else float("nan")
+    return statistic
+
+
+def statistics(items: dict, task: str, extractor: str, reference: np.ndarray | None, missing,
+               confidence: float) -> dict[str, tuple]:
+    """metric -> (statistic of item indices, resamples) for one run's product."""
+    out: dict[str, tuple] = {}
+    if reference is not None and f"features_{extractor}" in items:
+        out["fid"] = (FrechetReplicates(items[f"features_{extractor}"], reference), N_RESAMPLES_FEATURE)
+    for metric in ("psnr", "ssim", "lpips"):
+        if metric in items:
+            out[metric] = (_mean(items[metric]), N_RESAMPLES)
+    if "predicted" in items:
+        kept = items["confidence"] >= confidence
+        if task == "unconditional":
+            out["missing_class_share"] = (_ratio(np.isin(items["predicted"], missing) & kept, kept), N_RESAMPLES)
+        elif "labels" in items:
+            lacking = np.isin(items["labels"], missing) & kept
+            out["class_preservation"] = (_ratio((items["predicted"] == items["labels"]) & lacking, lacking),
+                                         N_RESAMPLES)
+    return out
+
+
+def model_difference(runs: list[dict], baseline: list[dict], groups: np.ndarray, seed: int = 0):
+    """metric -> Interval of mean-over-runs(model) - mean-over-runs(baseline); `runs` and
+    `baseline` are lists of statistics() dicts over the same items."""
+    out = {}
+    for metric in set.intersection(*(set(r) for r in runs + baseline)):
+        resamples = runs[0][metric][1]
+        a = lambda idx, m=metric: float(np.mean([r[m][0](idx) for r in runs]))  # noqa: E731
+        b = lambda idx, m=metric: float(np.mean([r[m][0](idx) for r in baseline]))  # noqa: E731
+        several = len(np.unique(groups)) > 1
+        out[metric] = paired_difference(a, b, len(groups), groups if several else None,
+                                        n_resamples=resamples, seed=seed)
+    return out
+
+
+def differences(df, store_root: Path, baseline: str = "naive"):
+    """The paired-differences table's rows (a DataFrame; empty without the baseline).
+    `df` is harness.tables.prepare()'d tidy results."""
+    import pandas as pd
+
+    from harness.spec import EvalSpec
+    from harness.store import RunFolder
+    from harness.tables import _extractor, _reference
+
+    rows = []
+    models = df[(df["method"] != "calibration") & ~df["is_early"]].drop_duplicates("eval_id")
+    if baseline not in set(models["model"]):
+        return pd.DataFrame()
+    ext, ref = _extractor(df), _reference(df)
+    pairs = models.groupby(["dataset", "target"])
+    for (dataset, target), group in pairs:
+        source = group[group["method"] == "source"]
+        if source.empty:
+            continue
+        references = store_root / source["eval_id"].iloc[0] / "items" / "references.npz"
+        if not references.is_file():
+            continue
+        with np.load(references) as f:
+            refs = dict(f)
+        missing = refs.get("missing", np.array([], dtype=np.int64))
+        settings = EvalSpec.model_validate(RunFolder(store_root / source["eval_id"].iloc[0]).read_spec()).settings
+        runs = {eid: final_items(store_root / eid) for eid in group["eval_id"]}
+        labels = dict(zip(group["eval_id"], group["model"]))
+        order = dict(zip(group["model"], group["order"]))
+        prefix = f"{dataset}/{target} " if len(pairs) > 1 else ""
+        for product in sorted({p for r in runs.values() for p in r.products}, key=lambda p: (p[0], p[1] or 0)):
+            task, t0 = product
+            reference = refs.get(f"features_{ext}_{ref}")
+            loaded, stats = {}, {}
+            for eid, found in runs.items():
+                if product in found.products:
+                    loaded[eid] = load(found.products[product])
+                    stats[eid] = statistics(loaded[eid], task, ext, reference, missing, settings.confidence)
+            by_model: dict[str, list[str]] = {}
+            for eid in stats:
+                by_model.setdefault(labels[eid], []).append(eid)
+            if baseline not in by_model:
+                continue
+            base_runs = by_model[baseline]
+            groups = loaded[base_runs[0]]["groups"]
+            name = f"{prefix}{task}" + (f" t0={t0:g}" if t0 is not None else "")
+            for model, eids in by_model.items():
+                if model == baseline or any(not np.array_equal(loaded[e]["groups"], groups) for e in eids):
+                    continue
+                found = model_difference([stats[e] for e in eids], [stats[e] for e in base_runs], groups)
+                for metric, interval in found.items():
+                    rows.append({"dataset": dataset, "target": target, "model": model, "order": order[model],
+                                 "group": name, "metric": metric, **interval.row(), "n": len(groups),
+                                 "note": f"{metric}: {interval.resamples} paired resamples"
+                                 + (f" ({ext} features, against the {ref} set)" if metric == "fid" else "")})
+    return pd.DataFrame(rows)

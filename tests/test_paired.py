@@ -1,0 +1,118 @@
+"""Paired differences against naive from the per-item files, evaluation seed lists, and the
+calibration rows' order on the built-in pair."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.results import tidy
+from harness.spec import EvalSpec
+from harness.tables import difference_table, prepare
+from jobs.paired import differences, final_items
+
+TARGET = {"kind": "builtin-target", "resolution": 16, "size": 200}
+SOURCE = {"kind": "builtin-source", "resolution": 16}
+
+
+def _spec(role, seeds):
+    return EvalSpec(stage="evaluate", role=role, model="run:x", source_data=SOURCE, target_data=TARGET,
+                    settings={"seed": seeds, "tasks": ["sdedit"]}).model_dump(mode="json")
+
+
+def _store(tmp_path, seeds, shift):
+    """Three evaluations (source, naive, sdft) of the same 60 translations per evaluation
+    seed: per-image PSNR shared by all models (the inputs' difficulty, widely spread) plus
+    the model's own shift and a little noise of its own."""
+    rng = np.random.default_rng(0)
+    difficulty = {s: rng.normal(20, 5, 60) for s in seeds}
+    store, rows = tmp_path / "_runs", []
+    for eid, method, offset in (("esource", "source", -1.0), ("enaive", "naive", 0.0), ("esdft", "sdft", shift)):
+        folder = store / eid
+        (folder / "items").mkdir(parents=True)
+        (folder / "spec.json").write_text(json.dumps(_spec("source" if method == "source" else "finetuned", seeds)))
+        for s in seeds:
+            tag = f"_e{s}" if len(seeds) > 1 else ""
+            psnr = difficulty[s] + offset + rng.normal(0, 0.1, 60)
+            np.savez(folder / "items" / f"sdedit_t0.5{tag}_s100.npz", psnr=psnr)
+            np.savez(folder / "items" / f"sdedit_t0.5{tag}_s50.npz", psnr=psnr - 100)   # an earlier checkpoint
+            rows.append(dict(eval_id=eid, method=method, weighting="sdft" if method == "sdft" else None,
+                             seed=0, eval_seed=s, ckpt_step=100, task="sdedit", t0=0.5, reference="source",
+                             subset="all", metric="psnr", value=float(psnr.mean()), dataset="d", target="t",
+                             extractor=None))
+    np.savez(store / "esource" / "items" / "references.npz", missing=np.array([5]))
+    return store, prepare(tidy(rows))
+
+
+@pytest.mark.parametrize("seeds", [0, [0, 1]], ids=["one-seed", "two-seeds"])
+def test_paired_differences_see_a_shift_that_unpaired_spreads_would_hide(tmp_path, seeds):
+    store, df = _store(tmp_path, seeds if isinstance(seeds, list) else [seeds], shift=0.5)
+    diffs = differences(df, store)
+    sdft = diffs[(diffs.model == "sdft/sdft") & (diffs.metric == "psnr")].iloc[0]
+    # the shift is 0.5 and each model's own noise 0.1: the paired interval is narrow around it,
+    # although the images' PSNR spreads by 5 (an unpaired interval would span about +-2)
+    assert sdft.ci_low < 0.5 < sdft.ci_high and sdft.ci_high - sdft.ci_low < 0.2
+    assert sdft.value == pytest.approx(0.5, abs=0.05)
+    assert sdft.n == (120 if isinstance(seeds, list) else 60)
+    source = diffs[(diffs.model == "source") & (diffs.metric == "psnr")].iloc[0]
+    assert source.ci_high < -0.8
+    table = difference_table(diffs)
+    markdown = table.render("markdown")
+    assert "Paired differences against naive" in markdown
+    assert f"**{sdft.value:.3f} [{sdft.ci_low:.3f}, {sdft.ci_high:.3f}]**" in markdown   # excludes 0: bold
+
+
+def test_final_items_take_the_last_checkpoint_of_each_seed(tmp_path):
+    store, _ = _store(tmp_path, [3, 4], shift=0.0)
+    found = final_items(store / "enaive").products
+    assert set(found) == {("sdedit", 0.5)}
+    assert {s: p.name for s, p in found[("sdedit", 0.5)].items()} == {
+        3: "sdedit_t0.5_e3_s100.npz", 4: "sdedit_t0.5_e4_s100.npz"}
+
+
+def test_an_evaluation_seed_list_makes_one_product_per_seed():
+    from jobs.evaluate import Product, plan_products
+
+    spec = EvalSpec.model_validate(_spec("source", [7, 9]))
+    products = plan_products(spec, [(100, "m")])
+    assert [(p.key, p.seed(spec)) for p in products] == [("sdedit_t0.5_e7_s100", 7), ("sdedit_t0.5_e9_s100", 9)]
+    one = EvalSpec.model_validate(_spec("source", 7))
+    assert [(p.key, p.seed(one)) for p in plan_products(one, [(100, "m")])] == [("sdedit_t0.5_s100", 7)]
+    assert Product("unconditional", None, None, "m").key == "unconditional"
+
+
+@pytest.mark.slow
+def test_calibration_orders_floor_target_train_and_style_gap_on_the_builtin_pair(tmp_path):
+    """Slow: trains the builtin feature network on the test run's cold cache (minutes); the
+    calibration itself takes seconds. At most 300 images per set, builtin extractor."""
+    from jobs.evaluate import EvalWorker, calibration_jobs
+
+    spec = EvalSpec(stage="evaluate", role="source", model="run:x", source_data=SOURCE,
+                    target_data={**TARGET, "size": 500},
+                    settings={"num_translations": 300, "tasks": ["sdedit"], "max_reference": 300,
+                              "kid_subset_size": 300, "kid_subsets": 20})
+    worker = EvalWorker(spec.model_dump_json(), str(tmp_path), threads=1)
+    (job,) = calibration_jobs(spec, tmp_path)
+    rows, _ = worker.measure(job)
+    df = pd.DataFrame(rows)
+    fid = df[(df.metric == "fid")].set_index("weighting")
+    assert set(fid.n) == {300} and (fid.stage == "calibration").all() and (fid.task == "translation").all()
+    assert fid.value["held-out-half"] < fid.value["target-train"] < fid.value["source"]
+    # the floor's interval lies below the target set's, which lies below the style gap's
+    assert fid.ci_high["held-out-half"] < fid.ci_low["target-train"]
+    assert fid.ci_high["target-train"] < fid.ci_low["source"]
+    assert (tmp_path / "items" / "calibration_held-out-half_translation.npz").is_file()
+
+
+def test_each_evaluation_seed_pairs_with_the_source_models_sample_of_that_seed(tmp_path):
+    from jobs.evaluate import Product, source_samples_path
+
+    spec = EvalSpec.model_validate({**_spec("finetuned", [1, 10]), "source_samples": "run:src"})
+    products = tmp_path / "_runs" / "src" / "products"
+    products.mkdir(parents=True)
+    for seed in (1, 10):
+        np.save(products / f"unconditional_e{seed}_s600.npy", np.zeros(1))
+    found = {seed: source_samples_path(spec, tmp_path / "_runs" / "me", Product("unconditional", None, 5, "m", seed))
+             for seed in (1, 10)}
+    assert {s: p.rsplit("/", 1)[1] for s, p in found.items()} == {1: "unconditional_e1_s600.npy",
+                                                                  10: "unconditional_e10_s600.npy"}
