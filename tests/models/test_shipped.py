@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from conftest import ROOT, run_module, write_spec
+from factories import ROOT, run_module, write_spec
 from harness.config import load_grid
 from harness.grid import expand
 from models.shipped import ShippedWeightsError, find_shipped, provenances, verify

@@ -1,15 +1,15 @@
 """SDEdit and EGSDE as plain functions on DDIM."""
 import torch
 
+import factories
+from factories import tiny_eps_model
 from models.classifiers import DomainClassifier
-from models.networks import as_eps_model, build_unet
 from models.sampling import egsde, indexed_noise, low_pass, sdedit, start_index
 
 
 def setup():
-    torch.manual_seed(0)
-    eps = as_eps_model(build_unet("tiny", 16).eval())
-    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    eps = tiny_eps_model(seed=0)
+    images = factories.images(3, seed=1)
     noise = indexed_noise(0, "translation", range(3), (3, 16, 16))
     return eps, images, noise
 
