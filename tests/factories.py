@@ -107,6 +107,27 @@ def tiny_eps_model(seed: int = 0, resolution: int = 16, learned_variance: bool =
     return as_eps_model(tiny_unet(seed, resolution, learned_variance))
 
 
+class Recorder:
+    """Wraps a network (x, t) -> output and keeps a copy of every call's inputs; without a
+    network it predicts eps = 0, under which a DDIM step only rescales its state."""
+
+    def __init__(self, net=None):
+        self.net = net
+        self.calls: list[tuple] = []           # (x, t) per call, detached copies
+
+    def __call__(self, x, t):
+        import torch
+
+        self.calls.append((x.detach().clone(), t.detach().clone()))
+        return torch.zeros_like(x) if self.net is None else self.net(x, t)
+
+    @property
+    def timesteps(self) -> list[int]:
+        """The timestep of each call (every sample of a call at the same one)."""
+        assert all(len(set(t.tolist())) == 1 for _, t in self.calls)
+        return [int(t[0]) for _, t in self.calls]
+
+
 def images(n: int = 6, size: int = 16, seed: int = 1):
     """n RGB images uniform in [-1, 1] (the model range), seeded."""
     import torch
