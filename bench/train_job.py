@@ -3,7 +3,7 @@
 It needs no data or weights: it writes a folder of PNGs and a freshly built source model
 folder, then fine-tunes from it with the folder dataset, so it runs on a bare GPU node.
 fp16 is measured only where there is a GPU (DeepSpeed has no fp16 on CPU; the job refuses it
-with exit code 2 there, which tests/test_train.py checks). The last line printed is JSON.
+with exit code 2 there, which tests/jobs/test_train.py checks). The last line printed is JSON.
 """
 from __future__ import annotations
 

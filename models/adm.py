@@ -6,7 +6,7 @@ model folder that every stage loads like any other (`models.networks.load_unet`)
 diffusers config cannot say (that channels 3..5 are a learned-range variance, the noise
 schedule, where the weights came from) goes into `diffusion.json` beside `config.json`.
 
-Traps, each checked by tests/test_adm.py against guided-diffusion's own UNetModel:
+Traps, each checked by tests/models/test_adm.py against guided-diffusion's own UNetModel:
 - the legacy attention stores qkv per head as (heads, 3, ch): splitting with `chunk(3)`
   (as diffusers' consistency-model converter does) mixes q, k and v across heads;
 - under scale_shift the mid block's attention has no GroupNorm unless

@@ -5,28 +5,16 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT, run_module
+from factories import SMOKE_GRID, run_module, smoke_grid, write_grid
 from harness.store import Store
 from tests.slurm.conftest import sacct_states
 
 pytestmark = pytest.mark.slurm
-SMOKE = ROOT / "grids" / "smoke.yaml"
 
 
 def grid_file(tmp_path: Path, name: str, **changes) -> Path:
-    grid = yaml.safe_load(SMOKE.read_text())
-    grid["name"] = name
-    for dotted, value in changes.items():
-        node = grid
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node[int(key)] if key.isdigit() else node[key]
-        node[leaf] = value
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(grid))
-    return path
+    return write_grid(tmp_path, smoke_grid(name=name, **changes), f"{name}.yaml")
 
 
 def submit(grid: Path, results: Path, *extra: str, code: int = 0) -> dict:
@@ -52,7 +40,7 @@ def cancel_leftovers(tmp_path):
 
 def test_smoke_grid_goes_through_sbatch_to_done(slurm, tmp_path):
     results = tmp_path / "results"
-    summary = submit(SMOKE, results, "--wait")
+    summary = submit(SMOKE_GRID, results, "--wait")
     assert summary["submitted"] == summary["runs"] == 9
     runs = states(results, "smoke")
     assert all(s["status"] == "done" for s in runs.values()), runs
@@ -81,7 +69,7 @@ def test_smoke_grid_goes_through_sbatch_to_done(slurm, tmp_path):
     assert (results / "smoke" / "tables" / "table3.tex").is_file()
     assert finetune_ids
 
-    again = submit(SMOKE, results)
+    again = submit(SMOKE_GRID, results)
     assert again["submitted"] == 0 and again["skipped_done"] == 9
 
     status = run_module("harness.status", str(results / "smoke"))
@@ -89,7 +77,7 @@ def test_smoke_grid_goes_through_sbatch_to_done(slurm, tmp_path):
 
 
 def test_children_of_a_failed_job_are_cancelled(slurm, tmp_path):
-    grid = grid_file(tmp_path, "doomed", **{"datasets.0.source.pretrain.lr": 1.0e9})
+    grid = grid_file(tmp_path, "doomed", datasets__0__source__pretrain__lr=1.0e9)
     results = tmp_path / "results"
     summary = submit(grid, results, "--wait", code=1)          # --wait: a failed run is an exit 1
     assert (summary["failed"], summary["cancelled"], summary["done"]) == (1, 7, 1), summary
@@ -111,8 +99,8 @@ def test_children_of_a_failed_job_are_cancelled(slurm, tmp_path):
 
 
 def test_preempted_training_is_requeued_and_resumes(slurm, tmp_path):
-    grid = grid_file(tmp_path, "preempt", methods=["naive"], **{
-        "finetune.steps": 400, "finetune.checkpoint_every": 20, "finetune.batch_size": 32})
+    grid = grid_file(tmp_path, "preempt", methods=["naive"], finetune__steps=400,
+                     finetune__checkpoint_every=20, finetune__batch_size=32)
     results = tmp_path / "results"
     submit(grid, results)
     store = Store(results)
@@ -141,7 +129,7 @@ def test_preempted_training_is_requeued_and_resumes(slurm, tmp_path):
 def test_two_tasks_per_node_train_one_run_with_deepspeed(slurm, tmp_path):
     grid = grid_file(tmp_path, "twotasks", methods=["sdft"], cluster={
         "cpus_per_task": 1, "mem_gb": 2, "timeout_min": 10, "tasks_per_node": 2},
-        **{"finetune.zero_stage": 2, "finetune.checkpoint_every": 20})
+        finetune__zero_stage=2, finetune__checkpoint_every=20)
     results = tmp_path / "results"
     submit(grid, results, "--wait")
     runs = Store(results).grid_runs("twotasks")

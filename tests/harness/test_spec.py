@@ -1,27 +1,61 @@
+import json
+
 import pytest
 from pydantic import ValidationError
 
-from harness.spec import DistillSpec, RunSpec
+from factories import eval_spec, finetune_spec, in_fresh_process, pretrain_spec
+from harness.spec import DistillSpec, EvalSpec, RunSpec, identity_json
 
 SOURCE = {"kind": "builtin-source"}
 TARGET = {"kind": "builtin-target"}
 
 
-def finetune(method, **extra):
-    base = {"stage": "finetune", "method": method, "data": TARGET, "steps": 100}
-    if method == "scratch":
-        base["network"] = "tiny"
-    else:
-        base["init"] = "run:abc"
-    if method == "sdft":
-        base["distill"] = {}
-    return RunSpec.model_validate({**base, **extra})
+def finetune(method, **extra) -> RunSpec:
+    return RunSpec.model_validate(finetune_spec(method, **extra))
 
 
-def test_same_settings_same_id_and_different_settings_differ():
-    assert finetune("naive").run_id == finetune("naive").run_id
+# Golden run ids. A run id names a run's folder, so a changed id orphans every finished run
+# of that kind, and an id that stays while the computation changes lets an old run pass for
+# a new one. If one of these fails, decide: what is computed changed -> bump RECIPE_VERSION
+# (harness/spec.py) and update the ids here; only the code's shape changed -> the ids stay.
+GOLDEN_SPECS = {
+    "pretrain": (pretrain_spec(steps=60), "126f82866b"),
+    "naive": (finetune_spec("naive"), "0e5069ae98"),
+    "sdft": (finetune_spec("sdft"), "83b0643a94"),
+    "sdft-min-snr": (finetune_spec("sdft", distill={"weighting": "min-snr"}), "447ea98ca8"),
+    "scratch": (finetune_spec("scratch"), "e131c3d96b"),
+    "evaluate": (eval_spec(), "33567dea56"),
+}
+
+
+def validated(spec: dict):
+    return (EvalSpec if spec["stage"] == "evaluate" else RunSpec).model_validate(spec)
+
+
+@pytest.mark.parametrize("name", GOLDEN_SPECS)
+def test_run_ids_are_pinned(name):
+    spec, golden = GOLDEN_SPECS[name]
+    run = validated(spec)
+    assert run.run_id == golden, f"{name}: run id {run.run_id} of {identity_json(run)}"
+
+
+def test_run_ids_are_the_same_in_a_fresh_process():
+    """Another interpreter (another hash seed: set and dict orders may differ) gives the same ids."""
+    here = {name: validated(spec).run_id for name, (spec, _) in GOLDEN_SPECS.items()}
+    there = in_fresh_process(f"""
+        import json
+        from harness.spec import EvalSpec, RunSpec
+        specs = json.loads({json.dumps({name: spec for name, (spec, _) in GOLDEN_SPECS.items()})!r})
+        print(json.dumps({{name: (EvalSpec if spec["stage"] == "evaluate" else RunSpec).model_validate(spec).run_id
+                          for name, spec in specs.items()}}))
+    """)
+    assert json.loads(there) == here
+
+
+def test_different_settings_give_different_ids():
     assert finetune("naive").run_id != finetune("naive", lr=3e-5).run_id
     assert finetune("naive").run_id != finetune("sdft").run_id
+    assert finetune("sdft").run_id != finetune("sdft", distill={"lambda_distill": 0.5}).run_id
 
 
 def test_settings_that_do_not_apply_are_absent():
@@ -54,7 +88,7 @@ def test_harness_does_not_import_torch():
     import subprocess
     import sys
     modules = ["spec", "store", "errors", "config", "grid", "submit", "status", "tables", "results",
-               "executors", "runtime", "lpips_setup", "inputs", "numbers", "convert"]
+               "executors", "runtime", "lpips_setup", "inputs", "numbers", "convert", "cli"]
     code = (f"import sys; import {', '.join('harness.' + m for m in modules)}; import jobs.entry; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from conftest import ROOT, run_module
+from factories import SMOKE_GRID, run_module
 from harness.config import load_grid
 from harness.errors import UserError
 from harness.grid import expand
@@ -11,17 +11,15 @@ from harness.status import status_table
 from harness.store import CorruptFile, RunFolder, Store, atomic_write_json, read_json
 from harness.submit import submit
 
-SMOKE = ROOT / "grids" / "smoke.yaml"
-
 
 @pytest.fixture
 def stored_grid(tmp_path):
     """The smoke grid written into a store as a submission leaves it (no job run), with one
     run's state.json cut off mid-write."""
-    grid = load_grid(SMOKE)
-    plan = expand(grid, base_dir=SMOKE.parent)
+    grid = load_grid(SMOKE_GRID)
+    plan = expand(grid, base_dir=SMOKE_GRID.parent)
     store = Store(tmp_path / "results")
-    store.write_grid(grid.name, SMOKE.read_text(), grid.canonical_json())
+    store.write_grid(grid.name, SMOKE_GRID.read_text(), grid.canonical_json())
     for run in plan.runs:
         store.add_run(grid.name, run.run_id, run.spec.model_dump(mode="json"))
     broken = store.run(plan.runs[0].run_id)
@@ -32,9 +30,9 @@ def stored_grid(tmp_path):
 def test_corrupt_state_at_submit_is_one_line_naming_the_file(stored_grid):
     store, broken = stored_grid
     with pytest.raises(UserError) as err:
-        submit(SMOKE, results=store.root, dry_run=True)
+        submit(SMOKE_GRID, results=store.root, dry_run=True)
     assert str(err.value).startswith(f"{broken.state_path}: not valid JSON") and "\n" not in str(err.value)
-    proc = run_module("harness.submit", str(SMOKE), "--results", str(store.root), "--dry-run")
+    proc = run_module("harness.submit", str(SMOKE_GRID), "--results", str(store.root), "--dry-run")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and str(broken.state_path) in proc.stderr
 
 

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("guided_diffusion.script_util")
 
-from conftest import run_module, write_spec  # noqa: E402
+from factories import run_module, write_spec  # noqa: E402
 from harness.store import RunFolder  # noqa: E402
 from models.networks import ModelFolderError, as_eps_model, load_unet, read_diffusion_info, split_output  # noqa: E402
 from test_adm import convert, reference  # noqa: E402

@@ -5,10 +5,11 @@ import copy
 import pytest
 import torch
 
+from factories import tiny_unet
 from guided_reference import randomise, sdk_diffusion, sdk_unet
 from guided_reference import eps_model as sdk_eps_model
 from models.loss import SDFTLoss
-from models.networks import as_eps_model, build_unet, split_output
+from models.networks import as_eps_model, split_output
 from models.weighting import sdft
 
 # t = 0 takes the decoder NLL branch, the others the KL; 999 is the aux term's noisy end
@@ -23,8 +24,7 @@ def inputs(n=len(TIMESTEPS), seed=1):
 
 
 def test_hybrid_loss_equals_guided_diffusions_training_losses():
-    torch.manual_seed(0)
-    net = randomise(build_unet("tiny", 16, learned_variance=True), seed=3).eval()
+    net = randomise(tiny_unet(learned_variance=True), seed=3).eval()
     x0, noise = inputs()
     ours = SDFTLoss().terms(as_eps_model(net), x0, TIMESTEPS, noise)
     with torch.no_grad():

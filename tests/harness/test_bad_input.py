@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, run_module
+from factories import ROOT, SMOKE_GRID, run_module
 from harness.errors import UserError
 from harness.store import Store
 from harness.submit import submit
@@ -99,7 +99,7 @@ def test_a_grid_path_that_is_a_folder(tmp_path, results):
 def test_results_that_is_a_file(tmp_path):
     results = tmp_path / "results.txt"
     results.write_text("not a folder")
-    grid = ROOT / "grids" / "smoke.yaml"
+    grid = SMOKE_GRID
     proc = run_module("harness.submit", str(grid), "--results", str(results), "--dry-run")
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {results}: --results: not a folder"
     assert results.read_text() == "not a folder"
@@ -108,7 +108,7 @@ def test_results_that_is_a_file(tmp_path):
 def test_a_grid_name_taken_by_a_folder_that_is_not_a_grid(tmp_path, results, nothing_submitted):
     (results / "smoke").mkdir()
     (results / "smoke" / "notes.txt").write_text("mine")
-    grid = ROOT / "grids" / "smoke.yaml"
+    grid = SMOKE_GRID
     before = snapshot(results)
     with pytest.raises(UserError, match=r"smoke\.yaml: name: .*smoke is a folder that is not a grid's"):
         submit(grid, results=results, dry_run=True)
@@ -117,7 +117,7 @@ def test_a_grid_name_taken_by_a_folder_that_is_not_a_grid(tmp_path, results, not
 
 def test_folder_problems_are_warnings_in_a_dry_run(tmp_path, results):
     """A dry run shows the plan even where the data is not on this machine or is broken."""
-    text = (ROOT / "grids" / "smoke.yaml").read_text().replace(
+    text = SMOKE_GRID.read_text().replace(
         "pretrain: {steps: 30, network: tiny, batch_size: 16, lr: 1.0e-3, checkpoint_every: 30}",
         f"model: {BAD_GRIDS / 'folders' / 'model-truncated'}").replace("[scratch, naive, sdft]", "[naive, sdft]")
     grid = tmp_path / "grid.yaml"

@@ -9,14 +9,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, TINY_PRETRAIN, run_module, write_spec
+from factories import ROOT, finetune_spec, pretrain_spec, run_module, write_spec
 from harness.store import RunFolder
-
-
-def sdft_spec(**extra):
-    return {"stage": "finetune", "method": "sdft", "init": "run:source",
-            "data": {"kind": "builtin-target", "resolution": 16, "size": 200},
-            "distill": {"lambda_distill": 1.0, "lambda_aux": 1.0}, "batch_size": 16, **extra}
 
 
 def ema_weights(run_dir: Path) -> dict:
@@ -40,7 +34,7 @@ def assert_bitwise_equal(a: dict, b: dict):
 
 
 def test_loss_falls_on_tiny_preset(tmp_path):
-    run_dir = write_spec(tmp_path / "_runs" / "fall", {**TINY_PRETRAIN, "steps": 300, "log_every": 25})
+    run_dir = write_spec(tmp_path / "_runs" / "fall", pretrain_spec(steps=300, log_every=25))
     run_module("jobs.train", str(run_dir), check=True)
     rows = [r for r in RunFolder(run_dir).log_rows() if "loss" in r]
     first, last = rows[0]["loss"], sum(r["loss"] for r in rows[-3:]) / 3
@@ -52,8 +46,8 @@ def test_loss_falls_on_tiny_preset(tmp_path):
 
 def test_sdft_two_processes_zero2_bf16(tiny_source):
     """Stopped at step 6 and resumed: both ranks load the ZeRO-2 shards (weights only)."""
-    run_dir = write_spec(tiny_source.parent / "zero2", sdft_spec(steps=12, zero_stage=2, precision="bf16",
-                                                                 checkpoint_every=6, log_every=6))
+    spec = finetune_spec("sdft", steps=12, zero_stage=2, precision="bf16", checkpoint_every=6, log_every=6)
+    run_dir = write_spec(tiny_source.parent / "zero2", spec)
     for extra in (["--stop-after", "6"], []):
         proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                                "--master_port", "29517", "-m", "jobs.train", str(run_dir), *extra],
@@ -76,12 +70,12 @@ def test_sdft_two_processes_zero2_bf16(tiny_source):
 
 
 def test_sigkill_then_resume_is_bitwise_identical(tiny_source):
-    spec = sdft_spec(steps=40, checkpoint_every=10, log_every=5, batch_size=64,
+    spec = finetune_spec("sdft", steps=40, checkpoint_every=10, log_every=5, batch_size=64,
                      data={"kind": "builtin-target", "resolution": 32, "size": 200})
     spec["init"] = "run:source32"
     store = tiny_source.parent
-    source32 = write_spec(store / "source32", {**TINY_PRETRAIN, "steps": 5, "checkpoint_every": 5,
-                                               "data": {"kind": "builtin-source", "resolution": 32}})
+    source32 = write_spec(store / "source32", pretrain_spec(steps=5, checkpoint_every=5,
+                                                           data={"kind": "builtin-source", "resolution": 32}))
     run_module("jobs.train", str(source32), check=True)
     reference = write_spec(store / "reference", spec)
     run_module("jobs.train", str(reference), check=True)
@@ -108,7 +102,7 @@ def test_sigkill_then_resume_is_bitwise_identical(tiny_source):
 
 
 def test_fp16_on_cpu_is_refused_with_exit_2(tmp_path):
-    run_dir = write_spec(tmp_path / "_runs" / "fp16", {**TINY_PRETRAIN, "steps": 5, "precision": "fp16"})
+    run_dir = write_spec(tmp_path / "_runs" / "fp16", pretrain_spec(steps=5, precision="fp16"))
     proc = run_module("jobs.train", str(run_dir))
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
@@ -116,8 +110,8 @@ def test_fp16_on_cpu_is_refused_with_exit_2(tmp_path):
 
 
 def test_diverging_loss_fails_cleanly_and_keeps_the_checkpoint(tmp_path):
-    run_dir = write_spec(tmp_path / "_runs" / "nan", {**TINY_PRETRAIN, "steps": 50, "lr": 1e9,
-                                                       "grad_clip": None, "checkpoint_every": 1})
+    run_dir = write_spec(tmp_path / "_runs" / "nan", pretrain_spec(steps=50, lr=1e9, grad_clip=None,
+                                                                    checkpoint_every=1))
     proc = run_module("jobs.train", str(run_dir))
     assert proc.returncode != 0
     state = RunFolder(run_dir).state()
@@ -126,7 +120,7 @@ def test_diverging_loss_fails_cleanly_and_keeps_the_checkpoint(tmp_path):
 
 
 def test_missing_init_model_is_a_user_error(tmp_path):
-    spec = sdft_spec(steps=5)
+    spec = finetune_spec("sdft", steps=5)
     spec["init"] = str(tmp_path / "no-such-model")
     proc = run_module("jobs.train", str(write_spec(tmp_path / "_runs" / "noinit", spec)))
     assert proc.returncode == 2 and "no-such-model" in proc.stderr.strip().splitlines()[-1]

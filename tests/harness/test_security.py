@@ -3,21 +3,14 @@ import ast
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT, run_module
+from factories import ROOT, run_module, smoke_grid, write_grid
 from harness.config import ClusterConfig, load_grid
 from harness.errors import UserError
 
-SMOKE = (ROOT / "grids" / "smoke.yaml").read_text()
-
 
 def grid_with_cluster(tmp_path, cluster: dict) -> Path:
-    grid = yaml.safe_load(SMOKE)
-    grid["cluster"] = cluster
-    path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump(grid))
-    return path
+    return write_grid(tmp_path, smoke_grid(cluster=cluster))
 
 
 # ---------------------------------------------------------------- the sbatch script

@@ -3,24 +3,20 @@ import copy
 import pytest
 import torch
 
+from factories import images, tiny_unet
 from models.loss import SDFTLoss
-from models.networks import as_eps_model, build_unet
+from models.networks import as_eps_model
 from models.schedule import NoiseSchedule
 
 
 @pytest.fixture
 def nets():
-    torch.manual_seed(0)
-    teacher = build_unet("tiny", 16).eval().requires_grad_(False)
+    teacher = tiny_unet(seed=0).requires_grad_(False)
     student = copy.deepcopy(teacher).requires_grad_(True)
     with torch.no_grad():  # make the student differ from the teacher
         for p in student.parameters():
             p.add_(0.02 * torch.randn_like(p))
     return student, teacher
-
-
-def images(n=6):
-    return torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
 
 
 def separate_terms(loss: SDFTLoss, student, teacher, x, seed):

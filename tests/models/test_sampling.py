@@ -4,9 +4,11 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
+import factories
+from factories import digest, in_fresh_process, tiny_eps_model, tiny_unet
 from guided_reference import T, sdk_diffusion, sdk_unet
 from guided_reference import eps_model as sdk_eps_model
-from models.networks import as_eps_model, build_unet
+from models.networks import as_eps_model
 from models.sampling import ancestral_sample, ddim_sample, ddim_timesteps, p_mean_variance
 from models.schedule import NoiseSchedule
 from models.variance import Chain
@@ -34,9 +36,8 @@ def test_ddim40_grid_is_guided_diffusions():
 
 @pytest.mark.parametrize("clip", [False, True])
 def test_ddim_matches_diffusers_scheduler(clip):
-    torch.manual_seed(0)
-    net = build_unet("tiny", 16).eval()
-    noise = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(7))
+    net = tiny_unet(seed=0)
+    noise = factories.noise(4, seed=7)
     ours = ddim_sample(as_eps_model(net), noise, num_steps=40, clip_denoised=clip).images
     reference = diffusers_ddim40(net, noise, clip)
     # diffusers keeps alpha_bar in float32, we in float64 (as guided-diffusion): the
@@ -49,7 +50,7 @@ def test_ddim_matches_diffusers_scheduler(clip):
 def test_ddim_matches_guided_diffusions_ddim_sample_loop():
     """A random 6-channel ADM: DDIM uses its eps channels, clips x0 and re-derives eps."""
     net = sdk_unet(seed=2)
-    noise = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    noise = factories.noise(3, seed=4)
     ours = ddim_sample(sdk_eps_model(net), noise, respacing="ddim40", clip_denoised=True)
     with torch.no_grad():
         steps = list(sdk_diffusion("ddim40").ddim_sample_loop_progressive(
@@ -62,7 +63,7 @@ def test_ddim_matches_guided_diffusions_ddim_sample_loop():
 def test_last_step_x0_excess_is_guided_diffusions_last_pred_xstart():
     """Without clipping, the reported excess is how far the sdk's last x0 prediction leaves [-1, 1]."""
     net = sdk_unet(seed=5)
-    noise = 3 * torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    noise = 3 * factories.noise(4, seed=6)
     ours = ddim_sample(sdk_eps_model(net), noise, respacing="ddim10", clip_denoised=False)
     with torch.no_grad():
         last = list(sdk_diffusion("ddim10").ddim_sample_loop_progressive(
@@ -114,7 +115,7 @@ def test_ancestral_step_of_an_eps_only_model_uses_guided_diffusions_fixed_large_
 def test_ancestral_loop_with_injected_noise_matches_p_sample_loop(clip):
     net = sdk_unet(seed=6)
     diffusion = sdk_diffusion("ddim25")
-    noise = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    noise = factories.noise(2, seed=2)
     # p_sample draws one randn_like(x) per step from the global generator: draw the same
     torch.manual_seed(123)
     step_noise = [torch.randn_like(noise) for _ in range(25)]
@@ -132,8 +133,8 @@ def test_ancestral_loop_with_injected_noise_matches_p_sample_loop(clip):
 def test_ancestral_noise_per_sample_does_not_depend_on_batching():
     from models.sampling import indexed_generators
 
-    eps = as_eps_model(build_unet("tiny", 16, learned_variance=True).eval())
-    noise = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    eps = tiny_eps_model(learned_variance=True)
+    noise = factories.noise(4, seed=3)
     whole = ancestral_sample(eps, noise, respacing="ddim5", generator=indexed_generators(0, "a", range(4)))
     parts = [ancestral_sample(eps, noise[s], respacing="ddim5",
                               generator=indexed_generators(0, "a", range(4)[s])).images
@@ -142,9 +143,20 @@ def test_ancestral_noise_per_sample_does_not_depend_on_batching():
     torch.testing.assert_close(whole.images, torch.cat(parts), rtol=1e-4, atol=1e-4)
 
 
-def test_same_noise_same_samples():
-    torch.manual_seed(0)
-    eps = as_eps_model(build_unet("tiny", 16).eval())
-    noise = torch.randn(2, 3, 16, 16)
-    assert torch.equal(ddim_sample(eps, noise, num_steps=10).images,
-                       ddim_sample(eps, noise, num_steps=10).images)
+def test_ddim_samples_are_the_same_bits_in_a_fresh_process():
+    """The same model seed and noise in another interpreter give the same bits. A second call
+    in this process would share its RNG state, caches and thread pool, and miss what differs."""
+    def sample(noise_seed):
+        return ddim_sample(tiny_eps_model(seed=0), factories.noise(2, seed=noise_seed), num_steps=10).images
+
+    here = digest(sample(0))
+    there = in_fresh_process(f"""
+        import torch
+        torch.set_num_threads({torch.get_num_threads()})
+        import factories
+        from models.sampling import ddim_sample
+        images = ddim_sample(factories.tiny_eps_model(seed=0), factories.noise(2, seed=0), num_steps=10).images
+        print(factories.digest(images))
+    """)
+    assert there == here
+    assert digest(sample(1)) != here          # the digest sees the samples: other noise, other bits

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import run_module, write_spec
+from factories import run_module, write_spec
 from harness.errors import UserError
 from harness.store import Store
 from harness.submit import submit

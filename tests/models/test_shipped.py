@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from conftest import ROOT
+from factories import ROOT
 from models.shipped import ShippedWeightsError, find_shipped, provenances, verify
 
 WEIGHTS = ROOT / "models" / "weights"

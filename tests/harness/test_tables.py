@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_module
+from factories import ROOT, run_module
 from harness.results import tidy, write_parquet
 from harness.tables import paper_tables
 

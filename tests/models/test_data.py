@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.data import DatasetError, open_dataset
+from factories import digest, in_fresh_process
+from models.data import DatasetError, builtin, open_dataset
 from models.data.builtin import build_pair, load_pair
 from models.data.folder import ImageFolderSet, scan_images
 from models.data.painted import paint
@@ -22,12 +23,33 @@ def test_pair_shapes_and_bias(pair16):
     assert np.isin(pair16["heldout_y"], [5, 8, 9]).mean() == pytest.approx(0.30)
 
 
-def test_pair_is_deterministic_and_cached(pair16):
-    again = load_pair(resolution=16, seed=0, size=200, missing=(5, 8, 9))
-    for key in pair16:
-        assert np.array_equal(pair16[key], again[key]), key
+def pair_digest(pair: dict) -> str:
+    return digest(*(pair[key] for key in sorted(pair)))
+
+
+def test_pair_is_deterministic_across_processes(pair16, tmp_path):
+    """Another interpreter, with an empty cache of its own, builds the same pair bit for bit."""
+    there = in_fresh_process("""
+        from factories import digest
+        from models.data.builtin import build_pair
+        pair = build_pair(resolution=16, seed=0, size=200, missing=(5, 8, 9))
+        print(digest(*(pair[key] for key in sorted(pair))))
+    """, env={"SDFT_CACHE_DIR": str(tmp_path / "cache")})
+    assert there == pair_digest(pair16)
     other = build_pair(resolution=16, seed=1, size=200, missing=(5, 8, 9))
     assert not np.array_equal(other["target_x"], pair16["target_x"])
+
+
+def test_pair_is_read_back_from_the_cache(pair16, monkeypatch):
+    """The second load reads the cached file (nothing is rebuilt) and gives the built pair."""
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("load_pair rebuilt a cached pair")
+
+    monkeypatch.setattr(builtin, "build_pair", no_rebuild)
+    again = load_pair(resolution=16, seed=0, size=200, missing=(5, 8, 9))
+    assert again.keys() == pair16.keys() and pair_digest(again) == pair_digest(pair16)
+    with pytest.raises(AssertionError, match="rebuilt"):         # another key: not in the cache
+        load_pair(resolution=16, seed=0, size=201, missing=(5, 8, 9))
 
 
 def test_painted_style_differs_from_grey(pair16):
@@ -36,8 +58,19 @@ def test_painted_style_differs_from_grey(pair16):
     assert channel_spread > 5                      # coloured, not grey
     corners = target[:, 0, 0].mean()
     assert corners > 5                             # a canvas, not a black background
-    grey = np.zeros((2, 16, 16), np.uint8)
-    assert np.array_equal(paint(grey, 3), paint(grey, 3))
+
+
+def test_paint_is_deterministic_across_processes():
+    """paint in another interpreter: the same bits for the same seed; another seed, others."""
+    grey = (np.arange(3 * 16 * 16) % 256).astype(np.uint8).reshape(3, 16, 16)     # every grey level
+    there = in_fresh_process("""
+        import numpy as np
+        from factories import digest
+        from models.data.painted import paint
+        print(digest(paint((np.arange(3 * 16 * 16) % 256).astype(np.uint8).reshape(3, 16, 16), 3)))
+    """)
+    assert there == digest(paint(grey, 3))
+    assert digest(paint(grey, 4)) != there
 
 
 def test_open_dataset_builtin_splits():

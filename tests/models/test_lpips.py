@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT
+from factories import ROOT
 from models import lpips_weights as lw
 from models.diversity import _pairs, intra_cluster_lpips
 from models.metrics import Lpips

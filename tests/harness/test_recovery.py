@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, TINY_PRETRAIN, run_module, write_spec
+from factories import ROOT, TINY_PRETRAIN, run_module, write_spec
 from harness.config import load_grid
 from harness.errors import one_line
 from harness.executors import local_outcome, slurm_outcome

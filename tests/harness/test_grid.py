@@ -1,41 +1,15 @@
 """Grid files: validation (one line, exit 2, nothing touched), expansion, identity, local runs."""
 import json
 import os
-from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT, run_module
+from factories import DELETE, ROOT, SMOKE_GRID, run_module, smoke_grid, write_grid
 from harness.config import load_grid
 from harness.errors import UserError
 from harness.grid import expand, sweep
 
-SMOKE_PATH = ROOT / "grids" / "smoke.yaml"
-SMOKE = yaml.safe_load(SMOKE_PATH.read_text())
-
-
-def write_grid(tmp_path: Path, grid: dict, name="grid.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(grid))
-    return path
-
-
-def patched(**changes) -> dict:
-    grid = json.loads(json.dumps(SMOKE))
-    for dotted, value in changes.items():
-        node = grid
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node[int(key)] if key.isdigit() else node[key]
-        if value is DELETE:
-            del node[leaf]
-        else:
-            node[leaf] = value
-    return grid
-
-
-DELETE = object()
+SMOKE = smoke_grid()
 
 BAD_GRIDS = [
     ("unknown top-level key", dict(epochs=3), "epochs: unknown key"),
@@ -59,7 +33,7 @@ BAD_GRIDS = [
 
 @pytest.mark.parametrize("case,changes,expected", BAD_GRIDS, ids=[c[0] for c in BAD_GRIDS])
 def test_bad_grid_is_one_line_naming_file_and_field(tmp_path, case, changes, expected):
-    path = write_grid(tmp_path, patched(**changes))
+    path = write_grid(tmp_path, smoke_grid(**changes))
     with pytest.raises(UserError) as err:
         load_grid(path)
     message = str(err.value)
@@ -79,7 +53,7 @@ def test_cli_rejects_with_exit_2_and_touches_nothing(tmp_path):
     (results / "keep").mkdir(parents=True)
     (results / "keep" / "file.txt").write_text("precious")
     before = sorted(p.relative_to(results) for p in results.rglob("*"))
-    path = write_grid(tmp_path, patched(methods=["nope"]))
+    path = write_grid(tmp_path, smoke_grid(methods=["nope"]))
     proc = run_module("harness.submit", str(path), "--results", str(results), "--executor", "local")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -88,7 +62,7 @@ def test_cli_rejects_with_exit_2_and_touches_nothing(tmp_path):
 
 
 def test_missing_folder_is_an_error_but_a_dry_run_warning(tmp_path):
-    grid = patched(datasets__0__source={"kind": "folder", "path": "no/such/faces", "resolution": 32,
+    grid = smoke_grid(datasets__0__source={"kind": "folder", "path": "no/such/faces", "resolution": 32,
                                         "model": "no/such/model"},
                    datasets__0__targets=[{"name": "metfaces", "kind": "folder", "path": "no/such/metfaces"}],
                    methods=["naive", "sdft"], evaluation={"extractors": ["inception"]})
@@ -144,7 +118,7 @@ def test_cluster_settings_and_added_runs_keep_the_grid(tmp_path):
 
 
 def test_naive_under_three_weightings_is_one_run(tmp_path):
-    grid = load_grid(write_grid(tmp_path, patched(weightings=["sdft", "constant", "min-snr"])))
+    grid = load_grid(write_grid(tmp_path, smoke_grid(weightings=["sdft", "constant", "min-snr"])))
     plan = expand(grid)
     finetune = plan.by_stage("finetune")
     assert [r.method for r in finetune].count("naive") == 1
@@ -153,7 +127,7 @@ def test_naive_under_three_weightings_is_one_run(tmp_path):
 
 
 def test_sweeps_multiply_and_ties_follow(tmp_path):
-    grid = load_grid(write_grid(tmp_path, patched(
+    grid = load_grid(write_grid(tmp_path, smoke_grid(
         methods=["naive", "sdft"], seeds=[0, 1],
         finetune__lambda_distill=[0.1, 1.0, 3.0], finetune__lr=[1e-4, 2e-4])))
     finetune = expand(grid).by_stage("finetune")
@@ -166,7 +140,7 @@ def test_sweeps_multiply_and_ties_follow(tmp_path):
 
 
 def test_per_method_overrides(tmp_path):
-    grid = load_grid(write_grid(tmp_path, patched(per_method={"scratch": {"steps": 99, "lr": 1e-3}})))
+    grid = load_grid(write_grid(tmp_path, smoke_grid(per_method={"scratch": {"steps": 99, "lr": 1e-3}})))
     by_method = {r.method: r.spec for r in expand(grid).by_stage("finetune")}
     assert by_method["scratch"].steps == 99 and by_method["naive"].steps == SMOKE["finetune"]["steps"]
 
@@ -176,9 +150,9 @@ def test_two_grids_share_a_run_folder(tmp_path):
     results = tmp_path / "results"
     small_eval = {"num_samples": 8, "batch_size": 8, "tasks": ["unconditional"], "ddim_steps": 4,
                   "kid_subset_size": 8, "kid_subsets": 2, "max_reference": 64}
-    one = write_grid(tmp_path, patched(name="one", methods=["scratch"], finetune__steps=3,
+    one = write_grid(tmp_path, smoke_grid(name="one", methods=["scratch"], finetune__steps=3,
                                        evaluation=small_eval), "one.yaml")
-    two = write_grid(tmp_path, patched(name="two", methods=["scratch"], finetune__steps=3,
+    two = write_grid(tmp_path, smoke_grid(name="two", methods=["scratch"], finetune__steps=3,
                                        evaluation=small_eval), "two.yaml")
     first = run_module("harness.submit", str(one), "--results", str(results), "--executor", "local")
     assert first.returncode == 0, first.stderr[-2000:]
@@ -193,7 +167,7 @@ def test_two_grids_share_a_run_folder(tmp_path):
 
 
 def test_dry_run_prints_the_plan(tmp_path):
-    proc = run_module("harness.submit", str(ROOT / "grids" / "smoke.yaml"), "--dry-run",
+    proc = run_module("harness.submit", str(SMOKE_GRID), "--dry-run",
                       "--results", str(tmp_path / "r"))
     assert proc.returncode == 0
     lines = proc.stdout.strip().splitlines()
@@ -240,7 +214,7 @@ def test_failed_runs_are_resubmitted_only_when_asked(tmp_path):
     """A failed pretraining: submit exits 1 and counts it, every run that needs it is
     cancelled (state and status say which parent failed), a plain resubmit runs nothing."""
     results = tmp_path / "results"
-    path = write_grid(tmp_path, patched(name="fails", methods=["naive"],
+    path = write_grid(tmp_path, smoke_grid(name="fails", methods=["naive"],
                                         datasets__0__source__pretrain__lr=1e9))
     first = run_module("harness.submit", str(path), "--results", str(results), "--executor", "local")
     assert first.returncode == 1, first.stderr[-2000:]
@@ -268,7 +242,7 @@ def test_failed_runs_are_resubmitted_only_when_asked(tmp_path):
 
 def test_per_method_tie_follows_its_leader(tmp_path):
     """A tie given in per_method (it reached the run spec as a dict before)."""
-    grid = load_grid(write_grid(tmp_path, patched(
+    grid = load_grid(write_grid(tmp_path, smoke_grid(
         methods=["sdft"], finetune__lambda_distill=[0.5, 2.0], finetune__lambda_aux=0.1,
         per_method={"sdft": {"lambda_aux": {"same_as": "lambda_distill"}}})))
     finetune = expand(grid).by_stage("finetune")
@@ -278,7 +252,7 @@ def test_per_method_tie_follows_its_leader(tmp_path):
 
 def test_numbers_yaml_reads_as_text_are_taken_as_numbers(tmp_path):
     path = tmp_path / "grid.yaml"
-    path.write_text((ROOT / "grids" / "smoke.yaml").read_text()
+    path.write_text(SMOKE_GRID.read_text()
                     .replace("  steps: 20", "  steps: 1e3").replace("lr: 1.0e-3\n", "lr: 2e-5\n"))
     grid = load_grid(path)
     assert grid.finetune.steps == 1000 and isinstance(grid.finetune.steps, int)
@@ -287,7 +261,7 @@ def test_numbers_yaml_reads_as_text_are_taken_as_numbers(tmp_path):
 
 def test_a_key_repeated_is_an_error_but_a_merged_key_may_be_overridden(tmp_path):
     path = tmp_path / "grid.yaml"
-    text = (ROOT / "grids" / "smoke.yaml").read_text()
+    text = SMOKE_GRID.read_text()
     path.write_text(text.replace("finetune:\n", "finetune:\n  <<: {steps: 5, lr: 0.5}\n"))
     assert load_grid(path).finetune.steps == 20                    # the explicit key wins, as YAML says
     path.write_text(text.replace("  ema_decay: 0.999\n", "  ema_decay: 0.999\n  ema_decay: 0.99\n"))
@@ -303,7 +277,7 @@ def test_a_zero_stage_sweep_gives_two_model_rows(tmp_path):
     from harness.params import columns
     from harness.tables import model_labels
 
-    grid = load_grid(write_grid(tmp_path, patched(methods=["naive"], finetune__zero_stage=[0, 2])))
+    grid = load_grid(write_grid(tmp_path, smoke_grid(methods=["naive"], finetune__zero_stage=[0, 2])))
     specs = [r.spec for r in expand(grid, tmp_path).by_stage("finetune")]
     assert len({s.run_id for s in specs}) == 2
     rows = pd.DataFrame([{"method": "naive", "weighting": None, **columns(json.loads(s.model_dump_json()))}

@@ -1,0 +1,182 @@
+"""What the tests build, built in one place: run specs, grids, tiny models, images and noise,
+a network that records its calls, and the processes tests run (a module as a node runs it,
+a fresh interpreter for determinism checks). conftest.py holds only fixtures.
+
+Torch is imported inside the model and image builders only, so that the harness's tests
+that need a spec or a grid do not pay for it.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE_GRID = ROOT / "grids" / "smoke.yaml"
+
+
+# ---------------------------------------------------------------- run specs (dicts, as spec.json holds them)
+TINY_PRETRAIN = {"stage": "pretrain", "data": {"kind": "builtin-source", "resolution": 16},
+                 "network": "tiny", "batch_size": 16, "lr": 1e-3}
+
+
+def pretrain_spec(**changes) -> dict:
+    """A tiny source-model pretraining on the built-in source data at 16 px."""
+    return {**copy.deepcopy(TINY_PRETRAIN), **changes}
+
+
+def finetune_spec(method: str = "sdft", **changes) -> dict:
+    """A fine-tune of the tiny source model `run:source` on 200 built-in target images at 16 px
+    (scratch: a tiny network instead); sdft with both lambdas 1.0, where they matter at 16 px."""
+    spec = {"stage": "finetune", "method": method,
+            "data": {"kind": "builtin-target", "resolution": 16, "size": 200},
+            "batch_size": 16, "steps": 100}
+    if method == "scratch":
+        spec["network"] = "tiny"
+    else:
+        spec["init"] = "run:source"
+    if method == "sdft":
+        spec["distill"] = {"lambda_distill": 1.0, "lambda_aux": 1.0}
+    return {**spec, **changes}
+
+
+def eval_spec(**settings) -> dict:
+    """The source model's evaluation at 16 px, small enough for seconds per product."""
+    from harness.spec import EvalSpec
+
+    base = {"num_samples": 48, "batch_size": 16, "num_translations": 16, "ddim_steps": 10,
+            "tasks": ["unconditional"], "kid_subset_size": 16, "kid_subsets": 5, "max_reference": 200}
+    return EvalSpec(stage="evaluate", role="source", model="run:source",
+                    source_data={"kind": "builtin-source", "resolution": 16},
+                    target_data={"kind": "builtin-target", "resolution": 16, "size": 200},
+                    settings={**base, **settings}).model_dump(mode="json")
+
+
+def write_spec(run_dir: Path, spec: dict) -> Path:
+    """A run folder holding spec.json, as the store leaves it for a job."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "spec.json").write_text(json.dumps(spec))
+    return run_dir
+
+
+# ---------------------------------------------------------------- grids
+DELETE = object()       # smoke_grid(key=DELETE) removes the key
+
+
+def smoke_grid(**changes) -> dict:
+    """grids/smoke.yaml with changes at paths written `a__b__0__c` (list items by index)."""
+    grid = yaml.safe_load(SMOKE_GRID.read_text())
+    for dotted, value in changes.items():
+        node = grid
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        if value is DELETE:
+            del node[leaf]
+        else:
+            node[leaf] = value
+    return grid
+
+
+def write_grid(folder: Path, grid: dict, name: str = "grid.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+# ---------------------------------------------------------------- tiny models, images, noise
+def tiny_unet(seed: int = 0, resolution: int = 16, learned_variance: bool = False):
+    """The `tiny` UNet preset in eval mode, its initial weights drawn after torch.manual_seed(seed)."""
+    import torch
+
+    from models.networks import build_unet
+
+    torch.manual_seed(seed)
+    return build_unet("tiny", resolution, learned_variance=learned_variance).eval()
+
+
+def tiny_eps_model(seed: int = 0, resolution: int = 16, learned_variance: bool = False):
+    from models.networks import as_eps_model
+
+    return as_eps_model(tiny_unet(seed, resolution, learned_variance))
+
+
+class Recorder:
+    """Wraps a network (x, t) -> output and keeps a copy of every call's inputs; without a
+    network it predicts eps = 0, under which a DDIM step only rescales its state."""
+
+    def __init__(self, net=None):
+        self.net = net
+        self.calls: list[tuple] = []           # (x, t) per call, detached copies
+
+    def __call__(self, x, t):
+        import torch
+
+        self.calls.append((x.detach().clone(), t.detach().clone()))
+        return torch.zeros_like(x) if self.net is None else self.net(x, t)
+
+    @property
+    def timesteps(self) -> list[int]:
+        """The timestep of each call (every sample of a call at the same one)."""
+        assert all(len(set(t.tolist())) == 1 for _, t in self.calls)
+        return [int(t[0]) for _, t in self.calls]
+
+
+def images(n: int = 6, size: int = 16, seed: int = 1):
+    """n RGB images uniform in [-1, 1] (the model range), seeded."""
+    import torch
+
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def noise(n: int = 2, size: int = 16, seed: int = 7):
+    """Standard normal (n, 3, size, size), seeded."""
+    import torch
+
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------- processes
+def run_module(module: str, *args: str, env: dict | None = None, timeout: float = 600,
+               check: bool = False) -> subprocess.CompletedProcess:
+    """`python -m module args` from the repository root, as a node or a user runs it."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} {args} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+
+def digest(*arrays) -> str:
+    """sha256 over the dtypes, shapes and bytes of arrays or tensors: equal digests, equal bits."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for a in arrays:
+        a = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def in_fresh_process(code: str, env: dict | None = None, timeout: float = 120) -> str:
+    """Run `code` in a new interpreter (cwd ROOT, this file importable, a new hash seed) and
+    return the last line it prints: a second computation that shares no state with this one."""
+    full_env = {**os.environ, "PYTHONHASHSEED": "random", **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(Path(__file__).parent),
+                                                           full_env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"fresh process exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc.stdout.strip().splitlines()[-1]
