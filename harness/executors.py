@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Protocol
 
 from harness.config import ClusterConfig
-from harness.grid import PlannedRun
+from harness.grid import STAGE_JOBS, PlannedRun
 from harness.runtime import JOB_ENV, job_environment
 from harness.store import RunFolder
 
-JOB_MODULES = {"pretrain": "jobs.train", "finetune": "jobs.train",
-               "evaluate": "jobs.evaluate", "aggregate": "jobs.aggregate"}
+JOB_MODULES = STAGE_JOBS
 
 
 class Executor(Protocol):
@@ -184,12 +183,12 @@ class SlurmExecutor:
     def submit(self, stage, runs, folders, after):
         import submitit
 
-        from jobs.entry import job_for
+        from harness.slurm_job import ModuleJob
 
         executor = submitit.AutoExecutor(folder=self.log_dir / "%j", cluster="slurm",
                                          slurm_max_num_timeout=self.cluster.max_num_timeout)
         executor.update_parameters(**self.parameters(stage, after))
-        jobs = executor.map_array(job_for(stage), [str(folders[r.run_id].path) for r in runs])
+        jobs = executor.map_array(ModuleJob(JOB_MODULES[stage]), [str(folders[r.run_id].path) for r in runs])
         job_ids = {}
         for run, job in zip(runs, jobs):
             folders[run.run_id].set_state("submitted", executor=self.name, job_id=job.job_id, error=None,

@@ -19,7 +19,11 @@ from harness.errors import UserError
 from harness.spec import AggregateSpec, EvalSpec, RunSpec
 from harness.params import DISTILL, TRAIN
 
-STAGES = ("pretrain", "finetune", "evaluate", "aggregate")
+# The stages in the order they run, each with the job module that runs one of its runs
+# (`python -m <module> RUN_DIR`; on Slurm harness/slurm_job.py calls the module's slurm_run).
+STAGE_JOBS = {"pretrain": "jobs.train", "finetune": "jobs.train", "evaluate": "jobs.evaluate",
+              "aggregate": "jobs.aggregate"}
+STAGES = tuple(STAGE_JOBS)
 # the hyper-parameters that go into a finetune run spec, from their declarations
 DISTILL_KEYS = tuple(p.name for p in DISTILL)
 TRAIN_KEYS = tuple(p.name for p in TRAIN)

@@ -232,6 +232,35 @@ def check_grid_name(store: Store, plan: Plan, grid_path: Path) -> None:
             f"stay in {store.runs_root} and are reused)")
 
 
+# ---------------------------------------------------------------- the dry-run plan
+def plan_table(plan: Plan, todo: Triage | None = None) -> str:
+    """One row per run: id, stage, data, method, weighting, the hyper-parameters that vary, deps."""
+    from tabulate import tabulate
+
+    from harness.report.tables import short
+
+    finetune = [r for r in plan.runs if r.stage == "finetune"]
+    keys = sorted({k for r in finetune for k in r.params})
+    varying = [k for k in keys if len({repr(r.params[k]) for r in finetune if k in r.params}) > 1]
+    shown = sorted({"steps", "lambda_distill", *varying})
+    done = set(todo.done) if todo else set()
+    running = set(todo.running) if todo else set()
+    failed = set(todo.failed) if todo else set()
+    cancelled = set(todo.cancelled) if todo else set()
+    rows = []
+    for r in plan.runs:
+        params = " ".join(f"{k}={short(r.params[k])}" for k in shown if k in r.params)
+        state = ("done" if r.run_id in done else "running" if r.run_id in running
+                 else "failed" if r.run_id in failed else "cancelled" if r.run_id in cancelled
+                 else "to submit")
+        deps = ",".join(r.depends_on) if len(r.depends_on) <= 2 else f"{len(r.depends_on)} runs"
+        rows.append((r.run_id, r.stage, f"{r.dataset}/{r.target}" if r.target else r.dataset,
+                     r.method or "", r.weighting or "", params, deps, state))
+    return tabulate(rows, headers=("run", "stage", "data", "method", "weighting", "parameters",
+                                   "depends on", "state"), tablefmt="simple", disable_numparse=True)
+
+
+
 def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path = "results",
            dry_run: bool = False, wait: bool = False, retry_failed: bool = False) -> dict:
     grid_path = Path(grid_path)
@@ -248,7 +277,6 @@ def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path
     summary = {"grid": grid.name, "runs": len(plan.runs), "submitted": 0, "skipped_done": len(todo.done),
                "skipped_running": len(todo.running), "skipped_failed": todo.skipped_failed}
     if dry_run:
-        from harness.tables import plan_table
         print(plan_table(plan, todo))
         return summary
 

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 from harness.errors import UserError, exit_on_user_error
-from harness.results import tidy, write_parquet
+from harness.report.results import tidy, write_parquet
 from harness.spec import AggregateSpec
 from harness.store import RunFolder, atomic_write_bytes, now_iso, store_root_of
-from harness.tables import difference_table, paper_tables, prepare, write_tables
+from harness.report.tables import difference_table, paper_tables, prepare, write_tables
 
 SHOWN_PER_ROW = 12
 
@@ -244,6 +244,10 @@ def run(run_dir: str | Path) -> Path:
     spec = AggregateSpec.model_validate(folder.read_spec())
     with folder.recording_failure():
         return aggregate(spec, run_dir)
+
+
+def slurm_run(run_dir: str | Path):
+    return run(run_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

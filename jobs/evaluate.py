@@ -161,7 +161,7 @@ class EvalWorker:
 
     def domain_features(self):
         if self._domain is None:
-            from jobs.classifier import domain_classifier
+            from models.evaluation_nets import domain_classifier
             self._domain = domain_classifier(self.spec.source_data.model_dump(),
                                              self.spec.target_data.model_dump()).to(self.device).features
         return self._domain
@@ -328,7 +328,7 @@ def check_sampler(spec: EvalSpec) -> None:
 def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
     from tqdm.auto import tqdm
 
-    from harness.results import write_metrics
+    from harness.report.results import write_metrics
 
     run = RunFolder(run_dir)
     check_sampler(spec)
@@ -413,6 +413,27 @@ def run(run_dir: str | Path) -> Path:
     spec = EvalSpec.model_validate(folder.read_spec())
     with folder.recording_failure():
         return evaluate(spec, run_dir)
+
+
+def slurm_run(run_dir: str | Path) -> Path | str:
+    """One task: Ray starts inside the job on its cores (or joins $SDFT_RAY_ADDRESS). Several
+    tasks (nodes): one Ray node per task, the head and the driver on the first
+    (jobs/ray_cluster.py). A requeued evaluation skips the batches it has."""
+    import submitit
+
+    os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("SLURM_CPUS_PER_TASK", "1"))
+    env = submitit.JobEnvironment()
+    if env.num_tasks == 1:
+        return run(run_dir)
+    from jobs.ray_cluster import slurm_ray_cluster
+
+    cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", 1))
+    gpus = len([d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d])
+    with slurm_ray_cluster(env.global_rank, env.num_tasks, Path(run_dir) / "ray", cpus, gpus) as address:
+        if address is None:
+            return "ray worker"
+        os.environ["SDFT_RAY_ADDRESS"] = address
+        return run(run_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

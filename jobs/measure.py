@@ -93,7 +93,7 @@ def classes_of(worker) -> Classes | None:
     labels = folder_labels_of(spec)
     if labels is None:
         return None
-    from jobs.classifier import labelled_classifier
+    from models.evaluation_nets import labelled_classifier
     from models.data import to_model_range
 
     net = labelled_classifier(spec.source_data.model_dump(), spec.target_data.model_dump(), labels)

@@ -115,12 +115,12 @@ def model_difference(runs: list[dict], baseline: list[dict], groups: np.ndarray,
 
 def differences(df, store_root: Path, baseline: str = "naive"):
     """The paired-differences table's rows (a DataFrame; empty without the baseline).
-    `df` is harness.tables.prepare()'d tidy results."""
+    `df` is harness.report.tables.prepare()'d tidy results."""
     import pandas as pd
 
     from harness.spec import EvalSpec
     from harness.store import RunFolder
-    from harness.tables import _extractor, _reference
+    from harness.report.tables import _extractor, _reference
 
     rows = []
     models = df[(df["method"] != "calibration") & ~df["is_early"]].drop_duplicates("eval_id")

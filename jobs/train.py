@@ -309,6 +309,15 @@ def run(run_dir: str | Path, stop_after: int | None = None) -> Path:
         return adopt_shipped(spec, folder) or train(spec, run_dir, stop_after=stop_after)
 
 
+def slurm_run(run_dir: str | Path) -> Path:
+    """One process per Slurm task, with the variables DeepSpeed reads (RANK, MASTER_ADDR...)."""
+    import submitit
+
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("SLURM_CPUS_PER_TASK", "1"))
+    return run(run_dir)
+
+
 def main(argv: list[str] | None = None) -> None:
     if argv is None:
         reexec_with_job_environment(["-m", "jobs.train", *sys.argv[1:]])

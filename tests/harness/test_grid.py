@@ -103,14 +103,14 @@ def test_cluster_settings_and_added_runs_keep_the_grid(tmp_path):
     as a submission does); dropping a method is not."""
     from harness.store import Store
 
-    grid = load_grid(SMOKE_PATH)
+    grid = load_grid(SMOKE_GRID)
     store = Store(tmp_path / "results")
-    store.write_grid(grid.name, SMOKE_PATH.read_text(), grid.canonical_json())
-    for run in expand(grid, base_dir=SMOKE_PATH.parent).runs:
+    store.write_grid(grid.name, SMOKE_GRID.read_text(), grid.canonical_json())
+    for run in expand(grid, base_dir=SMOKE_GRID.parent).runs:
         store.add_run(grid.name, run.run_id, run.spec.model_dump(mode="json"))
     for changes, ok in ((dict(cluster__timeout_min=30), True), (dict(seeds=[0, 1]), True),
                         (dict(methods=["naive", "sdft"]), False)):
-        path = write_grid(tmp_path, patched(**changes))
+        path = write_grid(tmp_path, smoke_grid(**changes))
         proc = run_module("harness.submit", str(path), "--results", str(store.root), "--dry-run")
         assert (proc.returncode == 0) == ok, (changes, proc.stderr[-1000:])
         if not ok:
@@ -275,7 +275,7 @@ def test_a_zero_stage_sweep_gives_two_model_rows(tmp_path):
     import pandas as pd
 
     from harness.params import columns
-    from harness.tables import model_labels
+    from harness.report.tables import model_labels
 
     grid = load_grid(write_grid(tmp_path, smoke_grid(methods=["naive"], finetune__zero_stage=[0, 2])))
     specs = [r.spec for r in expand(grid, tmp_path).by_stage("finetune")]

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from factories import ROOT, run_module
-from harness.results import tidy, write_parquet
-from harness.tables import paper_tables
+from harness.report.results import tidy, write_parquet
+from harness.report.tables import paper_tables
 
 
 def rows():

@@ -8,7 +8,7 @@ import pytest
 
 from harness.results import tidy
 from harness.spec import EvalSpec
-from harness.tables import difference_table, prepare
+from harness.report.tables import difference_table, prepare
 from jobs.paired import differences, final_items
 
 TARGET = {"kind": "builtin-target", "resolution": 16, "size": 200}

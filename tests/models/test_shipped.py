@@ -12,7 +12,7 @@ WEIGHTS = ROOT / "models" / "weights"
 
 def test_shipped_feature_net_is_the_current_recipe():
     """A recipe change gives a new identity and leaves the shipped weights unused."""
-    from jobs.classifier import FEATURE_RECIPE, _cache_path
+    from models.evaluation_nets import FEATURE_RECIPE, _cache_path
 
     record = provenances()["featurenet"]
     assert record["identity"] == _cache_path("featurenet", FEATURE_RECIPE).stem, (

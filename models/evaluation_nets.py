@@ -10,7 +10,7 @@
   one has. Its rows name the extractor `labelled`.
 A lock makes concurrent jobs wait for the first one to train instead of training twice.
 
-    python -m jobs.classifier            # train (or find) the builtin feature network
+    python -m models.evaluation_nets            # train (or find) the builtin feature network
 """
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def ship_feature_net(out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, out_dir / SHIPPED_FILE)
     write_provenance(out_dir, path.stem, recipe=FEATURE_RECIPE,
-                     regenerate="SDFT_SHIPPED_WEIGHTS=0 python -m jobs.classifier --ship " + str(out_dir))
+                     regenerate="SDFT_SHIPPED_WEIGHTS=0 python -m models.evaluation_nets --ship " + str(out_dir))
     return out_dir
 
 

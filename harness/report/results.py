@@ -1,0 +1,105 @@
+"""The tidy results table: one row per measured number (benchopt style).
+
+Columns: grid, run_id, eval_id, stage, dataset, target, method, weighting, seed, eval_seed,
+ckpt_step, task, t0, reference, subset, metric, value, ci_low, ci_high, k, n, extractor, note,
+p_<hyper-parameter>..., git_sha, created_at. ci_low/ci_high: a 95 % interval (bootstrap or
+Wilson, the note says which); k: the count behind a share k/n. seed: the training seed;
+eval_seed: the seed of the sampling noise. Calibration rows (real data measured by the same
+code) have stage `calibration`, method `calibration` and the kind of real set as weighting
+(`target-train`, `source`, `held-out-half`).
+`load_results` reads a grid folder (or several, or one run's file).
+"""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable
+
+from harness.store import CorruptFile, atomic_write_bytes, now_iso
+
+COLUMNS = ["grid", "run_id", "eval_id", "stage", "dataset", "target", "method", "weighting", "seed",
+           "eval_seed", "ckpt_step", "task", "t0", "reference", "subset", "metric", "value", "ci_low", "ci_high", "k", "n",
+           "extractor", "note"]
+TAIL = ["git_sha", "created_at"]
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def tidy(rows: list[dict] | "pd.DataFrame"):  # noqa: F821
+    """A DataFrame with the schema's columns in order (p_* between the schema and the tail)."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    for column in COLUMNS + TAIL:
+        if column not in df:
+            df[column] = None
+    params = sorted(c for c in df.columns if c.startswith("p_"))
+    return df[COLUMNS + params + TAIL]
+
+
+def write_parquet(path: Path, df) -> None:
+    buffer = io.BytesIO()
+    df.to_parquet(buffer, index=False)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def write_metrics(path: Path, rows: list[dict], run_id: str) -> None:
+    """A run's metrics.parquet: its rows stamped with the eval id, commit and time (and the
+    stage `evaluate`, unless a row names its own, as calibration rows do)."""
+    stamp = {"eval_id": run_id, "git_sha": git_sha(), "created_at": now_iso()}
+    write_parquet(path, tidy([{**row, **stamp, "stage": row.get("stage") or "evaluate"} for row in rows]))
+
+
+def read_metrics(path: Path):
+    """One metrics.parquet; CorruptFile (a UserError naming it) when it cannot be read."""
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise
+    except Exception as err:       # pyarrow's ArrowInvalid, OSError, ...: all mean "not a table"
+        raise CorruptFile(f"{path}: not a readable parquet table ({type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:200]})") from None
+
+
+def load_results(paths: str | Path | Iterable[str | Path]):
+    """The tidy DataFrame of one or more grid folders (results/<grid>), or metrics files.
+
+    A grid folder's aggregated table is read when present and readable (otherwise, with a
+    warning, its evaluation runs' tables); an unreadable run table is a CorruptFile error.
+    """
+    import pandas as pd
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    frames = []
+    for path in map(Path, paths):
+        if path.is_file():
+            frames.append(read_metrics(path))
+            continue
+        if (path / "metrics.parquet").is_file():
+            try:
+                frames.append(read_metrics(path / "metrics.parquet"))
+                continue
+            except CorruptFile as err:
+                if not (path / "runs").is_dir():
+                    raise
+                print(f"warning: {err}; reading the runs' own tables instead", file=sys.stderr)
+        if (path / "runs").is_dir():
+            files = sorted((path / "runs").glob("*/metrics.parquet"))
+            frames += [read_metrics(f).assign(grid=path.name) for f in files]
+        else:
+            raise FileNotFoundError(f"{path}: no metrics.parquet and no runs/ with results")
+    if not frames:
+        return tidy([])
+    return tidy(pd.concat(frames, ignore_index=True))

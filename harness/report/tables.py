@@ -1,0 +1,363 @@
+"""The paper's tables as pivots of the tidy results (`python -m harness.tables` prints them).
+
+Table 1 (translation: SDEdit and EGSDE, PSNR/SSIM/LPIPS/FID/KID), Table 3 (unconditional:
+FID/KID/LPIPS/diversity), Table 4 (the distillation weighting ablation) and the attribute
+table (missing-class recovery, class preservation). Each cell: the mean over the model's
+runs (seeds) and a 95 % interval [low, high]; shares also as k/n. With one run the interval
+is the row's own (`ci_low`, `ci_high`: bootstrap over images, Wilson for k/n); over several
+runs (training seeds, evaluation seeds) it spans the lowest `ci_low` to the highest
+`ci_high` of the runs (INTERVAL_RULE). Calibration rows (real data, same code) open each
+table and are never bold; the best model value is bold. `difference_table` renders paired
+differences against a baseline (jobs/paired.py), bold where the interval excludes 0.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness.params import label as param_label
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+HIGHER_IS_BETTER = {"psnr", "ssim", "missing_class_share", "class_preservation", "intra_cluster_lpips",
+                    "precision", "recall", "density", "coverage"}
+INTERVAL_RULE = ("Intervals: 95 %, bootstrap over images (Wilson for k/n) per run; over several runs the "
+                 "mean of their values and the span from the lowest to the highest of their intervals.")
+CALIBRATION_LABELS = {"held-out-half": "real: held-out half (floor)", "target-train": "real: target-train",
+                      "source": "real: source (style gap)"}
+CALIBRATION_NOTE = ("Real rows: the same measurements of real images at the models' sample count: half of "
+                    "the held-out domain against the other half (the noise floor), the target-train set "
+                    "and real source images (the style gap) against the held-out domain.")
+METRIC_NAMES = {"fid": "FID", "kid": "KID×1e3", "lpips": "LPIPS", "psnr": "PSNR", "ssim": "SSIM",
+                "intra_cluster_lpips": "intra-LPIPS",
+                "feature_dist_builtin": "FeatDist†", "feature_dist_inception": "FeatDist†",
+                "missing_class_share": "missing-class share", "class_preservation": "class kept"}
+SUBSTITUTE_NOTE = ("† FeatDist: cosine distance of the named extractor's features between paired images, "
+                   "reported because LPIPS could not be measured ({reason}). It is a substitute, not LPIPS.")
+
+
+def short(value) -> str:
+    """1e-05 rather than 1.0000000000000001e-05: numbers as a table shows them."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+# ---------------------------------------------------------------- the paper's tables
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    means: "pd.DataFrame"                 # rows: model labels; columns: (group, metric)
+    lows: "pd.DataFrame"                  # the interval of each cell (NaN: none)
+    highs: "pd.DataFrame"
+    counts: "pd.DataFrame"                # rows (runs) behind each cell
+    notes: list[str] = field(default_factory=list)
+    ks: "pd.DataFrame | None" = None      # summed k and n of shares k/n (NaN elsewhere)
+    ns: "pd.DataFrame | None" = None
+    calibration: tuple = ()               # row labels of the real-data rows: never bold
+    bold_nonzero: bool = False            # bold where the interval excludes 0 (differences)
+
+    def cell(self, row, column, bold: bool, fmt: str) -> str:
+        mean = self.means.loc[row, column]
+        if _missing(mean):
+            return "–"
+        low, high = self.lows.loc[row, column], self.highs.loc[row, column]
+        scale = max([abs(mean)] + [abs(v) for v in (low, high) if not _missing(v)])
+        digits = 3 if scale < 10 else 1
+        text = f"{mean:.{digits}f}"
+        if not _missing(low) and not _missing(high):
+            text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+        if self.ks is not None and not _missing(self.ks.loc[row, column]):
+            text += f" ({int(self.ks.loc[row, column])}/{int(self.ns.loc[row, column])})"
+        if bold:
+            text = r"\textbf{" + text + "}" if fmt == "latex" else f"**{text}**"
+        return text
+
+    def best(self, column) -> set:
+        if self.bold_nonzero:
+            low, high = self.lows[column], self.highs[column]
+            return set(self.means.index[(low > 0) | (high < 0)])
+        values = self.means[column].drop(list(self.calibration), errors="ignore").dropna()
+        if len(values) < 2:
+            return set()
+        metric = column[-1]
+        best = values.max() if metric in HIGHER_IS_BETTER else values.min()
+        return set(values.index[values == best])
+
+    def formatted(self, fmt: str) -> "pd.DataFrame":
+        import pandas as pd
+
+        out = pd.DataFrame(index=self.means.index, columns=self.means.columns, dtype=object)
+        for column in self.means.columns:
+            best = self.best(column)
+            for row in self.means.index:
+                out.loc[row, column] = self.cell(row, column, row in best, fmt)
+        out.columns = pd.MultiIndex.from_tuples(
+            [tuple(c[:-1]) + (METRIC_NAMES.get(c[-1], c[-1]),) for c in out.columns])
+        return out
+
+    def render(self, fmt: str) -> str:
+        from tabulate import tabulate
+
+        if fmt == "csv":
+            parts = []
+            for frame, suffix in ((self.means, ""), (self.lows, " ci_low"), (self.highs, " ci_high")):
+                flat = frame.copy()
+                flat.columns = [" ".join(map(str, c)) + suffix for c in flat.columns]
+                parts.append(flat)
+            return parts[0].join(parts[1:]).to_csv()
+        table = self.formatted(fmt)
+        if fmt == "latex":
+            body = table.to_latex(escape=False, multicolumn=True, multicolumn_format="c",
+                                  caption=self.title, label=f"tab:{self.name}")
+            notes = "".join(f"% {n}\n" for n in self.notes)
+            return notes + _latex_symbols(body)
+        headers = ["model"] + [" ".join(str(p) for p in c if p) for c in table.columns]
+        text = f"**{self.title}**\n\n" + tabulate(table.reset_index().values.tolist(), headers=headers,
+                                                  tablefmt="github")
+        return text + "".join(f"\n\n{n}" for n in self.notes)
+
+
+LATEX_SYMBOLS = {"±": r"$\pm$", "×": r"$\times$", "†": r"$^\dagger$", "λ": r"$\lambda$", "γ": r"$\gamma$",
+                 "_": r"\_"}
+
+
+def _latex_symbols(text: str) -> str:
+    """Symbols in the cells and labels as LaTeX writes them (commands are left alone)."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith("\\") or "\\label" in line:
+            out.append(line)
+            continue
+        for symbol, latex in LATEX_SYMBOLS.items():
+            line = line.replace(symbol, latex)
+        out.append(line)
+    return "".join(out)
+
+
+def model_labels(df: "pd.DataFrame") -> "pd.Series":
+    """'naive', 'sdft/min-snr λd=1 λa=1', 'naive @1000': what tells runs apart besides the seed."""
+    params = [c for c in df.columns if c.startswith("p_")]
+    keys = ["method", "weighting"]
+    varying = []
+    for p in params:
+        spread = df.groupby(keys, dropna=False)[p].nunique(dropna=True)
+        if (spread > 1).any():
+            varying.append(p)
+    def label(row) -> str:
+        if row["method"] == "calibration":
+            return CALIBRATION_LABELS.get(row["weighting"], f"real: {row['weighting']}")
+        text = row["method"] + (f"/{row['weighting']}" if isinstance(row["weighting"], str) else "")
+        for p in varying:
+            if row[p] is not None and not (isinstance(row[p], float) and math.isnan(row[p])):
+                text += f" {param_label(p[2:])}={short(row[p])}"
+        if row.get("is_early"):
+            text += f" @{int(row['ckpt_step'])}"
+        return text
+
+    return df.apply(label, axis=1)
+
+
+METHOD_ORDER = {"source": 0, "scratch": 1, "naive": 2, "sdft": 3}
+CALIBRATION_ORDER = {"held-out-half": -3, "target-train": -2, "source": -1}
+
+
+def prepare(df: "pd.DataFrame") -> "pd.DataFrame":
+    """Label the rows, mark earlier checkpoints, keep the main reference and extractor."""
+    import pandas as pd
+
+    df = df.copy()
+    for column in ("value", "ci_low", "ci_high", "k", "n"):
+        df[column] = pd.to_numeric(df[column], errors="coerce")
+    final = df.groupby("eval_id")["ckpt_step"].transform("max")
+    df["is_early"] = df["ckpt_step"].notna() & (df["ckpt_step"] < final)
+    df["model"] = model_labels(df)
+    df["order"] = df["method"].map(METHOD_ORDER).fillna(9)
+    calibration = df["method"] == "calibration"
+    df["order"] = df["order"].where(~calibration, df["weighting"].map(CALIBRATION_ORDER).fillna(-1)).astype(float)
+    return df
+
+
+def _select(df, selection: dict):
+    for key, value in selection.items():
+        df = df[df[key].isna()] if value is None else df[df[key] == value]
+    return df
+
+
+def _calibration_selection(selection: dict) -> dict:
+    """The calibration rows beside a column: same reference, extractor and subset; the task
+    of the sample count they were measured at (unconditional, or translation)."""
+    out = {k: v for k, v in selection.items() if k not in ("task", "t0")}
+    if "task" in selection:
+        out["task"] = "unconditional" if selection["task"] == "unconditional" else "translation"
+    return out
+
+
+def _pivot(df, columns: list[tuple], name: str, title: str, notes=None, calibration=True) -> Table | None:
+    """columns: (group label, selection dict, metric) -> one column: the mean over the model's
+    rows and the interval INTERVAL_RULE, the calibration rows first."""
+    import pandas as pd
+
+    stats: dict[tuple, "pd.DataFrame"] = {}
+    models = df[df["method"] != "calibration"]
+    real = df[df["method"] == "calibration"] if calibration else df.iloc[:0]
+    for group, selection, metric in columns:
+        part = _select(models[models["metric"] == metric], selection)
+        if part.empty:
+            continue
+        part = pd.concat([_select(real[real["metric"] == metric], _calibration_selection(selection)), part])
+        stats[(group, metric)] = part.groupby("model").agg(
+            mean=("value", "mean"), low=("ci_low", "min"), high=("ci_high", "max"), count=("value", "count"),
+            k=("k", lambda v: v.sum(min_count=len(v))), n=("n", "sum"))
+    if not stats:
+        return None
+    order = df.drop_duplicates("model").sort_values(["order", "model"])["model"].tolist()
+    shown = [m for m in order if any(m in s.index for s in stats.values())]
+    frame = lambda key: pd.DataFrame({c: s[key] for c, s in stats.items()}).reindex(shown)  # noqa: E731
+    ks = frame("k")
+    ns = frame("n").where(ks.notna())
+    labels = set(df.loc[df["method"] == "calibration", "model"])
+    extra = [CALIBRATION_NOTE] if labels & set(shown) else []
+    return Table(name, title, frame("mean"), frame("low"), frame("high"), frame("count").fillna(0),
+                 (notes or []) + extra + [INTERVAL_RULE], ks, ns, tuple(m for m in shown if m in labels))
+
+
+def _reference(df) -> str:
+    return "full-domain" if (df["reference"] == "full-domain").any() else "target"
+
+
+def _extractor(df) -> str:
+    extractors = set(df.loc[df["metric"] == "fid", "extractor"].dropna())
+    return "inception" if "inception" in extractors else (sorted(extractors) or ["builtin"])[0]
+
+
+def _distance(df) -> tuple[str, list[str]]:
+    """LPIPS where measured, else its named substitute and a note saying why."""
+    lpips = df[df["metric"] == "lpips"]
+    if lpips["value"].notna().any():
+        return "lpips", []
+    substitutes = sorted(m for m in df["metric"].unique() if m.startswith("feature_dist_"))
+    if not substitutes:
+        return "lpips", []
+    reason = (lpips["note"].dropna().iloc[0] if lpips["note"].notna().any() else "no weights")
+    return substitutes[0], [SUBSTITUTE_NOTE.format(reason=reason.removeprefix("not measured: "))]
+
+
+def best_lambda_rows(sdft: "pd.DataFrame", ref: str, ext: str) -> "pd.DataFrame | None":
+    """The sdft rows of each weighting at the lambda with its lowest mean unconditional FID;
+    None when no weighting was swept over lambda."""
+    lam = "p_lambda_distill"
+    if lam not in sdft or sdft.groupby("weighting")[lam].nunique().max() < 2:
+        return None
+    fid = sdft[(sdft.metric == "fid") & (sdft.task == "unconditional") & (sdft.reference == ref)
+               & (sdft.extractor == ext)]
+    if fid.empty:
+        return None
+    means = fid.groupby(["weighting", lam])["value"].mean()
+    best = {weighting: value for weighting, value in means.groupby(level=0).idxmin().map(lambda ix: ix[1]).items()}
+    return sdft[sdft.apply(lambda r: best.get(r["weighting"]) == r[lam], axis=1)]
+
+
+def paper_tables(results: "pd.DataFrame") -> list[Table]:
+    if results.empty:
+        return []
+    df = prepare(results)
+    ref, ext = _reference(df), _extractor(df)
+    distance, notes = _distance(df)
+    realism = lambda task, **extra: [  # noqa: E731
+        (task, {"task": task, "reference": ref, "extractor": ext, **extra}, "fid"),
+        (task, {"task": task, "reference": ref, "extractor": ext, **extra}, "kid")]
+    tables = []
+    t0s = sorted(df.loc[df["task"] != "unconditional", "t0"].dropna().unique())
+    for t0 in t0s:
+        columns = []
+        for task in ("sdedit", "egsde"):
+            sel = {"task": task, "t0": t0, "subset": "all"}
+            columns += [(task, {**sel, "reference": "source"}, "psnr"),
+                        (task, {**sel, "reference": "source"}, "ssim"),
+                        (task, {**sel, "reference": "source"}, distance)]
+            columns += realism(task, t0=t0)
+        table = _pivot(df[df["method"] != "source"], columns, f"table1_t{t0:g}",
+                       f"Table 1: translation from the source domain (t0 = {t0:g}; {ext} features, "
+                       f"FID/KID against the {ref} set)", notes)
+        if table:
+            tables.append(table)
+    uncond = realism("unconditional") + [("unconditional", {"task": "unconditional",
+                                                            "reference": "source-model"}, distance),
+                                         ("unconditional", {"task": "unconditional", "reference": "target"},
+                                          "intra_cluster_lpips")]
+    table3 = _pivot(df, uncond, "table3", f"Table 3: unconditional generation ({ext} features, "
+                    f"FID/KID against the {ref} set; {METRIC_NAMES.get(distance, distance)} to the source "
+                    "model's sample from the same noise)", notes)
+    tables += [table3] if table3 else []
+    sdft = df[(df["method"] == "sdft") & ~df["is_early"]]
+    if sdft["weighting"].nunique() > 1:
+        t0 = 0.5 if 0.5 in t0s else (t0s[0] if t0s else None)
+        columns = uncond + ([("sdedit", {"task": "sdedit", "t0": t0, "subset": "all", "reference": "source"}, m)
+                             for m in ("psnr", "ssim")] if t0 is not None else [])
+        best = best_lambda_rows(sdft, ref, ext)
+        if best is not None:
+            table4 = _pivot(best, columns, "table4", "Table 4: distillation weighting ablation, each weighting "
+                            "at its own best lambda (lowest mean unconditional FID; weights are unnormalised, "
+                            "so a shared lambda would compare their scale, not their shape)", notes,
+                            calibration=False)
+            sweep = _pivot(sdft, columns, "table4_sweep", "Table 4, every lambda of the sweep", notes,
+                           calibration=False)
+            tables += [t for t in (table4, sweep) if t]
+        else:
+            table4 = _pivot(sdft, columns, "table4", "Table 4: distillation weighting ablation (sdft method)",
+                            notes, calibration=False)
+            tables += [table4] if table4 else []
+    columns = [("unconditional", {"task": "unconditional"}, "missing_class_share")]
+    for task in ("sdedit", "egsde"):
+        for t0 in t0s:
+            for subset in ("missing-classes", "present-classes"):
+                columns.append((f"{task} t0={t0:g} {subset}", {"task": task, "t0": t0, "subset": subset},
+                                "class_preservation"))
+    attributes = _pivot(df, columns, "attributes", "Attribute recovery: share of samples classified into "
+                        "the classes the target set lacks (the real rows: the same classifier on real "
+                        "images), and the share of translated source images that keep their class")
+    tables += [attributes] if attributes else []
+    return tables
+
+
+def difference_table(diffs: "pd.DataFrame", baseline: str = "naive") -> Table | None:
+    """Paired differences (model minus `baseline`) with their intervals: `diffs` has one row
+    per model, group, metric (value, ci_low, ci_high, note), as jobs/paired.py makes them."""
+    import pandas as pd
+
+    if diffs is None or diffs.empty:
+        return None
+    order = list(dict.fromkeys(diffs.sort_values(["order", "model"])["model"]))
+    columns = list(dict.fromkeys(zip(diffs["group"], diffs["metric"])))
+    frame = lambda key: diffs.pivot_table(index="model", columns=["group", "metric"], values=key,  # noqa: E731
+                                          aggfunc="first", dropna=False).reindex(index=order, columns=pd.MultiIndex.from_tuples(columns))
+    notes = [f"Each cell: the model's value minus {baseline}'s on the same noise and the same source images, "
+             "with a 95 % paired bootstrap interval (the same resampled items for both; over evaluation seeds "
+             "two-level); bold where the interval excludes 0. Lower is better for FID/KID/LPIPS, higher for "
+             "the rest."] + sorted(set(diffs["note"].dropna()))
+    return Table("differences", f"Paired differences against {baseline}", frame("value"), frame("ci_low"),
+                 frame("ci_high"), frame("value").notna().astype(int), notes, bold_nonzero=True)
+
+
+def write_tables(tables: list[Table], out_dir: Path, formats=("markdown", "latex", "csv")) -> list[Path]:
+    from harness.store import atomic_write_bytes
+
+    suffix = {"markdown": "md", "latex": "tex", "csv": "csv"}
+    written = []
+    for table in tables:
+        for fmt in formats:
+            path = Path(out_dir) / f"{table.name}.{suffix[fmt]}"
+            atomic_write_bytes(path, table.render(fmt).encode())
+            written.append(path)
+    return written
