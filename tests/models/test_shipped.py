@@ -38,3 +38,37 @@ def test_shipped_weights_can_be_turned_off(monkeypatch):
     identity = provenances()["featurenet"]["identity"]
     monkeypatch.setenv("SDFT_SHIPPED_WEIGHTS", "0")
     assert find_shipped(identity) is None
+# ---------------------------------------------------------------- the demo's source model
+SOURCE = "fmnist16-source"
+
+
+def demo_pretrain():
+    from harness.config import load_grid
+    from harness.grid import expand
+
+    (pretrain,) = expand(load_grid(ROOT / "grids" / "demo.yaml"), ROOT / "grids").by_stage("pretrain")
+    return pretrain.spec
+
+
+def test_shipped_source_is_the_current_demo_pretraining():
+    """A recipe change (a new default, a new recipe version) changes the run id and leaves
+    the shipped weights unused until they are made again with the command they record."""
+    record = provenances()[SOURCE]
+    spec = demo_pretrain()
+    assert record["identity"] == spec.run_id, (
+        f"models/weights/{SOURCE} was made by run {record['identity']}, the demo now pretrains "
+        f"{spec.run_id}: regenerate with `{record['regenerate']}`")
+    assert record["spec"] == json.loads(spec.model_dump_json())
+    assert find_shipped(spec.run_id) == WEIGHTS / SOURCE
+
+
+def test_pretraining_adopts_the_shipped_weights(tmp_path):
+    from factories import run_module, write_spec
+
+    spec = json.loads(demo_pretrain().model_dump_json())
+    run_dir = write_spec(tmp_path / "_runs" / "source", spec)
+    run_module("jobs.train", str(run_dir), check=True, timeout=300)
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["status"] == "done" and state["weights"].startswith("shipped")
+    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+        assert (run_dir / "model" / name).read_bytes() == (WEIGHTS / SOURCE / name).read_bytes()
