@@ -158,11 +158,11 @@ def settle(plan: Plan, store: Store) -> dict[str, int]:
     for run in plan.runs:
         state = states[run.run_id]
         status = state.get("status", "pending")
-        if status in ("submitted", "running") and run.run_id not in alive:
+        # a queued job that Slurm cancelled because its parent failed never ran: said below
+        never_ran = status == "submitted" and any(d in root for d in run.depends_on)
+        if status in ("submitted", "running") and run.run_id not in alive and not never_ran:
             status, error = gone_outcome(state, outcomes)
-            # a queued job cancelled because its parent failed never ran: that is said below
-            if not (state.get("status") == "submitted" and any(d in root for d in run.depends_on)):
-                state = folders[run.run_id].set_state(status, error=error)
+            state = folders[run.run_id].set_state(status, error=error)
         if status == "done":
             continue
         parents = [root[d] for d in run.depends_on if d in root]
