@@ -72,8 +72,9 @@ def test_second_evaluation_hits_the_feature_cache(tiny_source, lpips_weights):
     b = pd.read_parquet(again / "metrics.parquet").sort_values(KEYS).reset_index(drop=True)
     pd.testing.assert_series_equal(a["value"], b["value"])
     # translations come with faithfulness, class preservation and LPIPS (VGG, 16 px inputs resized)
-    tasks = set(a.task)
+    tasks = set(a[a.stage == "evaluate"].task)
     assert tasks == {"unconditional", "sdedit", "egsde"}
+    assert set(a[a.stage == "calibration"].task) == {"unconditional", "translation"}
     lpips = a[a.metric == "lpips"]
     assert set(lpips.task) == {"sdedit", "egsde"} and (lpips.value > 0).all()
     assert (lpips.extractor == "lpips-vgg").all() and lpips.note.str.contains("16x16 to 64x64").all()
@@ -98,7 +99,7 @@ def test_inception_features_on_a_few_dozen_images(tiny_source):
                                    kid_subset_size=24))
     run_module("jobs.evaluate", str(run_dir), check=True)
     rows = pd.read_parquet(run_dir / "metrics.parquet")
-    fid = rows[(rows.metric == "fid") & (rows.extractor == "inception")]
+    fid = rows[(rows.stage == "evaluate") & (rows.metric == "fid") & (rows.extractor == "inception")]
     # the number itself (a closed form, a known ordering) is checked on Inception features in
     # tests/models/test_features.py; here the job's rows: one per reference set, over the 24
     # samples, each value inside its interval

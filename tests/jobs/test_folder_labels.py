@@ -169,7 +169,8 @@ def test_a_folder_pair_with_labels_is_measured_like_the_builtin_pair(tmp_path):
     assert {"psnr", "ssim", "lpips", "predicted", "labels", "features_inception"} <= set(items.files)
     assert len(items["psnr"]) == 18
     refs = np.load(run_dir / "items" / "references.npz")
-    assert list(refs["missing"]) == [2] and refs["features_inception_full-domain"].shape[0] == 18
+    # the full domain: all 24 reference images (max_reference is 24)
+    assert list(refs["missing"]) == [2] and refs["features_inception_full-domain"].shape[0] == 24
     summary = json.loads((run_dir / "eval.json").read_text())
     assert summary["rows"] == len(rows)
 
