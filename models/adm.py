@@ -17,7 +17,6 @@ ADM also runs GroupNorm in fp32 (GroupNorm32); for fp32 weights, as written here
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ import torch
 from diffusers import UNet2DModel
 
 from models.networks import SIDECAR, read_diffusion_info
+from models.shipped import sha256_of
 
 SIDECAR_FORMAT = "sdft-bench/adm-1"
 
@@ -295,14 +295,6 @@ def load_adm_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def diffusion_info(config: ADMConfig) -> dict:
     """What diffusers' config.json cannot record, as guided-diffusion's create_gaussian_diffusion sets it."""
     if config.noise_schedule == "linear":
@@ -333,7 +325,7 @@ def convert_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: ADMC
         raise ConversionError(f"{out_dir}: already exists; not overwriting it")
     info = diffusion_info(config)
     model = convert_state_dict(load_adm_state_dict(checkpoint), config, source=str(checkpoint))
-    info["source"] = {"checkpoint": checkpoint.name, "sha256": sha256_file(checkpoint),
+    info["source"] = {"checkpoint": checkpoint.name, "sha256": sha256_of(checkpoint),
                       "flags": asdict(config), "parameters": sum(p.numel() for p in model.parameters())}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))

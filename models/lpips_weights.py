@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.shipped import sha256_of
+
 SETUP_COMMAND = "python -m harness.lpips_setup"
 
 
@@ -60,14 +62,6 @@ def weights_dir() -> Path:
     """$SDFT_LPIPS_DIR, else inside the virtualenv (it survives empty caches and a cold HOME)."""
     configured = os.environ.get("SDFT_LPIPS_DIR")
     return Path(configured) if configured else Path(sys.prefix) / "share" / "sdft-bench" / "lpips"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- reading the flax pickles
@@ -179,7 +173,7 @@ def _checked(folder: Path, name: str) -> Path:
     if not (path.is_file() and _record(path).is_file()):
         raise LpipsWeightsError(f"LPIPS weights missing: no {name} in {folder}; make them with "
                                 f"`{SETUP_COMMAND}` (part of `make setup`)")
-    if json.loads(_record(path).read_text()).get("sha256") != sha256(path):
+    if json.loads(_record(path).read_text()).get("sha256") != sha256_of(path):
         raise LpipsWeightsError(f"{path}: sha256 differs from the one recorded in {_record(path).name}; "
                                 f"re-make it with `{SETUP_COMMAND}`")
     return path
