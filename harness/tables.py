@@ -2,6 +2,9 @@
 
 The paper's tables of one or more results folders, printed (and written with --out). The
 tables themselves are harness.report's; this only reads the arguments.
+  --publish DIR       copy a grid's report, tables, images and tidy table (metrics.csv.gz)
+                      into DIR (how docs/results/ is made)
+  --readme FILE.md    fill FILE.md's `<!-- tables: ... -->` blocks from their tidy tables
 """
 from __future__ import annotations
 
@@ -16,11 +19,28 @@ def main(argv: list[str] | None = None) -> None:
     from harness.report.tables import paper_tables, write_tables
 
     parser = argparse.ArgumentParser(prog="python -m harness.tables", description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="+", help="results/<grid> folders (or metrics files)")
+    parser.add_argument("results", nargs="*", help="results/<grid> folders (or metrics files)")
     parser.add_argument("--format", choices=("latex", "markdown", "csv"), default="markdown")
     parser.add_argument("--out", default=None, help="also write each table to this folder")
+    parser.add_argument("--publish", metavar="DIR", help="copy one grid's report and tidy table into DIR")
+    parser.add_argument("--readme", metavar="FILE", help="fill FILE's generated tables blocks")
     args = parser.parse_args(argv)
+    if not args.results and not args.readme:
+        parser.error("give results folders, or --readme FILE")
     with quiet_broken_pipe(), exit_on_user_error(FileNotFoundError):
+        if args.publish:
+            from harness.report.publish import publish
+
+            if len(args.results) != 1:
+                raise UserError("--publish: give exactly one results/<grid> folder")
+            print(f"published {args.results[0]} -> {publish(Path(args.results[0]), Path(args.publish))}")
+        if args.readme:
+            from harness.report.readme import update
+
+            changed = update(Path(args.readme))
+            print(f"{args.readme}: {'tables rewritten' if changed else 'tables already up to date'}")
+        if not args.results or args.publish:
+            return
         tables = paper_tables(load_results(args.results))
         if not tables:
             raise UserError(f"{' '.join(args.results)}: no evaluated runs to tabulate")

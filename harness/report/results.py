@@ -59,16 +59,28 @@ def write_metrics(path: Path, rows: list[dict], run_id: str) -> None:
     write_parquet(path, tidy([{**row, **stamp, "stage": row.get("stage") or "evaluate"} for row in rows]))
 
 
+def write_csv(path: Path, df) -> None:
+    """A tidy table as gzipped CSV, byte-for-byte the same for the same rows (no time stamp
+    in the gzip header): the form committed under docs/results/."""
+    buffer = io.BytesIO()
+    df.to_csv(buffer, index=False, compression={"method": "gzip", "mtime": 0})
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
 def read_metrics(path: Path):
-    """One metrics.parquet; CorruptFile (a UserError naming it) when it cannot be read."""
+    """One metrics.parquet (or a published metrics.csv.gz); CorruptFile (a UserError naming
+    it) when it cannot be read."""
     import pandas as pd
 
     try:
+        if Path(path).name.endswith((".csv", ".csv.gz")):
+            return pd.read_csv(path)
         return pd.read_parquet(path)
     except FileNotFoundError:
         raise
     except Exception as err:       # pyarrow's ArrowInvalid, OSError, ...: all mean "not a table"
-        raise CorruptFile(f"{path}: not a readable parquet table ({type(err).__name__}: "
+        kind = "CSV" if Path(path).name.endswith((".csv", ".csv.gz")) else "parquet"
+        raise CorruptFile(f"{path}: not a readable {kind} table ({type(err).__name__}: "
                           f"{' '.join(str(err).split())[:200]})") from None
 
 

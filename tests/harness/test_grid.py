@@ -146,7 +146,8 @@ def test_per_method_overrides(tmp_path):
 
 
 def test_two_grids_share_a_run_folder(tmp_path):
-    """The same settings in two grids: one folder, trained and evaluated once."""
+    """The same settings in two grids: one folder, trained and evaluated once. ~70 s: the
+    first submission really trains and evaluates (Ray starts once), the second must not."""
     results = tmp_path / "results"
     small_eval = {"num_samples": 8, "batch_size": 8, "tasks": ["unconditional"], "ddim_steps": 4,
                   "kid_subset_size": 8, "kid_subsets": 2, "max_reference": 64}

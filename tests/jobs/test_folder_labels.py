@@ -124,8 +124,9 @@ def test_labels_need_a_reference_and_give_the_missing_classes(tmp_path):
 # ---------------------------------------------------------------- the evaluation
 @pytest.mark.slow
 def test_a_folder_pair_with_labels_is_measured_like_the_builtin_pair(tmp_path):
-    """Slow (minutes; 9 on this machine under a load of 10): Ray, Inception features of
-    every set, and the labelled classifier's training."""
+    """~130 s on a cold quiet 2-core machine (9 min under a load of 10): Ray, Inception
+    features of every set and the labelled classifier's training, because the labels must
+    reach every measurement that the built-in pair has."""
     import torch
 
     from harness.spec import EvalSpec

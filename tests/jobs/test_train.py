@@ -70,6 +70,8 @@ def test_sdft_two_processes_zero2_bf16(tiny_source):
 
 
 def test_sigkill_then_resume_is_bitwise_identical(tiny_source):
+    """~70 s on a cold 2-core machine: it trains the same 40 steps twice (killed and resumed,
+    and straight through) at 32 px, because only a real SIGKILL mid-run shows the resume."""
     spec = finetune_spec("sdft", steps=40, checkpoint_every=10, log_every=5, batch_size=64,
                      data={"kind": "builtin-target", "resolution": 32, "size": 200})
     spec["init"] = "run:source32"

@@ -39,6 +39,8 @@ def cancel_leftovers(tmp_path):
 
 
 def test_smoke_grid_goes_through_sbatch_to_done(slurm, tmp_path):
+    """~80 s: nine jobs go through sbatch one dependency level at a time, and slurmctld
+    schedules each level on its own interval; nothing shorter shows the dependencies hold."""
     results = tmp_path / "results"
     summary = submit(SMOKE_GRID, results, "--wait")
     assert summary["submitted"] == summary["runs"] == 9
@@ -127,6 +129,8 @@ def test_preempted_training_is_requeued_and_resumes(slurm, tmp_path):
 
 
 def test_two_tasks_per_node_train_one_run_with_deepspeed(slurm, tmp_path):
+    """~100 s: two Slurm tasks start DeepSpeed (gloo) and train ZeRO-2 shards; only a real
+    two-process launch shows the shards and the rank handling."""
     grid = grid_file(tmp_path, "twotasks", methods=["sdft"], cluster={
         "cpus_per_task": 1, "mem_gb": 2, "timeout_min": 10, "tasks_per_node": 2},
         finetune__zero_stage=2, finetune__checkpoint_every=20)

@@ -1,0 +1,44 @@
+"""A grid's report as committed under docs/results/: the report, tables, images, and the tidy
+table as metrics.csv.gz (text, so a commit shows what changed; README tables are made from
+it, harness/report/readme.py)."""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from harness.errors import UserError
+
+PUBLISHED = ("report.md", "tradeoff.png", "tables", "images")
+
+
+def publish(grid_dir: Path, out_dir: Path) -> Path:
+    """Replace `out_dir` with the published form of `grid_dir` (an aggregated results/<grid>).
+    The new folder is complete before the old one goes, so a failure leaves the old one."""
+    from harness.report.results import load_results, write_csv
+
+    grid_dir, out_dir = Path(grid_dir), Path(out_dir)
+    if not (grid_dir / "metrics.parquet").is_file() or not (grid_dir / "report.md").is_file():
+        raise UserError(f"{grid_dir}: not an aggregated grid folder (no metrics.parquet and report.md)")
+    staging = out_dir.with_name(f".{out_dir.name}.publishing")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name in PUBLISHED:
+        source = grid_dir / name
+        if source.is_dir():
+            shutil.copytree(source, staging / name)
+        elif source.is_file():
+            shutil.copy2(source, staging / name)
+    df = load_results(grid_dir / "metrics.parquet")
+    write_csv(staging / "metrics.csv.gz", df)
+    # the report names where its table was; the published copy names its own
+    report = re.sub(r"load_results\('[^']*'\)", "load_results('metrics.csv.gz')",
+                    (staging / "report.md").read_text())
+    (staging / "report.md").write_text(report)
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    staging.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,57 @@
+"""README tables are made from committed tidy tables by harness.tables, never typed by hand."""
+import re
+
+import pytest
+
+from factories import ROOT, run_module
+from harness.errors import UserError
+from harness.report import readme
+from harness.report.results import load_results, write_csv
+from test_tables import rows
+
+
+def test_the_readme_s_tables_are_what_their_committed_tidy_tables_give():
+    """Fails when a figure in a README tables block was typed or edited by hand, or when the
+    tidy table it names changed without `python -m harness.tables --readme README.md`."""
+    text = (ROOT / "README.md").read_text()
+    blocks = list(readme.BLOCK.finditer(text))
+    assert blocks, "the README has no generated tables block"
+    assert readme.regenerate(text, ROOT) == text
+
+
+def test_a_block_is_filled_from_its_csv_and_the_rest_of_the_file_is_left_alone(tmp_path):
+    write_csv(tmp_path / "metrics.csv.gz", rows())
+    before = "# Results\n\nprose stays\n\n<!-- tables: metrics.csv.gz table3 -->\nstale 1.0\n<!-- end tables -->\ntail\n"
+    (tmp_path / "README.md").write_text(before)
+    assert readme.update(tmp_path / "README.md")
+    after = (tmp_path / "README.md").read_text()
+    assert after.startswith("# Results\n\nprose stays\n\n<!-- tables: metrics.csv.gz table3 -->\n")
+    assert after.endswith("<!-- end tables -->\ntail\n") and "stale" not in after
+    # the CSV round trip gives the same cell as the table made from the rows themselves
+    assert "**2.600 [2.400, 2.900]**" in after
+    assert not readme.update(tmp_path / "README.md")       # filled blocks are a fixed point
+
+
+def test_published_csv_reads_back_as_the_same_tidy_table(tmp_path):
+    df = rows()
+    write_csv(tmp_path / "metrics.csv.gz", df)
+    back = load_results(tmp_path / "metrics.csv.gz")
+    assert list(back.columns) == list(df.columns) and len(back) == len(df)
+    assert back["value"].tolist() == pytest.approx(df["value"].tolist(), nan_ok=True)
+    # gzip without a time stamp: the same rows give the same bytes (diffable commits)
+    first = (tmp_path / "metrics.csv.gz").read_bytes()
+    write_csv(tmp_path / "again.csv.gz", df)
+    assert (tmp_path / "again.csv.gz").read_bytes() == first
+
+
+def test_an_unknown_table_or_file_is_one_line_naming_it(tmp_path):
+    write_csv(tmp_path / "metrics.csv.gz", rows())
+    with pytest.raises(UserError, match=r"metrics.csv.gz: no table 'table9'"):
+        readme.regenerate("<!-- tables: metrics.csv.gz table9 -->\n<!-- end tables -->", tmp_path)
+    with pytest.raises(UserError, match=r"gone.csv.gz: no such tidy table"):
+        readme.regenerate("<!-- tables: gone.csv.gz table3 -->\n<!-- end tables -->", tmp_path)
+    (tmp_path / "README.md").write_text("# nothing generated\n")
+    proc = run_module("harness.tables", "--readme", str(tmp_path / "README.md"))
+    assert proc.returncode == 2
+    assert re.fullmatch(r"error: \S+README.md: no '<!-- tables: FILE NAME\.\.\. -->' block to fill\n", proc.stderr)
+    assert (tmp_path / "README.md").read_text() == "# nothing generated\n"
