@@ -12,7 +12,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> None:
     from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
-    from harness.report.results import load_results
+    from harness.report.results import load_cells, load_results
     from harness.report.tables import paper_tables, write_tables
 
     parser = argparse.ArgumentParser(prog="python -m harness.tables", description=__doc__.splitlines()[0])
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="also write each table to this folder")
     args = parser.parse_args(argv)
     with quiet_broken_pipe(), exit_on_user_error(FileNotFoundError):
-        tables = paper_tables(load_results(args.results))
+        tables = paper_tables(load_results(args.results), load_cells(args.results))
         if not tables:
             raise UserError(f"{' '.join(args.results)}: no evaluated runs to tabulate")
         for table in tables:
