@@ -337,8 +337,8 @@ def paper_tables(results: "pd.DataFrame", cells: "pd.DataFrame | None" = None) -
                         (task, {**sel, "reference": "source"}, distance)]
             columns += realism(task, t0=t0)
         table = pivot(df[df["method"] != "source"], columns, f"table1_t{t0:g}",
-                       f"Table 1: translation from the source domain (t0 = {t0:g}; {ext} features, "
-                       f"FID/KID against the {ref} set)", notes)
+                      f"Table 1: translation from the source domain (t0 = {t0:g}; {ext} features, "
+                      f"FID/KID against the {ref} set)", notes)
         if table:
             tables.append(table)
     uncond = realism("unconditional") + [("unconditional", {"task": "unconditional",
@@ -346,8 +346,8 @@ def paper_tables(results: "pd.DataFrame", cells: "pd.DataFrame | None" = None) -
                                          ("unconditional", {"task": "unconditional", "reference": "target"},
                                           "intra_cluster_lpips")]
     table3 = pivot(df, uncond, "table3", f"Table 3: unconditional generation ({ext} features, "
-                    f"FID/KID against the {ref} set; {METRIC_NAMES.get(distance, distance)} to the source "
-                    "model's sample from the same noise)", notes)
+                   f"FID/KID against the {ref} set; {METRIC_NAMES.get(distance, distance)} to the source "
+                   "model's sample from the same noise)", notes)
     tables += [table3] if table3 else []
     sdft = df[(df["method"] == "sdft") & ~df["is_early"]]
     if sdft["weighting"].nunique() > 1:
@@ -357,15 +357,15 @@ def paper_tables(results: "pd.DataFrame", cells: "pd.DataFrame | None" = None) -
         best = best_lambda_rows(sdft, ref, ext)
         if best is not None:
             table4 = pivot(best, columns, "table4", "Table 4: distillation weighting ablation, each weighting "
-                            "at its own best lambda (lowest mean unconditional FID; weights are unnormalised, "
-                            "so a shared lambda would compare their scale, not their shape)", notes,
-                            calibration=False)
-            sweep = pivot(sdft, columns, "table4_sweep", "Table 4, every lambda of the sweep", notes,
+                           "at its own best lambda (lowest mean unconditional FID; weights are unnormalised, "
+                           "so a shared lambda would compare their scale, not their shape)", notes,
                            calibration=False)
+            sweep = pivot(sdft, columns, "table4_sweep", "Table 4, every lambda of the sweep", notes,
+                          calibration=False)
             tables += [t for t in (table4, sweep) if t]
         else:
             table4 = pivot(sdft, columns, "table4", "Table 4: distillation weighting ablation (sdft method)",
-                            notes, calibration=False)
+                           notes, calibration=False)
             tables += [table4] if table4 else []
     columns = [("unconditional", {"task": "unconditional"}, "missing_class_share")]
     for task in ("sdedit", "egsde"):
@@ -374,8 +374,8 @@ def paper_tables(results: "pd.DataFrame", cells: "pd.DataFrame | None" = None) -
                 columns.append((f"{task} t0={t0:g} {subset}", {"task": task, "t0": t0, "subset": subset},
                                 "class_preservation"))
     attributes = pivot(df, columns, "attributes", "Attribute recovery: share of samples classified into "
-                        "the classes the target set lacks (the real rows: the same classifier on real "
-                        "images), and the share of translated source images that keep their class")
+                       "the classes the target set lacks (the real rows: the same classifier on real "
+                       "images), and the share of translated source images that keep their class")
     tables += [attributes] if attributes else []
     return tables
 
