@@ -84,6 +84,10 @@ def _store(tmp_path, seeds):
             sdedit = {**base, "eval_seed": s, "task": "sdedit", "t0": 0.5, "reference": "source", "subset": "all"}
             rows.append({**sdedit, "metric": "psnr", "value": psnr.mean(), "ci_low": psnr.mean() - 0.4,
                          "ci_high": psnr.mean() + 0.4})
+            if step:      # an earlier checkpoint of the same run: its own items, its own cell
+                early = psnr - 3 + rng.normal(0, 0.5, N)
+                np.savez(folder / "items" / f"sdedit_t0.5{tag.replace('_s100', '_s50')}.npz", psnr=early)
+                rows.append({**sdedit, "ckpt_step": 50, "metric": "psnr", "value": early.mean()})
             lacking = labels == 5
             for subset, mask in (("missing-classes", lacking), ("present-classes", ~lacking)):
                 hits = ((predicted == labels) & mask & kept).sum()
@@ -100,11 +104,14 @@ def test_cells_of_several_runs_get_a_hierarchical_interval_the_tables_show(tmp_p
     every = cells(prepare(df), store)
     # the source model is one run: a cell only over two evaluation seeds
     assert set(every[every.model == "source"].rows) == ({2} if len(seeds) == 2 else set())
+    early = every[every.model == "naive @50"].iloc[0]
+    assert early.metric == "psnr" and early.members == "enaive0@50,enaive1@50,enaive2@50"
+    assert early.ci_high < every[(every.model == "naive") & (every.metric == "psnr")].ci_low.iloc[0]
     found = every[every.model == "naive"].set_index("metric")
     assert set(found.index) == {"fid", "kid", "psnr", "missing_class_share", "class_preservation"}
     assert (found["runs"] == 3).all() and (found["rows"] == 3 * len(seeds)).all()
     assert found.loc["psnr", "resamples"] == 1000 and found.loc["fid", "resamples"] == 200
-    naive = df[df.method == "naive"]
+    naive = df[(df.method == "naive") & (df.ckpt_step == 100)]
     for metric in ("fid", "kid", "psnr", "missing_class_share"):
         cell, rows = found.loc[metric], naive[naive.metric == metric]
         assert cell.value == pytest.approx(rows.value.mean())
