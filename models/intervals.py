@@ -176,11 +176,14 @@ def runs_replicates(runs: Sequence[Run], *, n_resamples: int = N_RESAMPLES,
     reps = np.empty(n_resamples)
     for b in range(n_resamples):
         chosen = rng.integers(0, len(runs), len(runs)) if len(runs) > 1 else np.zeros(1, dtype=np.int64)
-        unique, times = np.unique(chosen, return_counts=True)
-        parts = resample_indices(rng, members[0]) if shared else None
-        values = [_evaluate(runs[r].statistic, parts if shared else resample_indices(rng, members[r]), True)
-                  for r in unique]
-        reps[b] = float(np.dot(times, values) / len(chosen))
+        if shared:       # a run drawn twice gives the same value twice: compute it once
+            parts = resample_indices(rng, members[0])
+            unique, times = np.unique(chosen, return_counts=True)
+            values = [_evaluate(runs[r].statistic, parts, True) for r in unique]
+            reps[b] = float(np.dot(times, values) / len(chosen))
+        else:            # each drawn run draws its own seeds and images
+            reps[b] = float(np.mean([_evaluate(runs[r].statistic, resample_indices(rng, members[r]), True)
+                                     for r in chosen]))
     return value, reps
 
 
