@@ -22,6 +22,9 @@ GOALS = {  # figure -> (comparison, goal)
     "dry_run_10k_s": ("<=", 2.0),
     "ddim_over_diffusers": ("<=", 1.05),
     "cached_speedup": (">=", 5.0),
+    # bench/calibration_inception.py: floor < target-train < style gap in Inception FID
+    "inception_target_train_over_floor": (">=", 1.0),
+    "inception_gap_over_target_train": (">=", 1.0),
     # bench/adm.py: ffhq_p2's network at 256 px on one GPU, in bf16 and in fp16 (null on a
     # machine without a GPU, with the reason beside it)
     **{f"gpu_{p}_{figure}": goal for p in ("bf16", "fp16") for figure, goal in (
@@ -29,7 +32,7 @@ GOALS = {  # figure -> (comparison, goal)
         ("deepspeed_over_torch", ("<=", 1.10)),
         ("ddim40_10k_projected_s", ("<=", 600.0)))},
 }
-SCRIPTS = ("train_step", "grid_overhead", "evaluate", "adm")
+SCRIPTS = ("train_step", "grid_overhead", "evaluate", "adm", "calibration_inception")
 
 
 def verdict(key: str, value, values: dict) -> str:

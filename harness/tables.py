@@ -15,7 +15,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> None:
     from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
-    from harness.report.results import load_results
+    from harness.report.results import load_cells, load_results
     from harness.report.tables import paper_tables, write_tables
 
     parser = argparse.ArgumentParser(prog="python -m harness.tables", description=__doc__.splitlines()[0])
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{args.readme}: {'tables rewritten' if changed else 'tables already up to date'}")
         if not args.results or args.publish:
             return
-        tables = paper_tables(load_results(args.results))
+        tables = paper_tables(load_results(args.results), load_cells(args.results))
         if not tables:
             raise UserError(f"{' '.join(args.results)}: no evaluated runs to tabulate")
         for table in tables:

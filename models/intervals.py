@@ -5,7 +5,9 @@ A statistic is a function of an index array into the evaluation items (sample i 
 fixed noise, translation i of the fixed source images), so the same resampled indices can
 be fed to two models: that is the paired bootstrap, for differences between models
 evaluated on the same noise and the same inputs. With several seeds the resampling is
-two-level: draw seeds with replacement, then images within each drawn seed.
+two-level: draw seeds with replacement, then images within each drawn seed. Over several
+training runs (a table cell) it is hierarchical: draw runs, then seeds and images
+(`runs_bootstrap`).
 
 Why not `scipy.stats.bootstrap`: it has no two-level (cluster) resampling, and its
 statistic sees copies of data arrays, not indices that several arrays (features, labels,
@@ -136,6 +138,61 @@ def paired_difference(statistic_a: Statistic, statistic_b: Statistic, n_items: i
     """statistic_a - statistic_b for two models measured on the same items (same noise,
     same source images): each replicate feeds the same resampled indices to both."""
     return bootstrap(lambda idx: statistic_a(idx) - statistic_b(idx), n_items, groups, **kwargs)
+
+
+# ---------------------------------------------------------------- several runs
+@dataclass(frozen=True)
+class Run:
+    """One training run's statistic of indices into its evaluation items, and the
+    evaluation seed of each item (None: one seed)."""
+    statistic: Statistic
+    n_items: int
+    groups: Sequence | np.ndarray | None = None
+
+
+def _same_items(runs: Sequence[Run]) -> bool:
+    first = runs[0]
+    labels = lambda r: np.zeros(r.n_items) if r.groups is None else np.asarray(r.groups)  # noqa: E731
+    return all(r.n_items == first.n_items and np.array_equal(labels(r), labels(first)) for r in runs)
+
+
+def runs_replicates(runs: Sequence[Run], *, n_resamples: int = N_RESAMPLES,
+                    seed: int = 0) -> tuple[float, np.ndarray]:
+    """(the mean over runs of each run's statistic, averaged over its evaluation seeds; its
+    values on `n_resamples` hierarchical bootstrap replicates).
+
+    A replicate draws the runs with replacement, then the evaluation seeds with replacement
+    and the images within each drawn seed (`resample_indices`). Runs evaluated on the same
+    items (same noise, same source images: same seeds and counts) share one draw of seeds
+    and images per replicate: the items are crossed with the runs, so drawing them anew for
+    each run would average their shared variation away (an interval too narrow by up to
+    sqrt(runs)). Runs on different items draw their own (nested)."""
+    if not runs:
+        raise ValueError("runs_replicates needs at least one run")
+    members = [_groups(r.n_items, r.groups) for r in runs]
+    shared = _same_items(runs)
+    rng = np.random.default_rng(seed)
+    value = float(np.mean([_evaluate(r.statistic, m, True) for r, m in zip(runs, members)]))
+    reps = np.empty(n_resamples)
+    for b in range(n_resamples):
+        chosen = rng.integers(0, len(runs), len(runs)) if len(runs) > 1 else np.zeros(1, dtype=np.int64)
+        if shared:       # a run drawn twice gives the same value twice: compute it once
+            parts = resample_indices(rng, members[0])
+            unique, times = np.unique(chosen, return_counts=True)
+            values = [_evaluate(runs[r].statistic, parts, True) for r in unique]
+            reps[b] = float(np.dot(times, values) / len(chosen))
+        else:            # each drawn run draws its own seeds and images
+            reps[b] = float(np.mean([_evaluate(runs[r].statistic, resample_indices(rng, members[r]), True)
+                                     for r in chosen]))
+    return value, reps
+
+
+def runs_bootstrap(runs: Sequence[Run], *, centred: bool = False, n_resamples: int = N_RESAMPLES,
+                   seed: int = 0, level: float = LEVEL) -> Interval:
+    """The hierarchical bootstrap interval of the mean over runs (`runs_replicates`):
+    percentile, or `centered_interval` for statistics that repeated rows bias (FID, KID)."""
+    value, reps = runs_replicates(runs, n_resamples=n_resamples, seed=seed)
+    return (centered_interval if centred else percentile_interval)(value, reps, n_resamples, level)
 
 
 # ---------------------------------------------------------------- counts

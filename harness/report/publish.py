@@ -1,5 +1,5 @@
 """A grid's report as committed under docs/results/: the report, tables, images, and the tidy
-table as metrics.csv.gz (text, so a commit shows what changed; README tables are made from
+table as metrics.csv.gz, the cells over several runs as cells.csv.gz (text, so a commit shows what changed; README tables are made from
 it, harness/report/readme.py)."""
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from pathlib import Path
 from harness.errors import UserError
 
 PUBLISHED = ("report.md", "tradeoff.png", "tables", "images")
+PUBLISHED_CELLS = "cells.csv.gz"          # beside metrics.csv.gz
 
 
 def publish(grid_dir: Path, out_dir: Path) -> Path:
     """Replace `out_dir` with the published form of `grid_dir` (an aggregated results/<grid>).
     The new folder is complete before the old one goes, so a failure leaves the old one."""
-    from harness.report.results import load_results, write_csv
+    from harness.report.results import CELLS_FILE, load_results, read_metrics, write_csv
 
     grid_dir, out_dir = Path(grid_dir), Path(out_dir)
     if not (grid_dir / "metrics.parquet").is_file() or not (grid_dir / "report.md").is_file():
@@ -31,6 +32,8 @@ def publish(grid_dir: Path, out_dir: Path) -> Path:
             shutil.copy2(source, staging / name)
     df = load_results(grid_dir / "metrics.parquet")
     write_csv(staging / "metrics.csv.gz", df)
+    if (grid_dir / CELLS_FILE).is_file():       # the intervals of cells over several runs
+        write_csv(staging / PUBLISHED_CELLS, read_metrics(grid_dir / CELLS_FILE))
     # the report names where its table was; the published copy names its own
     report = re.sub(r"load_results\('[^']*'\)", "load_results('metrics.csv.gz')",
                     (staging / "report.md").read_text())

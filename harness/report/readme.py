@@ -6,7 +6,8 @@ A block such as
     ...
     <!-- end tables -->
 
-holds the named tables of `harness.tables`, rendered as Markdown from that tidy table (the
+holds the named tables of `harness.tables`, rendered as Markdown from that tidy table and,
+when it is there, the cells table beside it (cells.csv.gz: intervals over several runs; the
 path is relative to the Markdown file's folder). `python -m harness.tables --readme
 README.md` rewrites every block; tests/harness/test_readme_tables.py fails when a block of
 the README differs from what its table gives.
@@ -24,12 +25,15 @@ BLOCK = re.compile(r"(?P<open><!-- tables: (?P<source>\S+) (?P<names>[^>]*?) -->
 
 def render_block(source: Path, names: list[str]) -> str:
     """The named tables of `source` (a tidy table), as Markdown, one after the other."""
-    from harness.report.results import load_results
+    from harness.report.publish import PUBLISHED_CELLS
+    from harness.report.results import load_results, read_metrics
     from harness.report.tables import paper_tables
 
     if not source.is_file():
         raise UserError(f"{source}: no such tidy table (named by a README tables block)")
-    tables = {table.name: table for table in paper_tables(load_results(source))}
+    cells = source.with_name(PUBLISHED_CELLS)
+    tables = {table.name: table for table in paper_tables(
+        load_results(source), read_metrics(cells) if cells.is_file() else None)}
     unknown = [name for name in names if name not in tables]
     if unknown:
         raise UserError(f"{source}: no table {unknown[0]!r} (it gives {', '.join(tables) or 'none'})")

@@ -7,7 +7,9 @@ Wilson, the note says which); k: the count behind a share k/n. seed: the trainin
 eval_seed: the seed of the sampling noise. Calibration rows (real data measured by the same
 code) have stage `calibration`, method `calibration` and the kind of real set as weighting
 (`target-train`, `source`, `held-out-half`).
-`load_results` reads a grid folder (or several, or one run's file).
+`load_results` reads a grid folder (or several, or one run's file). Beside a grid's table,
+the aggregate writes CELLS_FILE: the intervals of table cells made of several runs (a
+hierarchical bootstrap, jobs/cells.py); `load_cells` reads it.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ COLUMNS = ["grid", "run_id", "eval_id", "stage", "dataset", "target", "method", 
            "eval_seed", "ckpt_step", "task", "t0", "reference", "subset", "metric", "value", "ci_low", "ci_high", "k", "n",
            "extractor", "note"]
 TAIL = ["git_sha", "created_at"]
+CELLS_FILE = "cells.parquet"
 
 
 def git_sha() -> str | None:
@@ -115,3 +118,13 @@ def load_results(paths: str | Path | Iterable[str | Path]):
     if not frames:
         return tidy([])
     return tidy(pd.concat(frames, ignore_index=True))
+
+
+def load_cells(paths: str | Path | Iterable[str | Path]):
+    """The cells tables of the grid folders among `paths` (None when there is none)."""
+    import pandas as pd
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    frames = [read_metrics(Path(p) / CELLS_FILE) for p in paths if (Path(p) / CELLS_FILE).is_file()]
+    return pd.concat(frames, ignore_index=True) if frames else None

@@ -26,8 +26,10 @@ if TYPE_CHECKING:
 
 HIGHER_IS_BETTER = {"psnr", "ssim", "missing_class_share", "class_preservation", "intra_cluster_lpips",
                     "precision", "recall", "density", "coverage"}
-INTERVAL_RULE = ("Intervals: 95 %, bootstrap over images (Wilson for k/n) per run; over several runs the "
-                 "mean of their values and the span from the lowest to the highest of their intervals.")
+INTERVAL_RULE = "Intervals: 95 %. A cell of one run and one evaluation seed: bootstrap over images (Wilson for k/n)."
+SPAN_RULE = ("Cells of several runs or evaluation seeds{which}: the mean of their values and the span from the "
+             "lowest to the highest of their intervals (no hierarchical bootstrap available).")
+CELL_KEYS = ("task", "t0", "reference", "subset", "extractor", "metric")
 CALIBRATION_LABELS = {"held-out-half": "real: held-out half (floor)", "target-train": "real: target-train",
                       "source": "real: source (style gap)"}
 CALIBRATION_NOTE = ("Real rows: the same measurements of real images at the models' sample count: half of "
@@ -203,11 +205,42 @@ def _calibration_selection(selection: dict) -> dict:
     return out
 
 
-def _pivot(df, columns: list[tuple], name: str, title: str, notes=None, calibration=True) -> Table | None:
-    """columns: (group label, selection dict, metric) -> one column: the mean over the model's
-    rows and the interval INTERVAL_RULE, the calibration rows first."""
+def _plain(value) -> str | None:
+    """A key column's value as the cells table and the tidy table both spell it."""
     import pandas as pd
 
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return short(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def cell_key(rows: "pd.DataFrame") -> tuple | None:
+    """What names one table cell's rows in the cells table: its runs (eval id @ checkpoint
+    step) and its measurement (CELL_KEYS); None when the rows are not one measurement."""
+    key = [",".join(sorted({f"{e}@{_plain(s)}" for e, s in zip(rows["eval_id"], rows["ckpt_step"])}))]
+    for column in CELL_KEYS:
+        found = {_plain(v) for v in rows[column]}
+        if len(found) != 1:
+            return None
+        key.append(found.pop())
+    return tuple(key)
+
+
+def _cell_lookup(cells: "pd.DataFrame | None") -> dict:
+    if cells is None or cells.empty:
+        return {}
+    return {(row["members"], *(_plain(row[c]) for c in CELL_KEYS)): row for _, row in cells.iterrows()}
+
+
+def _pivot(df, columns: list[tuple], name: str, title: str, notes=None, calibration=True,
+           cells: "pd.DataFrame | None" = None) -> Table | None:
+    """columns: (group label, selection dict, metric) -> one column: the mean over the model's
+    rows and its interval (the row's own; over several rows the cells table's, else
+    SPAN_RULE), the calibration rows first."""
+    import pandas as pd
+
+    lookup = _cell_lookup(cells)
+    hierarchical, spans = set(), set()
     stats: dict[tuple, "pd.DataFrame"] = {}
     models = df[df["method"] != "calibration"]
     real = df[df["method"] == "calibration"] if calibration else df.iloc[:0]
@@ -216,9 +249,19 @@ def _pivot(df, columns: list[tuple], name: str, title: str, notes=None, calibrat
         if part.empty:
             continue
         part = pd.concat([_select(real[real["metric"] == metric], _calibration_selection(selection)), part])
-        stats[(group, metric)] = part.groupby("model").agg(
+        agg = part.groupby("model").agg(
             mean=("value", "mean"), low=("ci_low", "min"), high=("ci_high", "max"), count=("value", "count"),
             k=("k", lambda v: v.sum(min_count=len(v))), n=("n", "sum"))
+        for model, rows in part.groupby("model"):
+            if len(rows) < 2 or rows["value"].isna().all():
+                continue
+            found = lookup.get(cell_key(rows))
+            if found is not None and int(found["rows"]) == len(rows):
+                agg.loc[model, ["low", "high"]] = [found["ci_low"], found["ci_high"]]
+                hierarchical.add(found["note"])
+            else:
+                spans.add(METRIC_NAMES.get(metric, metric))
+        stats[(group, metric)] = agg
     if not stats:
         return None
     order = df.drop_duplicates("model").sort_values(["order", "model"])["model"].tolist()
@@ -228,8 +271,11 @@ def _pivot(df, columns: list[tuple], name: str, title: str, notes=None, calibrat
     ns = frame("n").where(ks.notna())
     labels = set(df.loc[df["method"] == "calibration", "model"])
     extra = [CALIBRATION_NOTE] if labels & set(shown) else []
+    rules = [INTERVAL_RULE] + sorted(hierarchical)
+    if spans:
+        rules.append(SPAN_RULE.format(which=f" ({', '.join(sorted(spans))})"))
     return Table(name, title, frame("mean"), frame("low"), frame("high"), frame("count").fillna(0),
-                 (notes or []) + extra + [INTERVAL_RULE], ks, ns, tuple(m for m in shown if m in labels))
+                 (notes or []) + extra + rules, ks, ns, tuple(m for m in shown if m in labels))
 
 
 def _reference(df) -> str:
@@ -268,9 +314,12 @@ def best_lambda_rows(sdft: "pd.DataFrame", ref: str, ext: str) -> "pd.DataFrame 
     return sdft[sdft.apply(lambda r: best.get(r["weighting"]) == r[lam], axis=1)]
 
 
-def paper_tables(results: "pd.DataFrame") -> list[Table]:
+def paper_tables(results: "pd.DataFrame", cells: "pd.DataFrame | None" = None) -> list[Table]:
+    """The paper's tables; `cells`: the cells table (jobs/cells.py) that gives cells of
+    several runs their hierarchical bootstrap interval (without it: SPAN_RULE)."""
     if results.empty:
         return []
+    pivot = lambda *args, **kwargs: _pivot(*args, cells=cells, **kwargs)  # noqa: E731
     df = prepare(results)
     ref, ext = _reference(df), _extractor(df)
     distance, notes = _distance(df)
@@ -287,18 +336,18 @@ def paper_tables(results: "pd.DataFrame") -> list[Table]:
                         (task, {**sel, "reference": "source"}, "ssim"),
                         (task, {**sel, "reference": "source"}, distance)]
             columns += realism(task, t0=t0)
-        table = _pivot(df[df["method"] != "source"], columns, f"table1_t{t0:g}",
-                       f"Table 1: translation from the source domain (t0 = {t0:g}; {ext} features, "
-                       f"FID/KID against the {ref} set)", notes)
+        table = pivot(df[df["method"] != "source"], columns, f"table1_t{t0:g}",
+                      f"Table 1: translation from the source domain (t0 = {t0:g}; {ext} features, "
+                      f"FID/KID against the {ref} set)", notes)
         if table:
             tables.append(table)
     uncond = realism("unconditional") + [("unconditional", {"task": "unconditional",
                                                             "reference": "source-model"}, distance),
                                          ("unconditional", {"task": "unconditional", "reference": "target"},
                                           "intra_cluster_lpips")]
-    table3 = _pivot(df, uncond, "table3", f"Table 3: unconditional generation ({ext} features, "
-                    f"FID/KID against the {ref} set; {METRIC_NAMES.get(distance, distance)} to the source "
-                    "model's sample from the same noise)", notes)
+    table3 = pivot(df, uncond, "table3", f"Table 3: unconditional generation ({ext} features, "
+                   f"FID/KID against the {ref} set; {METRIC_NAMES.get(distance, distance)} to the source "
+                   "model's sample from the same noise)", notes)
     tables += [table3] if table3 else []
     sdft = df[(df["method"] == "sdft") & ~df["is_early"]]
     if sdft["weighting"].nunique() > 1:
@@ -307,16 +356,16 @@ def paper_tables(results: "pd.DataFrame") -> list[Table]:
                              for m in ("psnr", "ssim")] if t0 is not None else [])
         best = best_lambda_rows(sdft, ref, ext)
         if best is not None:
-            table4 = _pivot(best, columns, "table4", "Table 4: distillation weighting ablation, each weighting "
-                            "at its own best lambda (lowest mean unconditional FID; weights are unnormalised, "
-                            "so a shared lambda would compare their scale, not their shape)", notes,
-                            calibration=False)
-            sweep = _pivot(sdft, columns, "table4_sweep", "Table 4, every lambda of the sweep", notes,
+            table4 = pivot(best, columns, "table4", "Table 4: distillation weighting ablation, each weighting "
+                           "at its own best lambda (lowest mean unconditional FID; weights are unnormalised, "
+                           "so a shared lambda would compare their scale, not their shape)", notes,
                            calibration=False)
+            sweep = pivot(sdft, columns, "table4_sweep", "Table 4, every lambda of the sweep", notes,
+                          calibration=False)
             tables += [t for t in (table4, sweep) if t]
         else:
-            table4 = _pivot(sdft, columns, "table4", "Table 4: distillation weighting ablation (sdft method)",
-                            notes, calibration=False)
+            table4 = pivot(sdft, columns, "table4", "Table 4: distillation weighting ablation (sdft method)",
+                           notes, calibration=False)
             tables += [table4] if table4 else []
     columns = [("unconditional", {"task": "unconditional"}, "missing_class_share")]
     for task in ("sdedit", "egsde"):
@@ -324,9 +373,9 @@ def paper_tables(results: "pd.DataFrame") -> list[Table]:
             for subset in ("missing-classes", "present-classes"):
                 columns.append((f"{task} t0={t0:g} {subset}", {"task": task, "t0": t0, "subset": subset},
                                 "class_preservation"))
-    attributes = _pivot(df, columns, "attributes", "Attribute recovery: share of samples classified into "
-                        "the classes the target set lacks (the real rows: the same classifier on real "
-                        "images), and the share of translated source images that keep their class")
+    attributes = pivot(df, columns, "attributes", "Attribute recovery: share of samples classified into "
+                       "the classes the target set lacks (the real rows: the same classifier on real "
+                       "images), and the share of translated source images that keep their class")
     tables += [attributes] if attributes else []
     return tables
 

@@ -165,6 +165,7 @@ def test_two_grids_share_a_run_folder(tmp_path):
     link_two = sorted(os.readlink(p) for p in (results / "two" / "runs").iterdir())
     assert len(set(link_one) & set(link_two)) == 4
     assert (results / "two" / "report.md").is_file() and (results / "two" / "metrics.parquet").is_file()
+    assert (results / "two" / "cells.parquet").is_file()      # the cells table, empty with one run a model
 
 
 def test_dry_run_prints_the_plan(tmp_path):

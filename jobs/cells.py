@@ -1,0 +1,213 @@
+"""Table cells over several runs: a hierarchical bootstrap from the per-item files.
+
+A paper-table cell (one model, one measurement) made of several rows (training seeds,
+evaluation seeds) gets the interval of models.intervals.runs_bootstrap: draw the runs with
+replacement, then the evaluation seeds and the images within each drawn seed (one draw for
+all runs, which share noise and source images), and recompute each run's statistic per
+seed from its items (items/<product>.npz, written by jobs/measure.py):
+- psnr, ssim, lpips: the mean of the per-image values;
+- fid, kid: from the saved features against the source evaluation's reference features
+  (items/references.npz), the tables' extractor and reference set; centred intervals, as
+  for one row (KID with each evaluation's own subsets and seed, x1e3);
+- missing_class_share and class_preservation (all, missing-classes, present-classes): shares
+  of the per-sample predictions among the kept ones (the evaluation's confidence filter),
+  widened where needed to the Wilson interval of the summed k/n: a share at 0 or 1 in every
+  run bootstraps to a point, which the counts do not support.
+A cell's value is the tables' (the mean of its rows); the recomputed one must agree with it,
+or the items do not belong to the rows and the cell is left out. So are cells without
+per-item values (intra-cluster LPIPS, FeatDist, P/R/D/C): the tables then show the span of
+the rows' intervals and say so.
+
+The aggregate writes the result as results/<grid>/cells.parquet beside metrics.parquet;
+harness.report.tables matches its rows to table cells by `cell_key`.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from harness.report.tables import CELL_KEYS, _extractor, _reference, cell_key
+from jobs.paired import KEY, _mean, _ratio, load
+from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates, KernelReplicates
+from models.intervals import (N_RESAMPLES, Interval, Run, centered_interval, percentile_interval,
+                              runs_replicates, wilson)
+
+ITEM_METRICS = ("psnr", "ssim", "lpips")
+FEATURE_METRICS = ("fid", "kid")
+SHARE_METRICS = ("missing_class_share", "class_preservation")
+SHARE_SUBSETS = ("all", "missing-classes", "present-classes")
+TOLERANCE = 1e-4       # relative: the items' statistic against the rows' value (float32 features)
+
+
+def _none(value):
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def product_paths(eval_dir: Path, task: str, t0: float | None, step: int | None) -> dict:
+    """eval seed (None: a single seed) -> the items file of one product of one checkpoint."""
+    out = {}
+    for path in sorted((eval_dir / "items").glob("*.npz")):
+        match = KEY.match(path.stem)
+        if match is None or match["task"] != task:
+            continue
+        file_t0 = float(match["t0"]) if match["t0"] else None
+        if (file_t0 is None) != (t0 is None) or (t0 is not None and not math.isclose(file_t0, t0)):
+            continue
+        if (int(match["step"]) if match["step"] else None) != step:
+            continue
+        out[int(match["eval_seed"]) if match["eval_seed"] else None] = path
+    return out
+
+
+class _PerSeed:
+    """A statistic built per evaluation seed (KID's subsets are drawn with the seed), called
+    with indices into the run's items that lie in one seed (per_group resampling)."""
+
+    def __init__(self, groups: np.ndarray, make):
+        self.groups = groups
+        self.parts = {}
+        for g in np.unique(groups):
+            rows = np.flatnonzero(groups == g)
+            self.parts[g] = (rows[0], make(rows, g))
+
+    def __call__(self, idx: np.ndarray) -> float:
+        offset, statistic = self.parts[self.groups[idx[0]]]
+        return statistic(idx - offset)
+
+
+class _Store:
+    """What the cells read, each once: evaluation settings, items, statistics."""
+
+    def __init__(self, store_root: Path):
+        self.root = store_root
+        self._settings, self._items, self._stats = {}, {}, {}
+
+    def settings(self, eval_id: str):
+        if eval_id not in self._settings:
+            from harness.spec import EvalSpec
+            from harness.store import RunFolder
+
+            self._settings[eval_id] = EvalSpec.model_validate(RunFolder(self.root / eval_id).read_spec()).settings
+        return self._settings[eval_id]
+
+    def items(self, eval_id: str, task: str, t0, step, seeds: list) -> dict | None:
+        key = (eval_id, task, t0, step)
+        if key not in self._items:
+            paths = product_paths(self.root / eval_id, task, t0, step)
+            self._items[key] = load(paths) if paths else None
+        found = self._items[key]
+        if found is None:
+            return None
+        tags = set(np.unique(found["groups"]).tolist())      # -1: a file without a seed tag (one seed)
+        return found if tags == set(seeds) or (tags == {-1} and len(seeds) == 1) else None
+
+    def statistic(self, eval_id, product, metric, subset, items, context) -> object | None:
+        key = (eval_id, product, metric, subset)
+        if key not in self._stats:
+            self._stats[key] = _statistic(metric, subset, items, self.settings(eval_id), context)
+        return self._stats[key]
+
+
+def _statistic(metric: str, subset: str, items: dict, settings, context: dict):
+    """statistic(indices into the items) -> float, or None where the items cannot give it."""
+    task, ext, reference, missing, seeds = (context[k] for k in ("task", "ext", "reference", "missing", "seeds"))
+    if metric in ITEM_METRICS:
+        return _mean(items[metric]) if metric in items else None
+    if metric in FEATURE_METRICS:
+        features = items.get(f"features_{ext}")
+        if features is None or reference is None:
+            return None
+        if metric == "fid":
+            return FrechetReplicates(features, reference)
+        seed_of = lambda g: seeds[0] if g == -1 else int(g)  # noqa: E731
+        return _PerSeed(items["groups"], lambda rows, g: (lambda idx, k=KernelReplicates(
+            features[rows], reference, settings.kid_subset_size, settings.kid_subsets, seed_of(g)):
+            1e3 * k(idx)))
+    if "predicted" not in items or missing is None:
+        return None
+    kept = items["confidence"] >= settings.confidence
+    if metric == "missing_class_share" and task == "unconditional":
+        return _ratio(np.isin(items["predicted"], missing) & kept, kept)
+    if metric == "class_preservation" and "labels" in items and subset in SHARE_SUBSETS:
+        labels = items["labels"]
+        lacking = np.isin(labels, missing)
+        mask = {"all": labels >= 0, "missing-classes": lacking, "present-classes": (labels >= 0) & ~lacking}[subset]
+        return _ratio((items["predicted"] == labels) & mask & kept, mask & kept)
+    return None
+
+
+def _measurable(df, ext: str, ref: str):
+    """The rows whose cells the items can give (the tables' extractor and reference for FID/KID)."""
+    features = df["metric"].isin(FEATURE_METRICS) & (df["extractor"] == ext) & (df["reference"] == ref)
+    items = df["metric"].isin(ITEM_METRICS)
+    shares = ((df["metric"] == "missing_class_share")
+              | ((df["metric"] == "class_preservation") & df["subset"].isin(SHARE_SUBSETS)))
+    return df[features | items | shares]
+
+
+def cells(df, store_root: Path, seed: int = 0):
+    """The cells table (a DataFrame): one row per cell of several rows that the items can
+    give. `df` is harness.report.tables.prepare()'d tidy results."""
+    import pandas as pd
+
+    store, out = _Store(Path(store_root)), []
+    models = df[df["method"] != "calibration"]
+    if models.empty:
+        return pd.DataFrame()
+    ext, ref = _extractor(df), _reference(df)
+    for (dataset, target), pair in _measurable(models, ext, ref).groupby(["dataset", "target"], dropna=False):
+        source = models[(models["dataset"] == dataset) & (models["target"] == target)
+                        & (models["method"] == "source")]
+        refs = {}
+        if not source.empty and (store.root / source["eval_id"].iloc[0] / "items" / "references.npz").is_file():
+            with np.load(store.root / source["eval_id"].iloc[0] / "items" / "references.npz") as f:
+                refs = dict(f)
+        for keys, rows in pair.groupby(["model", *CELL_KEYS], dropna=False):
+            if len(rows) < 2 or rows["value"].isna().any():
+                continue
+            found = _cell(rows, store, refs, ext, ref, seed)
+            if found is not None:
+                out.append({"members": cell_key(rows)[0], "dataset": dataset, "target": target, "model": keys[0],
+                            **{c: _none(v) for c, v in zip(CELL_KEYS, keys[1:])}, **found})
+    return pd.DataFrame(out)
+
+
+def _cell(rows, store: _Store, refs: dict, ext: str, ref: str, seed: int) -> dict | None:
+    first = rows.iloc[0]
+    task, metric, subset = first["task"], first["metric"], first["subset"]
+    t0 = None if _none(first["t0"]) is None else float(first["t0"])
+    runs = []
+    for eval_id, own in rows.groupby("eval_id", sort=True):
+        step = own["ckpt_step"].iloc[0]
+        step = None if _none(step) is None else int(step)
+        seeds = sorted(int(s) for s in own["eval_seed"].dropna())
+        if own["ckpt_step"].nunique(dropna=False) != 1 or len(seeds) != len(own):
+            return None
+        items = store.items(eval_id, task, t0, step, seeds)
+        if items is None:
+            return None
+        context = {"task": task, "ext": ext, "reference": refs.get(f"features_{ext}_{ref}"),
+                   "missing": refs.get("missing"), "seeds": seeds}
+        statistic = store.statistic(eval_id, (task, t0, step), metric, subset, items, context)
+        if statistic is None:
+            return None
+        runs.append(Run(statistic, len(items["groups"]), items["groups"]))
+    resamples = N_RESAMPLES_FEATURE if metric in FEATURE_METRICS else N_RESAMPLES
+    recomputed, reps = runs_replicates(runs, n_resamples=resamples, seed=seed)
+    value = float(rows["value"].mean())
+    if not math.isclose(recomputed, value, rel_tol=TOLERANCE, abs_tol=1e-9):
+        return None
+    interval = (centered_interval if metric in FEATURE_METRICS else percentile_interval)(value, reps, resamples)
+    share = metric in SHARE_METRICS and rows["k"].notna().all() and rows["n"].notna().all()
+    if share:     # never narrower than the pooled counts allow: a bootstrap of 35/35 cannot leave 1
+        pooled = wilson(int(rows["k"].sum()), int(rows["n"].sum()))
+        interval = Interval(value, min(interval.low, pooled.low), max(interval.high, pooled.high), resamples)
+    what = "FID, KID" if metric in FEATURE_METRICS else ("shares" if share else "means")
+    note = (f"Cells of several runs or evaluation seeds ({what}): hierarchical bootstrap from the per-item "
+            f"values, {resamples} resamples{', centred' if metric in FEATURE_METRICS else ''}: training runs, "
+            "then evaluation seeds, then images, each drawn with replacement (runs on the same noise and inputs "
+            "share each draw)" + ("; at least the Wilson interval of the summed k/n." if share else "."))
+    return {**interval.row(), "rows": len(rows), "runs": len(runs), "resamples": resamples, "note": note}
+

@@ -1,0 +1,171 @@
+"""Table cells over several runs (jobs/cells.py), end to end on per-item files made here:
+three naive runs that differ, with one or two evaluation seeds each; the cells table, the
+tables that read it, and the tables CLI on a grid folder."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import linalg
+
+from harness.report.results import CELLS_FILE, tidy, write_parquet
+from harness.report.tables import paper_tables, prepare
+from harness.spec import EvalSpec
+from jobs.cells import cells
+
+TARGET = {"kind": "builtin-target", "resolution": 16, "size": 200}
+SOURCE = {"kind": "builtin-source", "resolution": 16}
+KID_SUBSET, KID_SUBSETS, CONFIDENCE = 40, 5, 0.3
+N = 80
+
+
+def frechet(a, b):
+    """FID from its definition (scipy's sqrtm), independent of the code under test."""
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(sa @ sb).real
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(sa + sb - 2 * root))
+
+
+def kid(samples, reference, seed):
+    """clean-fid's kernel_distance as it draws under np.random.seed(seed), x1e3."""
+    rng, d = np.random.RandomState(seed), samples.shape[1]
+    m = min(len(samples), len(reference), KID_SUBSET)
+    t = 0.0
+    for _ in range(KID_SUBSETS):
+        x = reference[rng.choice(len(reference), m, replace=False)]
+        y = samples[rng.choice(len(samples), m, replace=False)]
+        a = (x @ x.T / d + 1) ** 3 + (y @ y.T / d + 1) ** 3
+        t += (a.sum() - np.diag(a).sum()) / (m - 1) - ((x @ y.T / d + 1) ** 3).sum() * 2 / m
+    return 1e3 * t / KID_SUBSETS / m
+
+
+def _spec(role, seeds):
+    return EvalSpec(stage="evaluate", role=role, model="run:x", source_data=SOURCE, target_data=TARGET,
+                    settings={"seed": seeds, "tasks": ["unconditional", "sdedit"], "kid_subset_size": KID_SUBSET,
+                              "kid_subsets": KID_SUBSETS, "confidence": CONFIDENCE}).model_dump(mode="json")
+
+
+def _store(tmp_path, seeds):
+    """The source model (one run) and three naive runs (training seeds 0, 1, 2) whose
+    features, PSNR and predictions shift with the run; items shared by all runs (the same
+    noise and inputs) carry a common per-item part."""
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(300, 4))
+    shared = {s: (rng.normal(size=(N, 4)), rng.normal(20, 2, N), rng.integers(0, 10, N)) for s in seeds}
+    store, rows = tmp_path / "_runs", []
+    runs = [("esource", "source", None, 0.0)] + [(f"enaive{r}", "naive", r, 1.0 + r) for r in range(3)]
+    for eid, method, train_seed, shift in runs:
+        folder = store / eid
+        (folder / "items").mkdir(parents=True)
+        (folder / "spec.json").write_text(json.dumps(_spec("source" if method == "source" else "finetuned",
+                                                           seeds if len(seeds) > 1 else seeds[0])))
+        step = None if method == "source" else 100
+        base = dict(eval_id=eid, method=method, weighting=None, seed=train_seed, ckpt_step=step, dataset="d",
+                    target="t", n=N)
+        for s in seeds:
+            tag = (f"_e{s}" if len(seeds) > 1 else "") + (f"_s{step}" if step else "")
+            features, difficulty, labels = shared[s]
+            features = (features + 0.4 * shift + rng.normal(0, 0.3, (N, 4))).astype(np.float32)
+            predicted = np.where(rng.random(N) < 0.1 * shift, 5, labels)
+            confidence = rng.random(N).astype(np.float32)
+            psnr = difficulty + shift + rng.normal(0, 0.5, N)
+            np.savez(folder / "items" / f"unconditional{tag}.npz", features_builtin=features, predicted=predicted,
+                     confidence=confidence)
+            np.savez(folder / "items" / f"sdedit_t0.5{tag}.npz", psnr=psnr, predicted=predicted,
+                     confidence=confidence, labels=labels)
+            kept = confidence >= CONFIDENCE
+            uncond = {**base, "eval_seed": s, "task": "unconditional", "t0": None, "extractor": "builtin",
+                      "reference": "full-domain", "subset": "all"}
+            rows += [{**uncond, "metric": "fid", "value": frechet(features, reference), "ci_low": 0, "ci_high": 1},
+                     {**uncond, "metric": "kid", "value": kid(features, reference, s)},
+                     {**uncond, "metric": "missing_class_share", "reference": "classifier",
+                      "subset": "missing-classes", "value": (np.isin(predicted, [5]) & kept).sum() / kept.sum(),
+                      "k": int((np.isin(predicted, [5]) & kept).sum()), "n": int(kept.sum())}]
+            sdedit = {**base, "eval_seed": s, "task": "sdedit", "t0": 0.5, "reference": "source", "subset": "all"}
+            rows.append({**sdedit, "metric": "psnr", "value": psnr.mean(), "ci_low": psnr.mean() - 0.4,
+                         "ci_high": psnr.mean() + 0.4})
+            if step:      # an earlier checkpoint of the same run: its own items, its own cell
+                early = psnr - 3 + rng.normal(0, 0.5, N)
+                np.savez(folder / "items" / f"sdedit_t0.5{tag.replace('_s100', '_s50')}.npz", psnr=early)
+                rows.append({**sdedit, "ckpt_step": 50, "metric": "psnr", "value": early.mean()})
+            lacking = labels == 5
+            for subset, mask in (("missing-classes", lacking), ("present-classes", ~lacking)):
+                hits = ((predicted == labels) & mask & kept).sum()
+                rows.append({**sdedit, "metric": "class_preservation", "extractor": "builtin", "subset": subset,
+                             "value": hits / (mask & kept).sum(), "k": int(hits), "n": int((mask & kept).sum())})
+    np.savez(store / "esource" / "items" / "references.npz", **{"features_builtin_full-domain": reference},
+             missing=np.array([5]))
+    return store, tidy(rows)
+
+
+@pytest.mark.parametrize("seeds", [[3], [3, 4]], ids=["one-seed", "two-seeds"])
+def test_cells_of_several_runs_get_a_hierarchical_interval_the_tables_show(tmp_path, seeds):
+    store, df = _store(tmp_path, seeds)
+    every = cells(prepare(df), store)
+    # the source model is one run: a cell only over two evaluation seeds
+    assert set(every[every.model == "source"].rows) == ({2} if len(seeds) == 2 else set())
+    early = every[every.model == "naive @50"].iloc[0]
+    assert early.metric == "psnr" and early.members == "enaive0@50,enaive1@50,enaive2@50"
+    assert early.ci_high < every[(every.model == "naive") & (every.metric == "psnr")].ci_low.iloc[0]
+    found = every[every.model == "naive"].set_index("metric")
+    assert set(found.index) == {"fid", "kid", "psnr", "missing_class_share", "class_preservation"}
+    assert (found["runs"] == 3).all() and (found["rows"] == 3 * len(seeds)).all()
+    assert found.loc["psnr", "resamples"] == 1000 and found.loc["fid", "resamples"] == 200
+    naive = df[(df.method == "naive") & (df.ckpt_step == 100)]
+    for metric in ("fid", "kid", "psnr", "missing_class_share"):
+        cell, rows = found.loc[metric], naive[naive.metric == metric]
+        assert cell.value == pytest.approx(rows.value.mean())
+        assert cell.ci_low < cell.value < cell.ci_high, metric
+    # the runs differ (PSNR shifts by 1 per run): wider than any run's own interval (+-0.4)
+    assert found.loc["psnr", "ci_high"] - found.loc["psnr", "ci_low"] > 1.0
+    fid = found.loc["fid"]
+    assert fid.ci_high - fid.ci_low > 2 * (naive[naive.metric == "fid"].value.std() / np.sqrt(3))
+
+    tables = {t.name: t for t in paper_tables(df, every)}
+    t1, t3 = tables["table1_t0.5"], tables["table3"]
+    assert t1.lows.loc["naive", ("sdedit", "psnr")] == found.loc["psnr", "ci_low"]
+    assert t3.highs.loc["naive", ("unconditional", "fid")] == found.loc["fid", "ci_high"]
+    if len(seeds) == 1:      # one row: its own interval
+        assert t3.highs.loc["source", ("unconditional", "fid")] == 1
+    markdown = t3.render("markdown")
+    assert "hierarchical bootstrap" in markdown and "200 resamples, centred" in markdown
+    assert "lowest to the highest" not in markdown
+    # without the cells table: the span of the rows' intervals, and the note says so
+    spans = {t.name: t for t in paper_tables(df)}["table1_t0.5"]
+    assert spans.lows.loc["naive", ("sdedit", "psnr")] == naive[naive.metric == "psnr"].ci_low.min()
+    assert "lowest to the highest" in spans.render("markdown")
+
+
+def test_a_cell_whose_items_disagree_with_its_rows_is_left_out_and_spans(tmp_path):
+    store, df = _store(tmp_path, [3])
+    df.loc[(df.eval_id == "enaive1") & (df.metric == "psnr"), "value"] += 0.5     # not what the items give
+    found = cells(prepare(df), store)
+    assert "psnr" not in set(found.metric) and "fid" in set(found.metric)
+    table = {t.name: t for t in paper_tables(df, found)}["table1_t0.5"]
+    assert "(PSNR): the mean of their values and the span" in table.render("markdown")
+
+
+def test_the_tables_cli_reads_the_cells_beside_a_grid_table(tmp_path, capsys):
+    from harness.tables import main
+
+    store, df = _store(tmp_path, [3])
+    grid = tmp_path / "demo"
+    write_parquet(grid / "metrics.parquet", df)
+    write_parquet(grid / CELLS_FILE, cells(prepare(df), store))
+    main([str(grid)])
+    out = capsys.readouterr().out
+    assert "hierarchical bootstrap" in out and "lowest to the highest" not in out
+    assert isinstance(pd.read_parquet(grid / CELLS_FILE), pd.DataFrame)
+
+
+def test_a_share_at_one_in_every_run_keeps_the_wilson_interval_of_its_counts(tmp_path):
+    from models.intervals import wilson
+
+    store, df = _store(tmp_path, [3])
+    found = cells(prepare(df), store)
+    kept = found[(found.model == "naive") & (found.subset == "missing-classes")
+                 & (found.metric == "class_preservation")].iloc[0]
+    rows = df[(df.method == "naive") & (df.metric == "class_preservation") & (df.subset == "missing-classes")]
+    assert kept.value == 1.0                   # every missing-class input kept its class, in every run
+    assert kept.ci_low == pytest.approx(wilson(int(rows.k.sum()), int(rows.n.sum())).low) and kept.ci_low < 0.95
+    assert "at least the Wilson interval" in kept.note
