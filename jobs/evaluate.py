@@ -66,12 +66,13 @@ class Batch:
 def resolve_models(spec: EvalSpec, run_dir: Path) -> tuple[list[tuple[int | None, Path]], dict]:
     """[(checkpoint step, model folder)] and the trained run's spec (empty for a folder):
     RUN_DIR/model (the EMA) or RUN_DIR/model-raw as `evaluation.weights` says."""
-    if not spec.model.startswith("run:"):
+    ref = spec.model_ref
+    if ref is None:
         path = Path(spec.model)
         if not (path / "config.json").is_file():
             raise UserError(f"{path}: not a diffusers model folder (no config.json)")
         return [(None, path)], {}
-    trained = RunFolder(store_root_of(run_dir) / spec.model[4:])
+    trained = ref.resolve(store_root_of(run_dir))
     if trained.status != "done":
         raise UserError(f"{trained.path}: the run to evaluate is not done (status {trained.status})")
     train_spec = trained.read_spec()
@@ -385,7 +386,7 @@ def source_samples_path(spec: EvalSpec, run_dir: Path, product: Product) -> str 
         return None
     from jobs.paired import KEY
 
-    source = RunFolder(store_root_of(run_dir) / spec.source_samples[4:])
+    source = spec.source_samples_ref.resolve(store_root_of(run_dir))
     found = []
     for path in sorted((source.path / "products").glob("unconditional*.npy")):
         match = KEY.match(path.stem)

@@ -144,9 +144,9 @@ def _boot_note(resamples: int, what: str = "images") -> str:
 
 def _identity(worker, job: dict) -> dict:
     train_spec, product = job["train_spec"], job["product"]
-    model = worker.spec.model
+    spec = worker.spec
     return {
-        "run_id": model[4:] if model.startswith("run:") else model,
+        "run_id": spec.model_ref.run_id if spec.model_ref is not None else spec.model,
         "method": train_spec.get("method") or "source",
         "weighting": (train_spec.get("distill") or {}).get("weighting"),
         "seed": train_spec.get("seed"),
