@@ -18,6 +18,7 @@ from harness.report.results import tidy, write_parquet
 from harness.spec import AggregateSpec
 from harness.store import RunFolder, atomic_write_bytes, now_iso, store_root_of
 from harness.report.tables import difference_table, paper_tables, prepare, write_tables
+from jobs.evaluation.manifest import final, read_manifest
 
 SHOWN_PER_ROW = 12
 
@@ -91,22 +92,21 @@ def image_grids(df, store_root: Path, out_dir: Path) -> list[tuple[Path, list[st
     first_seed = df[(df.seed.isna()) | (df.seed == df.seed.min())]
     models = first_seed.drop_duplicates("eval_id").sort_values(["order", "model"])
     written = []
-    keys = sorted({p.stem.split("_s")[0] for eid in models.eval_id
-                   for p in (store_root / eid / "products").glob("*.npy")})
+    # each evaluation's final checkpoint's products, by name (task, t0, seed)
+    finals = {eid: final(read_manifest(RunFolder(store_root / eid))) for eid in models.eval_id}
+    tasks = {name: p.task for products in finals.values() for name, p in products.items()}
     for dataset_target, group in models.groupby(["dataset", "target"]):
-        for key in keys:
+        for key in sorted(tasks):
             rows, labels = [], []
-            if not key.startswith("unconditional"):
+            if tasks[key] != "unconditional":
                 sources = _sources(store_root / group.eval_id.iloc[0])
                 if sources is not None:
                     rows.append(sources[:SHOWN_PER_ROW])
                     labels.append("input")
             for _, row in group.iterrows():
-                # the final checkpoint's product: the one with the largest step
-                products = sorted((store_root / row.eval_id / "products").glob(f"{key}_s*.npy"),
-                                  key=lambda p: int(p.stem.rsplit("_s", 1)[1]))
-                if products:
-                    images = np.load(products[-1])[:SHOWN_PER_ROW]
+                product = finals[row.eval_id].get(key)
+                if product is not None:
+                    images = np.load(store_root / row.eval_id / "products" / product.file)[:SHOWN_PER_ROW]
                     rows.append(to_model_range(torch.from_numpy(images)))
                     labels.append(row.model)
             if len(rows) > 1:

@@ -23,6 +23,7 @@ from harness.errors import UserError, exit_on_user_error
 from harness.runtime import reexec_with_job_environment
 from harness.spec import EvalSpec
 from harness.store import RunFolder, atomic_write_json, store_root_of
+from jobs.evaluation.manifest import ProductEntry, final, read_manifest, write_manifest
 from jobs.weights import raw_twin
 
 IMAGE_GRID_SIZE = 32     # samples shown in the PNG grids
@@ -40,11 +41,16 @@ class Product:
     eval_seed: int | None = None     # set when `evaluation.seed` is a list: one product per seed
 
     @property
-    def key(self) -> str:
+    def name(self) -> str:
+        """Task, t0 and seed: what the checkpoints of one model have in common."""
         t0 = f"_t{self.t0:g}" if self.t0 is not None else ""
         seed = f"_e{self.eval_seed}" if self.eval_seed is not None else ""
-        step = f"_s{self.ckpt_step}" if self.ckpt_step is not None else ""
-        return f"{self.task}{t0}{seed}{step}"
+        return f"{self.task}{t0}{seed}"
+
+    @property
+    def key(self) -> str:
+        """The product's files are named by it (work/, products/, items/, samples/)."""
+        return self.name + (f"_s{self.ckpt_step}" if self.ckpt_step is not None else "")
 
     def seed(self, spec: EvalSpec) -> int:
         """The seed of this product's sampling noise."""
@@ -278,7 +284,8 @@ def sample_rows(images, sources=None, per_row: int = 16) -> list:
 
 
 def save_products(run: RunFolder, spec: EvalSpec, products: list[Product], batches: list[Batch]) -> dict[str, Path]:
-    """Concatenate each product's batches into products/<key>.npy and a PNG grid."""
+    """Concatenate each product's batches into products/<key>.npy and a PNG grid; list them
+    in products/manifest.json."""
     import numpy as np
 
     from models.data import open_dataset
@@ -298,6 +305,8 @@ def save_products(run: RunFolder, spec: EvalSpec, products: list[Product], batch
         paths[product.key] = path
         rows = sample_rows(images, None if product.task == "unconditional" else sources)
         save_grid(rows, run.samples_dir / f"{product.key}.png", scale=3)
+    write_manifest(run, [ProductEntry(p.name, p.task, p.t0, p.ckpt_step, p.seed(spec), paths[p.key].name,
+                                      f"{p.key}.npz") for p in products])
     return paths
 
 
@@ -384,16 +393,10 @@ def source_samples_path(spec: EvalSpec, run_dir: Path, product: Product) -> str 
     """The source model's unconditional samples (same noise), for the paired distances."""
     if spec.source_samples is None or product.task != "unconditional":
         return None
-    from jobs.paired import KEY
-
     source = spec.source_samples_ref.resolve(store_root_of(run_dir))
-    found = []
-    for path in sorted((source.path / "products").glob("unconditional*.npy")):
-        match = KEY.match(path.stem)
-        seed = int(match["eval_seed"]) if match and match["eval_seed"] else None
-        if match and seed == product.eval_seed:
-            found.append(path)
-    return str(found[0]) if found else None
+    seed = product.seed(spec)
+    found = [e for e in final(read_manifest(source)).values() if e.task == "unconditional" and e.eval_seed == seed]
+    return str(source.path / "products" / found[0].file) if found else None
 
 
 def calibration_jobs(spec: EvalSpec, run_dir: Path) -> list[dict]:
