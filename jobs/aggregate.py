@@ -35,6 +35,15 @@ def collect(spec: AggregateSpec, store_root: Path):
     return tidy(pd.concat(frames, ignore_index=True))
 
 
+def tradeoff_panels(recovery, kept) -> list[tuple]:
+    """(rows, y label) per panel: the missing-class share, then class preservation at each t0
+    the evaluation declared (one empty panel when there are no SDEdit rows)."""
+    panels = [(recovery, "missing-class share of samples")]
+    panels += [(kept[kept.t0 == t0], f"SDEdit t0={t0:g}: class kept (missing classes)")
+               for t0 in sorted(kept.t0.dropna().unique())] or [(kept, "SDEdit: class kept (missing classes)")]
+    return panels
+
+
 def tradeoff_plot(df, path: Path) -> Path | None:
     """FID against missing-class recovery and against class preservation: one point per run
     (and per earlier checkpoint, so an early-stopped baseline can be compared at equal FID)."""
@@ -50,17 +59,14 @@ def tradeoff_plot(df, path: Path) -> Path | None:
     kept = df[(df.metric == "class_preservation") & (df.task == "sdedit") & (df.subset == "missing-classes")]
     if fid.empty or (recovery.empty and kept.empty):
         return None
-    if not kept.empty:
-        kept = kept[kept.t0 == (0.5 if (kept.t0 == 0.5).any() else kept.t0.min())]
     keys = ["eval_id", "ckpt_step", "model"]      # calibration rows share the source model's eval id
     fid = fid[fid.extractor == fid.extractor.iloc[0]].groupby(keys, dropna=False)["value"].mean().rename("x")
-    panels = [(recovery, "missing-class share of samples"),
-              (kept, "SDEdit t0=0.5: class kept (missing classes)")]
-    # one colour per model, the same in both panels (matplotlib's default cycle repeats after 10)
+    panels = tradeoff_panels(recovery, kept)
+    # one colour per model, the same in every panel (matplotlib's default cycle repeats after 10)
     models = sorted(df.model.dropna().unique())
     palette = plt.get_cmap("tab20" if len(models) > 10 else "tab10")
     colours = {m: palette(i % palette.N) for i, m in enumerate(models)}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.6))
     for ax, (values, label) in zip(axes, panels):
         points = values.groupby(keys, dropna=False).agg(y=("value", "mean")).join(
             fid, how="inner").reset_index()
@@ -70,7 +76,7 @@ def tradeoff_plot(df, path: Path) -> Path | None:
         ax.set_xlabel("unconditional FID (lower: closer to the target domain)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.suptitle("The trade-off: one point per run (x: an earlier checkpoint)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
