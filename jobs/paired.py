@@ -1,5 +1,6 @@
 """Paired differences against a baseline model, from the per-item values each evaluation
-saved beside its metrics (items/<product>.npz, written by jobs/measure.py).
+saved beside its metrics (items/<product>.npz, written by jobs/evaluation/measure.py and listed in
+products/manifest.json).
 
 Every model is evaluated on the same noise and the same source images, so item i of one
 model and item i of another are a pair: a paired bootstrap (models.intervals

@@ -77,7 +77,7 @@ def test_final_items_take_the_last_checkpoint_of_each_seed(tmp_path):
 
 
 def test_an_evaluation_seed_list_makes_one_product_per_seed():
-    from jobs.evaluate import Product, plan_products
+    from jobs.evaluation.plan import Product, plan_products
 
     spec = EvalSpec.model_validate(_spec("source", [7, 9]))
     products = plan_products(spec, [(100, "m")])
@@ -91,7 +91,8 @@ def test_an_evaluation_seed_list_makes_one_product_per_seed():
 def test_calibration_orders_floor_target_train_and_style_gap_on_the_builtin_pair(tmp_path):
     """Slow: trains the builtin feature network on the test run's cold cache (minutes); the
     calibration itself takes seconds. At most 300 images per set, builtin extractor."""
-    from jobs.evaluate import EvalWorker, calibration_jobs
+    from jobs.evaluation.plan import calibration_jobs
+    from jobs.evaluation.worker import EvalWorker
 
     spec = EvalSpec(stage="evaluate", role="source", model="run:x", source_data=SOURCE,
                     target_data={**TARGET, "size": 500},
@@ -111,7 +112,7 @@ def test_calibration_orders_floor_target_train_and_style_gap_on_the_builtin_pair
 
 
 def test_each_evaluation_seed_pairs_with_the_source_models_sample_of_that_seed(tmp_path):
-    from jobs.evaluate import Product, source_samples_path
+    from jobs.evaluation.plan import Product, source_samples_path
 
     spec = EvalSpec.model_validate({**_spec("finetuned", [1, 10]), "source_samples": "run:src"})
     products = tmp_path / "_runs" / "src" / "products"
