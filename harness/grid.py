@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from harness.config import (BuiltinSourceConfig, BuiltinTargetConfig, DatasetConfig, FinetuneSettings,
                             GridConfig, SameAs)
 from harness.errors import UserError
+from harness.refs import RunRef
 from harness.spec import AggregateSpec, EvalSpec, RunSpec
 from harness.params import DISTILL, TRAIN
 
@@ -156,7 +157,7 @@ def evaluation_spec(role: str, model: str, source: dict, target: dict, grid: Gri
     settings = grid.evaluation.model_copy(update={"checkpoint_steps": snapshots_for(grid, method),
                                                   "checkpoint_methods": []})
     return EvalSpec(stage="evaluate", role=role, model=model, source_data=source, target_data=target,
-                    source_samples=f"run:{source_eval}" if wants_source_samples else None,
+                    source_samples=str(RunRef(source_eval)) if wants_source_samples else None,
                     settings=settings)
 
 
@@ -176,7 +177,7 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
         if pre is not None:
             runs.setdefault(pre.run_id, PlannedRun(pre.run_id, "pretrain", pre, dataset.name,
                                                    method="pretrain", params=shown_params(pre)))
-            init, deps, network = f"run:{pre.run_id}", (pre.run_id,), pre.network
+            init, deps, network = str(RunRef(pre.run_id)), (pre.run_id,), pre.network
         else:
             init = resolve_path(dataset.source.model, base_dir)
             paths.append((f"{where}.source.model", init))
@@ -208,7 +209,7 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
                     runs[spec.run_id] = PlannedRun(
                         spec.run_id, "finetune", spec, dataset.name, target.name, method, weighting,
                         shown_params(spec), deps if method != "scratch" else ())
-                    ev = evaluation_spec("finetuned", f"run:{spec.run_id}", source, judged, grid,
+                    ev = evaluation_spec("finetuned", str(RunRef(spec.run_id)), source, judged, grid,
                                          source_eval.run_id, method)
                     runs[ev.run_id] = PlannedRun(
                         ev.run_id, "evaluate", ev, dataset.name, target.name, method, weighting,

@@ -20,6 +20,7 @@ from harness.numbers import MAX_BATCH, MAX_DDIM_STEPS, MAX_IMAGES, MAX_STEPS, Re
 
 from harness.params import DISTILL, TRAIN, Method, NetworkPreset, Precision, Weighting
 from harness.params import NOT_IN_IDENTITY as PARAM_NOT_IN_IDENTITY
+from harness.refs import RunRef
 
 
 class Strict(BaseModel):
@@ -123,6 +124,17 @@ class _RunChecks(Strict):
     # Bookkeeping, not identity: when work is saved and logged.
     log_every: Annotated[int, Field(gt=0)] = 50
     snapshot_steps: tuple[int, ...] = ()    # keep the EMA at these steps too (early-stopping baselines)
+
+    @field_validator("init")
+    @classmethod
+    def _init_ref(cls, value: str | None) -> str | None:
+        RunRef.parse(value)              # a malformed "run:" reference fails here, naming the field
+        return value
+
+    @property
+    def init_ref(self) -> RunRef | None:
+        """The run whose model this one starts from, or None (a model folder, or no init)."""
+        return RunRef.parse(self.init)
 
     @model_validator(mode="before")
     @classmethod
@@ -261,6 +273,28 @@ class EvalSpec(Strict):
     target_data: DataSpec                     # the FID/KID reference (and held-out domain, if built in)
     settings: EvalSettings = EvalSettings()
 
+    @field_validator("model")
+    @classmethod
+    def _model_ref(cls, value: str) -> str:
+        RunRef.parse(value)
+        return value
+
+    @field_validator("source_samples")
+    @classmethod
+    def _source_samples_ref(cls, value: str | None) -> str | None:
+        if value is not None and RunRef.parse(value) is None:
+            raise ValueError(f"expected run:<id> of the source model's evaluation, got {value!r}")
+        return value
+
+    @property
+    def model_ref(self) -> RunRef | None:
+        """The trained run evaluated, or None for a model folder."""
+        return RunRef.parse(self.model)
+
+    @property
+    def source_samples_ref(self) -> RunRef | None:
+        return RunRef.parse(self.source_samples)
+
     @model_validator(mode="before")
     @classmethod
     def _weights_where_they_apply(cls, data: Any) -> Any:
@@ -271,7 +305,11 @@ class EvalSpec(Strict):
         if isinstance(settings, BaseModel):
             settings = settings.model_dump()
         settings = dict(settings)
-        if data.get("role") == "finetuned" and str(data.get("model", "")).startswith("run:"):
+        try:
+            trained = RunRef.parse(str(data.get("model", ""))) is not None
+        except ValueError:           # a malformed reference: the field's own check names it
+            trained = False
+        if data.get("role") == "finetuned" and trained:
             settings["weights"] = settings.get("weights") or "raw"
         else:
             settings.pop("weights", None)

@@ -90,6 +90,8 @@ class RunFolder:
     model_dir = property(lambda self: self.path / "model")
     samples_dir = property(lambda self: self.path / "samples")
     metrics_path = property(lambda self: self.path / "metrics.parquet")
+    # an evaluation's products listed (jobs/evaluation/manifest.py)
+    manifest_path = property(lambda self: self.path / "products" / "manifest.json")
 
     def snapshot_dir(self, step: int) -> Path:
         """The EMA kept at an earlier step (RunSpec.snapshot_steps)."""
@@ -155,7 +157,8 @@ class RunFolder:
             wanted = [self.model_dir / "config.json", self.model_dir / "diffusion_pytorch_model.safetensors"]
             wanted += [self.snapshot_dir(s) / "config.json" for s in snapshot_steps]
         elif stage == "evaluate":
-            wanted = [self.metrics_path]
+            # without the manifest (made before it existed) the products cannot be read back
+            wanted = [self.metrics_path, self.manifest_path]
         else:
             return []
         return [str(p.relative_to(self.path)) for p in wanted if not p.is_file()]

@@ -19,6 +19,7 @@ from harness.report.results import CELLS_FILE, tidy, write_parquet
 from harness.spec import AggregateSpec
 from harness.store import RunFolder, atomic_write_bytes, now_iso, store_root_of
 from harness.report.tables import difference_table, paper_tables, prepare, write_tables
+from jobs.evaluation.manifest import final, read_manifest
 
 SHOWN_PER_ROW = 12
 
@@ -33,6 +34,15 @@ def collect(spec: AggregateSpec, store_root: Path):
             raise UserError(f"{path}: evaluation {eval_id} has no metrics (not done?)")
         frames.append(pd.read_parquet(path).assign(grid=spec.grid, dataset=dataset, target=target))
     return tidy(pd.concat(frames, ignore_index=True))
+
+
+def tradeoff_panels(recovery, kept) -> list[tuple]:
+    """(rows, y label) per panel: the missing-class share, then class preservation at each t0
+    the evaluation declared (one empty panel when there are no SDEdit rows)."""
+    panels = [(recovery, "missing-class share of samples")]
+    panels += [(kept[kept.t0 == t0], f"SDEdit t0={t0:g}: class kept (missing classes)")
+               for t0 in sorted(kept.t0.dropna().unique())] or [(kept, "SDEdit: class kept (missing classes)")]
+    return panels
 
 
 def tradeoff_plot(df, path: Path) -> Path | None:
@@ -50,17 +60,14 @@ def tradeoff_plot(df, path: Path) -> Path | None:
     kept = df[(df.metric == "class_preservation") & (df.task == "sdedit") & (df.subset == "missing-classes")]
     if fid.empty or (recovery.empty and kept.empty):
         return None
-    if not kept.empty:
-        kept = kept[kept.t0 == (0.5 if (kept.t0 == 0.5).any() else kept.t0.min())]
     keys = ["eval_id", "ckpt_step", "model"]      # calibration rows share the source model's eval id
     fid = fid[fid.extractor == fid.extractor.iloc[0]].groupby(keys, dropna=False)["value"].mean().rename("x")
-    panels = [(recovery, "missing-class share of samples"),
-              (kept, "SDEdit t0=0.5: class kept (missing classes)")]
-    # one colour per model, the same in both panels (matplotlib's default cycle repeats after 10)
+    panels = tradeoff_panels(recovery, kept)
+    # one colour per model, the same in every panel (matplotlib's default cycle repeats after 10)
     models = sorted(df.model.dropna().unique())
     palette = plt.get_cmap("tab20" if len(models) > 10 else "tab10")
     colours = {m: palette(i % palette.N) for i, m in enumerate(models)}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.6))
     for ax, (values, label) in zip(axes, panels):
         points = values.groupby(keys, dropna=False).agg(y=("value", "mean")).join(
             fid, how="inner").reset_index()
@@ -70,7 +77,7 @@ def tradeoff_plot(df, path: Path) -> Path | None:
         ax.set_xlabel("unconditional FID (lower: closer to the target domain)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.suptitle("The trade-off: one point per run (x: an earlier checkpoint)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,22 +99,21 @@ def image_grids(df, store_root: Path, out_dir: Path) -> list[tuple[Path, list[st
     first_seed = df[(df.seed.isna()) | (df.seed == df.seed.min())]
     models = first_seed.drop_duplicates("eval_id").sort_values(["order", "model"])
     written = []
-    keys = sorted({p.stem.split("_s")[0] for eid in models.eval_id
-                   for p in (store_root / eid / "products").glob("*.npy")})
+    # each evaluation's final checkpoint's products, by name (task, t0, seed)
+    finals = {eid: final(read_manifest(RunFolder(store_root / eid))) for eid in models.eval_id}
+    tasks = {name: p.task for products in finals.values() for name, p in products.items()}
     for dataset_target, group in models.groupby(["dataset", "target"]):
-        for key in keys:
+        for key in sorted(tasks):
             rows, labels = [], []
-            if not key.startswith("unconditional"):
+            if tasks[key] != "unconditional":
                 sources = _sources(store_root / group.eval_id.iloc[0])
                 if sources is not None:
                     rows.append(sources[:SHOWN_PER_ROW])
                     labels.append("input")
             for _, row in group.iterrows():
-                # the final checkpoint's product: the one with the largest step
-                products = sorted((store_root / row.eval_id / "products").glob(f"{key}_s*.npy"),
-                                  key=lambda p: int(p.stem.rsplit("_s", 1)[1]))
-                if products:
-                    images = np.load(products[-1])[:SHOWN_PER_ROW]
+                product = finals[row.eval_id].get(key)
+                if product is not None:
+                    images = np.load(store_root / row.eval_id / "products" / product.file)[:SHOWN_PER_ROW]
                     rows.append(to_model_range(torch.from_numpy(images)))
                     labels.append(row.model)
             if len(rows) > 1:

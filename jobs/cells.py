@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from harness.report.tables import CELL_KEYS, _extractor, _reference, cell_key
-from jobs.paired import KEY, _mean, _ratio, load
+from harness.store import RunFolder
+from jobs.evaluation.manifest import read_manifest
+from jobs.paired import _mean, _ratio, load
 from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates, KernelReplicates
 from models.intervals import (N_RESAMPLES, Interval, Run, centered_interval, percentile_interval,
                               runs_replicates, wilson)
@@ -46,18 +48,17 @@ def _none(value):
 
 
 def product_paths(eval_dir: Path, task: str, t0: float | None, step: int | None) -> dict:
-    """eval seed (None: a single seed) -> the items file of one product of one checkpoint."""
+    """eval seed -> the items file of one product of one checkpoint, as the evaluation's
+    manifest lists them."""
     out = {}
-    for path in sorted((eval_dir / "items").glob("*.npz")):
-        match = KEY.match(path.stem)
-        if match is None or match["task"] != task:
+    for entry in read_manifest(RunFolder(eval_dir)):
+        if entry.task != task or entry.ckpt_step != step:
             continue
-        file_t0 = float(match["t0"]) if match["t0"] else None
-        if (file_t0 is None) != (t0 is None) or (t0 is not None and not math.isclose(file_t0, t0)):
+        if (entry.t0 is None) != (t0 is None) or (t0 is not None and not math.isclose(entry.t0, t0)):
             continue
-        if (int(match["step"]) if match["step"] else None) != step:
-            continue
-        out[int(match["eval_seed"]) if match["eval_seed"] else None] = path
+        path = eval_dir / "items" / entry.items
+        if path.is_file():
+            out[entry.eval_seed] = path
     return out
 
 
@@ -87,7 +88,6 @@ class _Store:
     def settings(self, eval_id: str):
         if eval_id not in self._settings:
             from harness.spec import EvalSpec
-            from harness.store import RunFolder
 
             self._settings[eval_id] = EvalSpec.model_validate(RunFolder(self.root / eval_id).read_spec()).settings
         return self._settings[eval_id]

@@ -1,5 +1,6 @@
 """Paired differences against a baseline model, from the per-item values each evaluation
-saved beside its metrics (items/<product>.npz, written by jobs/measure.py).
+saved beside its metrics (items/<product>.npz, written by jobs/evaluation/measure.py and listed in
+products/manifest.json).
 
 Every model is evaluated on the same noise and the same source images, so item i of one
 model and item i of another are a pair: a paired bootstrap (models.intervals
@@ -15,41 +16,32 @@ filter's kept items in the denominator).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from harness.store import RunFolder
+from jobs.evaluation.manifest import final, read_manifest
 from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates
 from models.intervals import N_RESAMPLES, paired_difference
-
-KEY = re.compile(r"^(?P<task>unconditional|sdedit|egsde)(?:_t(?P<t0>[0-9.e-]+))?(?:_e(?P<eval_seed>\d+))?"
-                 r"(?:_s(?P<step>\d+))?$")
 
 
 @dataclass(frozen=True)
 class Items:
-    """One run's final products: (task, t0) -> eval seed -> the product's per-item arrays."""
+    """One run's final products: (task, t0) -> eval seed -> the product's per-item file."""
     eval_id: str
     products: dict
 
 
 def final_items(eval_dir: Path) -> Items:
-    """The per-item files of a run's final checkpoint (the largest step), by task and t0."""
-    found: dict[tuple, dict[int | None, Path]] = {}
-    steps: dict[tuple, int] = {}
-    for path in sorted((eval_dir / "items").glob("*.npz")):
-        match = KEY.match(path.stem)
-        if match is None:        # calibration_* and references
-            continue
-        t0 = float(match["t0"]) if match["t0"] else None
-        step = int(match["step"]) if match["step"] else -1
-        group = (match["task"], t0)
-        if step > steps.get(group, -2):
-            steps[group], found[group] = step, {}
-        if step == steps[group]:
-            found[group][int(match["eval_seed"]) if match["eval_seed"] else None] = path
+    """The per-item files of a run's final checkpoint (the largest step), by task and t0, as
+    its manifest lists them (calibration and reference items are not products)."""
+    found: dict[tuple, dict[int, Path]] = {}
+    for entry in final(read_manifest(RunFolder(eval_dir))).values():
+        path = eval_dir / "items" / entry.items
+        if path.is_file():
+            found.setdefault((entry.task, entry.t0), {})[entry.eval_seed] = path
     return Items(eval_dir.name, found)
 
 
@@ -57,13 +49,12 @@ def load(paths: dict) -> dict[str, np.ndarray]:
     """The arrays of one product over its evaluation seeds, concatenated in seed order, and
     `groups`: the seed of each item."""
     parts = []
-    for seed in sorted(paths, key=lambda s: -1 if s is None else s):
+    for seed in sorted(paths):
         with np.load(paths[seed]) as f:
             parts.append((seed, dict(f)))
     keys = set.intersection(*(set(p) for _, p in parts))
     out = {k: np.concatenate([p[k] for _, p in parts]) for k in keys}
-    out["groups"] = np.concatenate([np.full(len(next(iter(p.values()))), -1 if s is None else s)
-                                    for s, p in parts])
+    out["groups"] = np.concatenate([np.full(len(next(iter(p.values()))), s) for s, p in parts])
     return out
 
 
@@ -119,7 +110,6 @@ def differences(df, store_root: Path, baseline: str = "naive"):
     import pandas as pd
 
     from harness.spec import EvalSpec
-    from harness.store import RunFolder
     from harness.report.tables import _extractor, _reference
 
     rows = []

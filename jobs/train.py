@@ -25,6 +25,7 @@ from pathlib import Path
 from harness.errors import UserError, exit_on_user_error
 from harness.runtime import reexec_with_job_environment
 from harness.params import DISTILL
+from harness.refs import RunRef
 from harness.spec import RunSpec
 from harness.store import RunFolder, store_root_of
 from models.seeding import derived_seed
@@ -112,8 +113,9 @@ def deepspeed_config(spec: RunSpec, world_size: int) -> dict:
 
 def resolve_init(init: str, run_dir: Path) -> Path:
     """'run:<id>' is the model of a run in the same store; anything else is a folder path."""
-    if init.startswith("run:"):
-        folder = RunFolder(store_root_of(run_dir) / init[4:])
+    ref = RunRef.parse(init)
+    if ref is not None:
+        folder = ref.resolve(store_root_of(run_dir))
         if folder.status != "done" or not folder.model_dir.is_dir():
             raise UserError(f"{folder.path}: the run to start from is not done (status {folder.status})")
         return folder.model_dir

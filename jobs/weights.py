@@ -5,7 +5,7 @@ scripts sample (`model010000.pt`). An evaluation picks one with `evaluation.weig
 Under bf16/fp16 the raw weights are DeepSpeed's fp32 master weights (guided-diffusion saves
 its master weights too): gathered from the ZeRO partitions (stage 1, 2), or taken from the
 fp16/bf16 optimizer's fp32 groups without ZeRO; in fp32 they are the module's own.
-No torch at import: jobs.evaluate's driver imports this.
+No torch at import: the evaluate stage's plan (jobs/evaluation/plan.py) imports this.
 """
 from __future__ import annotations
 

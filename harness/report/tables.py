@@ -351,20 +351,23 @@ def paper_tables(results: "pd.DataFrame", cells: "pd.DataFrame | None" = None) -
     tables += [table3] if table3 else []
     sdft = df[(df["method"] == "sdft") & ~df["is_early"]]
     if sdft["weighting"].nunique() > 1:
-        t0 = 0.5 if 0.5 in t0s else (t0s[0] if t0s else None)
-        columns = uncond + ([("sdedit", {"task": "sdedit", "t0": t0, "subset": "all", "reference": "source"}, m)
-                             for m in ("psnr", "ssim")] if t0 is not None else [])
+        # SDEdit's faithfulness at every t0 the evaluation declared (one column group each)
+        sdedit_t0s = sorted(df.loc[df["task"] == "sdedit", "t0"].dropna().unique())
+        columns = uncond + [(f"sdedit t0={t0:g}" if len(sdedit_t0s) > 1 else "sdedit",
+                             {"task": "sdedit", "t0": t0, "subset": "all", "reference": "source"}, m)
+                            for t0 in sdedit_t0s for m in ("psnr", "ssim")]
+        at = f" (SDEdit at t0 = {', '.join(f'{t0:g}' for t0 in sdedit_t0s)})" if sdedit_t0s else ""
         best = best_lambda_rows(sdft, ref, ext)
         if best is not None:
             table4 = pivot(best, columns, "table4", "Table 4: distillation weighting ablation, each weighting "
                            "at its own best lambda (lowest mean unconditional FID; weights are unnormalised, "
-                           "so a shared lambda would compare their scale, not their shape)", notes,
+                           f"so a shared lambda would compare their scale, not their shape){at}", notes,
                            calibration=False)
-            sweep = pivot(sdft, columns, "table4_sweep", "Table 4, every lambda of the sweep", notes,
+            sweep = pivot(sdft, columns, "table4_sweep", f"Table 4, every lambda of the sweep{at}", notes,
                           calibration=False)
             tables += [t for t in (table4, sweep) if t]
         else:
-            table4 = pivot(sdft, columns, "table4", "Table 4: distillation weighting ablation (sdft method)",
+            table4 = pivot(sdft, columns, "table4", f"Table 4: distillation weighting ablation (sdft method){at}",
                            notes, calibration=False)
             tables += [table4] if table4 else []
     columns = [("unconditional", {"task": "unconditional"}, "missing_class_share")]

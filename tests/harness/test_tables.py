@@ -149,3 +149,38 @@ def test_a_closed_pipe_is_no_traceback(tmp_path):
                           stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=120)
     os.close(write)
     assert proc.stderr == "" and proc.returncode == 141
+
+
+def _at_t0s(*t0s):
+    """rows() with its translation rows repeated at each t0 (PSNR lower by t0 x 10)."""
+    df = rows()
+    translation = df[df.task.isin(["sdedit", "egsde"])]
+    parts = [df[~df.task.isin(["sdedit", "egsde"])]]
+    for t0 in t0s:
+        part = translation.copy()
+        part["t0"] = t0
+        part.loc[part.metric == "psnr", "value"] -= 10 * t0
+        parts.append(part)
+    return tidy(pd.concat(parts, ignore_index=True))
+
+
+def test_the_ablation_shows_sdedit_at_every_declared_t0_and_says_which():
+    one = {t.name: t for t in paper_tables(_at_t0s(0.3))}["table4"]
+    assert "SDEdit at t0 = 0.3" in one.title
+    assert one.means.loc["sdft/sdft", ("sdedit", "psnr")] == pytest.approx(20 - 2.6 - 3)
+    two = {t.name: t for t in paper_tables(_at_t0s(0.3, 0.7))}["table4"]
+    assert "SDEdit at t0 = 0.3, 0.7" in two.title
+    assert [c for c in two.means.columns if c[1] == "psnr"] == [("sdedit t0=0.3", "psnr"), ("sdedit t0=0.7", "psnr")]
+    assert two.means.loc["sdft/sdft", ("sdedit t0=0.7", "psnr")] == pytest.approx(20 - 2.6 - 7)
+
+
+def test_the_tradeoff_plot_has_a_panel_per_t0():
+    from harness.report.tables import prepare
+    from jobs.aggregate import tradeoff_panels
+
+    df = prepare(_at_t0s(0.3, 0.5))
+    kept = df[df.metric == "psnr"]                  # any rows with a t0 stand in for class preservation
+    labels = [label for _, label in tradeoff_panels(df.iloc[:0], kept)]
+    assert labels[1:] == ["SDEdit t0=0.3: class kept (missing classes)", "SDEdit t0=0.5: class kept (missing classes)"]
+    assert [label for _, label in tradeoff_panels(df.iloc[:0], kept.iloc[:0])][1:] == [
+        "SDEdit: class kept (missing classes)"]

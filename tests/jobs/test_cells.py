@@ -11,7 +11,9 @@ from scipy import linalg
 from harness.report.results import CELLS_FILE, tidy, write_parquet
 from harness.report.tables import paper_tables, prepare
 from harness.spec import EvalSpec
+from harness.store import RunFolder
 from jobs.cells import cells
+from jobs.evaluation.manifest import ProductEntry, write_manifest
 
 TARGET = {"kind": "builtin-target", "resolution": 16, "size": 200}
 SOURCE = {"kind": "builtin-source", "resolution": 16}
@@ -60,19 +62,27 @@ def _store(tmp_path, seeds):
         (folder / "spec.json").write_text(json.dumps(_spec("source" if method == "source" else "finetuned",
                                                            seeds if len(seeds) > 1 else seeds[0])))
         step = None if method == "source" else 100
+        entries = []
+
+        def product(task, t0, eval_seed, ckpt_step, items):
+            """One items file and its manifest entry, as the evaluate stage lists it."""
+            name = f"{task}{f'_t{t0:g}' if t0 is not None else ''}_e{eval_seed}"
+            file = f"{name}_s{ckpt_step}" if ckpt_step else name
+            np.savez(folder / "items" / f"{file}.npz", **items)
+            entries.append(ProductEntry(name, task, t0, ckpt_step, eval_seed, f"{file}.npy", f"{file}.npz"))
+
         base = dict(eval_id=eid, method=method, weighting=None, seed=train_seed, ckpt_step=step, dataset="d",
                     target="t", n=N)
         for s in seeds:
-            tag = (f"_e{s}" if len(seeds) > 1 else "") + (f"_s{step}" if step else "")
             features, difficulty, labels = shared[s]
             features = (features + 0.4 * shift + rng.normal(0, 0.3, (N, 4))).astype(np.float32)
             predicted = np.where(rng.random(N) < 0.1 * shift, 5, labels)
             confidence = rng.random(N).astype(np.float32)
             psnr = difficulty + shift + rng.normal(0, 0.5, N)
-            np.savez(folder / "items" / f"unconditional{tag}.npz", features_builtin=features, predicted=predicted,
-                     confidence=confidence)
-            np.savez(folder / "items" / f"sdedit_t0.5{tag}.npz", psnr=psnr, predicted=predicted,
-                     confidence=confidence, labels=labels)
+            product("unconditional", None, s, step, dict(features_builtin=features, predicted=predicted,
+                                                         confidence=confidence))
+            product("sdedit", 0.5, s, step, dict(psnr=psnr, predicted=predicted, confidence=confidence,
+                                                 labels=labels))
             kept = confidence >= CONFIDENCE
             uncond = {**base, "eval_seed": s, "task": "unconditional", "t0": None, "extractor": "builtin",
                       "reference": "full-domain", "subset": "all"}
@@ -86,13 +96,14 @@ def _store(tmp_path, seeds):
                          "ci_high": psnr.mean() + 0.4})
             if step:      # an earlier checkpoint of the same run: its own items, its own cell
                 early = psnr - 3 + rng.normal(0, 0.5, N)
-                np.savez(folder / "items" / f"sdedit_t0.5{tag.replace('_s100', '_s50')}.npz", psnr=early)
+                product("sdedit", 0.5, s, 50, dict(psnr=early))
                 rows.append({**sdedit, "ckpt_step": 50, "metric": "psnr", "value": early.mean()})
             lacking = labels == 5
             for subset, mask in (("missing-classes", lacking), ("present-classes", ~lacking)):
                 hits = ((predicted == labels) & mask & kept).sum()
                 rows.append({**sdedit, "metric": "class_preservation", "extractor": "builtin", "subset": subset,
                              "value": hits / (mask & kept).sum(), "k": int(hits), "n": int((mask & kept).sum())})
+        write_manifest(RunFolder(folder), entries)
     np.savez(store / "esource" / "items" / "references.npz", **{"features_builtin_full-domain": reference},
              missing=np.array([5]))
     return store, tidy(rows)

@@ -108,7 +108,7 @@ def test_inception_features_on_a_few_dozen_images(tiny_source):
 
 
 def test_actors_fit_on_their_nodes(monkeypatch):
-    from jobs.evaluate import actor_layout
+    from jobs.evaluation.driver import actor_layout
 
     node = lambda cpu, gpu=0: {"Alive": True, "Resources": {"CPU": cpu, "GPU": gpu}}  # noqa: E731
     monkeypatch.setenv("SDFT_EVAL_THREADS", "2")
@@ -125,7 +125,9 @@ def test_sampler_settings_reach_the_samples_and_the_clipped_share(tmp_path):
     import pytest
 
     from harness.errors import UserError
-    from jobs.evaluate import Batch, EvalWorker, Product, check_sampler, clipped_share
+    from jobs.evaluation.driver import clipped_share
+    from jobs.evaluation.plan import Batch, Product, check_sampler
+    from jobs.evaluation.worker import EvalWorker
     from models.data import to_uint8
     from models.networks import as_eps_model, load_unet, save_unet
     from models.sampling import ancestral_sample, ddim_sample, indexed_generators, indexed_noise
@@ -161,7 +163,7 @@ def test_evaluation_loads_the_weights_it_names(tmp_path):
     import pytest
 
     from harness.errors import UserError
-    from jobs.evaluate import resolve_models
+    from jobs.evaluation.plan import resolve_models
 
     store = tmp_path / "_runs"
     trained = RunFolder(write_spec(store / "ft", {"stage": "finetune", "steps": 30}))

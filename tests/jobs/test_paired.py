@@ -8,7 +8,9 @@ import pytest
 
 from harness.results import tidy
 from harness.spec import EvalSpec
+from harness.store import RunFolder
 from harness.report.tables import difference_table, prepare
+from jobs.evaluation.manifest import ProductEntry, write_manifest
 from jobs.paired import differences, final_items
 
 TARGET = {"kind": "builtin-target", "resolution": 16, "size": 200}
@@ -31,15 +33,19 @@ def _store(tmp_path, seeds, shift):
         folder = store / eid
         (folder / "items").mkdir(parents=True)
         (folder / "spec.json").write_text(json.dumps(_spec("source" if method == "source" else "finetuned", seeds)))
+        entries = []
         for s in seeds:
             tag = f"_e{s}" if len(seeds) > 1 else ""
             psnr = difficulty[s] + offset + rng.normal(0, 0.1, 60)
-            np.savez(folder / "items" / f"sdedit_t0.5{tag}_s100.npz", psnr=psnr)
-            np.savez(folder / "items" / f"sdedit_t0.5{tag}_s50.npz", psnr=psnr - 100)   # an earlier checkpoint
+            for step, values in ((100, psnr), (50, psnr - 100)):          # and an earlier checkpoint
+                key = f"sdedit_t0.5{tag}_s{step}"
+                np.savez(folder / "items" / f"{key}.npz", psnr=values)
+                entries.append(ProductEntry(f"sdedit_t0.5{tag}", "sdedit", 0.5, step, s, f"{key}.npy", f"{key}.npz"))
             rows.append(dict(eval_id=eid, method=method, weighting="sdft" if method == "sdft" else None,
                              seed=0, eval_seed=s, ckpt_step=100, task="sdedit", t0=0.5, reference="source",
                              subset="all", metric="psnr", value=float(psnr.mean()), dataset="d", target="t",
                              extractor=None))
+        write_manifest(RunFolder(folder), entries)
     np.savez(store / "esource" / "items" / "references.npz", missing=np.array([5]))
     return store, prepare(tidy(rows))
 
@@ -71,7 +77,7 @@ def test_final_items_take_the_last_checkpoint_of_each_seed(tmp_path):
 
 
 def test_an_evaluation_seed_list_makes_one_product_per_seed():
-    from jobs.evaluate import Product, plan_products
+    from jobs.evaluation.plan import Product, plan_products
 
     spec = EvalSpec.model_validate(_spec("source", [7, 9]))
     products = plan_products(spec, [(100, "m")])
@@ -85,7 +91,8 @@ def test_an_evaluation_seed_list_makes_one_product_per_seed():
 def test_calibration_orders_floor_target_train_and_style_gap_on_the_builtin_pair(tmp_path):
     """Slow: trains the builtin feature network on the test run's cold cache (minutes); the
     calibration itself takes seconds. At most 300 images per set, builtin extractor."""
-    from jobs.evaluate import EvalWorker, calibration_jobs
+    from jobs.evaluation.plan import calibration_jobs
+    from jobs.evaluation.worker import EvalWorker
 
     spec = EvalSpec(stage="evaluate", role="source", model="run:x", source_data=SOURCE,
                     target_data={**TARGET, "size": 500},
@@ -105,13 +112,17 @@ def test_calibration_orders_floor_target_train_and_style_gap_on_the_builtin_pair
 
 
 def test_each_evaluation_seed_pairs_with_the_source_models_sample_of_that_seed(tmp_path):
-    from jobs.evaluate import Product, source_samples_path
+    from jobs.evaluation.plan import Product, source_samples_path
 
     spec = EvalSpec.model_validate({**_spec("finetuned", [1, 10]), "source_samples": "run:src"})
     products = tmp_path / "_runs" / "src" / "products"
     products.mkdir(parents=True)
+    entries = []
     for seed in (1, 10):
         np.save(products / f"unconditional_e{seed}_s600.npy", np.zeros(1))
+        entries.append(ProductEntry(f"unconditional_e{seed}", "unconditional", None, 600, seed,
+                                    f"unconditional_e{seed}_s600.npy", f"unconditional_e{seed}_s600.npz"))
+    write_manifest(RunFolder(products.parent), entries)
     found = {seed: source_samples_path(spec, tmp_path / "_runs" / "me", Product("unconditional", None, 5, "m", seed))
              for seed in (1, 10)}
     assert {s: p.rsplit("/", 1)[1] for s, p in found.items()} == {1: "unconditional_e1_s600.npy",

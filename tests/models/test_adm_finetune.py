@@ -77,7 +77,8 @@ def test_converted_model_finetunes_with_sdft_and_samples_from_its_raw_weights(co
     from safetensors.torch import load_file
 
     from harness.spec import EvalSpec
-    from jobs.evaluate import Batch, EvalWorker, Product, resolve_models
+    from jobs.evaluation.plan import Batch, Product, resolve_models
+    from jobs.evaluation.worker import EvalWorker
     from models.data import to_uint8
     from models.sampling import ancestral_sample, ddim_sample, indexed_generators, indexed_noise
 

@@ -1,4 +1,6 @@
-"""Metric rows of one evaluation product, and the calibration rows (runs inside an actor).
+"""Metric rows of one evaluation product, and the calibration rows: functions of images and
+of typed inputs (the reference sets and classes, the feature extractors, the settings),
+built once per actor by jobs/evaluation/worker.py; nothing here knows the actor or Ray.
 
 Unconditional samples: FID/KID against the target set and (built-in pair, or a folder
 target with a `reference`) the full target domain; the share of samples classified into the
@@ -20,8 +22,9 @@ the held-out domain against the other half (the noise floor).
 
 Intervals (`ci_low`, `ci_high`, 95 %): bootstrap over this product's images for means and
 FID/KID, Wilson for counts (with `k` of `n`); the note states the resamples. Per-item values
-(per-image PSNR/SSIM/LPIPS, per-sample class predictions, features) are saved beside the
-metrics (items/<product>.npz) for paired differences between models.
+(per-image PSNR/SSIM/LPIPS, per-sample class predictions, features) come back with the rows;
+the worker saves them beside the metrics (items/<product>.npz) for paired differences
+between models.
 """
 from __future__ import annotations
 
@@ -29,12 +32,12 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
 import torch
 
-from harness import params
+from harness.spec import EvalSettings, EvalSpec
 from models import metrics
 from models.data import open_dataset
 from models.feature_intervals import N_RESAMPLES_FEATURE, fid_interval, kid_interval
@@ -54,7 +57,7 @@ DIVERSITY_PAIRS = 100
 CALIBRATION_SETS = ("target-train", "source", "held-out-half")
 
 
-# ---------------------------------------------------------------- what the worker knows
+# ---------------------------------------------------------------- the inputs, built once per actor
 @dataclass(frozen=True)
 class Classes:
     """A classifier over the data's classes and what the metrics need from the labels."""
@@ -72,7 +75,69 @@ class Classes:
         return self.ids[probs.argmax(1)], probs.max(1)
 
 
-def folder_labels_of(spec):
+class Extractors:
+    """Feature extractors by name (models.features.EXTRACTORS), each built when first asked
+    for, once per actor."""
+
+    def __init__(self):
+        self._built: dict[str, object] = {}
+
+    def __getitem__(self, name: str):
+        if name not in self._built:
+            from models.features import EXTRACTORS
+            self._built[name] = EXTRACTORS[name]()
+        return self._built[name]
+
+
+class ReferenceSet(NamedTuple):
+    images: torch.Tensor                # uint8
+    labels: np.ndarray | None           # None where unknown
+
+
+@dataclass(frozen=True)
+class References:
+    """What every product is measured against: the reference sets ("target" and, for the
+    built-in pair or a folder target with a `reference`, "full-domain"), the classes, and
+    the diversity metric's cluster centres (the first target-training images)."""
+    sets: dict[str, ReferenceSet]
+    classes: Classes | None
+    centres: torch.Tensor
+
+    @property
+    def missing(self) -> list[int]:
+        return self.classes.missing if self.classes is not None else []
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """The images each generated image is compared with, image i with image i."""
+    images: torch.Tensor                # uint8
+    reference: str                      # "source" (translation inputs) or "source-model" (its samples)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one product is measured and what names its rows."""
+    evaluation: EvalSettings
+    task: str
+    seed: int                           # of the sampling noise: seeds the bootstraps and KID subsets
+    columns: Mapping[str, object]       # shared by every row (jobs.evaluation.plan.identity)
+    clipped: tuple[float, int] | None = None   # the sampler's clipped share and its n
+
+
+@dataclass(frozen=True)
+class Measured:
+    rows: list[dict]
+    items: dict[str, np.ndarray]        # per-item values (items/<product>.npz)
+    hits: int                           # feature sets that came from the cache ...
+    lookups: int                        # ... of those looked up
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"hits": self.hits, "lookups": self.lookups}
+
+
+def folder_labels_of(spec: EvalSpec):
     """FolderLabels of a folder target with labels, else None."""
     target = spec.target_data.model_dump()
     if target["kind"] != "folder" or not target.get("labels"):
@@ -81,14 +146,14 @@ def folder_labels_of(spec):
     return folder_labels(target["labels"], target["path"], target["reference"], spec.source_data.path)
 
 
-def classes_of(worker) -> Classes | None:
-    spec = worker.spec
+def classes_of(spec: EvalSpec, extractors: Extractors, sources: Callable[[], object]) -> Classes | None:
+    """sources() opens the translation inputs (their labels, on the built-in pair)."""
     if spec.target_data.kind == "builtin-target":
         from models.data.fashion_mnist import FMNIST_CLASSES
-        builtin = worker.extractor("builtin")
+        builtin = extractors["builtin"]
         heldout = open_dataset(spec.target_data.model_dump(), split="heldout")
         return Classes("builtin", dict(enumerate(FMNIST_CLASSES)), list(spec.target_data.missing_classes),
-                       builtin.classify, np.arange(10), np.asarray(worker.sources().labels),
+                       builtin.classify, np.arange(10), np.asarray(sources().labels),
                        np.asarray(heldout.labels))
     labels = folder_labels_of(spec)
     if labels is None:
@@ -107,23 +172,23 @@ def classes_of(worker) -> Classes | None:
                    np.array(labels.classes), labels.source, labels.reference)
 
 
-def references_of(worker) -> dict[str, tuple[torch.Tensor, np.ndarray | None]]:
-    """Reference image sets and their labels (None where unknown): the target set and, for
-    the built-in pair or a folder target with a `reference`, the full domain."""
-    s = worker.spec.settings
-    target = worker.spec.target_data.model_dump()
+def references_of(spec: EvalSpec, classes: Classes | None) -> References:
+    """The reference image sets and their labels (the full domain's from the classes where
+    the data has none), and the diversity centres."""
+    s = spec.settings
+    target = spec.target_data.model_dump()
     refs = {"target": open_dataset(target)}
     if target["kind"] == "builtin-target" or target.get("reference"):
         refs["full-domain"] = open_dataset(target, split="heldout")
-    classes = worker.memo("classes", lambda: classes_of(worker))
-    out = {}
+    sets = {}
     for name, ds in refs.items():
         chosen = reference_subset(len(ds), s.max_reference)
         labels = ds.labels
         if labels is None and classes is not None and name == "full-domain":
             labels = classes.reference_labels
-        out[name] = (_stack(ds, chosen), None if labels is None else np.asarray(labels)[chosen])
-    return out
+        sets[name] = ReferenceSet(_stack(ds, chosen), None if labels is None else np.asarray(labels)[chosen])
+    centres = _stack(refs["target"], range(min(DIVERSITY_CENTRES, len(refs["target"]))))
+    return References(sets, classes, centres)
 
 
 def reference_subset(total: int, size: int) -> np.ndarray:
@@ -140,22 +205,6 @@ def _stack(ds, indices) -> torch.Tensor:
 
 def _boot_note(resamples: int, what: str = "images") -> str:
     return f"95% CI: bootstrap over {what}, {resamples} resamples"
-
-
-def _identity(worker, job: dict) -> dict:
-    train_spec, product = job["train_spec"], job["product"]
-    model = worker.spec.model
-    return {
-        "run_id": model[4:] if model.startswith("run:") else model,
-        "method": train_spec.get("method") or "source",
-        "weighting": (train_spec.get("distill") or {}).get("weighting"),
-        "seed": train_spec.get("seed"),
-        "eval_seed": job["eval_seed"],
-        "ckpt_step": product["ckpt_step"],
-        "task": product["task"],
-        "t0": product["t0"],
-        **params.columns(train_spec),
-    }
 
 
 def save_items(path: str | Path, items: dict[str, np.ndarray]) -> None:
@@ -186,19 +235,20 @@ class Rows:
                  extractor=extractor, note=wilson_note)
 
 
-def realism(out: Rows, worker, images: torch.Tensor, references: dict, seed: int, items: dict,
-            counter: list[int], missing: list[int], note: str | None = None) -> None:
+def realism(out: Rows, extractors: Extractors, settings: EvalSettings, images: torch.Tensor,
+            references: Mapping[str, ReferenceSet], seed: int, items: dict, counter: list[int],
+            missing: list[int], note: str | None = None) -> None:
     """FID / KID and precision / recall / density / coverage of `images` against each
-    reference set (name -> (images, labels)), per extractor; features go into `items`."""
-    s = worker.spec.settings
+    reference set, per extractor; features go into `items`."""
+    s = settings
     extra = f"; {note}" if note else ""
     for name in s.extractors:
-        features, hit = cached_features(worker.extractor(name), images)
+        features, hit = cached_features(extractors[name], images)
         counter[0] += hit
         counter[1] += 1
         items[f"features_{name}"] = features.astype(np.float32)
         for ref_name, (ref_images, ref_labels) in references.items():
-            ref_features, hit = cached_features(worker.extractor(name), ref_images)
+            ref_features, hit = cached_features(extractors[name], ref_images)
             counter[0] += hit
             counter[1] += 1
             fid_note = _boot_note(N_RESAMPLES_FEATURE) + ", centred"
@@ -226,16 +276,14 @@ def realism(out: Rows, worker, images: torch.Tensor, references: dict, seed: int
                             extractor=name, note=prdc_note + "; n: reference images of the missing classes")
 
 
-def diversity(out: Rows, worker, images_u8: torch.Tensor, seed: int, note: str | None = None) -> None:
-    """Intra-cluster LPIPS of the first DIVERSITY_SAMPLES images around the first
-    DIVERSITY_CENTRES target-training images, with an interval over clusters."""
+def diversity(out: Rows, settings: EvalSettings, centres: torch.Tensor, images_u8: torch.Tensor, seed: int,
+              note: str | None = None) -> None:
+    """Intra-cluster LPIPS of the first DIVERSITY_SAMPLES images around the `centres` (the
+    first DIVERSITY_CENTRES target-training images), with an interval over clusters."""
     from models.diversity import intra_cluster_lpips
 
-    s = worker.spec.settings
-    target = open_dataset(worker.spec.target_data.model_dump())
-    centres = _stack(target, range(min(DIVERSITY_CENTRES, len(target))))
     clustered = images_u8[:DIVERSITY_SAMPLES]
-    lpips = metrics.lpips_for(s.lpips_net)
+    lpips = metrics.lpips_for(settings.lpips_net)
     found = intra_cluster_lpips(lpips, clustered, centres, value_range=(0, 255), max_pairs=DIVERSITY_PAIRS,
                                 seed=seed)
     value = (mean_interval(found.cluster_means, seed=seed) if found.cluster_means
@@ -265,42 +313,35 @@ def _kept_note(confidence: float, kept: np.ndarray) -> str | None:
 
 
 # ---------------------------------------------------------------- a model's product
-def measure_product(worker, job: dict) -> tuple[list[dict], dict[str, int]]:
-    """Rows, and how many feature sets were looked up and how many came from the cache."""
-    s = worker.spec.settings
-    out = Rows(_identity(worker, job))
-    seed, counter, items = job["eval_seed"], [0, 0], {}
-    images = torch.from_numpy(np.load(job["path"]))
-    task = out.base["task"]
-    if job.get("clipped") is not None:
-        share, n = job["clipped"]
+def measure(images: torch.Tensor, pairs: Pairs | None, references: References, extractors: Extractors,
+            settings: Settings) -> Measured:
+    """The rows of one product (uint8 images), its per-item values, and how many feature sets
+    were looked up and how many came from the cache. pairs: the source images (translations)
+    or the source model's samples from the same noise (None: no paired distance)."""
+    s, task, seed = settings.evaluation, settings.task, settings.seed
+    out = Rows(dict(settings.columns))
+    counter, items = [0, 0], {}
+    if settings.clipped is not None:
+        share, n = settings.clipped
         out.add("clipped_share", share, "sampler", n=n,
                 note=f"last-step x0 outside [-1, 1] (clip_denoised={s.clip_denoised}, sampler={s.sampler})")
-    classes = worker.memo("classes", lambda: classes_of(worker))
-    missing = classes.missing if classes is not None else []
-    references = worker.memo("references", lambda: references_of(worker))
-    realism(out, worker, images, references, seed, items, counter, missing)
+    classes = references.classes
+    realism(out, extractors, s, images, references.sets, seed, items, counter, references.missing)
+    if task == "unconditional":
+        diversity(out, s, references.centres, images, seed)
 
     # the paired comparison: the source image (translation) or the source model's sample
-    if task == "unconditional":
-        paired = (torch.from_numpy(np.load(job["source_samples"])) if job.get("source_samples") else None)
-        paired_ref = "source-model"
-        diversity(out, worker, images, seed)
-    else:
-        sources = worker.sources()
-        paired = _stack(sources, range(len(images)))
-        paired_ref = "source"
-    if paired is not None:
-        paired = paired[:len(images)]
+    if pairs is not None:
+        paired = pairs.images[:len(images)]
         lpips = metrics.lpips_for(s.lpips_net)
         items["lpips"] = lpips(paired, images, value_range=(0, 255))
-        out.add("lpips", mean_interval(items["lpips"], seed=seed), paired_ref, n=len(images),
+        out.add("lpips", mean_interval(items["lpips"], seed=seed), pairs.reference, n=len(images),
                 extractor=lpips.extractor,
                 note="; ".join(filter(None, [lpips.note(images.shape), _boot_note(N_RESAMPLES)])))
         if task != "unconditional":
-            for metric, measure in (("psnr", metrics.psnr), ("ssim", metrics.ssim)):
-                items[metric] = measure(paired, images, value_range=(0, 255))
-                out.add(metric, mean_interval(items[metric], seed=seed), paired_ref, n=len(images),
+            for metric, value in (("psnr", metrics.psnr), ("ssim", metrics.ssim)):
+                items[metric] = value(paired, images, value_range=(0, 255))
+                out.add(metric, mean_interval(items[metric], seed=seed), pairs.reference, n=len(images),
                         note=_boot_note(N_RESAMPLES))
 
     # classes: what the target set lacks, and what translation keeps
@@ -322,32 +363,29 @@ def measure_product(worker, job: dict) -> tuple[list[dict], dict[str, int]]:
                 if denominator:
                     out.count("class_preservation", kept[mask].sum(), denominator, "source", name,
                               classes.extractor, _kept_note(s.confidence, kept_conf[mask]))
-    if job.get("items"):
-        save_items(job["items"], items)
-    return out.rows, {"hits": counter[0], "lookups": counter[1]}
+    return Measured(out.rows, items, counter[0], counter[1])
 
 
 # ---------------------------------------------------------------- calibration
-def calibration_sets(worker, n: int) -> dict[str, tuple[torch.Tensor, np.ndarray | None, dict, str]]:
+def calibration_sets(spec: EvalSpec, references: References, n: int
+                     ) -> dict[str, tuple[torch.Tensor, np.ndarray | None, dict, str]]:
     """name -> (n real images, their labels, the reference sets to measure them against, a
     note). The held-out domain is split by parity: the floor's images come from the even
     ones, its reference is the odd ones."""
-    s = worker.spec.settings
-    target_spec = worker.spec.target_data.model_dump()
+    s = spec.settings
+    target_spec = spec.target_data.model_dump()
     heldout = open_dataset(target_spec, split="heldout")
-    references = worker.memo("references", lambda: references_of(worker))
-    full = {"full-domain": references["full-domain"]}
-    classes = worker.memo("classes", lambda: classes_of(worker))
+    full = {"full-domain": references.sets["full-domain"]}
+    classes = references.classes
     labels_of = lambda ds, idx, fallback=None: (  # noqa: E731
         np.asarray(ds.labels)[idx] if ds.labels is not None else (None if fallback is None else fallback[idx]))
     target = open_dataset(target_spec)
-    source_spec = worker.spec.source_data.model_dump()
+    source_spec = spec.source_data.model_dump()
     source = open_dataset(source_spec)            # the source model's training images
     even, odd = np.arange(0, len(heldout), 2), np.arange(1, len(heldout), 2)
     odd = odd[reference_subset(len(odd), s.max_reference)]
     ref_labels = classes.reference_labels if classes is not None else None
-    halves = worker.memo("floor-reference", lambda: {
-        "full-domain": (_stack(heldout, odd), labels_of(heldout, odd, ref_labels))})
+    halves = {"full-domain": ReferenceSet(_stack(heldout, odd), labels_of(heldout, odd, ref_labels))}
     sets = {}
     for name, ds, indices, refs, fallback in (
             ("target-train", target, np.arange(min(n, len(target))), full, None),
@@ -366,49 +404,62 @@ def calibration_sets(worker, n: int) -> dict[str, tuple[torch.Tensor, np.ndarray
     return sets
 
 
-def measure_calibration(worker, job: dict) -> tuple[list[dict], dict[str, int]]:
+@dataclass(frozen=True)
+class Calibrated:
+    rows: list[dict]
+    files: dict[str, dict[str, np.ndarray]]   # items/<file name> -> per-item values
+    hits: int
+    lookups: int
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"hits": self.hits, "lookups": self.lookups}
+
+
+def measure_calibration(sizes: Mapping[str, int], spec: EvalSpec, references: References,
+                        extractors: Extractors) -> Calibrated:
     """Calibration rows and the reference features and labels the aggregate needs
-    (items/references.npz). job["sizes"]: task -> n, the sample count of the model rows the
-    calibration rows stand beside ("unconditional": num_samples, "translation":
-    num_translations); the rows carry that task."""
-    s = worker.spec.settings
+    (references.npz). sizes: task -> n, the sample count of the model rows the calibration
+    rows stand beside ("unconditional": num_samples, "translation": num_translations); the
+    rows carry that task."""
+    s = spec.settings
     seed = s.seeds[0]
-    classes = worker.memo("classes", lambda: classes_of(worker))
-    missing = classes.missing if classes is not None else []
-    rows, counter = [], [0, 0]
-    for task, n in job["sizes"].items():
-        for name, (images, labels, refs, note) in calibration_sets(worker, n).items():
+    classes = references.classes
+    rows, counter, files = [], [0, 0], {}
+    for task, n in sizes.items():
+        for name, (images, labels, refs, note) in calibration_sets(spec, references, n).items():
             out = Rows({"stage": "calibration", "run_id": None, "method": "calibration", "weighting": name,
                         "seed": None, "eval_seed": seed, "ckpt_step": None, "task": task, "t0": None})
             items: dict[str, np.ndarray] = {}
-            realism(out, worker, images, refs, seed, items, counter, missing, note)
+            realism(out, extractors, s, images, refs, seed, items, counter, references.missing, note)
             if task == "unconditional":
-                diversity(out, worker, images, seed, note)
+                diversity(out, s, references.centres, images, seed, note)
             if classes is not None:
                 class_share(out, classes, images, s.confidence, items, note)
                 if labels is not None:
                     items["labels"] = labels
-            save_items(Path(job["items_dir"]) / f"calibration_{name}_{task}.npz", items)
+            files[f"calibration_{name}_{task}.npz"] = items
             rows += out.rows
-    save_items(Path(job["items_dir"]) / "references.npz", reference_items(worker, classes))
-    return rows, {"hits": counter[0], "lookups": counter[1]}
+    files["references.npz"] = reference_items(spec, references, extractors)
+    return Calibrated(rows, files, counter[0], counter[1])
 
 
-def reference_items(worker, classes: Classes | None) -> dict[str, np.ndarray]:
+def reference_items(spec: EvalSpec, references: References, extractors: Extractors) -> dict[str, np.ndarray]:
     """Features of each reference set per extractor (float32, from the cache), their labels,
     and the class names and missing classes: what paired differences and the class
     histogram need without opening the data again."""
     items: dict[str, np.ndarray] = {}
-    for ref_name, (ref_images, ref_labels) in worker.memo("references", lambda: references_of(worker)).items():
-        for name in worker.spec.settings.extractors:
-            items[f"features_{name}_{ref_name}"] = cached_features(worker.extractor(name), ref_images)[0].astype(
+    classes = references.classes
+    for ref_name, (ref_images, ref_labels) in references.sets.items():
+        for name in spec.settings.extractors:
+            items[f"features_{name}_{ref_name}"] = cached_features(extractors[name], ref_images)[0].astype(
                 np.float32)
         if ref_labels is not None:
             items[f"labels_{ref_name}"] = ref_labels
     if classes is not None:
-        target = open_dataset(worker.spec.target_data.model_dump())
+        target = open_dataset(spec.target_data.model_dump())
         items["labels_target"] = (np.asarray(target.labels) if target.labels is not None
-                                  else folder_labels_of(worker.spec).target)
+                                  else folder_labels_of(spec).target)
         items["class_ids"] = np.array(sorted(classes.names))
         items["class_names"] = np.array([classes.names[c] for c in sorted(classes.names)])
         items["missing"] = np.array(classes.missing, dtype=np.int64)

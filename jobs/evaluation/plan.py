@@ -1,0 +1,189 @@
+"""What an evaluation makes and measures, decided before anything runs: the models to load,
+the products (task x t0 x evaluation seed x checkpoint), their batches, and the typed
+hand-offs to the measurement (`ProductJob`, `CalibrationJob`).
+
+Pure: no Ray, no torch (the sampler check imports the schedule when called); it reads the
+store only to find the trained run's folders and the source model's samples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from harness import params
+from harness.errors import UserError
+from harness.spec import EvalSpec
+from harness.store import RunFolder, store_root_of
+from jobs.evaluation.manifest import final, read_manifest
+from jobs.weights import raw_twin
+
+
+@dataclass(frozen=True)
+class Product:
+    """One set of generated images: a task at a noise level from one checkpoint."""
+    task: str
+    t0: float | None
+    ckpt_step: int | None
+    model_dir: str
+    eval_seed: int | None = None     # set when `evaluation.seed` is a list: one product per seed
+
+    @property
+    def name(self) -> str:
+        """Task, t0 and seed: what the checkpoints of one model have in common."""
+        t0 = f"_t{self.t0:g}" if self.t0 is not None else ""
+        seed = f"_e{self.eval_seed}" if self.eval_seed is not None else ""
+        return f"{self.task}{t0}{seed}"
+
+    @property
+    def key(self) -> str:
+        """The product's files are named by it (work/, products/, items/, samples/)."""
+        return self.name + (f"_s{self.ckpt_step}" if self.ckpt_step is not None else "")
+
+    def seed(self, spec: EvalSpec) -> int:
+        """The seed of this product's sampling noise."""
+        return self.eval_seed if self.eval_seed is not None else spec.settings.seeds[0]
+
+
+@dataclass(frozen=True)
+class Batch:
+    product: Product
+    start: int
+    stop: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.product.key}_{self.start:06d}"
+
+
+@dataclass(frozen=True)
+class ProductJob:
+    """One product to measure, once its images are saved."""
+    product: Product
+    seed: int                                  # of the sampling noise (the rows' eval_seed)
+    columns: Mapping[str, object]              # the columns every row of the product shares
+    images: str                                # products/<key>.npy
+    items: str                                 # where the per-item values go: items/<key>.npz
+    source_samples: str | None = None          # the source model's samples from the same noise
+    clipped: tuple[float, int] | None = None   # (share of samples whose last x0 left [-1, 1], n)
+
+
+@dataclass(frozen=True)
+class CalibrationJob:
+    """Real data measured as the models are (the source model's evaluation only)."""
+    sizes: Mapping[str, int]       # task -> n, the model rows' sample count: "unconditional", "translation"
+    items_dir: str
+
+
+# ---------------------------------------------------------------- the models
+def resolve_models(spec: EvalSpec, run_dir: Path) -> tuple[list[tuple[int | None, Path]], dict]:
+    """[(checkpoint step, model folder)] and the trained run's spec (empty for a folder):
+    RUN_DIR/model (the EMA) or RUN_DIR/model-raw as `evaluation.weights` says."""
+    ref = spec.model_ref
+    if ref is None:
+        path = Path(spec.model)
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path}: not a diffusers model folder (no config.json)")
+        return [(None, path)], {}
+    trained = ref.resolve(store_root_of(run_dir))
+    if trained.status != "done":
+        raise UserError(f"{trained.path}: the run to evaluate is not done (status {trained.status})")
+    train_spec = trained.read_spec()
+    steps = train_spec["steps"]
+    # a fine-tuned model's evaluation names the weights; the source model's is its EMA
+    raw = spec.settings.weights == "raw"
+    final_dir = raw_twin(trained.model_dir) if raw else trained.model_dir
+    if not final_dir.is_dir():
+        raise UserError(f"{trained.path}: no raw weights ({final_dir.name}/; the run was trained before they "
+                        f"were kept): set evaluation.weights: ema, or train the run again")
+    models = [(steps, final_dir)]
+    for step in sorted(set(spec.settings.checkpoint_steps)):
+        if step < steps:
+            snapshot = raw_twin(trained.snapshot_dir(step)) if raw else trained.snapshot_dir(step)
+            if not snapshot.is_dir():
+                raise UserError(f"{trained.path}: no {'raw' if raw else 'EMA'} snapshot at step {step} "
+                                f"({snapshot.name}/: trained before checkpoint_steps asked for it)")
+            models.append((step, snapshot))
+    return models, train_spec
+
+
+def check_sampler(spec: EvalSpec) -> None:
+    """A respacing the schedule cannot hold fails here, before any actor starts."""
+    from models.sampling import sampler_timesteps
+    from models.schedule import NoiseSchedule
+
+    s = spec.settings
+    try:
+        sampler_timesteps(s.respacing, s.ddim_steps, NoiseSchedule().num_timesteps)
+        sampler_timesteps(None, s.ddim_steps, NoiseSchedule().num_timesteps)
+    except ValueError as e:
+        raise UserError(f"evaluation.respacing / ddim_steps: {e}") from None
+
+
+# ---------------------------------------------------------------- products and batches
+def plan_products(spec: EvalSpec, models) -> list[Product]:
+    products = []
+    seeds = spec.settings.seeds
+    for step, path in models:
+        for task in spec.settings.tasks:
+            for t0 in ([None] if task == "unconditional" else spec.settings.t0):
+                for seed in (seeds if len(seeds) > 1 else [None]):
+                    products.append(Product(task, t0, step, str(path), seed))
+    return products
+
+
+def plan_batches(spec: EvalSpec, products: list[Product]) -> list[Batch]:
+    s = spec.settings
+    batches = []
+    for product in products:
+        total = s.num_samples if product.task == "unconditional" else s.num_translations
+        batches += [Batch(product, i, min(i + s.batch_size, total)) for i in range(0, total, s.batch_size)]
+    return batches
+
+
+# ---------------------------------------------------------------- what to measure
+def identity(spec: EvalSpec, train_spec: dict, product: Product) -> dict:
+    """The columns that name a product's rows: the model, its training settings, the product."""
+    ref = spec.model_ref
+    return {
+        "run_id": ref.run_id if ref is not None else spec.model,
+        "method": train_spec.get("method") or "source",
+        "weighting": (train_spec.get("distill") or {}).get("weighting"),
+        "seed": train_spec.get("seed"),
+        "eval_seed": product.seed(spec),
+        "ckpt_step": product.ckpt_step,
+        "task": product.task,
+        "t0": product.t0,
+        **params.columns(train_spec),
+    }
+
+
+def product_job(spec: EvalSpec, run: RunFolder, product: Product, train_spec: dict, images: Path,
+                clipped: tuple[float, int] | None = None) -> ProductJob:
+    return ProductJob(product, product.seed(spec), identity(spec, train_spec, product), str(images),
+                      str(run.path / "items" / f"{product.key}.npz"), source_samples_path(spec, run.path, product),
+                      clipped)
+
+
+def source_samples_path(spec: EvalSpec, run_dir: Path, product: Product) -> str | None:
+    """The source model's unconditional samples (same noise), for the paired distances: the
+    final product of the same seed its evaluation's manifest lists."""
+    if spec.source_samples is None or product.task != "unconditional":
+        return None
+    source = spec.source_samples_ref.resolve(store_root_of(run_dir))
+    seed = product.seed(spec)
+    found = [e for e in final(read_manifest(source)).values() if e.task == "unconditional" and e.eval_seed == seed]
+    return str(source.path / "products" / found[0].file) if found else None
+
+
+def calibration_jobs(spec: EvalSpec, run_dir: Path) -> list[CalibrationJob]:
+    """The source model's evaluation measures real data once per target (calibration rows):
+    where a full domain exists, at the sample counts of the model rows."""
+    target = spec.target_data.model_dump()
+    if spec.role != "source" or not (target["kind"] == "builtin-target" or target.get("reference")):
+        return []
+    s = spec.settings
+    sizes = {"unconditional": s.num_samples} if "unconditional" in s.tasks else {}
+    if set(s.tasks) - {"unconditional"}:
+        sizes["translation"] = s.num_translations
+    return [CalibrationJob(sizes, str(run_dir / "items"))]

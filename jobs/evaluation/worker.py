@@ -1,0 +1,123 @@
+"""The Ray actor of the evaluate stage: it loads models and inputs once, samples batches, and
+hands each product's images with the typed inputs to jobs.evaluation.measure.
+
+Each batch lands in its own file (atomic), so a batch an actor was killed holding is
+sampled again by Ray (max_task_retries) and a restarted job skips finished batches. Every
+attempt leaves a marker in RUN_DIR/attempts/ (<batch>.<pid>).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from harness.spec import EvalSpec
+from jobs.evaluation.plan import Batch, CalibrationJob, ProductJob
+
+
+class EvalWorker:
+    """Runs in a Ray actor process (or plainly, in tests): what it loads, it loads once."""
+
+    def __init__(self, spec_json: str, run_dir: str, threads: int):
+        import torch
+
+        from jobs.evaluation.measure import Extractors
+
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(True)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.spec = EvalSpec.model_validate_json(spec_json)
+        self.run_dir = Path(run_dir)
+        self.extractors = Extractors()
+        self._models: dict[str, object] = {}
+        self._sources = None
+        self._domain = None
+        self._references = None
+
+    # -- inputs, loaded once per actor
+    def model(self, path: str):
+        if path not in self._models:
+            from models.networks import as_eps_model, load_unet
+            self._models[path] = as_eps_model(load_unet(path).eval().to(self.device))
+        return self._models[path]
+
+    def sources(self):
+        """Translation inputs: the first num_translations source-domain test images."""
+        if self._sources is None:
+            from models.data import open_dataset
+            data = self.spec.source_data.model_dump()
+            split = "source_test" if data["kind"] == "builtin-source" else None
+            self._sources = open_dataset(data, split=split)
+        return self._sources
+
+    def domain_features(self):
+        if self._domain is None:
+            from models.evaluation_nets import domain_classifier
+            self._domain = domain_classifier(self.spec.source_data.model_dump(),
+                                             self.spec.target_data.model_dump()).to(self.device).features
+        return self._domain
+
+    def references(self):
+        """The reference sets, classes and diversity centres every product is measured against."""
+        if self._references is None:
+            from jobs.evaluation.measure import classes_of, references_of
+            classes = classes_of(self.spec, self.extractors, self.sources)
+            self._references = references_of(self.spec, classes)
+        return self._references
+
+    def resolution(self) -> int:
+        return int(self.spec.target_data.model_dump().get("resolution", 32))
+
+    # -- work
+    def sample(self, batch: Batch) -> str:
+        """Sample one batch into work/<batch>.npy (skipped when it exists); its path."""
+        import torch
+
+        from jobs.evaluation.sample import sample_batch, write_batch
+        from models.data import to_model_range
+
+        out = self.run_dir / "work" / f"{batch.key}.npy"
+        if out.is_file():
+            return str(out)
+        attempts = self.run_dir / "attempts"
+        attempts.mkdir(exist_ok=True)
+        (attempts / f"{batch.key}.{os.getpid()}").write_text(f"{time.time()}\n")
+
+        p = batch.product
+        model = self.model(p.model_dir)
+        x0 = domain = None
+        if p.task != "unconditional":
+            x0 = to_model_range(torch.stack([self.sources()[i] for i in range(batch.start, batch.stop)]))
+            x0 = x0.to(self.device)
+        if p.task == "egsde":
+            domain = self.domain_features()
+        sampled = sample_batch(model, batch, p.seed(self.spec), self.spec.settings, self.resolution(), self.device,
+                               x0=x0, domain=domain)
+        return str(write_batch(out, sampled))
+
+    def measure(self, job: ProductJob | CalibrationJob) -> tuple[list[dict], dict[str, int]]:
+        """Metric rows of one product (or the calibration), and the feature cache's counts;
+        the per-item values are saved under items/."""
+        import numpy as np
+        import torch
+
+        from jobs.evaluation.measure import (Pairs, Settings, _stack, measure, measure_calibration,
+                                             save_items)
+
+        references = self.references()
+        if isinstance(job, CalibrationJob):
+            found = measure_calibration(job.sizes, self.spec, references, self.extractors)
+            for name, items in found.files.items():
+                save_items(Path(job.items_dir) / name, items)
+            return found.rows, found.counts
+        images = torch.from_numpy(np.load(job.images))
+        if job.product.task != "unconditional":
+            pairs = Pairs(_stack(self.sources(), range(len(images))), "source")
+        elif job.source_samples:
+            pairs = Pairs(torch.from_numpy(np.load(job.source_samples)), "source-model")
+        else:
+            pairs = None
+        settings = Settings(self.spec.settings, job.product.task, job.seed, job.columns, job.clipped)
+        found = measure(images, pairs, references, self.extractors, settings)
+        save_items(job.items, found.items)
+        return found.rows, found.counts
