@@ -19,8 +19,6 @@ from jobs.evaluation.plan import (Batch, Product, calibration_jobs, check_sample
 from jobs.evaluation.worker import EvalWorker
 
 IMAGE_GRID_SIZE = 32     # samples shown in the PNG grids
-# `clipped_share` counts a sample when its last-step x0 leaves [-1, 1] by more than this
-CLIP_TOLERANCE = 0.0
 
 
 def ray_init():
@@ -94,9 +92,11 @@ def save_products(run: RunFolder, spec: EvalSpec, products: list[Product], batch
 
 
 def clipped_share(run: RunFolder, product: Product, batches: list[Batch]) -> tuple[float, int] | None:
-    """(share of samples whose last-step x0 left [-1, 1], n); None for batches sampled before
-    the sampler reported it."""
+    """(share of samples whose last-step x0 left [-1, 1] by more than CLIP_TOLERANCE, n);
+    None for batches sampled before the sampler reported it."""
     import numpy as np
+
+    from models.sampling import CLIP_TOLERANCE
 
     files = [run.path / "work" / f"{b.key}.x0.npy" for b in batches if b.product == product]
     if not all(f.is_file() for f in files):

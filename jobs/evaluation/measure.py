@@ -44,6 +44,7 @@ from models.feature_intervals import N_RESAMPLES_FEATURE, fid_interval, kid_inte
 from models.features import cached_features
 from models.intervals import N_RESAMPLES, Interval, mean_interval, wilson
 from models.manifold import K_NEAREST, manifolds
+from models.sampling import CLIP_TOLERANCE
 
 LOWER_IS_BETTER = {"fid", "kid", "lpips", "feature_dist_builtin", "feature_dist_inception"}
 # Intra-cluster LPIPS (Ojha et al. 2021): the first DIVERSITY_CENTRES target-training images
@@ -324,7 +325,7 @@ def measure(images: torch.Tensor, pairs: Pairs | None, references: References, e
     if settings.clipped is not None:
         share, n = settings.clipped
         out.add("clipped_share", share, "sampler", n=n,
-                note=f"last-step x0 outside [-1, 1] (clip_denoised={s.clip_denoised}, sampler={s.sampler})")
+                note=f"last-step x0 outside [-1, 1] by more than {CLIP_TOLERANCE:g} (clip_denoised={s.clip_denoised}, sampler={s.sampler})")
     classes = references.classes
     realism(out, extractors, s, images, references.sets, seed, items, counter, references.missing)
     if task == "unconditional":

@@ -130,7 +130,7 @@ def test_sampler_settings_reach_the_samples_and_the_clipped_share(tmp_path):
     from jobs.evaluation.worker import EvalWorker
     from models.data import to_uint8
     from models.networks import as_eps_model, load_unet, save_unet
-    from models.sampling import ancestral_sample, ddim_sample, indexed_generators, indexed_noise
+    from models.sampling import CLIP_TOLERANCE, ancestral_sample, ddim_sample, indexed_generators, indexed_noise
 
     save_unet(tiny_unet(learned_variance=True), tmp_path / "model")
     eps = as_eps_model(load_unet(tmp_path / "model").eval())
@@ -152,9 +152,30 @@ def test_sampler_settings_reach_the_samples_and_the_clipped_share(tmp_path):
         share, n = clipped_share(RunFolder(run_dir), product, batches)
         assert n == 5 and 0.0 <= share <= 1.0
         excess = np.concatenate([np.load(run_dir / "work" / f"{b.key}.x0.npy") for b in batches])
-        assert share == float((excess > 0).mean())
+        assert np.allclose(excess[:3], expected[sampler].x0_excess.numpy(), atol=1e-6)
+        assert share == float((excess > CLIP_TOLERANCE).mean())
     with pytest.raises(UserError, match="respacing"):
         check_sampler(EvalSpec.model_validate(eval_spec(respacing="ddim37", ddim_steps=40)))
+
+
+def test_the_clipped_share_counts_samples_beyond_the_tolerance_only(tmp_path):
+    """Overshoots every sane model makes (a few hundredths) are not divergence; colour noise
+    (whole units) is. One product in two batches: 2 of 5 samples beyond 0.1."""
+    import numpy as np
+
+    from jobs.evaluation.driver import clipped_share
+    from jobs.evaluation.plan import Batch, Product
+    from models.sampling import CLIP_TOLERANCE
+
+    assert CLIP_TOLERANCE == 0.1
+    product = Product("unconditional", None, None, "model")
+    batches = [Batch(product, 0, 3), Batch(product, 3, 5)]
+    (tmp_path / "work").mkdir()
+    np.save(tmp_path / "work" / f"{batches[0].key}.x0.npy", np.array([0.0, 0.04, 1.5], np.float32))
+    np.save(tmp_path / "work" / f"{batches[1].key}.x0.npy", np.array([0.1, 0.35], np.float32))
+    assert clipped_share(RunFolder(tmp_path), product, batches) == (0.4, 5)
+    (tmp_path / "work" / f"{batches[1].key}.x0.npy").unlink()      # sampled before the figure existed
+    assert clipped_share(RunFolder(tmp_path), product, batches) is None
 
 
 def test_evaluation_loads_the_weights_it_names(tmp_path):

@@ -9,7 +9,7 @@ from factories import digest, in_fresh_process, tiny_eps_model, tiny_unet
 from guided_reference import T, sdk_diffusion, sdk_unet
 from guided_reference import eps_model as sdk_eps_model
 from models.networks import as_eps_model
-from models.sampling import ancestral_sample, ddim_sample, ddim_timesteps, p_mean_variance
+from models.sampling import CLIP_TOLERANCE, ancestral_sample, ddim_sample, ddim_timesteps, p_mean_variance
 from models.schedule import NoiseSchedule
 from models.variance import Chain
 from models.respacing import respaced_timesteps
@@ -70,7 +70,8 @@ def test_last_step_x0_excess_is_guided_diffusions_last_pred_xstart():
             net, noise.shape, noise=noise.clone(), clip_denoised=False))[-1]["pred_xstart"]
     expected = (last.abs() - 1).clamp(min=0).flatten(1).amax(1)
     torch.testing.assert_close(ours.x0_excess, expected, rtol=1e-5, atol=1e-5)
-    assert ours.clipped().all() and not ours.clipped(tolerance=2 * float(expected.max())).any()
+    assert torch.equal(ours.clipped(), expected > CLIP_TOLERANCE) and ours.clipped(tolerance=0).all()
+    assert not ours.clipped(tolerance=2 * float(expected.max())).any()
 
 
 @pytest.mark.parametrize("respacing", ["ddim40", "10,5"])
