@@ -203,7 +203,7 @@ class EvalWorker:
                 sampled = sdedit(model, x0, noise, t0=p.t0, **ddim)
             else:
                 sampled = egsde(model, x0, noise, self.domain_features(), t0=p.t0, ls=s.egsde_ls,
-                                li=s.egsde_li, **ddim)
+                                li=s.egsde_li, low_pass_factor=s.egsde_low_pass_factor, **ddim)
         out.parent.mkdir(exist_ok=True)
         # the last step's x0 excess first: a batch whose images exist has it too
         excess = out.with_name(f"{batch.key}.x0.npy")
