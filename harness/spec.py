@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError,
                       create_model, field_validator, model_validator)
 
-from harness.numbers import MAX_BATCH, MAX_DDIM_STEPS, MAX_IMAGES, MAX_STEPS, Real, Seed, Whole
+from harness.numbers import MAX_BATCH, MAX_DDIM_STEPS, MAX_IMAGES, MAX_STEPS, NoBool, Real, Seed, Whole
 
 from harness.params import DISTILL, TRAIN, Method, NetworkPreset, Precision, Weighting
 from harness.params import NOT_IN_IDENTITY as PARAM_NOT_IN_IDENTITY
@@ -221,6 +221,9 @@ class EvalSettings(Strict):
     confidence: Real(ge=0, lt=1) = 0.0   # class metrics count only surer predictions
     egsde_ls: Real(ge=0) = 500.0
     egsde_li: Real(ge=0) = 2.0
+    # EGSDE's low-pass filter L down-samples by this factor and up-samples back; None: down
+    # to 8 x 8 at any resolution (EGSDE's down_N = 32 at 256 px; a factor of 2 at 16 px)
+    egsde_low_pass_factor: Annotated[Literal[2, 4, 8], NoBool] | None = None
     # Unconditional samples: "ddim" (eta 0, as the paper) or "ancestral" (the learned variance,
     # as the official sampling script, which omits --use_ddim). Translations always run DDIM.
     sampler: Literal["ddim", "ancestral"] = "ddim"
@@ -334,7 +337,10 @@ RECIPE_VERSION = 2
 # adoptable):
 #   2: VGG LPIPS, the confidence filter off, intra-cluster LPIPS, calibration rows, per-item
 #      values beside the metrics.
-EVAL_RECIPE_VERSION = 2
+#   3: EGSDE's realism energy as EGSDE's code computes it: the cosine of the channel
+#      vectors at each location of the feature map, averaged over locations (it was one
+#      cosine over the flattened map).
+EVAL_RECIPE_VERSION = 3
 
 NOT_IN_IDENTITY = PARAM_NOT_IN_IDENTITY | {"log_every", "snapshot_steps"}
 

@@ -1,7 +1,10 @@
-"""python -m harness.tables results/<grid> [--format latex|markdown|csv] [--out DIR]
+"""python -m harness.tables results/<grid> [--format latex|markdown|csv] [--out DIR] [--select-by CRITERION]
 
-The paper's tables of one or more results folders, printed (and written with --out). The
-tables themselves are harness.report's; this only reads the arguments.
+The paper's tables of one or more results folders, printed (and written with --out). Where
+the rows carry a validation split, each method's candidate is selected on it by CRITERION
+(`[task[@t0]:]metric[/reference]`; default `fid`: unconditional FID against the full domain)
+and reported on the test split. The tables themselves are harness.report's; this only reads
+the arguments.
   --publish DIR       copy a grid's report, tables, images and tidy table (metrics.csv.gz)
                       into DIR (how docs/results/ is made)
   --readme FILE.md    fill FILE.md's `<!-- tables: ... -->` blocks from their tidy tables
@@ -16,6 +19,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> None:
     from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
     from harness.report.results import load_cells, load_results
+    from harness.report.selection import Criterion
     from harness.report.tables import paper_tables, write_tables
 
     parser = argparse.ArgumentParser(prog="python -m harness.tables", description=__doc__.splitlines()[0])
@@ -24,6 +28,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="also write each table to this folder")
     parser.add_argument("--publish", metavar="DIR", help="copy one grid's report and tidy table into DIR")
     parser.add_argument("--readme", metavar="FILE", help="fill FILE's generated tables blocks")
+    parser.add_argument("--select-by", default="fid", metavar="CRITERION",
+                        help="what selects each method's candidate on the validation split: "
+                             "[task[@t0]:]metric[/reference], e.g. fid (the default), kid/target, sdedit@0.5:psnr")
     args = parser.parse_args(argv)
     if not args.results and not args.readme:
         parser.error("give results folders, or --readme FILE")
@@ -41,7 +48,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{args.readme}: {'tables rewritten' if changed else 'tables already up to date'}")
         if not args.results or args.publish:
             return
-        tables = paper_tables(load_results(args.results), load_cells(args.results))
+        try:
+            criterion = Criterion.parse(args.select_by)
+        except ValueError as err:
+            raise UserError(f"--select-by: {err}") from None
+        tables = paper_tables(load_results(args.results), load_cells(args.results), criterion)
         if not tables:
             raise UserError(f"{' '.join(args.results)}: no evaluated runs to tabulate")
         for table in tables:

@@ -184,27 +184,58 @@ def sdedit(model: EpsModel, images: torch.Tensor, noise: torch.Tensor, t0: float
     return ddim_loop(model, x, timesteps, schedule, step_hook=step_hook, clip_denoised=clip_denoised)
 
 
-def low_pass(x: torch.Tensor, size: int = 8) -> torch.Tensor:
-    """EGSDE's L: down-sample by image_size/8 (to size x size) and up-sample back."""
-    small = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+# EGSDE's 256 px setting: down_N = 32, so L keeps an 8 x 8 image at any resolution
+LOW_PASS_SIZE = 8
+
+
+def low_pass(x: torch.Tensor, factor: int | None = None) -> torch.Tensor:
+    """EGSDE's L: down-sample by `factor` and up-sample back. None: down to 8 x 8 (a factor
+    of image_size / 8, as EGSDE's down_N = 32 at 256 px)."""
+    if factor is None:
+        size = (LOW_PASS_SIZE, LOW_PASS_SIZE)
+    else:
+        _check_low_pass_factor(factor, x.shape[-2:])
+        size = (x.shape[-2] // factor, x.shape[-1] // factor)
+    small = torch.nn.functional.interpolate(x, size=size, mode="area")
     return torch.nn.functional.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _check_low_pass_factor(factor: int | None, shape: Sequence[int]) -> None:
+    if factor is None:
+        return
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1 or any(n % factor for n in shape):
+        raise ValueError(f"low-pass factor must be a whole number that divides the image size "
+                         f"{tuple(shape)}, got {factor!r}")
+
+
+def realism_energy(f_y: torch.Tensor, f_x: torch.Tensor) -> torch.Tensor:
+    """EGSDE's realism energy per sample: at each location of the feature maps (B, C, H, W)
+    the cosine between the two channel vectors, averaged over the locations, as EGSDE's
+    code computes it (not one cosine over the flattened maps, which weights the locations
+    by their feature norms). Lower: less like the source image's features."""
+    cosine = torch.nn.functional.cosine_similarity(f_y, f_x, dim=1)
+    return cosine.reshape(f_y.shape[0], -1).mean(1)
 
 
 def egsde(model: EpsModel, images: torch.Tensor, noise: torch.Tensor,
           features: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], t0: float = 0.5,
           ls: float = 500.0, li: float = 2.0, num_steps: int = 40,
           schedule: NoiseSchedule | None = None, clip_denoised: bool = True,
-          respacing: str | None = None) -> Sampled:
+          respacing: str | None = None, low_pass_factor: int | None = None) -> Sampled:
     """EGSDE on DDIM: SDEdit whose every step is pushed down two energies.
 
     With x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) e the noised source image (e: the start
     noise, so the whole translation is deterministic) and y the current image:
-      realism      ls * cos(f(y, t), f(x_t, t)), f the time-conditioned domain classifier's
-                   features: lower means less like the source domain;
-      faithfulness li * ||L(y) - L(x_t)||^2, L a low-pass filter: keep the low frequencies.
-    Each is scaled by w_t = beta_t / sqrt(alpha_t) of the (respaced) step. It is not
+      realism      ls * `realism_energy(f(y, t), f(x_t, t))` (per location cosine, averaged),
+                   f the time-conditioned domain classifier's feature map: lower means less
+                   like the source domain;
+      faithfulness li * ||L(y) - L(x_t)||^2, L = `low_pass` by `low_pass_factor`: keep the
+                   low frequencies.
+    y moves down both: y_next - w_t * grad_y(energies), as EGSDE's code (mean - ls * w_t *
+    grad cos ...), with w_t = beta_t / sqrt(alpha_t) of the (respaced) step. It is not
     classifier guidance toward a label.
     """
+    _check_low_pass_factor(low_pass_factor, images.shape[-2:])
     schedule = schedule or NoiseSchedule()
     abar = schedule.alphas_cumprod
     grid = sampler_timesteps(respacing, num_steps, schedule.num_timesteps)
@@ -222,12 +253,13 @@ def egsde(model: EpsModel, images: torch.Tensor, noise: torch.Tensor,
             y_var = y.detach().requires_grad_(True)
             energy = y_var.new_zeros(())
             if ls:
-                f_y = features(y_var, tt).flatten(1)
+                f_y = features(y_var, tt)
                 with torch.no_grad():
-                    f_x = features(x_t, tt).flatten(1)
-                energy = energy + ls * torch.nn.functional.cosine_similarity(f_y, f_x, dim=1).sum()
+                    f_x = features(x_t, tt)
+                energy = energy + ls * realism_energy(f_y, f_x).sum()
             if li:
-                energy = energy + li * (low_pass(y_var) - low_pass(x_t)).square().flatten(1).sum(1).sum()
+                gap = low_pass(y_var, low_pass_factor) - low_pass(x_t, low_pass_factor)
+                energy = energy + li * gap.square().flatten(1).sum(1).sum()
             grad, = torch.autograd.grad(energy, y_var)
         return y_next - w_t * grad
 

@@ -1,10 +1,12 @@
 """The tidy results table: one row per measured number (benchopt style).
 
 Columns: grid, run_id, eval_id, stage, dataset, target, method, weighting, seed, eval_seed,
-ckpt_step, task, t0, reference, subset, metric, value, ci_low, ci_high, k, n, extractor, note,
-p_<hyper-parameter>..., git_sha, created_at. ci_low/ci_high: a 95 % interval (bootstrap or
-Wilson, the note says which); k: the count behind a share k/n. seed: the training seed;
-eval_seed: the seed of the sampling noise. Calibration rows (real data measured by the same
+split, ckpt_step, task, t0, reference, subset, metric, value, ci_low, ci_high, k, n, extractor,
+note, p_<hyper-parameter>..., git_sha, created_at. ci_low/ci_high: a 95 % interval (bootstrap
+or Wilson, the note says which); k: the count behind a share k/n. seed: the training seed;
+eval_seed: the seed of the sampling noise. split: `validation` (rows that settings are
+selected on) or `test` (rows that are reported), measured on disjoint evaluation seeds and
+inputs (harness.report.selection); empty in tables made before the split. Calibration rows (real data measured by the same
 code) have stage `calibration`, method `calibration` and the kind of real set as weighting
 (`target-train`, `source`, `held-out-half`).
 `load_results` reads a grid folder (or several, or one run's file). Beside a grid's table,
@@ -22,7 +24,7 @@ from typing import Iterable
 from harness.store import CorruptFile, atomic_write_bytes, now_iso
 
 COLUMNS = ["grid", "run_id", "eval_id", "stage", "dataset", "target", "method", "weighting", "seed",
-           "eval_seed", "ckpt_step", "task", "t0", "reference", "subset", "metric", "value", "ci_low", "ci_high", "k", "n",
+           "eval_seed", "split", "ckpt_step", "task", "t0", "reference", "subset", "metric", "value", "ci_low", "ci_high", "k", "n",
            "extractor", "note"]
 TAIL = ["git_sha", "created_at"]
 CELLS_FILE = "cells.parquet"

@@ -9,6 +9,11 @@ runs (training seeds, evaluation seeds) it spans the lowest `ci_low` to the high
 `ci_high` of the runs (INTERVAL_RULE). Calibration rows (real data, same code) open each
 table and are never bold; the best model value is bold. `difference_table` renders paired
 differences against a baseline (jobs/paired.py), bold where the interval excludes 0.
+
+A table whose rows carry a validation split is first narrowed by harness.report.selection:
+each method's candidate chosen on the validation rows, its test rows shown; every table then
+says what was selected, by which criterion and from how many candidates, and the `selection`
+table lists every candidate's validation value.
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.params import label as param_label
+from harness.report.selection import (GROUP, VALIDATION, Criterion, Selection, has_validation, reported, select,
+                                      split_of, tags)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,6 +75,7 @@ class Table:
     ns: "pd.DataFrame | None" = None
     calibration: tuple = ()               # row labels of the real-data rows: never bold
     bold_nonzero: bool = False            # bold where the interval excludes 0 (differences)
+    bold_rows: tuple | None = None        # these rows bold instead of the best (the selected ones)
 
     def cell(self, row, column, bold: bool, fmt: str) -> str:
         mean = self.means.loc[row, column]
@@ -86,6 +94,8 @@ class Table:
         return text
 
     def best(self, column) -> set:
+        if self.bold_rows is not None:
+            return set(self.bold_rows) & set(self.means[column].dropna().index)
         if self.bold_nonzero:
             low, high = self.lows[column], self.highs[column]
             return set(self.means.index[(low > 0) | (high < 0)])
@@ -314,15 +324,76 @@ def best_lambda_rows(sdft: "pd.DataFrame", ref: str, ext: str) -> "pd.DataFrame 
     return sdft[sdft.apply(lambda r: best.get(r["weighting"]) == r[lam], axis=1)]
 
 
-def paper_tables(results: "pd.DataFrame", cells: "pd.DataFrame | None" = None) -> list[Table]:
-    """The paper's tables; `cells`: the cells table (jobs/cells.py) that gives cells of
-    several runs their hierarchical bootstrap interval (without it: SPAN_RULE)."""
+def paper_tables(results: "pd.DataFrame", cells: "pd.DataFrame | None" = None,
+                 criterion: Criterion | None = None) -> list[Table]:
+    """The paper's tables. `cells`: the cells table (jobs/cells.py) that gives cells of
+    several runs their hierarchical bootstrap interval (without it: SPAN_RULE). With
+    validation rows, of each method's selected candidate on the test split (by `criterion`,
+    default: FID against the full domain), and the `selection` table. Without them (older
+    tables, no split) of every row, as before the split existed."""
     if results.empty:
         return []
+    if not has_validation(results):
+        return _paper_tables(results, cells=cells)
+    selection = select(results, criterion)
+    chosen = _selection_labels(results, selection)
+    tables = _paper_tables(reported(results, selection), [selection_note(selection, chosen)], cells=cells)
+    table = selection_table(results, selection, chosen)
+    return tables + ([table] if table else [])
+
+
+def _selection_labels(results: "pd.DataFrame", selection: Selection) -> "pd.DataFrame":
+    """The validation rows of the criterion, prepared, with each candidate's label and tags,
+    and the table label of each: '<label> (selected of N)' for the chosen ones."""
+    rows = prepare(selection.criterion.rows(results[(split_of(results) == VALIDATION)
+                                                    & (results["method"] != "calibration")]))
+    rows = rows.assign(_group=tags(rows, GROUP), _candidate=tags(rows, selection.columns))
+    # checkpoints evaluated by separate evaluations share a label: tell them apart
+    shared = rows.groupby(["_group", "model"])["_candidate"].transform("nunique") > 1
+    at_step = lambda r: "" if r["is_early"] or _missing(r["ckpt_step"]) else f" @{int(r['ckpt_step'])}"  # noqa: E731
+    rows.loc[shared, "model"] = rows.loc[shared].apply(lambda r: r["model"] + at_step(r), axis=1)
+    counts = selection.counts()
+    chosen = set(zip(selection.chosen()["_group"], selection.chosen()["_candidate"]))
+    targets = rows["target"].nunique(dropna=True) > 1 or rows["dataset"].nunique(dropna=True) > 1
+    def label(row) -> str:
+        text = (f"{row['target']}: " if targets else "") + row["model"]
+        if (row["_group"], row["_candidate"]) in chosen:
+            text += f" (selected of {counts[row['_group']]})"
+        return text
+    rows["model"] = rows.apply(label, axis=1) if not rows.empty else rows["model"]
+    rows["chosen"] = [pair in chosen for pair in zip(rows["_group"], rows["_candidate"])]
+    return rows
+
+
+def selection_note(selection: Selection, rows: "pd.DataFrame") -> str:
+    chosen = rows[rows["chosen"]].drop_duplicates("model").sort_values(["order", "model"])["model"]
+    text = ("Selection: each method's candidate (its setting at one evaluated checkpoint; each sdft weighting "
+            f"is a method) was chosen on the validation split by the {selection.criterion.describe()}, and "
+            f"is reported on the disjoint test split: {'; '.join(chosen)}.")
+    if selection.unselected:
+        text += (f" Not selected (no validation value of the criterion), all candidates shown: "
+                 f"{'; '.join(selection.unselected.values())}.")
+    return text
+
+
+def selection_table(results: "pd.DataFrame", selection: Selection, rows: "pd.DataFrame") -> Table | None:
+    """Every candidate's criterion on the validation split, the selected ones bold."""
+    c = selection.criterion
+    table = _pivot(rows, [("validation", {}, c.metric)], "selection",
+                   f"Selection on the validation split: every candidate's {c.quantity()}",
+                   [f"Per method, the candidate with the {c.describe()} (bold) is the one the other tables "
+                    "report, on the test split."], calibration=False)
+    if table is not None:
+        table.bold_rows = tuple(rows.loc[rows["chosen"], "model"].unique())
+    return table
+
+
+def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=None) -> list[Table]:
     pivot = lambda *args, **kwargs: _pivot(*args, cells=cells, **kwargs)  # noqa: E731
     df = prepare(results)
     ref, ext = _reference(df), _extractor(df)
     distance, notes = _distance(df)
+    notes = notes + list(extra_notes)
     realism = lambda task, **extra: [  # noqa: E731
         (task, {"task": task, "reference": ref, "extractor": ext, **extra}, "fid"),
         (task, {"task": task, "reference": ref, "extractor": ext, **extra}, "kid")]

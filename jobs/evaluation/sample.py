@@ -37,7 +37,8 @@ def sample_batch(model, batch: Batch, seed: int, settings: EvalSettings, resolut
     noise = indexed_noise(seed, "translation", indices, tuple(x0.shape[1:])).to(device)
     if p.task == "sdedit":
         return sdedit(model, x0, noise, t0=p.t0, **ddim)
-    return egsde(model, x0, noise, domain, t0=p.t0, ls=s.egsde_ls, li=s.egsde_li, **ddim)
+    return egsde(model, x0, noise, domain, t0=p.t0, ls=s.egsde_ls, li=s.egsde_li,
+                 low_pass_factor=s.egsde_low_pass_factor, **ddim)
 
 
 def write_batch(out: Path, sampled: Sampled) -> Path:

@@ -24,7 +24,7 @@ GOLDEN_SPECS = {
     "sdft": (finetune_spec("sdft"), "68483eb950"),
     "sdft-min-snr": (finetune_spec("sdft", distill={"weighting": "min-snr"}), "c458aed5ff"),
     "scratch": (finetune_spec("scratch"), "0a1c2e364f"),
-    "evaluate": (eval_spec(), "73a242062b"),
+    "evaluate": (eval_spec(), "3150063f0f"),
 }
 
 
@@ -147,10 +147,24 @@ GOLDEN_EVALUATION = {"stage": "evaluate", "role": "finetuned", "model": "run:012
 def test_demo_and_paper_run_ids_are_pinned():
     from harness.spec import EvalSpec
 
-    # (recipe 2 with the run spec's defaults taken from harness.params, flips resolved)
+    # (recipe 2 with the run spec's defaults taken from harness.params, flips resolved;
+    # evaluation recipe 3: EGSDE's per-location realism energy)
     assert RunSpec.model_validate(GOLDEN_PRETRAIN).run_id == "1c7160e2d1"
     assert RunSpec.model_validate(GOLDEN_FINETUNE).run_id == "0e686149e7"
-    assert EvalSpec.model_validate(GOLDEN_EVALUATION).run_id == "0429ddc62d"
+    assert EvalSpec.model_validate(GOLDEN_EVALUATION).run_id == "9ea115f2d4"
+
+
+def test_egsde_low_pass_factor_enters_the_id_only_when_set():
+    from harness.spec import EvalSpec, identity_json
+
+    default = EvalSpec.model_validate(eval_spec())
+    assert default.settings.egsde_low_pass_factor is None
+    assert "egsde_low_pass_factor" not in identity_json(default)
+    ids = {EvalSpec.model_validate(eval_spec(egsde_low_pass_factor=f)).run_id for f in (2, 4, 8)}
+    assert len(ids | {default.run_id}) == 4
+    for bad in (3, 16, True, "4"):
+        with pytest.raises(ValidationError, match="egsde_low_pass_factor"):
+            EvalSpec.model_validate(eval_spec(egsde_low_pass_factor=bad))
 
 
 def test_demo_and_reproduce_share_the_pinned_source_model():

@@ -10,7 +10,7 @@ import torch
 import factories
 from factories import Recorder, tiny_eps_model
 from models.classifiers import DomainClassifier
-from models.sampling import egsde, indexed_noise, low_pass, sdedit, start_index
+from models.sampling import egsde, indexed_noise, low_pass, realism_energy, sdedit, start_index
 
 T = 1000
 ABAR = np.cumprod(1.0 - np.linspace(1e-4, 0.02, T, dtype=np.float64))
@@ -102,17 +102,89 @@ def test_faithfulness_energy_pulls_low_frequencies_toward_the_source():
     assert distance(faithful) < distance(plain)
 
 
+def stripes(width: int, size: int = 16) -> torch.Tensor:
+    """One image of vertical stripes `width` pixels wide, -1 and 1 in turn."""
+    row = torch.tensor([1.0 if (i // width) % 2 else -1.0 for i in range(size)])
+    return row.expand(1, 3, size, size).clone()
+
+
+def test_low_pass_keeps_what_is_wider_than_its_factor():
+    """Stripes 4 px wide survive a down-sample by 2 or 4 and vanish at 8 (each 8 px cell
+    holds one light and one dark stripe); 1 px stripes vanish at every factor."""
+    for factor, kept in ((2, True), (4, True), (8, False)):
+        out = low_pass(stripes(4), factor)
+        assert (float(out.std()) > 0.3) == kept, factor
+        assert float(low_pass(stripes(1), factor).abs().max()) < 1e-6
+    # without a factor: down to 8 x 8, by 2 at 16 px and by 4 at 32 px
+    x16, x32 = stripes(4, 16), stripes(4, 32)
+    assert torch.equal(low_pass(x16), low_pass(x16, 2)) and torch.equal(low_pass(x32), low_pass(x32, 4))
+    assert not torch.equal(low_pass(x16, 2), low_pass(x16, 4))
+    for bad in (3, 0, 32, True):
+        with pytest.raises(ValueError, match="low-pass factor"):
+            low_pass(x16, bad)
+
+
+def test_egsde_refuses_a_low_pass_factor_that_does_not_divide_the_image():
+    eps, images, noise = setup()
+    with pytest.raises(ValueError, match="low-pass factor"):
+        egsde(eps, images, noise, DomainClassifier().eval().features, t0=0.5, low_pass_factor=3)
+
+
 def source_noised(images, noise, t: int) -> torch.Tensor:
     """x_t of the source images with the start noise, from the closed form."""
     return (ABAR[t] ** 0.5 * images.double() + (1 - ABAR[t]) ** 0.5 * noise.double()).float()
 
 
+def location_cosine(f_y: torch.Tensor, f_x: torch.Tensor) -> torch.Tensor:
+    """Per sample: the cosine of the channel vectors at each location, averaged over the
+    locations, written as unit vectors' dot products (the shape of EGSDE's own code)."""
+    unit = lambda f: f / f.norm(dim=1, keepdim=True)  # noqa: E731
+    return (unit(f_y) * unit(f_x)).sum(1).mean((1, 2))
+
+
 def source_cosine(features, y, images, noise, t: int) -> torch.Tensor:
-    """Per sample: cos(f(y, t), f(x_t, t)), the quantity EGSDE's realism term lowers."""
+    """Per sample: the realism energy of y against x_t, the quantity EGSDE's realism term lowers."""
     tt = torch.full((y.shape[0],), t)
     with torch.no_grad():
-        return torch.nn.functional.cosine_similarity(features(y, tt).flatten(1),
-                                                     features(source_noised(images, noise, t), tt).flatten(1))
+        return location_cosine(features(y, tt), features(source_noised(images, noise, t), tt))
+
+
+def test_realism_energy_is_the_per_location_cosine_averaged_over_locations():
+    """Half the locations agree (norm 2), half point the opposite way (norm 1): per location
+    +1 and -1, mean 0. One cosine over the flattened maps weights locations by their norms
+    and gives (2 * 4 - 2 * 1) / (2 * 4 + 2 * 1) = 0.6 instead."""
+    a, b = torch.tensor([2.0, 0.0, 0.0]), torch.tensor([0.0, 0.6, 0.8])
+    f_y = torch.stack([a, a, b, b], dim=1).reshape(1, 3, 2, 2)
+    f_x = torch.stack([a, a, -b, -b], dim=1).reshape(1, 3, 2, 2)
+    flat = torch.nn.functional.cosine_similarity(f_y.flatten(1), f_x.flatten(1))
+    assert float(flat) == pytest.approx(0.6)
+    assert float(realism_energy(f_y, f_x)) == pytest.approx(0.0, abs=1e-7)
+    # per sample; each location's scale does not count; all agreeing gives 1
+    scaled = f_y * torch.tensor([1.0, 5.0, 0.5, 3.0]).reshape(1, 1, 2, 2)
+    both = realism_energy(torch.cat([scaled, f_x]), torch.cat([f_x, f_x]))
+    torch.testing.assert_close(both, torch.tensor([0.0, 1.0]), rtol=0, atol=1e-6)
+    # a random map against the form written out by hand
+    g = torch.Generator().manual_seed(3)
+    f_y, f_x = torch.randn(2, 8, 4, 4, generator=g), torch.randn(2, 8, 4, 4, generator=g)
+    torch.testing.assert_close(realism_energy(f_y, f_x), location_cosine(f_y, f_x))
+
+
+def test_a_small_step_down_the_guidance_gradient_lowers_the_realism_energy():
+    """The correction EGSDE subtracts, w_t * ls * grad_y E(y), taken as a small step from a
+    y near x_t: E falls, and a step the other way raises it (the sign, not only a change)."""
+    features = DomainClassifier().eval().features
+    _, images, noise = setup()
+    t = 450
+    tt, x_t = torch.full((3,), t), source_noised(images, noise, t)
+    y = (x_t + 0.3 * factories.noise(3, seed=7)).requires_grad_(True)
+    with torch.no_grad():
+        f_x = features(x_t, tt)
+    energy = lambda z: location_cosine(features(z, tt), f_x)  # noqa: E731
+    grad, = torch.autograd.grad(realism_energy(features(y, tt), f_x).sum(), y)
+    step = 1e-2 / grad.flatten(1).norm(dim=1).max()
+    with torch.no_grad():
+        before, down, up = energy(y), energy(y - step * grad), energy(y + step * grad)
+    assert (down < before).all() and (up > before).all(), (before, down, up)
 
 
 def test_egsde_realism_moves_features_away_from_the_source():
@@ -133,7 +205,8 @@ def test_egsde_realism_moves_features_away_from_the_source():
     assert (after_guided < after_plain - 1e-4).all(), (after_guided, after_plain)
 
 
-def test_egsde_scales_each_step_by_beta_over_sqrt_alpha():
+@pytest.mark.parametrize("factor", [None, 4])
+def test_egsde_scales_each_step_by_beta_over_sqrt_alpha(factor):
     """Every step's correction is w_t * grad_y(ls cos + li ||L(y) - L(x_t)||^2) with
     w_t = beta_t / sqrt(alpha_t) of the respaced step (alpha_t = abar_t / abar_prev).
 
@@ -144,7 +217,7 @@ def test_egsde_scales_each_step_by_beta_over_sqrt_alpha():
     net, features = Recorder(), Recorder(classifier.features)
     ls, li, num_steps = 500.0, 2.0, 10
     out = egsde(net, images, noise, features, t0=0.5, ls=ls, li=li, num_steps=num_steps,
-                clip_denoised=False).images
+                clip_denoised=False, low_pass_factor=factor).images
     grid = ddim_grid(num_steps)
     assert net.timesteps == [400, 300, 200, 100, 0]
     # the energies are evaluated at the step's own t, against x_t of the start noise
@@ -160,9 +233,9 @@ def test_egsde_scales_each_step_by_beta_over_sqrt_alpha():
         y = states[i].clone().requires_grad_(True)
         tt, x_t = torch.full((y.shape[0],), t), source_noised(images, noise, t)
         with torch.no_grad():
-            f_x = classifier.features(x_t, tt).flatten(1)
-        energy = (ls * torch.nn.functional.cosine_similarity(classifier.features(y, tt).flatten(1), f_x).sum()
-                  + li * (low_pass(y) - low_pass(x_t)).square().sum())
+            f_x = classifier.features(x_t, tt)
+        energy = (ls * location_cosine(classifier.features(y, tt), f_x).sum()
+                  + li * (low_pass(y, factor) - low_pass(x_t, factor)).square().sum())
         grad, = torch.autograd.grad(energy, y)
         correction = ((abar_prev / ABAR[t]) ** 0.5 * states[i].double() - states[i + 1].double())
         if i == 0:      # y = x_t: both energies are at their minimum, the step is plain DDIM
