@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
             criterion = Criterion.parse(args.select_by)
         except ValueError as err:
             raise UserError(f"--select-by: {err}") from None
-        tables = paper_tables(load_results(args.results), load_cells(args.results), criterion)
+        tables = paper_tables(load_results(args.results), load_cells(args.results), criterion=criterion)
         if not tables:
             raise UserError(f"{' '.join(args.results)}: no evaluated runs to tabulate")
         for table in tables:

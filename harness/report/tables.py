@@ -324,7 +324,7 @@ def best_lambda_rows(sdft: "pd.DataFrame", ref: str, ext: str) -> "pd.DataFrame 
     return sdft[sdft.apply(lambda r: best.get(r["weighting"]) == r[lam], axis=1)]
 
 
-def paper_tables(results: "pd.DataFrame", cells: "pd.DataFrame | None" = None,
+def paper_tables(results: "pd.DataFrame", cells: "pd.DataFrame | None" = None, *,
                  criterion: Criterion | None = None) -> list[Table]:
     """The paper's tables. `cells`: the cells table (jobs/cells.py) that gives cells of
     several runs their hierarchical bootstrap interval (without it: SPAN_RULE). With

@@ -137,7 +137,7 @@ def test_the_criterion_is_a_setting_and_the_tables_name_it():
     assert chosen(by_target)["naive"] == ({"p_lr": 1e-4}, 1000)    # the second candidate
     by_psnr = select(df, Criterion.parse("sdedit@0.5:psnr"))
     assert chosen(by_psnr)["naive"] == ({"p_lr": 2e-4}, 1000)      # higher is better: the last
-    markdown = {t.name: t for t in paper_tables(df, Criterion.parse("sdedit:psnr"))}["table3"].render("markdown")
+    markdown = {t.name: t for t in paper_tables(df, criterion=Criterion.parse("sdedit:psnr"))}["table3"].render("markdown")
     assert "highest mean SDEdit PSNR at t0 = 0.5 against the source images" in markdown
     for bad in ("", "painting:fid", "unconditional@0.5:fid", "fid/"):
         with pytest.raises(ValueError, match="criterion|t0"):
