@@ -1,7 +1,10 @@
 """The grid file: one YAML that describes a whole experiment, validated by pydantic.
 
 Any hyper-parameter given as a list is an axis of the grid; `{same_as: other}` ties a
-hyper-parameter to another's axis (lambda_aux moving with lambda_distill, say).
+hyper-parameter to another's axis (lambda_aux moving with lambda_distill, say). Under
+`per_method` a method, or one weighting of sdft (`sdft/min-snr`), gets values and axes of
+its own. `selection` says how the tables pick each method's candidate and whether every
+method must get as many (harness.budget).
 Errors come out as one line naming the file, the field path and what was expected.
 Numbers are strict (harness.numbers: no booleans, finite, bounded), a key given twice is
 an error, and the cluster settings that reach the sbatch script are checked (see ClusterConfig).
