@@ -1,7 +1,10 @@
 """The grid file: one YAML that describes a whole experiment, validated by pydantic.
 
 Any hyper-parameter given as a list is an axis of the grid; `{same_as: other}` ties a
-hyper-parameter to another's axis (lambda_aux moving with lambda_distill, say).
+hyper-parameter to another's axis (lambda_aux moving with lambda_distill, say). Under
+`per_method` a method, or one weighting of sdft (`sdft/min-snr`), gets values and axes of
+its own. `selection` says how the tables pick each method's candidate and whether every
+method must get as many (harness.budget).
 Errors come out as one line naming the file, the field path and what was expected.
 Numbers are strict (harness.numbers: no booleans, finite, bounded), a key given twice is
 an error, and the cluster settings that reach the sbatch script are checked (see ClusterConfig).
@@ -12,7 +15,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union, get_args
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
@@ -286,15 +289,31 @@ class ClusterConfig(Strict):
         return value
 
 
+# per_method keys: a method, or one weighting of sdft ("sdft/min-snr"), whose overrides apply
+# on top of the method's (each weighting's lambda has its own scale: the weights are not normalised)
+MethodKey = Literal[(*get_args(Method), *(f"sdft/{w}" for w in get_args(Weighting)))]
+
+
+class SelectionConfig(Strict):
+    """How each method's reported setting is chosen among its candidates (the report layer
+    reads `criterion`) and whether the grid must give every method as many (checked at
+    submit by harness.budget; off by default, so existing grids submit as before)."""
+    # the report layer's grammar `[task[@t0]:]metric[/reference]` (harness.report.selection);
+    # "fid": unconditional FID against the full-domain set where one is measured
+    criterion: Annotated[str, Field(pattern=r"^[a-z0-9_.@:/-]+$", max_length=64)] = "fid"
+    equal_budget: StrictBool = False
+
+
 class GridConfig(Strict):
     name: Name
     datasets: Annotated[list[DatasetConfig], Field(min_length=1)]
     methods: Annotated[list[Method], Field(min_length=1)]
     weightings: Annotated[list[Weighting], Field(min_length=1)] = ["sdft"]
     finetune: FinetuneSettings = FinetuneSettings()
-    per_method: dict[Method, FinetuneSettings] = {}
+    per_method: dict[MethodKey, FinetuneSettings] = {}
     seeds: Annotated[list[Seed], Field(min_length=1)] = [0]
     evaluation: EvaluationConfig = EvaluationConfig()
+    selection: SelectionConfig = SelectionConfig()
     cluster: ClusterConfig = ClusterConfig()
 
     @field_validator("per_method", mode="before")
@@ -317,16 +336,25 @@ class GridConfig(Strict):
     def _method_ties_hold(self):
         """A method's overrides can break a tie of the base (a chain, a cycle, a value the
         tied setting refuses): check the settings each method will really run with."""
-        base = {name: getattr(self.finetune, name) for name in FinetuneSettings.model_fields}
-        for method, override in self.per_method_raw().items():
+        raw = self.per_method_raw()
+        for key, override in raw.items():
+            method, _, weighting = key.partition("/")
+            if weighting and (method not in self.methods or weighting not in self.weightings):
+                raise AtField(("per_method", key), f"names {method} under weighting {weighting}, which the "
+                                                   f"grid does not run (methods {self.methods}, weightings "
+                                                   f"{self.weightings})")
+            base = {name: getattr(self.finetune, name) for name in FinetuneSettings.model_fields}
+            if weighting:
+                base.update(raw.get(method, {}))
             bad = tie_error({**base, **override})
             if bad is None:
                 continue
             name, problem = bad
             if name in override:
-                raise AtField(("per_method", method, name, "same_as"), problem)
+                raise AtField(("per_method", key, name, "same_as"), problem)
             leader = base[name].same_as
-            raise AtField(("per_method", method, leader), f"finetune.{name} is tied to {leader}: {problem}")
+            where = f"per_method.{method}" if name in raw.get(method, {}) else "finetune"
+            raise AtField(("per_method", key, leader), f"{where}.{name} is tied to {leader}: {problem}")
         return self
 
     @model_validator(mode="after")

@@ -72,11 +72,24 @@ def sweep(settings: dict[str, Any]) -> list[dict[str, Any]]:
     return combos
 
 
-def settings_for(grid: GridConfig, method: str) -> dict[str, Any]:
-    """The grid's finetune settings with the method's overrides applied."""
+def settings_for(grid: GridConfig, method: str, weighting: str | None = None) -> dict[str, Any]:
+    """The grid's finetune settings with the method's overrides applied, then its weighting's
+    (per_method `sdft/<weighting>`)."""
     base = {name: getattr(grid.finetune, name) for name in FinetuneSettings.model_fields}
-    base.update(grid.per_method_raw().get(method, {}))
+    raw = grid.per_method_raw()
+    base.update(raw.get(method, {}))
+    if weighting is not None:
+        base.update(raw.get(f"{method}/{weighting}", {}))
     return base
+
+
+def method_combos(grid: GridConfig, method: str) -> list[tuple[dict[str, Any], str | None]]:
+    """(settings, weighting) of every run of a method before seeds: each weighting sweeps its
+    own settings. Sweep-major order, as when all weightings shared one sweep."""
+    weightings = grid.weightings if method == "sdft" else [None]
+    sweeps = [(w, sweep(settings_for(grid, method, w))) for w in weightings]
+    longest = max(len(s) for _, s in sweeps)
+    return [(s[i], w) for i in range(longest) for w, s in sweeps if i < len(s)]
 
 
 # ---------------------------------------------------------------- specs
@@ -196,12 +209,10 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
                 source_eval.run_id, "evaluate", source_eval, dataset.name, target.name, "source",
                 depends_on=deps))
             for method in grid.methods:
-                settings = settings_for(grid, method)
-                scratch_network = network or settings.get("network")
+                scratch_network = network or settings_for(grid, method).get("network")
                 if method == "scratch" and scratch_network is None:
                     raise UserError(f"{where}: scratch needs finetune.network when the source is a model folder")
-                weightings = grid.weightings if method == "sdft" else [None]
-                for combo, weighting, seed in itertools.product(sweep(settings), weightings, grid.seeds):
+                for (combo, weighting), seed in itertools.product(method_combos(grid, method), grid.seeds):
                     spec = finetune_spec(method, weighting, combo, seed, data, init, scratch_network,
                                          snapshots_for(grid, method))
                     if spec.run_id in runs:

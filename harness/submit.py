@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.budget import candidates, estimate_seconds, unequal
 from harness.config import load_grid
 from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
 from harness.executors import array_master
@@ -261,12 +262,34 @@ def plan_table(plan: Plan, todo: Triage | None = None) -> str:
 
 
 
+def check_budgets(plan: Plan, grid_path: Path) -> dict[str, int]:
+    """Each method's candidate count; unequal counts are an error where the grid asks for
+    equal budgets (selection.equal_budget)."""
+    counts = candidates(plan)
+    if plan.grid.selection.equal_budget and (differ := unequal(counts)):
+        raise UserError(f"{grid_path}: selection.equal_budget: the methods have different numbers of "
+                        f"candidates (settings x evaluated checkpoints): {differ}")
+    return counts
+
+
+def budget_lines(plan: Plan, counts: dict[str, int]) -> list[str]:
+    """The dry run's summary: each method's candidates, and a rough wall time."""
+    lines = [f"candidates {label}: {n}" for label, n in counts.items()]
+    seconds = estimate_seconds(plan)
+    total = sum(seconds.values())
+    lines.append(f"rough wall time, jobs one after another on the 2-core dev machine: {total / 3600:.1f} h "
+                 f"(training {seconds['finetune'] / 3600:.1f} h, evaluation {seconds['evaluate'] / 3600:.1f} h; "
+                 f"pretraining and the aggregate not counted)")
+    return lines
+
+
 def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path = "results",
            dry_run: bool = False, wait: bool = False, retry_failed: bool = False) -> dict:
     grid_path = Path(grid_path)
     grid = load_grid(grid_path)
     check_results_root(results, grid_path, grid.name)
     plan = expand(grid, base_dir=grid_path.resolve().parent)
+    counts = check_budgets(plan, grid_path)
     check_paths(plan, grid_path, dry_run)
     check_inputs(grid, grid_path.resolve().parent, grid_path, dry_run)
     store = Store(results)
@@ -278,6 +301,7 @@ def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path
                "skipped_running": len(todo.running), "skipped_failed": todo.skipped_failed}
     if dry_run:
         print(plan_table(plan, todo))
+        print("\n".join(budget_lines(plan, counts)))
         return summary
 
     # Everything is valid: only now is anything written.

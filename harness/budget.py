@@ -1,0 +1,100 @@
+"""Tuning budgets: how many candidates each method chooses its reported setting from.
+
+A method that is tried in more settings gets more chances at a lucky one, so a comparison is
+fair only when every method has the same number of candidates (DESIGN.md section 7). A
+candidate is one setting of the hyper-parameters that apply to the method, at one evaluated
+checkpoint (the final step, or an earlier one kept by evaluation.checkpoint_steps); training
+seeds repeat a candidate, they are not candidates. Every weighting of sdft is a method of its
+own (the report layer's selection groups the same way). Settings that have no effect on a
+method (lambda for naive, gamma for a constant weighting) never reach its run specs, so they
+cannot add candidates here either.
+
+With a constant learning rate (jobs.train has no schedule) the checkpoint at step s of a
+longer run is the model a run of s steps would have made, so sweeping steps through
+checkpoints costs evaluations only, not training runs.
+
+Also a rough wall-time estimate of a plan from costs measured on the 2-core development
+machine (RoughCost); it is printed by the dry run and is no more than a guide.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from harness.grid import Plan, PlannedRun
+
+# what repeats a candidate rather than making a new one, and what the checkpoint axis replaces
+NOT_A_SETTING = frozenset({"seed", "steps"})
+
+
+def method_label(run: PlannedRun) -> str:
+    """'naive', 'scratch', 'sdft/min-snr': the unit that gets a budget."""
+    return f"{run.method}/{run.weighting}" if run.weighting else str(run.method)
+
+
+def evaluated_steps(run: PlannedRun) -> tuple[int, ...]:
+    """The steps of a finetune run whose models are evaluated: its snapshots and its end."""
+    return (*run.spec.snapshot_steps, run.spec.steps)
+
+
+def candidates(plan: Plan) -> dict[str, int]:
+    """Method label -> its number of candidates, per target (every target of a grid runs the
+    same sweep). Two runs that differ only in steps share their common checkpoints: a run
+    of 300 steps and the 300-step snapshot of a 600-step run are one candidate."""
+    seen: set[tuple] = set()
+    for run in plan.by_stage("finetune"):
+        setting = tuple(sorted((k, repr(v)) for k, v in run.params.items() if k not in NOT_A_SETTING))
+        for step in evaluated_steps(run):
+            seen.add((run.dataset, run.target, method_label(run), setting, step))
+    per_target = Counter((dataset, target, label) for dataset, target, label, _, _ in seen)
+    counts: dict[str, int] = {}
+    for (_, _, label), n in sorted(per_target.items()):
+        counts[label] = max(counts.get(label, 0), n)
+    return counts
+
+
+def unequal(counts: dict[str, int]) -> str | None:
+    """'naive 3, scratch 4, ...' when the methods' budgets differ; None when they are equal."""
+    if len(set(counts.values())) <= 1:
+        return None
+    return ", ".join(f"{label} {n}" for label, n in counts.items())
+
+
+# ---------------------------------------------------------------- a rough wall-time estimate
+@dataclass(frozen=True)
+class RoughCost:
+    """Seconds on the 2-core development machine, measured on the demo's settings (16 px,
+    batch 32, 600 steps; 500 samples, 300 SDEdit + 300 EGSDE translations at t0 0.5, all
+    metrics). Training scales with steps x batch x pixels; an evaluation with the images it
+    makes times their DDIM steps (a translation runs t0 of them), once per evaluation seed."""
+    train_naive: float = 47.0 / (600 * 32 * 16 * 16)      # per step x image x pixel
+    train_sdft: float = 90.0 / (600 * 32 * 16 * 16)
+    sample: float = 25.0 / (500 * 16 * 16)                # unconditional half of the 50 s
+    translate: float = 25.0 / (300 * 0.5 * 16 * 16)       # SDEdit + EGSDE half, per t0 unit
+    job_start: float = 5.0
+
+
+def estimate_seconds(plan: Plan, cost: RoughCost = RoughCost()) -> dict[str, float]:
+    """Rough seconds per stage (pretraining left out: the demo's source is shipped). Jobs run
+    one after another; the local executor's parallelism is not counted."""
+    out = {"finetune": 0.0, "evaluate": 0.0}
+    e = plan.grid.evaluation
+    by_id = plan.by_id()
+    for run in plan.runs:
+        if run.stage == "finetune":
+            s = run.spec
+            pixels = s.data.resolution ** 2
+            rate = cost.train_sdft if s.method == "sdft" else cost.train_naive
+            out["finetune"] += cost.job_start + rate * s.steps * s.batch_size * pixels
+        elif run.stage == "evaluate":
+            pixels = run.spec.source_data.resolution ** 2
+            trained = by_id.get(run.depends_on[0]) if run.depends_on else None
+            models = len(evaluated_steps(trained)) if trained is not None and trained.stage == "finetune" else 1
+            per_model = 0.0
+            if "unconditional" in e.tasks:
+                per_model += cost.sample * e.num_samples * pixels
+            translations = [t for t in e.tasks if t != "unconditional"]
+            per_model += (cost.translate * e.num_translations * pixels * sum(e.t0)
+                          * len(translations) / 2)
+            out["evaluate"] += cost.job_start + per_model * models * len(e.seeds)
+    return out

@@ -1,0 +1,133 @@
+"""Per-method sweeps and equal tuning budgets (harness.budget): the candidates each method
+chooses from, counted from the expanded plan, and the submit-time check that they match."""
+import json
+
+import pytest
+
+from factories import ROOT, run_module, smoke_grid, write_grid
+from harness.budget import candidates, unequal
+from harness.config import load_grid
+from harness.errors import UserError
+from harness.grid import expand
+
+LRS = [5e-5, 1e-4, 2e-4]
+LAMBDAS = [0.3, 1.0, 3.0]
+
+
+def finetunes(tmp_path, **changes):
+    return expand(load_grid(write_grid(tmp_path, smoke_grid(**changes)))).by_stage("finetune")
+
+
+def by_method(runs):
+    out = {}
+    for r in runs:
+        out.setdefault(r.method if r.weighting is None else f"{r.method}/{r.weighting}", []).append(r)
+    return out
+
+
+def test_per_method_axes_sweep_that_method_only(tmp_path):
+    runs = by_method(finetunes(tmp_path, seeds=[0, 1], per_method={
+        "naive": {"lr": LRS, "steps": [10, 20]}, "sdft": {"lambda_distill": LAMBDAS}}))
+    assert len(runs["naive"]) == len(LRS) * 2 * 2
+    assert {(r.spec.lr, r.spec.steps) for r in runs["naive"]} == {(lr, s) for lr in LRS for s in (10, 20)}
+    assert len(runs["sdft/sdft"]) == len(LAMBDAS) * 2
+    assert {r.spec.lr for r in runs["sdft/sdft"]} == {smoke_grid()["finetune"]["lr"]}
+    # scratch has no axis of its own: one run per seed, with the base settings
+    assert len(runs["scratch"]) == 2
+    assert {(r.spec.lr, r.spec.steps) for r in runs["scratch"]} == {
+        (smoke_grid()["finetune"]["lr"], smoke_grid()["finetune"]["steps"])}
+
+
+@pytest.mark.parametrize("where", ["finetune", "per_method"])
+def test_lambda_does_not_multiply_naive_nor_change_its_id(tmp_path, where):
+    plain = by_method(finetunes(tmp_path))["naive"]
+    sweep = ({"finetune__lambda_distill": LAMBDAS} if where == "finetune"
+             else {"per_method": {"naive": {"lambda_distill": LAMBDAS}}})
+    swept = by_method(finetunes(tmp_path, **sweep))
+    assert [r.run_id for r in swept["naive"]] == [r.run_id for r in plain]
+    assert swept["naive"][0].spec.distill is None
+    if where == "finetune":
+        assert len(swept["sdft/sdft"]) == len(LAMBDAS)
+
+
+def test_each_weighting_sweeps_its_own_lambda(tmp_path):
+    runs = by_method(finetunes(tmp_path, weightings=["sdft", "constant"], per_method={
+        "sdft": {"lambda_distill": [1.0, 3.0]}, "sdft/constant": {"lambda_distill": [0.1, 0.3, 1.0]}}))
+    assert sorted(r.spec.distill.lambda_distill for r in runs["sdft/sdft"]) == [1.0, 3.0]
+    assert sorted(r.spec.distill.lambda_distill for r in runs["sdft/constant"]) == [0.1, 0.3, 1.0]
+    # the tie of the base still holds under a weighting's own sweep
+    assert all(r.spec.distill.lambda_aux == r.spec.distill.lambda_distill for r in runs["sdft/constant"])
+
+
+def test_a_weighting_the_grid_does_not_run_is_refused(tmp_path):
+    path = write_grid(tmp_path, smoke_grid(per_method={"sdft/min-snr": {"lambda_distill": [1.0]}}))
+    with pytest.raises(UserError, match=r"per_method\.sdft/min-snr: .*weightings \['sdft'\]"):
+        load_grid(path)
+
+
+def test_candidates_are_settings_times_evaluated_checkpoints(tmp_path):
+    steps = smoke_grid()["finetune"]["steps"]
+    grid = load_grid(write_grid(tmp_path, smoke_grid(
+        seeds=[0, 1, 2],                                    # seeds repeat a candidate
+        weightings=["sdft", "constant"],
+        finetune__gamma_distill=[1.0, 3.0],                 # acts on the sdft weighting only
+        finetune__lambda_distill=[0.3, 1.0],                # acts on neither naive nor scratch
+        per_method={"naive": {"lr": LRS}},
+        evaluation__checkpoint_steps=[steps // 2, steps * 10],   # the second lies past the end
+        evaluation__checkpoint_methods=["naive", "sdft"])))
+    counts = candidates(expand(grid))
+    assert counts == {"naive": len(LRS) * 2, "scratch": 1,
+                      "sdft/constant": 2 * 2, "sdft/sdft": 2 * 2 * 2}
+    assert unequal(counts) == f"naive {len(LRS) * 2}, scratch 1, sdft/constant 4, sdft/sdft 8"
+
+
+def test_a_steps_sweep_shares_the_checkpoints_it_already_evaluates(tmp_path):
+    """A 10-step run and the step-10 snapshot of a 20-step run are one candidate."""
+    grid = load_grid(write_grid(tmp_path, smoke_grid(
+        methods=["naive"], finetune__steps=[10, 20], evaluation__checkpoint_steps=[10],
+        evaluation__checkpoint_methods=["naive"])))
+    assert candidates(expand(grid)) == {"naive": 2}
+
+
+def test_equal_budgets_pass(tmp_path):
+    grid = load_grid(write_grid(tmp_path, smoke_grid(
+        per_method={"naive": {"lr": LRS}, "scratch": {"lr": LRS}, "sdft": {"lambda_distill": LAMBDAS}},
+        selection={"equal_budget": True})))
+    counts = candidates(expand(grid))
+    assert set(counts.values()) == {len(LRS)} and unequal(counts) is None
+
+
+def test_unequal_budgets_are_refused_at_submit_with_exit_2_writing_nothing(tmp_path):
+    results = tmp_path / "results"
+    path = write_grid(tmp_path, smoke_grid(per_method={"naive": {"lr": LRS}},
+                                           selection={"equal_budget": True}))
+    for extra in ((), ("--dry-run",)):
+        proc = run_module("harness.submit", str(path), "--results", str(results), "--executor", "local", *extra)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert "selection.equal_budget" in lines[0] and f"naive {len(LRS)}" in lines[0]
+        assert "scratch 1" in lines[0] and "sdft/sdft 1" in lines[0]
+        assert not results.exists()
+
+
+def test_budgets_are_not_checked_unless_asked(tmp_path):
+    grid = load_grid(ROOT / "grids" / "reproduce.yaml")
+    assert grid.selection.equal_budget is False and grid.selection.criterion == "fid"
+    assert unequal(candidates(expand(grid, ROOT / "grids"))) is not None     # and yet it submits
+
+
+def test_the_fair_draft_expands_with_equal_budgets(tmp_path):
+    proc = run_module("harness.submit", str(ROOT / "grids" / "reproduce-fair.yaml"), "--dry-run",
+                      "--results", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    budget = dict(line.removeprefix("candidates ").split(": ") for line in lines if line.startswith("candidates "))
+    assert sorted(budget) == ["naive", "scratch", "sdft/constant", "sdft/min-snr", "sdft/sdft"]
+    assert set(budget.values()) == {"4"}
+    assert any(line.startswith("rough wall time") for line in lines)
+    grid = load_grid(ROOT / "grids" / "reproduce-fair.yaml")
+    demo = load_grid(ROOT / "grids" / "demo.yaml")
+    assert grid.datasets[0].source == demo.datasets[0].source         # the shipped weights' run id
+    assert grid.seeds == [0, 1, 2] and grid.evaluation.seeds == [0, 1]
+    assert json.loads(lines[-1])["grid"] == "reproduce-fair"
