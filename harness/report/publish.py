@@ -32,8 +32,9 @@ def publish(grid_dir: Path, out_dir: Path) -> Path:
             shutil.copy2(source, staging / name)
     df = load_results(grid_dir / "metrics.parquet")
     write_csv(staging / "metrics.csv.gz", df)
-    if (grid_dir / CELLS_FILE).is_file():       # the intervals of cells over several runs
-        write_csv(staging / PUBLISHED_CELLS, read_metrics(grid_dir / CELLS_FILE))
+    cells = read_metrics(grid_dir / CELLS_FILE) if (grid_dir / CELLS_FILE).is_file() else None
+    if cells is not None and len(cells):        # the intervals of cells over several runs
+        write_csv(staging / PUBLISHED_CELLS, cells)
     # the report names where its table was; the published copy names its own
     report = re.sub(r"load_results\('[^']*'\)", "load_results('metrics.csv.gz')",
                     (staging / "report.md").read_text())

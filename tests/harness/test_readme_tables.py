@@ -6,7 +6,7 @@ import pytest
 from factories import ROOT, run_module
 from harness.errors import UserError
 from harness.report import readme
-from harness.report.results import load_results, write_csv
+from harness.report.results import load_results, write_csv, write_parquet
 from test_tables import rows
 
 
@@ -55,3 +55,26 @@ def test_an_unknown_table_or_file_is_one_line_naming_it(tmp_path):
     assert proc.returncode == 2
     assert re.fullmatch(r"error: \S+README.md: no '<!-- tables: FILE NAME\.\.\. -->' block to fill\n", proc.stderr)
     assert (tmp_path / "README.md").read_text() == "# nothing generated\n"
+
+
+def test_publish_replaces_the_folder_with_the_grid_s_report_and_its_tidy_table(tmp_path):
+    from harness.report.publish import publish
+    from harness.report.results import CELLS_FILE
+
+    grid = tmp_path / "results" / "demo"
+    (grid / "tables").mkdir(parents=True)
+    write_parquet(grid / "metrics.parquet", rows())
+    write_parquet(grid / CELLS_FILE, rows().iloc[:0])          # one seed: no cell of several runs
+    (grid / "tables" / "table3.md").write_text("t3")
+    (grid / "report.md").write_text(f"Query them with `harness.results.load_results('{grid}')`.\n")
+    out = tmp_path / "docs" / "demo"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "stale.png").write_text("from an older grid")
+    publish(grid, out)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "metrics.csv.gz", "report.md", "tables", "tables/table3.md"]
+    assert (out / "report.md").read_text() == "Query them with `harness.results.load_results('metrics.csv.gz')`.\n"
+    assert len(load_results(out / "metrics.csv.gz")) == len(rows())
+    with pytest.raises(UserError, match="not an aggregated grid folder"):
+        publish(tmp_path / "results" / "missing", out)
+    assert (out / "report.md").is_file()                         # a failed publish leaves the old folder
