@@ -242,6 +242,16 @@ class EvalSettings(Strict):
     # The sampling noise (and translation noise). A list: one set of products per seed, so
     # that the intervals cover the spread over sampling noise, not only over images.
     seed: Annotated[int | list[int], BeforeValidator(_seed_or_seeds)] = 0
+    # true: every model is evaluated twice, on a `validation` and a disjoint `test` split
+    # (other noise, other translation inputs, the other half of a held-out reference;
+    # jobs/evaluation/splits.py), so that settings are chosen on rows that are not reported
+    # (harness.report.selection). false (the default) stays out of the run id.
+    splits: StrictBool = False
+
+    @property
+    def split_names(self) -> list[str | None]:
+        """The splits each product is made for: [None] without splits."""
+        return ["validation", "test"] if self.splits else [None]
 
     @property
     def seeds(self) -> list[int]:

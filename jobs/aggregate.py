@@ -7,6 +7,12 @@ Everything lands in results/<grid>/: metrics.parquet, cells.parquet (the interva
 table cells over several runs, jobs/cells.py), tables/ (the paper's tables with
 calibration rows first, and the paired differences against naive), tradeoff.png, images/
 (sample grids, per-class histograms), report.md.
+
+With evaluation splits (`evaluation.splits`), each method's candidate is selected on the
+validation rows (harness.report.selection, FID by default): the tables, the paired
+differences (against the selected naive) and report.md show the selected candidates'
+test rows and say which candidate was selected from how many; the cells, the trade-off plot,
+the image grids and the histograms read the test split only.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from pathlib import Path
 
 from harness.errors import UserError, exit_on_user_error
 from harness.report.results import CELLS_FILE, tidy, write_parquet
+from harness.report.selection import VALIDATION, Selection, has_validation, reported, select, split_of
 from harness.spec import AggregateSpec
 from harness.store import RunFolder, atomic_write_bytes, now_iso, store_root_of
 from harness.report.tables import difference_table, paper_tables, prepare, write_tables
@@ -99,8 +106,10 @@ def image_grids(df, store_root: Path, out_dir: Path) -> list[tuple[Path, list[st
     first_seed = df[(df.seed.isna()) | (df.seed == df.seed.min())]
     models = first_seed.drop_duplicates("eval_id").sort_values(["order", "model"])
     written = []
-    # each evaluation's final checkpoint's products, by name (task, t0, seed)
-    finals = {eid: final(read_manifest(RunFolder(store_root / eid))) for eid in models.eval_id}
+    # each evaluation's final checkpoint's products, by name (task, t0, seed), of the test
+    # split (or of no split): the validation split's have other inputs
+    finals = {eid: final([e for e in read_manifest(RunFolder(store_root / eid)) if e.split != VALIDATION])
+              for eid in models.eval_id}
     tasks = {name: p.task for products in finals.values() for name, p in products.items()}
     for dataset_target, group in models.groupby(["dataset", "target"]):
         for key in sorted(tasks):
@@ -132,18 +141,20 @@ def class_histograms(df, store_root: Path, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from jobs.evaluation.splits import items_name
     from jobs.paired import final_items, load
 
     df = prepare(df)
+    split = "test" if (split_of(df) == "test").any() else None
     written = []
     for (dataset, target), group in df.groupby(["dataset", "target"]):
         source = group[(group.method == "source")]
         if source.empty:
             continue
         items = store_root / source.eval_id.iloc[0] / "items"
-        if not (items / "references.npz").is_file():
+        if not (items / items_name("references", split)).is_file():
             continue
-        with np.load(items / "references.npz") as f:
+        with np.load(items / items_name("references", split)) as f:
             refs = dict(f)
         if "class_ids" not in refs:
             continue
@@ -151,7 +162,7 @@ def class_histograms(df, store_root: Path, out_dir: Path) -> list[Path]:
         share = lambda labels: np.array([(labels == c).mean() for c in ids]) if len(labels) else None  # noqa: E731
         bars = [("full domain (true labels)", share(refs.get("labels_full-domain", np.array([])))),
                 ("target set (true labels)", share(refs.get("labels_target", np.array([]))))]
-        floor = items / "calibration_held-out-half_unconditional.npz"
+        floor = items / items_name("calibration_held-out-half_unconditional", split)
         if floor.is_file():
             with np.load(floor) as f:
                 bars.append(("held-out half (classified)", share(f["predicted"])))
@@ -159,7 +170,7 @@ def class_histograms(df, store_root: Path, out_dir: Path) -> list[Path]:
         for model, runs in models.sort_values(["order", "model"]).groupby("model", sort=False):
             predicted = []
             for eid in runs.eval_id:
-                product = final_items(store_root / eid).products.get(("unconditional", None))
+                product = final_items(store_root / eid, split).products.get(("unconditional", None))
                 if product:
                     found = load(product)
                     if "predicted" in found:
@@ -200,12 +211,40 @@ def _sources(eval_dir: Path):
     return to_model_range(torch.stack([ds[i] for i in range(min(SHOWN_PER_ROW, len(ds)))]))
 
 
+def selection_lines(selection: Selection) -> list[str]:
+    """report.md's account of the selection: per method, the candidate chosen on the
+    validation split, its score, and from how many candidates."""
+    counts = selection.counts()
+    lines = ["## Selection on the validation split", "",
+             f"Each method's candidate was chosen by the {selection.criterion.describe()} on the validation "
+             "rows; the tables and the paired differences (against the selected naive) report its test rows.", ""]
+    scores = selection.scores
+    chosen = selection.chosen().sort_values("_group")
+    for _, row in chosen.iterrows():
+        method = row["method"] + (f"/{row['weighting']}" if isinstance(row["weighting"], str) else "")
+        target = f"{row['target']}: " if isinstance(row["target"], str) else ""
+        # the settings its candidates differ in
+        group = scores[scores["_group"] == row["_group"]]
+        varying = [c for c in selection.columns if c.startswith("p_") and group[c].nunique(dropna=False) > 1]
+        settings = ", ".join(f"{c[2:]}={row[c]}" for c in varying)
+        step = row["ckpt_step"]
+        at = f" at step {int(step)}" if step is not None and step == step else ""
+        lines.append(f"- {target}{method}: {settings or 'its only setting'}{at} (validation score "
+                     f"{row['score']:.4g} over {int(row['rows'])} rows; selected of {counts[row['_group']]})")
+    if selection.unselected:
+        lines.append(f"- not selected (no validation value of the criterion): "
+                     f"{', '.join(selection.unselected.values())}")
+    return lines + [""]
+
+
 def report(spec: AggregateSpec, df, tables, plot: Path | None, grids: list[tuple[Path, list[str]]],
-           grid_dir: Path, histograms: list[Path] = ()) -> Path:
+           grid_dir: Path, histograms: list[Path] = (), selection: Selection | None = None) -> Path:
     lines = [f"# {spec.grid}: results", "",
              f"{df.eval_id.nunique()} evaluated models, {len(df)} numbers; generated {now_iso()} "
              f"(commit {df.git_sha.dropna().iloc[0] if df.git_sha.notna().any() else 'unknown'}).",
              "Query them with `harness.results.load_results('" + str(grid_dir) + "')`.", ""]
+    if selection is not None:
+        lines += selection_lines(selection)
     for table in tables:
         lines += [table.render("markdown"), ""]
     if plot is not None:
@@ -234,16 +273,26 @@ def aggregate(spec: AggregateSpec, run_dir: str | Path) -> Path:
     from jobs.cells import cells
     from jobs.paired import differences
 
-    cell_table = cells(prepare(df), store_root)
+    # with splits: what is reported is the test split (the cells of every candidate, so that
+    # another criterion in harness.tables finds its cells too) and, for the paired
+    # differences, the selected candidates' test rows: the baseline is the selected naive
+    selection = select(df) if has_validation(df) else None
+    test = df[split_of(df) != VALIDATION]
+    cell_table = cells(prepare(test), store_root)
     write_parquet(grid_dir / CELLS_FILE, cell_table)
     tables = paper_tables(df, cell_table)
-    paired = difference_table(differences(prepare(df), store_root))
+    shown = reported(df, selection) if selection is not None else df
+    paired = difference_table(differences(prepare(shown), store_root))
+    if paired is not None and selection is not None:
+        paired.title = "Paired differences against the selected naive (test split)"
+        paired.notes.append(f"Each method's candidate selected on the validation split by the "
+                            f"{selection.criterion.describe()}; differences on the test split.")
     tables += [paired] if paired is not None else []
     written = write_tables(tables, grid_dir / "tables")
-    plot = tradeoff_plot(df, grid_dir / "tradeoff.png")
-    grids = image_grids(df, store_root, grid_dir / "images")
-    histograms = class_histograms(df, store_root, grid_dir / "images")
-    path = report(spec, df, tables, plot, grids, grid_dir, histograms)
+    plot = tradeoff_plot(test, grid_dir / "tradeoff.png")
+    grids = image_grids(test, store_root, grid_dir / "images")
+    histograms = class_histograms(test, store_root, grid_dir / "images")
+    path = report(spec, df, tables, plot, grids, grid_dir, histograms, selection)
     # what a later submission checks still exists (a deleted grid folder is rebuilt)
     run.set_state("done", products=sorted([CELLS_FILE] + [str(p.relative_to(grid_dir)) for p in written]))
     return path

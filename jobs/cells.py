@@ -13,6 +13,9 @@ seed from its items (items/<product>.npz, written by jobs/measure.py):
   of the per-sample predictions among the kept ones (the evaluation's confidence filter),
   widened where needed to the Wilson interval of the summed k/n: a share at 0 or 1 in every
   run bootstraps to a point, which the counts do not support.
+With evaluation splits, a cell holds rows of one split only, and reads that split's items and
+reference features (items/references_<split>.npz): item i of the validation split is no
+pair of item i of the test split.
 A cell's value is the tables' (the mean of its rows); the recomputed one must agree with it,
 or the items do not belong to the rows and the cell is left out. So are cells without
 per-item values (intra-cluster LPIPS, FeatDist, P/R/D/C): the tables then show the span of
@@ -31,6 +34,7 @@ import numpy as np
 from harness.report.tables import CELL_KEYS, _extractor, _reference, cell_key
 from harness.store import RunFolder
 from jobs.evaluation.manifest import read_manifest
+from jobs.evaluation.splits import items_name
 from jobs.paired import _mean, _ratio, load
 from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates, KernelReplicates
 from models.intervals import (N_RESAMPLES, Interval, Run, centered_interval, percentile_interval,
@@ -47,12 +51,12 @@ def _none(value):
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def product_paths(eval_dir: Path, task: str, t0: float | None, step: int | None) -> dict:
-    """eval seed -> the items file of one product of one checkpoint, as the evaluation's
-    manifest lists them."""
+def product_paths(eval_dir: Path, task: str, t0: float | None, step: int | None, split: str | None = None) -> dict:
+    """eval seed -> the items file of one product of one checkpoint and split, as the
+    evaluation's manifest lists them."""
     out = {}
     for entry in read_manifest(RunFolder(eval_dir)):
-        if entry.task != task or entry.ckpt_step != step:
+        if entry.task != task or entry.ckpt_step != step or entry.split != split:
             continue
         if (entry.t0 is None) != (t0 is None) or (t0 is not None and not math.isclose(entry.t0, t0)):
             continue
@@ -92,10 +96,10 @@ class _Store:
             self._settings[eval_id] = EvalSpec.model_validate(RunFolder(self.root / eval_id).read_spec()).settings
         return self._settings[eval_id]
 
-    def items(self, eval_id: str, task: str, t0, step, seeds: list) -> dict | None:
-        key = (eval_id, task, t0, step)
+    def items(self, eval_id: str, task: str, t0, step, seeds: list, split: str | None = None) -> dict | None:
+        key = (eval_id, task, t0, step, split)
         if key not in self._items:
-            paths = product_paths(self.root / eval_id, task, t0, step)
+            paths = product_paths(self.root / eval_id, task, t0, step, split)
             self._items[key] = load(paths) if paths else None
         found = self._items[key]
         if found is None:
@@ -157,24 +161,31 @@ def cells(df, store_root: Path, seed: int = 0):
     if models.empty:
         return pd.DataFrame()
     ext, ref = _extractor(df), _reference(df)
-    for (dataset, target), pair in _measurable(models, ext, ref).groupby(["dataset", "target"], dropna=False):
+    models = models.assign(_split=[_split(v) for v in models["split"]] if "split" in models else None)
+    for (dataset, target, split), pair in _measurable(models, ext, ref).groupby(["dataset", "target", "_split"],
+                                                                                 dropna=False):
+        split = _split(split)
         source = models[(models["dataset"] == dataset) & (models["target"] == target)
                         & (models["method"] == "source")]
-        refs = {}
-        if not source.empty and (store.root / source["eval_id"].iloc[0] / "items" / "references.npz").is_file():
-            with np.load(store.root / source["eval_id"].iloc[0] / "items" / "references.npz") as f:
+        refs, name = {}, items_name("references", split)
+        if not source.empty and (store.root / source["eval_id"].iloc[0] / "items" / name).is_file():
+            with np.load(store.root / source["eval_id"].iloc[0] / "items" / name) as f:
                 refs = dict(f)
         for keys, rows in pair.groupby(["model", *CELL_KEYS], dropna=False):
             if len(rows) < 2 or rows["value"].isna().any():
                 continue
-            found = _cell(rows, store, refs, ext, ref, seed)
+            found = _cell(rows, store, refs, ext, ref, seed, split)
             if found is not None:
                 out.append({"members": cell_key(rows)[0], "dataset": dataset, "target": target, "model": keys[0],
                             **{c: _none(v) for c, v in zip(CELL_KEYS, keys[1:])}, **found})
     return pd.DataFrame(out)
 
 
-def _cell(rows, store: _Store, refs: dict, ext: str, ref: str, seed: int) -> dict | None:
+def _split(value) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _cell(rows, store: _Store, refs: dict, ext: str, ref: str, seed: int, split: str | None = None) -> dict | None:
     first = rows.iloc[0]
     task, metric, subset = first["task"], first["metric"], first["subset"]
     t0 = None if _none(first["t0"]) is None else float(first["t0"])
@@ -185,12 +196,12 @@ def _cell(rows, store: _Store, refs: dict, ext: str, ref: str, seed: int) -> dic
         seeds = sorted(int(s) for s in own["eval_seed"].dropna())
         if own["ckpt_step"].nunique(dropna=False) != 1 or len(seeds) != len(own):
             return None
-        items = store.items(eval_id, task, t0, step, seeds)
+        items = store.items(eval_id, task, t0, step, seeds, split)
         if items is None:
             return None
         context = {"task": task, "ext": ext, "reference": refs.get(f"features_{ext}_{ref}"),
                    "missing": refs.get("missing"), "seeds": seeds}
-        statistic = store.statistic(eval_id, (task, t0, step), metric, subset, items, context)
+        statistic = store.statistic(eval_id, (task, t0, step, split), metric, subset, items, context)
         if statistic is None:
             return None
         runs.append(Run(statistic, len(items["groups"]), items["groups"]))

@@ -9,6 +9,11 @@ cancels the variation the two share (which noise, which source images). Over eva
 seeds the items are grouped by seed (two-level). A model with several runs (training
 seeds) enters as the mean of its runs' statistics on the same items.
 
+With evaluation splits, items pair within one split only (test with test, validation with
+validation): the two splits have other noise and other inputs, so their item i are no pair.
+The aggregate passes the rows it reports (the selected candidates' test rows), so that the
+baseline is the selected naive.
+
 Measured: unconditional FID (the table's extractor and reference), LPIPS to the source
 model's sample, missing-class share; per translation task and t0: PSNR, SSIM, LPIPS, FID,
 class kept on the missing classes. Shares are ratios of item counts (the confidence
@@ -23,6 +28,7 @@ import numpy as np
 
 from harness.store import RunFolder
 from jobs.evaluation.manifest import final, read_manifest
+from jobs.evaluation.splits import items_name
 from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates
 from models.intervals import N_RESAMPLES, paired_difference
 
@@ -34,11 +40,14 @@ class Items:
     products: dict
 
 
-def final_items(eval_dir: Path) -> Items:
-    """The per-item files of a run's final checkpoint (the largest step), by task and t0, as
-    its manifest lists them (calibration and reference items are not products)."""
+def final_items(eval_dir: Path, split: str | None = None, step: int | None = None) -> Items:
+    """The per-item files of one split of a run's final checkpoint (the largest step; or of
+    checkpoint `step`), by task and t0, as its manifest lists them (calibration and reference
+    items are not products)."""
     found: dict[tuple, dict[int, Path]] = {}
-    for entry in final(read_manifest(RunFolder(eval_dir))).values():
+    entries = [e for e in read_manifest(RunFolder(eval_dir)) if e.split == split]
+    chosen = [e for e in entries if e.ckpt_step == step] if step is not None else list(final(entries).values())
+    for entry in chosen:
         path = eval_dir / "items" / entry.items
         if path.is_file():
             found.setdefault((entry.task, entry.t0), {})[entry.eval_seed] = path
@@ -104,9 +113,28 @@ def model_difference(runs: list[dict], baseline: list[dict], groups: np.ndarray,
     return out
 
 
+def _split(value) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _step(value) -> int | None:
+    return None if value is None or value != value else int(value)
+
+
 def differences(df, store_root: Path, baseline: str = "naive"):
     """The paired-differences table's rows (a DataFrame; empty without the baseline).
-    `df` is harness.report.tables.prepare()'d tidy results."""
+    `df` is harness.report.tables.prepare()'d tidy results; each split in it is paired on
+    its own (its group names the split when there are two)."""
+    import pandas as pd
+
+    splits = sorted({_split(v) for v in df.get("split", pd.Series([None] * len(df)))}, key=str)
+    if len(splits) > 1:
+        return pd.concat([_differences(df[[_split(v) == split for v in df["split"]]], store_root, baseline, split,
+                                       f"{split}: ") for split in splits], ignore_index=True)
+    return _differences(df, store_root, baseline, splits[0] if splits else None)
+
+
+def _differences(df, store_root: Path, baseline: str, split: str | None, tag: str = ""):
     import pandas as pd
 
     from harness.spec import EvalSpec
@@ -122,17 +150,19 @@ def differences(df, store_root: Path, baseline: str = "naive"):
         source = group[group["method"] == "source"]
         if source.empty:
             continue
-        references = store_root / source["eval_id"].iloc[0] / "items" / "references.npz"
+        references = store_root / source["eval_id"].iloc[0] / "items" / items_name("references", split)
         if not references.is_file():
             continue
         with np.load(references) as f:
             refs = dict(f)
         missing = refs.get("missing", np.array([], dtype=np.int64))
         settings = EvalSpec.model_validate(RunFolder(store_root / source["eval_id"].iloc[0]).read_spec()).settings
-        runs = {eid: final_items(store_root / eid) for eid in group["eval_id"]}
+        # the checkpoint of the rows (a selected earlier checkpoint is an eval id's only one)
+        runs = {eid: final_items(store_root / eid, split, _step(step))
+                for eid, step in zip(group["eval_id"], group["ckpt_step"])}
         labels = dict(zip(group["eval_id"], group["model"]))
         order = dict(zip(group["model"], group["order"]))
-        prefix = f"{dataset}/{target} " if len(pairs) > 1 else ""
+        prefix = tag + (f"{dataset}/{target} " if len(pairs) > 1 else "")
         for product in sorted({p for r in runs.values() for p in r.products}, key=lambda p: (p[0], p[1] or 0)):
             task, t0 = product
             reference = refs.get(f"features_{ext}_{ref}")

@@ -14,8 +14,8 @@ from pathlib import Path
 from harness.spec import EvalSpec
 from harness.store import RunFolder, atomic_write_json
 from jobs.evaluation.manifest import ProductEntry, write_manifest
-from jobs.evaluation.plan import (Batch, Product, calibration_jobs, check_sampler, plan_batches, plan_products,
-                                  product_job, resolve_models)
+from jobs.evaluation.plan import (Batch, Product, calibration_jobs, check_inputs, check_sampler, plan_batches,
+                                  plan_products, product_job, resolve_models)
 from jobs.evaluation.worker import EvalWorker
 
 IMAGE_GRID_SIZE = 32     # samples shown in the PNG grids
@@ -50,8 +50,9 @@ def actor_layout(nodes: list[dict]) -> tuple[int, int, int]:
     return sum(c // threads for c in cpus), threads, 0
 
 
-def sample_rows(images, sources=None, per_row: int = 16) -> list:
-    """PNG rows: samples 16 to a row; translations as pairs of rows, source above translation."""
+def sample_rows(images, sources=None, per_row: int = 16, inputs=None) -> list:
+    """PNG rows: samples 16 to a row; translations as pairs of rows, source above translation
+    (inputs: the indices of the translations' sources, by default the first ones)."""
     import torch
 
     from models.data import to_model_range
@@ -60,7 +61,8 @@ def sample_rows(images, sources=None, per_row: int = 16) -> list:
     rows = [shown[i:i + per_row] for i in range(0, len(shown), per_row)]
     if sources is None:
         return rows
-    inputs = to_model_range(torch.stack([sources[i] for i in range(len(shown))]))
+    inputs = range(len(shown)) if inputs is None else inputs[:len(shown)]
+    inputs = to_model_range(torch.stack([sources[i] for i in inputs]))
     return [r for i, row in enumerate(rows) for r in (inputs[i * per_row:i * per_row + len(row)], row)]
 
 
@@ -84,10 +86,11 @@ def save_products(run: RunFolder, spec: EvalSpec, products: list[Product], batch
         np.save(tmp, images)
         os.replace(tmp, path)
         paths[product.key] = path
-        rows = sample_rows(images, None if product.task == "unconditional" else sources)
+        rows = sample_rows(images, None if product.task == "unconditional" else sources,
+                           inputs=product.inputs(spec))
         save_grid(rows, run.samples_dir / f"{product.key}.png", scale=3)
     write_manifest(run, [ProductEntry(p.name, p.task, p.t0, p.ckpt_step, p.seed(spec), paths[p.key].name,
-                                      f"{p.key}.npz") for p in products])
+                                      f"{p.key}.npz", p.split) for p in products])
     return paths
 
 
@@ -114,6 +117,7 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
 
     run = RunFolder(run_dir)
     check_sampler(spec)
+    check_inputs(spec)
     models, train_spec = resolve_models(spec, run.path)
     products = plan_products(spec, models)
     batches = plan_batches(spec, products)

@@ -1,5 +1,5 @@
 """What an evaluation made, listed in products/manifest.json, so that no reader parses a
-file name: one entry per product (task, t0, checkpoint step, evaluation seed) with its
+file name: one entry per product (task, t0, checkpoint step, evaluation seed, split) with its
 files. The evaluate stage writes it (atomically) once the products are saved; the paired
 differences, the aggregate's image grids and a fine-tuned model's evaluation (the source
 model's samples) read it.
@@ -28,10 +28,13 @@ class ProductEntry:
     eval_seed: int            # the seed of the sampling noise, as the metric rows' eval_seed
     file: str                 # the images (uint8 N x 3 x H x W), in products/
     items: str                # the per-item values written when measuring, in items/
+    split: str | None = None  # "validation" or "test" (evaluation.splits); None: no split, as in older manifests
 
 
 def write_manifest(run: RunFolder, entries: list[ProductEntry]) -> Path:
-    atomic_write_json(run.manifest_path, {"version": VERSION, "products": [asdict(e) for e in entries]})
+    # without splits, entries are written as before the split existed
+    products = [{k: v for k, v in asdict(e).items() if k != "split" or v is not None} for e in entries]
+    atomic_write_json(run.manifest_path, {"version": VERSION, "products": products})
     return run.manifest_path
 
 

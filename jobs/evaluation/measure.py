@@ -20,6 +20,10 @@ real image sets against the full domain, at the sample counts of the model rows 
 depends on n): target-train images, real source images (the style gap), and one half of
 the held-out domain against the other half (the noise floor).
 
+With `evaluation.splits`, every product and the calibration are measured per split: against
+the split's half of the held-out domain, with the split's translation inputs
+(jobs/evaluation/splits.py); rows against a reference both splits share say so in their note.
+
 Intervals (`ci_low`, `ci_high`, 95 %): bootstrap over this product's images for means and
 FID/KID, Wilson for counts (with `k` of `n`); the note states the resamples. Per-item values
 (per-image PSNR/SSIM/LPIPS, per-sample class predictions, features) come back with the rows;
@@ -38,6 +42,7 @@ import numpy as np
 import torch
 
 from harness.spec import EvalSettings, EvalSpec
+from jobs.evaluation import splits
 from models import metrics
 from models.data import open_dataset
 from models.feature_intervals import N_RESAMPLES_FEATURE, fid_interval, kid_interval
@@ -124,6 +129,7 @@ class Settings:
     seed: int                           # of the sampling noise: seeds the bootstraps and KID subsets
     columns: Mapping[str, object]       # shared by every row (jobs.evaluation.plan.identity)
     clipped: tuple[float, int] | None = None   # the sampler's clipped share and its n
+    split: str | None = None            # the product's split: which translation inputs it had
 
 
 @dataclass(frozen=True)
@@ -173,9 +179,10 @@ def classes_of(spec: EvalSpec, extractors: Extractors, sources: Callable[[], obj
                    np.array(labels.classes), labels.source, labels.reference)
 
 
-def references_of(spec: EvalSpec, classes: Classes | None) -> References:
+def references_of(spec: EvalSpec, classes: Classes | None, split: str | None = None) -> References:
     """The reference image sets and their labels (the full domain's from the classes where
-    the data has none), and the diversity centres."""
+    the data has none), and the diversity centres. With a split, the full domain is that
+    split's half (splits.reference_half); the target set is the same for both."""
     s = spec.settings
     target = spec.target_data.model_dump()
     refs = {"target": open_dataset(target)}
@@ -183,7 +190,8 @@ def references_of(spec: EvalSpec, classes: Classes | None) -> References:
         refs["full-domain"] = open_dataset(target, split="heldout")
     sets = {}
     for name, ds in refs.items():
-        chosen = reference_subset(len(ds), s.max_reference)
+        pool = splits.reference_half(len(ds), split) if name == "full-domain" else np.arange(len(ds))
+        chosen = pool[reference_subset(len(pool), s.max_reference)]
         labels = ds.labels
         if labels is None and classes is not None and name == "full-domain":
             labels = classes.reference_labels
@@ -227,6 +235,9 @@ class Rows:
     def add(self, metric, value, reference, subset="all", n=None, extractor=None, note=None, k=None):
         """value: a number, or an Interval (fills ci_low and ci_high)."""
         numbers = value.row() if isinstance(value, Interval) else {"value": float(value)}
+        shared = splits.note(reference, self.base.get("split"))
+        if shared:
+            note = "; ".join(filter(None, [note, shared]))
         self.rows.append({**self.base, "metric": metric, **numbers, "reference": reference, "subset": subset,
                           "k": k, "n": n, "extractor": extractor, "note": note})
 
@@ -351,7 +362,8 @@ def measure(images: torch.Tensor, pairs: Pairs | None, references: References, e
             class_share(out, classes, images, s.confidence, items)
         else:
             predicted, sure = classes.predict(images)
-            labels = classes.source_labels[:len(images)]
+            inputs = np.asarray(splits.inputs(settings.split, s.num_translations))[:len(images)]
+            labels = classes.source_labels[inputs]
             kept_conf = sure >= s.confidence
             items.update(predicted=predicted, confidence=sure.astype(np.float32), labels=labels)
             kept = (predicted == labels) & kept_conf
@@ -368,11 +380,11 @@ def measure(images: torch.Tensor, pairs: Pairs | None, references: References, e
 
 
 # ---------------------------------------------------------------- calibration
-def calibration_sets(spec: EvalSpec, references: References, n: int
+def calibration_sets(spec: EvalSpec, references: References, n: int, split: str | None = None
                      ) -> dict[str, tuple[torch.Tensor, np.ndarray | None, dict, str]]:
     """name -> (n real images, their labels, the reference sets to measure them against, a
-    note). The held-out domain is split by parity: the floor's images come from the even
-    ones, its reference is the odd ones."""
+    note). The held-out domain (with a split, the split's half) is split by parity: the
+    floor's images come from the even positions, its reference from the odd ones."""
     s = spec.settings
     target_spec = spec.target_data.model_dump()
     heldout = open_dataset(target_spec, split="heldout")
@@ -383,7 +395,8 @@ def calibration_sets(spec: EvalSpec, references: References, n: int
     target = open_dataset(target_spec)
     source_spec = spec.source_data.model_dump()
     source = open_dataset(source_spec)            # the source model's training images
-    even, odd = np.arange(0, len(heldout), 2), np.arange(1, len(heldout), 2)
+    pool = splits.reference_half(len(heldout), split)
+    even, odd = pool[0::2], pool[1::2]
     odd = odd[reference_subset(len(odd), s.max_reference)]
     ref_labels = classes.reference_labels if classes is not None else None
     halves = {"full-domain": ReferenceSet(_stack(heldout, odd), labels_of(heldout, odd, ref_labels))}
@@ -418,19 +431,21 @@ class Calibrated:
 
 
 def measure_calibration(sizes: Mapping[str, int], spec: EvalSpec, references: References,
-                        extractors: Extractors) -> Calibrated:
+                        extractors: Extractors, split: str | None = None) -> Calibrated:
     """Calibration rows and the reference features and labels the aggregate needs
-    (references.npz). sizes: task -> n, the sample count of the model rows the calibration
-    rows stand beside ("unconditional": num_samples, "translation": num_translations); the
-    rows carry that task."""
+    (references.npz; with a split references_<split>.npz, and the split's reference and
+    rows). sizes: task -> n, the sample count of the model rows the calibration rows stand
+    beside ("unconditional": num_samples, "translation": num_translations); the rows carry
+    that task."""
     s = spec.settings
     seed = s.seeds[0]
     classes = references.classes
     rows, counter, files = [], [0, 0], {}
     for task, n in sizes.items():
-        for name, (images, labels, refs, note) in calibration_sets(spec, references, n).items():
+        for name, (images, labels, refs, note) in calibration_sets(spec, references, n, split).items():
             out = Rows({"stage": "calibration", "run_id": None, "method": "calibration", "weighting": name,
-                        "seed": None, "eval_seed": seed, "ckpt_step": None, "task": task, "t0": None})
+                        "seed": None, "eval_seed": seed, "ckpt_step": None, "task": task, "t0": None,
+                        **({"split": split} if split is not None else {})})
             items: dict[str, np.ndarray] = {}
             realism(out, extractors, s, images, refs, seed, items, counter, references.missing, note)
             if task == "unconditional":
@@ -439,9 +454,9 @@ def measure_calibration(sizes: Mapping[str, int], spec: EvalSpec, references: Re
                 class_share(out, classes, images, s.confidence, items, note)
                 if labels is not None:
                     items["labels"] = labels
-            files[f"calibration_{name}_{task}.npz"] = items
+            files[splits.items_name(f"calibration_{name}_{task}", split)] = items
             rows += out.rows
-    files["references.npz"] = reference_items(spec, references, extractors)
+    files[splits.items_name("references", split)] = reference_items(spec, references, extractors)
     return Calibrated(rows, files, counter[0], counter[1])
 
 

@@ -1,5 +1,5 @@
 """What an evaluation makes and measures, decided before anything runs: the models to load,
-the products (task x t0 x evaluation seed x checkpoint), their batches, and the typed
+the products (task x t0 x evaluation seed x split x checkpoint), their batches, and the typed
 hand-offs to the measurement (`ProductJob`, `CalibrationJob`).
 
 Pure: no Ray, no torch (the sampler check imports the schedule when called); it reads the
@@ -15,6 +15,7 @@ from harness import params
 from harness.errors import UserError
 from harness.spec import EvalSpec
 from harness.store import RunFolder, store_root_of
+from jobs.evaluation import splits
 from jobs.evaluation.manifest import final, read_manifest
 from jobs.weights import raw_twin
 
@@ -27,13 +28,15 @@ class Product:
     ckpt_step: int | None
     model_dir: str
     eval_seed: int | None = None     # set when `evaluation.seed` is a list: one product per seed
+    split: str | None = None         # "validation" or "test" under `evaluation.splits` (jobs/evaluation/splits.py)
 
     @property
     def name(self) -> str:
-        """Task, t0 and seed: what the checkpoints of one model have in common."""
+        """Task, t0, seed and split: what the checkpoints of one model have in common."""
         t0 = f"_t{self.t0:g}" if self.t0 is not None else ""
         seed = f"_e{self.eval_seed}" if self.eval_seed is not None else ""
-        return f"{self.task}{t0}{seed}"
+        split = f"_{self.split}" if self.split is not None else ""
+        return f"{self.task}{t0}{seed}{split}"
 
     @property
     def key(self) -> str:
@@ -43,6 +46,10 @@ class Product:
     def seed(self, spec: EvalSpec) -> int:
         """The seed of this product's sampling noise."""
         return self.eval_seed if self.eval_seed is not None else spec.settings.seeds[0]
+
+    def inputs(self, spec: EvalSpec) -> range:
+        """The indices of this product's translation inputs among the source test images."""
+        return splits.inputs(self.split, spec.settings.num_translations)
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,7 @@ class CalibrationJob:
     """Real data measured as the models are (the source model's evaluation only)."""
     sizes: Mapping[str, int]       # task -> n, the model rows' sample count: "unconditional", "translation"
     items_dir: str
+    split: str | None = None       # measured against this split's reference (jobs/evaluation/splits.py)
 
 
 # ---------------------------------------------------------------- the models
@@ -120,6 +128,22 @@ def check_sampler(spec: EvalSpec) -> None:
         raise UserError(f"evaluation.respacing / ddim_steps: {e}") from None
 
 
+def check_inputs(spec: EvalSpec) -> None:
+    """With splits, the translations of both splits need 2 x num_translations distinct
+    source test images: fewer fail here, before any actor starts."""
+    s = spec.settings
+    if not s.splits or set(s.tasks) <= {"unconditional"}:
+        return
+    from models.data import open_dataset
+
+    data = spec.source_data.model_dump()
+    available = len(open_dataset(data, split="source_test" if data["kind"] == "builtin-source" else None))
+    if available < 2 * s.num_translations:
+        raise UserError(f"evaluation.num_translations: {s.num_translations} per split needs "
+                        f"{2 * s.num_translations} source test images for evaluation.splits, the source has "
+                        f"{available}")
+
+
 # ---------------------------------------------------------------- products and batches
 def plan_products(spec: EvalSpec, models) -> list[Product]:
     products = []
@@ -128,7 +152,8 @@ def plan_products(spec: EvalSpec, models) -> list[Product]:
         for task in spec.settings.tasks:
             for t0 in ([None] if task == "unconditional" else spec.settings.t0):
                 for seed in (seeds if len(seeds) > 1 else [None]):
-                    products.append(Product(task, t0, step, str(path), seed))
+                    for split in spec.settings.split_names:
+                        products.append(Product(task, t0, step, str(path), seed, split))
     return products
 
 
@@ -154,6 +179,8 @@ def identity(spec: EvalSpec, train_spec: dict, product: Product) -> dict:
         "ckpt_step": product.ckpt_step,
         "task": product.task,
         "t0": product.t0,
+        # absent without splits, so that those rows stay as they were (tidy() fills it in)
+        **({"split": product.split} if product.split is not None else {}),
         **params.columns(train_spec),
     }
 
@@ -167,18 +194,20 @@ def product_job(spec: EvalSpec, run: RunFolder, product: Product, train_spec: di
 
 def source_samples_path(spec: EvalSpec, run_dir: Path, product: Product) -> str | None:
     """The source model's unconditional samples (same noise), for the paired distances: the
-    final product of the same seed its evaluation's manifest lists."""
+    final product of the same seed and split its evaluation's manifest lists."""
     if spec.source_samples is None or product.task != "unconditional":
         return None
     source = spec.source_samples_ref.resolve(store_root_of(run_dir))
     seed = product.seed(spec)
-    found = [e for e in final(read_manifest(source)).values() if e.task == "unconditional" and e.eval_seed == seed]
+    found = [e for e in final(read_manifest(source)).values()
+             if e.task == "unconditional" and e.eval_seed == seed and e.split == product.split]
     return str(source.path / "products" / found[0].file) if found else None
 
 
 def calibration_jobs(spec: EvalSpec, run_dir: Path) -> list[CalibrationJob]:
     """The source model's evaluation measures real data once per target (calibration rows):
-    where a full domain exists, at the sample counts of the model rows."""
+    where a full domain exists, at the sample counts of the model rows; with splits, once
+    per split, against that split's half of the full domain."""
     target = spec.target_data.model_dump()
     if spec.role != "source" or not (target["kind"] == "builtin-target" or target.get("reference")):
         return []
@@ -186,4 +215,4 @@ def calibration_jobs(spec: EvalSpec, run_dir: Path) -> list[CalibrationJob]:
     sizes = {"unconditional": s.num_samples} if "unconditional" in s.tasks else {}
     if set(s.tasks) - {"unconditional"}:
         sizes["translation"] = s.num_translations
-    return [CalibrationJob(sizes, str(run_dir / "items"))]
+    return [CalibrationJob(sizes, str(run_dir / "items"), split) for split in s.split_names]

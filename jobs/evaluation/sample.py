@@ -1,9 +1,9 @@
 """One batch of a product: unconditional samples (DDIM or the ancestral sampler) or
 translations (SDEdit, EGSDE; always DDIM) from one model, and its files in work/.
 
-The noise of image i depends only on the product's seed and i (models.sampling
-.indexed_noise), so a batch gives the same images whichever actor samples it, and every
-model of a grid gets the same noise.
+The noise of image i depends only on the product's seed, its split's stream
+(jobs/evaluation/splits.py) and i (models.sampling.indexed_noise), so a batch gives the same
+images whichever actor samples it, and every model of a grid gets the same noise.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from harness.spec import EvalSettings
+from jobs.evaluation import splits
 from jobs.evaluation.plan import Batch
 from models.data import to_uint8
 from models.sampling import Sampled, ancestral_sample, ddim_sample, egsde, indexed_generators, indexed_noise, sdedit
@@ -25,16 +26,17 @@ def sample_batch(model, batch: Batch, seed: int, settings: EvalSettings, resolut
     EGSDE's domain-classifier features."""
     s, p = settings, batch.product
     indices = range(batch.start, batch.stop)
+    stream = lambda name: splits.stream(name, p.split)  # noqa: E731
     # translations always run DDIM; the respacing is theirs only when DDIM is the sampler
     ddim = dict(num_steps=s.ddim_steps, clip_denoised=s.clip_denoised,
                 respacing=s.respacing if s.sampler == "ddim" else None)
     if p.task == "unconditional":
-        noise = indexed_noise(seed, "unconditional", indices, (3, resolution, resolution)).to(device)
+        noise = indexed_noise(seed, stream("unconditional"), indices, (3, resolution, resolution)).to(device)
         if s.sampler == "ancestral":
             return ancestral_sample(model, noise, respacing=s.respacing, clip_denoised=s.clip_denoised,
-                                    generator=indexed_generators(seed, "ancestral", indices))
+                                    generator=indexed_generators(seed, stream("ancestral"), indices))
         return ddim_sample(model, noise, **ddim)
-    noise = indexed_noise(seed, "translation", indices, tuple(x0.shape[1:])).to(device)
+    noise = indexed_noise(seed, stream("translation"), indices, tuple(x0.shape[1:])).to(device)
     if p.task == "sdedit":
         return sdedit(model, x0, noise, t0=p.t0, **ddim)
     return egsde(model, x0, noise, domain, t0=p.t0, ls=s.egsde_ls, li=s.egsde_li,

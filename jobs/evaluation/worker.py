@@ -32,7 +32,7 @@ class EvalWorker:
         self._models: dict[str, object] = {}
         self._sources = None
         self._domain = None
-        self._references = None
+        self._references = {}
 
     # -- inputs, loaded once per actor
     def model(self, path: str):
@@ -42,7 +42,8 @@ class EvalWorker:
         return self._models[path]
 
     def sources(self):
-        """Translation inputs: the first num_translations source-domain test images."""
+        """Translation inputs: the source-domain test images (a product takes its split's,
+        Product.inputs)."""
         if self._sources is None:
             from models.data import open_dataset
             data = self.spec.source_data.model_dump()
@@ -57,13 +58,17 @@ class EvalWorker:
                                              self.spec.target_data.model_dump()).to(self.device).features
         return self._domain
 
-    def references(self):
-        """The reference sets, classes and diversity centres every product is measured against."""
-        if self._references is None:
+    def references(self, split: str | None = None):
+        """The reference sets, classes and diversity centres every product (of a split) is
+        measured against."""
+        if split not in self._references:
             from jobs.evaluation.measure import classes_of, references_of
-            classes = classes_of(self.spec, self.extractors, self.sources)
-            self._references = references_of(self.spec, classes)
-        return self._references
+            if self._references:
+                classes = next(iter(self._references.values())).classes
+            else:
+                classes = classes_of(self.spec, self.extractors, self.sources)
+            self._references[split] = references_of(self.spec, classes, split)
+        return self._references[split]
 
     def resolution(self) -> int:
         return int(self.spec.target_data.model_dump().get("resolution", 32))
@@ -87,7 +92,8 @@ class EvalWorker:
         model = self.model(p.model_dir)
         x0 = domain = None
         if p.task != "unconditional":
-            x0 = to_model_range(torch.stack([self.sources()[i] for i in range(batch.start, batch.stop)]))
+            inputs = p.inputs(self.spec)
+            x0 = to_model_range(torch.stack([self.sources()[inputs[i]] for i in range(batch.start, batch.stop)]))
             x0 = x0.to(self.device)
         if p.task == "egsde":
             domain = self.domain_features()
@@ -104,20 +110,22 @@ class EvalWorker:
         from jobs.evaluation.measure import (Pairs, Settings, _stack, measure, measure_calibration,
                                              save_items)
 
-        references = self.references()
         if isinstance(job, CalibrationJob):
-            found = measure_calibration(job.sizes, self.spec, references, self.extractors)
+            found = measure_calibration(job.sizes, self.spec, self.references(job.split), self.extractors,
+                                        job.split)
             for name, items in found.files.items():
                 save_items(Path(job.items_dir) / name, items)
             return found.rows, found.counts
+        references = self.references(job.product.split)
         images = torch.from_numpy(np.load(job.images))
         if job.product.task != "unconditional":
-            pairs = Pairs(_stack(self.sources(), range(len(images))), "source")
+            pairs = Pairs(_stack(self.sources(), job.product.inputs(self.spec)[:len(images)]), "source")
         elif job.source_samples:
             pairs = Pairs(torch.from_numpy(np.load(job.source_samples)), "source-model")
         else:
             pairs = None
-        settings = Settings(self.spec.settings, job.product.task, job.seed, job.columns, job.clipped)
+        settings = Settings(self.spec.settings, job.product.task, job.seed, job.columns, job.clipped,
+                            job.product.split)
         found = measure(images, pairs, references, self.extractors, settings)
         save_items(job.items, found.items)
         return found.rows, found.counts

@@ -1,0 +1,162 @@
+"""An evaluation with `evaluation.splits` on, end to end on Ray at a tiny size: every row
+carries its split, the test split's products are those of an evaluation without splits, the
+validation split's are not; with the setting off the rows are as before the setting existed
+(a golden digest); the aggregate selects each method's candidate on the validation rows and
+reports its test rows."""
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from factories import eval_spec, finetune_spec, run_module, tiny_unet, write_spec
+from harness.spec import AggregateSpec, EvalSpec, RunSpec
+from harness.store import RunFolder
+
+SETTINGS = dict(tasks=["unconditional", "sdedit"], num_samples=24, batch_size=12, num_translations=12,
+                ddim_steps=5, max_reference=64, kid_subset_size=12)
+# rows_digest() of the evaluation `plain` below (tiny_unet(0) as a model folder, SETTINGS, no
+# splits), computed by a fresh process at commit fcfb31a, before evaluation.splits existed
+# (OMP_NUM_THREADS=1, this machine's torch 2.14.1 CPU): with the setting off, the rows stay
+# byte for byte what they were. Another torch build may round differently: recompute it
+# there at that commit.
+GOLDEN_ROWS = (102, "a12292f35a6434d98830412bf778d96e5faaecd186c11b44c43c227ba2d7204d")
+IGNORED = ("eval_id", "run_id", "git_sha", "created_at", "split")       # paths, time, commit; split: empty
+
+
+def rows_digest(df: pd.DataFrame) -> tuple[int, str]:
+    keep = [c for c in df.columns if c not in IGNORED]
+    df = df[keep].sort_values(["stage", "weighting", "task", "t0", "reference", "subset", "metric",
+                               "extractor"]).reset_index(drop=True)
+    return len(df), hashlib.sha256(df.to_csv(index=False, float_format="%.17g").encode()).hexdigest()
+
+
+def _naive_run(store, name: str, lr: float, weights_seed: int) -> str:
+    """A finished naive fine-tune (its raw weights a seeded tiny network): a candidate."""
+    from models.networks import save_unet
+
+    spec = RunSpec.model_validate(finetune_spec("naive", lr=lr)).model_dump(mode="json")
+    run = RunFolder(write_spec(store / name, spec))
+    save_unet(tiny_unet(weights_seed), run.path / "model-raw")
+    run.set_state("done")
+    return f"run:{name}"
+
+
+@pytest.fixture(scope="module")
+def evaluations(tmp_path_factory, lpips_weights):
+    from models.networks import save_unet
+
+    root = tmp_path_factory.mktemp("splits")
+    store = root / "_runs"
+    save_unet(tiny_unet(0), root / "source-model")
+    runs = {}
+    for name, splits in (("plain", False), ("source", True)):
+        spec = {**eval_spec(**SETTINGS, splits=splits), "model": str(root / "source-model")}
+        runs[name] = write_spec(store / name, spec)
+    for name, lr, seed in (("naive-a", 1e-3, 1), ("naive-b", 2e-3, 2)):
+        base = eval_spec(**{**SETTINGS, "tasks": ["unconditional"]}, splits=True)
+        spec = EvalSpec.model_validate({**base, "role": "finetuned", "model": _naive_run(store, name, lr, seed)})
+        runs[f"eval-{name}"] = write_spec(store / f"eval-{name}", spec.model_dump(mode="json"))
+    for run_dir in runs.values():
+        run_module("jobs.evaluate", str(run_dir), check=True)
+    return store, runs
+
+
+@pytest.mark.slow
+def test_without_splits_the_rows_are_as_before(evaluations):
+    """Slow: the module's four tiny Ray evaluations take about 70 s together on 2 busy cores."""
+    _, runs = evaluations
+    rows = pd.read_parquet(runs["plain"] / "metrics.parquet")
+    assert rows["split"].isna().all()
+    assert rows_digest(rows) == GOLDEN_ROWS
+    manifest = json.loads(RunFolder(runs["plain"]).manifest_path.read_text())
+    assert all("split" not in entry for entry in manifest["products"])
+
+
+@pytest.mark.slow
+def test_every_row_carries_its_split_and_the_test_split_is_the_plain_evaluation(evaluations):
+    """Slow: the module's four tiny Ray evaluations (about 70 s together on 2 cores)."""
+    _, runs = evaluations
+    plain, split = (pd.read_parquet(runs[n] / "metrics.parquet") for n in ("plain", "source"))
+    assert set(split["split"]) == {"validation", "test"}
+    for stage in ("evaluate", "calibration"):
+        part = split[split.stage == stage]
+        assert set(part["split"]) == {"validation", "test"}
+        # the same measurements on both splits (per-class rows: the classes among each split's inputs)
+        keys = ["weighting", "task", "t0", "reference", "subset", "metric", "extractor"]
+        part = part[~part["subset"].str.startswith("class:")]
+        by_split = {s: set(map(tuple, g[keys].astype(str).values)) for s, g in part.groupby("split")}
+        assert by_split["validation"] == by_split["test"]
+    # the test split's products are the evaluation's without splits (same noise, same inputs);
+    # the validation split's are other images
+    folder = {n: runs[n] / "products" for n in ("plain", "source")}
+    for task in ("unconditional", "sdedit_t0.5"):
+        test, validation = (np.load(folder["source"] / f"{task}_{s}.npy") for s in ("test", "validation"))
+        before = np.load(folder["plain"] / f"{task}.npy")
+        assert np.array_equal(test, before) and not np.array_equal(validation, test)
+    entries = {(e["task"], e["split"]) for e in json.loads(RunFolder(runs["source"]).manifest_path.read_text())
+               ["products"]}
+    assert entries == {(t, s) for t in ("unconditional", "sdedit") for s in ("validation", "test")}
+    # against the target set (shared by both splits) the test rows equal the plain ones, and
+    # say that the reference is shared; against the full domain they are the test half's
+    keys = ["stage", "weighting", "task", "t0", "subset", "metric", "extractor"]
+    target = lambda df: df[(df.reference == "target") & (df.metric == "fid")].sort_values(keys)  # noqa: E731
+    assert np.array_equal(target(split[split.split == "test"])["value"].values, target(plain)["value"].values)
+    assert split[split.reference == "target"]["note"].str.contains("reference of both splits").all()
+    full = split[(split.reference == "full-domain") & (split.metric == "fid") & (split.stage == "evaluate")]
+    assert full["note"].str.contains("half of the held-out domain").all()
+    # each split's noise floor is measured within its own half: other images, other values
+    floor = split[(split.weighting == "held-out-half") & (split.metric == "fid")]
+    for _, rows in floor.groupby(["task", "reference", "extractor"]):
+        assert sorted(rows["split"]) == ["test", "validation"] and rows["value"].nunique() == 2
+
+
+@pytest.mark.slow
+def test_the_aggregate_selects_on_validation_and_reports_test(evaluations):
+    """Slow: the module's four tiny Ray evaluations (about 70 s together on 2 cores) and the aggregate."""
+    from harness.report.selection import reported, select
+
+    store, runs = evaluations
+    names = {RunFolder(runs[n]).run_id: ("fmnist", "shoes") for n in ("source", "eval-naive-a", "eval-naive-b")}
+    spec = AggregateSpec(stage="aggregate", grid="splits", evaluations=names).model_dump(mode="json")
+    run_module("jobs.aggregate", str(write_spec(store / "agg", spec)), check=True)
+    grid = store.parent / "splits"
+    df = pd.read_parquet(grid / "metrics.parquet")
+    # the naive candidate with the lower mean validation FID (builtin features, full domain)
+    fid = df[(df.split == "validation") & (df.metric == "fid") & (df.task == "unconditional")
+             & (df.reference == "full-domain") & (df.method == "naive")]
+    means = fid.groupby("p_lr")["value"].mean()
+    assert len(means) == 2
+    best = means.idxmin()
+    selection = select(df)
+    chosen = selection.chosen()
+    assert chosen[chosen.method == "naive"]["p_lr"].tolist() == [best]
+    shown = reported(df, selection)
+    assert set(shown["split"].dropna()) == {"test"} and set(shown[shown.method == "naive"]["p_lr"]) == {best}
+    report = (grid / "report.md").read_text()
+    assert "## Selection on the validation split" in report and f"lr={best}" in report
+    assert "selected of 2" in report
+    differences = (grid / "tables" / "differences.md").read_text()
+    assert "against the selected naive" in differences
+
+
+def test_the_report_names_each_methods_selected_candidate():
+    """report.md's selection section from a table of two naive candidates (lr) and one
+    source: the chosen one by its validation FID, and from how many."""
+    from harness.report.selection import select
+    from jobs.aggregate import selection_lines
+
+    rows = []
+    for split, values in (("validation", {1e-3: 5.0, 2e-3: 3.0, None: 9.0}),
+                          ("test", {1e-3: 1.0, 2e-3: 8.0, None: 7.0})):
+        for lr, value in values.items():
+            rows.append({"dataset": "d", "target": None, "method": "naive" if lr else "source", "weighting": None,
+                         "split": split, "ckpt_step": 100, "task": "unconditional", "t0": None,
+                         "reference": "full-domain", "extractor": "builtin", "subset": "all", "metric": "fid",
+                         "value": value, "p_lr": lr, "p_steps": 100 if lr else None})
+    lines = selection_lines(select(pd.DataFrame(rows)))
+    found = [line for line in lines if line.startswith("- ")]
+    assert found == ["- naive: lr=0.002 at step 100 (validation score 3 over 1 rows; selected of 2)",
+                     "- source: its only setting at step 100 (validation score 9 over 1 rows; selected of 1)"]
+    assert "lowest mean unconditional FID" in lines[2]
