@@ -96,5 +96,6 @@ def estimate_seconds(plan: Plan, cost: RoughCost = RoughCost()) -> dict[str, flo
             translations = [t for t in e.tasks if t != "unconditional"]
             per_model += (cost.translate * e.num_translations * pixels * sum(e.t0)
                           * len(translations) / 2)
-            out["evaluate"] += cost.job_start + per_model * models * len(e.seeds)
+            splits = 2 if e.splits else 1        # a validation and a test split of everything
+            out["evaluate"] += cost.job_start + per_model * models * len(e.seeds) * splits
     return out

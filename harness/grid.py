@@ -226,7 +226,8 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
                         ev.run_id, "evaluate", ev, dataset.name, target.name, method, weighting,
                         shown_params(spec), (spec.run_id, source_eval.run_id))
     evaluations = {r.run_id: (r.dataset, r.target) for r in runs.values() if r.stage == "evaluate"}
-    aggregate = AggregateSpec(stage="aggregate", grid=grid.name, evaluations=dict(sorted(evaluations.items())))
+    aggregate = AggregateSpec(stage="aggregate", grid=grid.name, evaluations=dict(sorted(evaluations.items())),
+                              criterion=grid.selection.criterion)
     runs[aggregate.run_id] = PlannedRun(aggregate.run_id, "aggregate", aggregate, "all",
                                         depends_on=tuple(sorted(evaluations)))
     ordered = sorted(runs.values(), key=lambda r: STAGES.index(r.stage))

@@ -335,6 +335,9 @@ class AggregateSpec(Strict):
     stage: Literal["aggregate"]
     grid: str
     evaluations: dict[str, tuple[str, str]]     # evaluation run id -> (dataset, target) names
+    # what selects each method's candidate on the validation split (grid: selection.criterion;
+    # the default stays out of the run id, as every default does)
+    criterion: str = "fid"
 
 
 # Bumped by every change of a default that alters what is computed, so that a run made

@@ -262,6 +262,16 @@ def plan_table(plan: Plan, todo: Triage | None = None) -> str:
 
 
 
+def check_criterion(grid, grid_path: Path) -> None:
+    """The selection criterion in the report's grammar, before anything is written."""
+    from harness.report.selection import Criterion
+
+    try:
+        Criterion.parse(grid.selection.criterion)
+    except ValueError as err:
+        raise UserError(f"{grid_path}: selection.criterion: {err}") from None
+
+
 def check_budgets(plan: Plan, grid_path: Path) -> dict[str, int]:
     """Each method's candidate count; unequal counts are an error where the grid asks for
     equal budgets (selection.equal_budget)."""
@@ -289,6 +299,7 @@ def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path
     grid = load_grid(grid_path)
     check_results_root(results, grid_path, grid.name)
     plan = expand(grid, base_dir=grid_path.resolve().parent)
+    check_criterion(grid, grid_path)
     counts = check_budgets(plan, grid_path)
     check_paths(plan, grid_path, dry_run)
     check_inputs(grid, grid_path.resolve().parent, grid_path, dry_run)

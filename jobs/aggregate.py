@@ -22,7 +22,8 @@ from pathlib import Path
 
 from harness.errors import UserError, exit_on_user_error
 from harness.report.results import CELLS_FILE, tidy, write_parquet
-from harness.report.selection import VALIDATION, Selection, has_validation, reported, select, split_of
+from harness.report.selection import (VALIDATION, Criterion, Selection, has_validation, reported, select,
+                                      split_of)
 from harness.spec import AggregateSpec
 from harness.store import RunFolder, atomic_write_bytes, now_iso, store_root_of
 from harness.report.tables import difference_table, paper_tables, prepare, write_tables
@@ -276,11 +277,12 @@ def aggregate(spec: AggregateSpec, run_dir: str | Path) -> Path:
     # with splits: what is reported is the test split (the cells of every candidate, so that
     # another criterion in harness.tables finds its cells too) and, for the paired
     # differences, the selected candidates' test rows: the baseline is the selected naive
-    selection = select(df) if has_validation(df) else None
+    criterion = Criterion.parse(spec.criterion)
+    selection = select(df, criterion) if has_validation(df) else None
     test = df[split_of(df) != VALIDATION]
     cell_table = cells(prepare(test), store_root)
     write_parquet(grid_dir / CELLS_FILE, cell_table)
-    tables = paper_tables(df, cell_table)
+    tables = paper_tables(df, cell_table, criterion=criterion)
     shown = reported(df, selection) if selection is not None else df
     paired = difference_table(differences(prepare(shown), store_root))
     if paired is not None and selection is not None:

@@ -131,3 +131,12 @@ def test_the_fair_draft_expands_with_equal_budgets(tmp_path):
     assert grid.datasets[0].source == demo.datasets[0].source         # the shipped weights' run id
     assert grid.seeds == [0, 1, 2] and grid.evaluation.seeds == [0, 1]
     assert json.loads(lines[-1])["grid"] == "reproduce-fair"
+
+
+def test_the_selection_criterion_reaches_the_aggregate_and_only_a_set_one_enters_its_id(tmp_path):
+    plain = expand(load_grid(write_grid(tmp_path, smoke_grid(), "plain.yaml"))).by_stage("aggregate")[0]
+    kid = expand(load_grid(write_grid(tmp_path, smoke_grid(selection={"criterion": "kid/target"}), "kid.yaml")))
+    kid = kid.by_stage("aggregate")[0]
+    assert plain.spec.criterion == "fid" and kid.spec.criterion == "kid/target"
+    assert "criterion" not in json.dumps(plain.spec.model_dump(mode="json", exclude_defaults=True))
+    assert kid.run_id != plain.run_id
