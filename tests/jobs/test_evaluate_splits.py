@@ -13,6 +13,7 @@ import pytest
 from factories import eval_spec, finetune_spec, run_module, tiny_unet, write_spec
 from harness.spec import AggregateSpec, EvalSpec, RunSpec
 from harness.store import RunFolder
+from jobs.weights import raw_twin
 
 SETTINGS = dict(tasks=["unconditional", "sdedit"], num_samples=24, batch_size=12, num_translations=12,
                 ddim_steps=5, max_reference=64, kid_subset_size=12)
@@ -22,6 +23,7 @@ SETTINGS = dict(tasks=["unconditional", "sdedit"], num_samples=24, batch_size=12
 # byte for byte what they were. Another torch build may round differently: recompute it
 # there at that commit.
 GOLDEN_ROWS = (102, "a12292f35a6434d98830412bf778d96e5faaecd186c11b44c43c227ba2d7204d")
+EARLY = 50                       # the naive run's snapshot: its second candidate
 IGNORED = ("eval_id", "run_id", "git_sha", "created_at", "split")       # paths, time, commit; split: empty
 
 
@@ -32,13 +34,15 @@ def rows_digest(df: pd.DataFrame) -> tuple[int, str]:
     return len(df), hashlib.sha256(df.to_csv(index=False, float_format="%.17g").encode()).hexdigest()
 
 
-def _naive_run(store, name: str, lr: float, weights_seed: int) -> str:
-    """A finished naive fine-tune (its raw weights a seeded tiny network): a candidate."""
+def _naive_run(store, name: str) -> str:
+    """A finished naive fine-tune of 100 steps with a snapshot at step 50 (raw weights: two
+    seeded tiny networks): two candidates, the checkpoints, in one evaluation."""
     from models.networks import save_unet
 
-    spec = RunSpec.model_validate(finetune_spec("naive", lr=lr)).model_dump(mode="json")
+    spec = RunSpec.model_validate(finetune_spec("naive")).model_dump(mode="json")
     run = RunFolder(write_spec(store / name, spec))
-    save_unet(tiny_unet(weights_seed), run.path / "model-raw")
+    save_unet(tiny_unet(1), run.path / "model-raw")
+    save_unet(tiny_unet(2), raw_twin(run.snapshot_dir(EARLY)))
     run.set_state("done")
     return f"run:{name}"
 
@@ -54,10 +58,9 @@ def evaluations(tmp_path_factory, lpips_weights):
     for name, splits in (("plain", False), ("source", True)):
         spec = {**eval_spec(**SETTINGS, splits=splits), "model": str(root / "source-model")}
         runs[name] = write_spec(store / name, spec)
-    for name, lr, seed in (("naive-a", 1e-3, 1), ("naive-b", 2e-3, 2)):
-        base = eval_spec(**{**SETTINGS, "tasks": ["unconditional"]}, splits=True)
-        spec = EvalSpec.model_validate({**base, "role": "finetuned", "model": _naive_run(store, name, lr, seed)})
-        runs[f"eval-{name}"] = write_spec(store / f"eval-{name}", spec.model_dump(mode="json"))
+    base = eval_spec(**{**SETTINGS, "tasks": ["unconditional"]}, splits=True, checkpoint_steps=[EARLY])
+    spec = EvalSpec.model_validate({**base, "role": "finetuned", "model": _naive_run(store, "naive")})
+    runs["eval-naive"] = write_spec(store / "eval-naive", spec.model_dump(mode="json"))
     for run_dir in runs.values():
         run_module("jobs.evaluate", str(run_dir), check=True)
     return store, runs
@@ -65,7 +68,7 @@ def evaluations(tmp_path_factory, lpips_weights):
 
 @pytest.mark.slow
 def test_without_splits_the_rows_are_as_before(evaluations):
-    """Slow: the module's four tiny Ray evaluations take about 70 s together on 2 busy cores."""
+    """Slow: the module's three tiny Ray evaluations take about 70 s together on 2 busy cores."""
     _, runs = evaluations
     rows = pd.read_parquet(runs["plain"] / "metrics.parquet")
     assert rows["split"].isna().all()
@@ -76,7 +79,7 @@ def test_without_splits_the_rows_are_as_before(evaluations):
 
 @pytest.mark.slow
 def test_every_row_carries_its_split_and_the_test_split_is_the_plain_evaluation(evaluations):
-    """Slow: the module's four tiny Ray evaluations (about 70 s together on 2 cores)."""
+    """Slow: the module's three tiny Ray evaluations (about 70 s together on 2 cores)."""
     _, runs = evaluations
     plain, split = (pd.read_parquet(runs[n] / "metrics.parquet") for n in ("plain", "source"))
     assert set(split["split"]) == {"validation", "test"}
@@ -114,11 +117,11 @@ def test_every_row_carries_its_split_and_the_test_split_is_the_plain_evaluation(
 
 @pytest.mark.slow
 def test_the_aggregate_selects_on_validation_and_reports_test(evaluations):
-    """Slow: the module's four tiny Ray evaluations (about 70 s together on 2 cores) and the aggregate."""
+    """Slow: the module's three tiny Ray evaluations (about 70 s together on 2 cores) and the aggregate."""
     from harness.report.selection import reported, select
 
     store, runs = evaluations
-    names = {RunFolder(runs[n]).run_id: ("fmnist", "shoes") for n in ("source", "eval-naive-a", "eval-naive-b")}
+    names = {RunFolder(runs[n]).run_id: ("fmnist", "shoes") for n in ("source", "eval-naive")}
     spec = AggregateSpec(stage="aggregate", grid="splits", evaluations=names).model_dump(mode="json")
     run_module("jobs.aggregate", str(write_spec(store / "agg", spec)), check=True)
     grid = store.parent / "splits"
@@ -126,16 +129,16 @@ def test_the_aggregate_selects_on_validation_and_reports_test(evaluations):
     # the naive candidate with the lower mean validation FID (builtin features, full domain)
     fid = df[(df.split == "validation") & (df.metric == "fid") & (df.task == "unconditional")
              & (df.reference == "full-domain") & (df.method == "naive")]
-    means = fid.groupby("p_lr")["value"].mean()
-    assert len(means) == 2
+    means = fid.groupby("ckpt_step")["value"].mean()
+    assert sorted(means.index) == [EARLY, 100]
     best = means.idxmin()
     selection = select(df)
     chosen = selection.chosen()
-    assert chosen[chosen.method == "naive"]["p_lr"].tolist() == [best]
+    assert chosen[chosen.method == "naive"]["ckpt_step"].tolist() == [best]
     shown = reported(df, selection)
-    assert set(shown["split"].dropna()) == {"test"} and set(shown[shown.method == "naive"]["p_lr"]) == {best}
+    assert set(shown["split"].dropna()) == {"test"} and set(shown[shown.method == "naive"]["ckpt_step"]) == {best}
     report = (grid / "report.md").read_text()
-    assert "## Selection on the validation split" in report and f"lr={best}" in report
+    assert "## Selection on the validation split" in report and f"at step {int(best)}" in report
     assert "selected of 2" in report
     differences = (grid / "tables" / "differences.md").read_text()
     assert "against the selected naive" in differences
