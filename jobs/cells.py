@@ -33,9 +33,8 @@ import numpy as np
 
 from harness.report.tables import CELL_KEYS, _extractor, _reference, cell_key
 from harness.store import RunFolder
-from jobs.evaluation.manifest import read_manifest
 from jobs.evaluation.splits import items_name
-from jobs.paired import _mean, _ratio, load
+from jobs.paired import _mean, _ratio, final_items, load
 from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates, KernelReplicates
 from models.intervals import (N_RESAMPLES, Interval, Run, centered_interval, percentile_interval,
                               runs_replicates, wilson)
@@ -53,17 +52,12 @@ def _none(value):
 
 def product_paths(eval_dir: Path, task: str, t0: float | None, step: int | None, split: str | None = None) -> dict:
     """eval seed -> the items file of one product of one checkpoint and split, as the
-    evaluation's manifest lists them."""
-    out = {}
-    for entry in read_manifest(RunFolder(eval_dir)):
-        if entry.task != task or entry.ckpt_step != step or entry.split != split:
-            continue
-        if (entry.t0 is None) != (t0 is None) or (t0 is not None and not math.isclose(entry.t0, t0)):
-            continue
-        path = eval_dir / "items" / entry.items
-        if path.is_file():
-            out[entry.eval_seed] = path
-    return out
+    evaluation's manifest lists them (jobs.paired.final_items reads it)."""
+    for (found_task, found_t0), paths in final_items(eval_dir, split, step).products.items():
+        if found_task == task and ((found_t0 is None and t0 is None) or (
+                found_t0 is not None and t0 is not None and math.isclose(found_t0, t0))):
+            return paths
+    return {}
 
 
 class _PerSeed:
