@@ -5,10 +5,9 @@
 The criterion, fixed before the sweep: the lowest validation FID (builtin features, against
 a held-out half of the painted domain), averaged over the models given; PSNR to the source
 image is reported beside it, and ls = li = 0 is plain SDEdit, the baseline EGSDE must beat.
-Validation data are disjoint from what the evaluate stage measures: source test images
-[n, 2n) (the evaluation translates [0, n)), the noise stream "translation-validation" (the
-evaluation's is "translation"), and the first half of a seeded permutation of the held-out
-domain as reference. One setting for every model (the issue's rule). The last line is one
+Validation data are the evaluate stage's own validation split (jobs/evaluation/splits.py),
+disjoint from the test split the tables report: source test images [n, 2n), the noise
+stream "translation-validation", and the validation half of the held-out domain. One setting for every model (the issue's rule). The last line is one
 JSON object of figures.
 """
 from __future__ import annotations
@@ -41,6 +40,7 @@ def main() -> None:
     parser.add_argument("--t0", type=float, default=0.5)
     args = parser.parse_args()
 
+    from jobs.evaluation import splits
     from models import metrics
     from models.data import open_dataset, to_model_range, to_uint8
     from models.evaluation_nets import domain_classifier
@@ -50,11 +50,12 @@ def main() -> None:
 
     torch.set_flush_denormal(True)
     sources = open_dataset(SOURCE, split="source_test")
-    inputs_u8 = torch.stack([sources[i] for i in range(args.n, 2 * args.n)])
+    inputs_u8 = torch.stack([sources[i] for i in splits.inputs(splits.VALIDATION, args.n)])
     x0 = to_model_range(inputs_u8)
-    noise = indexed_noise(0, "translation-validation", range(args.n, 2 * args.n), tuple(x0.shape[1:]))
+    # image i of a split draws noise i of the split's stream, as the evaluate stage samples it
+    noise = indexed_noise(0, splits.stream("translation", splits.VALIDATION), range(args.n), tuple(x0.shape[1:]))
     heldout = open_dataset(TARGET, split="heldout")
-    half = np.sort(np.random.default_rng(0).permutation(len(heldout))[:len(heldout) // 2])
+    half = splits.reference_half(len(heldout), splits.VALIDATION)
     extractor = BuiltinExtractor()
     reference = extractor(torch.stack([heldout[int(i)] for i in half]))
     domain = domain_classifier(SOURCE, TARGET).features
