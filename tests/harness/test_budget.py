@@ -112,25 +112,41 @@ def test_unequal_budgets_are_refused_at_submit_with_exit_2_writing_nothing(tmp_p
 
 
 def test_budgets_are_not_checked_unless_asked(tmp_path):
-    grid = load_grid(ROOT / "grids" / "reproduce.yaml")
+    path = write_grid(tmp_path, smoke_grid(per_method={"naive": {"lr": LRS}}))
+    grid = load_grid(path)
     assert grid.selection.equal_budget is False and grid.selection.criterion == "fid"
-    assert unequal(candidates(expand(grid, ROOT / "grids"))) is not None     # and yet it submits
+    assert unequal(candidates(expand(grid))) is not None
+    proc = run_module("harness.submit", str(path), "--dry-run", "--results", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr[-2000:]                       # and yet it submits
 
 
-def test_the_fair_draft_expands_with_equal_budgets(tmp_path):
-    proc = run_module("harness.submit", str(ROOT / "grids" / "reproduce-fair.yaml"), "--dry-run",
+@pytest.mark.parametrize("name, methods", [
+    ("reproduce", ["naive", "scratch", "sdft/constant", "sdft/min-snr", "sdft/sdft"]),
+    ("reproduce-aux", ["naive", "sdft/sdft"])])
+def test_the_reproduction_expands_with_equal_budgets(tmp_path, name, methods):
+    proc = run_module("harness.submit", str(ROOT / "grids" / f"{name}.yaml"), "--dry-run",
                       "--results", str(tmp_path / "r"))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     budget = dict(line.removeprefix("candidates ").split(": ") for line in lines if line.startswith("candidates "))
-    assert sorted(budget) == ["naive", "scratch", "sdft/constant", "sdft/min-snr", "sdft/sdft"]
-    assert set(budget.values()) == {"4"}
+    assert sorted(budget) == methods
+    assert set(budget.values()) == {"2"}
     assert any(line.startswith("rough wall time") for line in lines)
-    grid = load_grid(ROOT / "grids" / "reproduce-fair.yaml")
+    grid = load_grid(ROOT / "grids" / f"{name}.yaml")
     demo = load_grid(ROOT / "grids" / "demo.yaml")
     assert grid.datasets[0].source == demo.datasets[0].source         # the shipped weights' run id
-    assert grid.seeds == [0, 1, 2] and grid.evaluation.seeds == [0, 1]
-    assert json.loads(lines[-1])["grid"] == "reproduce-fair"
+    assert grid.seeds == [0, 1, 2] and grid.evaluation.seeds == [0, 1] and grid.evaluation.splits
+    assert json.loads(lines[-1])["grid"] == name
+
+
+def test_the_aux_ablation_shares_naive_and_the_source_with_the_reproduction():
+    plans = {name: expand(load_grid(ROOT / "grids" / f"{name}.yaml"), ROOT / "grids")
+             for name in ("reproduce", "reproduce-aux")}
+    shared = {r.run_id for r in plans["reproduce"].runs} & {r.run_id for r in plans["reproduce-aux"].runs}
+    aux_only = [r for r in plans["reproduce-aux"].runs if r.run_id not in shared and r.stage == "finetune"]
+    assert {r.spec.distill.lambda_aux for r in aux_only} == {0.0} and len(aux_only) == 6
+    naive = [r for r in plans["reproduce-aux"].runs if r.method == "naive"]
+    assert naive and all(r.run_id in shared for r in naive)
 
 
 def test_the_selection_criterion_reaches_the_aggregate_and_only_a_set_one_enters_its_id(tmp_path):
