@@ -1,6 +1,6 @@
 """The paper's network (guided-diffusion ADM, ffhq_p2's architecture, random weights) at work.
 
-    python bench/adm.py [--cpu-only | --gpu-only] [--profile]
+    python bench/adm.py [--cpu-only | --gpu-only] [--profile] [--top-ops N]
 
 CPU, always, at 64 px: ffhq_p2's block structure (six levels, channel_mult 1,1,2,2,4,4,
 one ResBlock per level, ResBlock up/down sampling, scale-shift norm, attention at
@@ -28,7 +28,8 @@ Figures, per setting:
   steps; on CPU also the ratio of process CPU seconds, steadier on a shared machine;
 - DDIM-40 samples/s (eps channels, one batch of --cpu/gpu-ddim-batch) and the projected
   time for 10,000 samples at that batch;
-- time_share (GPU, or CPU with --profile): one DeepSpeed step's time by op kind.
+- time_share (GPU, or CPU with --profile): one DeepSpeed step's time by op kind; --top-ops N
+  also prints (to stderr, not in the JSON) that step's N ops with the most self time.
 The last line printed is one flat JSON object: cpu_*, gpu_bf16_*, gpu_fp16_* figures.
 """
 from __future__ import annotations
@@ -103,9 +104,10 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20      # Linux: KiB
 
 
-def time_shares(step, device: torch.device) -> dict[str, float]:
+def time_shares(step, device: torch.device, top_ops: int = 0, label: str = "") -> dict[str, float]:
     """Shares of one step's time (self time of the innermost aten ops, on the device for a
-    GPU): do attention or GroupNorm dominate?"""
+    GPU): do attention or GroupNorm dominate? top_ops > 0: also print the top_ops aten ops
+    with the most self time (share, calls, category) to stderr."""
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.type == "cuda"
@@ -114,18 +116,25 @@ def time_shares(step, device: torch.device) -> dict[str, float]:
         step()
         sync(device)
     totals: dict[str, float] = {}
+    ops: list[tuple[float, int, str, str]] = []
     for event in prof.key_averages():
         name = event.key.lower()
         spent = event.self_device_time_total if cuda else event.self_cpu_time_total
         category = next((cat for cat, keys in PROFILE_CATEGORIES if any(k in name for k in keys)), "other")
         if name.startswith("aten::"):      # kernels are counted once, under the op that ran them
             totals[category] = totals.get(category, 0.0) + spent
+            ops.append((spent, event.count, category, event.key))
     total = sum(totals.values()) or 1.0
+    if top_ops > 0:
+        print(f"# {label} top {top_ops} aten ops by self {'device' if cuda else 'CPU'} time of one DeepSpeed step "
+              f"({total / 1e3:.1f} ms in aten ops): share, ms, calls, category, op", file=sys.stderr)
+        for spent, calls, category, key in sorted(ops, reverse=True)[:top_ops]:
+            print(f"#   {spent / total:6.3f} {spent / 1e3:8.2f} {calls:6d}  {category:<11} {key}", file=sys.stderr)
     return {cat: round(v / total, 3) for cat, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
 def measure(device: torch.device, resolution: int, width: int, precision: str, batch: int, repeats: int,
-            ddim_batch: int, profile: bool = False) -> dict:
+            ddim_batch: int, profile: bool = False, top_ops: int = 0) -> dict:
     import deepspeed
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -214,7 +223,7 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
         out["mfu"] = None
         out["mfu_reason"] = "CPU: MFU is defined over a GPU's dense bf16 peak"
     if profile:
-        out["time_share"] = time_shares(ds_step, device)
+        out["time_share"] = time_shares(ds_step, device, top_ops, label=f"{device.type} {precision}")
     del engine, student_ds, student, optimizer
 
     # DDIM-40 from the frozen network in the run's precision (it takes the eps channels)
@@ -263,6 +272,8 @@ def main() -> None:
     parser.add_argument("--cpu-only", action="store_true", help="skip the GPU figures")
     parser.add_argument("--gpu-only", action="store_true", help="skip the CPU figures (on a GPU machine)")
     parser.add_argument("--profile", action="store_true", help="time shares by op on CPU too (one more step)")
+    parser.add_argument("--top-ops", type=int, default=0, metavar="N",
+                        help="with the time shares, print the profiled step's N costliest ops to stderr")
     args = parser.parse_args()
     reexec_with_job_environment(sys.argv)   # the allocator settings every job runs with
     start = time.perf_counter()
@@ -279,11 +290,12 @@ def main() -> None:
     torch.set_flush_denormal(True)
     if not use_gpu:
         figures.update(prefixed("cpu", measure(torch.device("cpu"), args.cpu_resolution, args.cpu_width, "fp32",
-                                               args.batch, args.repeats, args.cpu_ddim_batch, profile=args.profile)))
+                                               args.batch, args.repeats, args.cpu_ddim_batch, profile=args.profile,
+                                               top_ops=args.top_ops)))
     figures["gpu_device"] = torch.cuda.get_device_name() if use_gpu else None
     for precision in ("bf16", "fp16"):
         values = (measure(torch.device("cuda"), args.gpu_resolution, 128, precision, args.batch,
-                          max(args.repeats, 5), args.gpu_ddim_batch, profile=True) if use_gpu
+                          max(args.repeats, 5), args.gpu_ddim_batch, profile=True, top_ops=args.top_ops) if use_gpu
                   else {"resolution": args.gpu_resolution, "num_channels": 128, **null_figures(NO_GPU)})
         figures.update(prefixed(f"gpu_{precision}", values))
     figures["wall_s"] = round(time.perf_counter() - start, 1)
