@@ -1,6 +1,7 @@
 """A grid's report as committed under docs/results/: the report, tables, images, and the tidy
-table as metrics.csv.gz, the cells over several runs as cells.csv.gz (text, so a commit shows what changed; README tables are made from
-it, harness/report/readme.py)."""
+table as metrics.csv.gz, the cells over several runs as cells.csv.gz and the paired
+differences' rows as differences.csv.gz (text, so a commit shows what changed; README tables
+are made from them, harness/report/readme.py)."""
 from __future__ import annotations
 
 import re
@@ -11,12 +12,13 @@ from harness.errors import UserError
 
 PUBLISHED = ("report.md", "tradeoff.png", "tables", "images")
 PUBLISHED_CELLS = "cells.csv.gz"          # beside metrics.csv.gz
+PUBLISHED_DIFFERENCES = "differences.csv.gz"
 
 
 def publish(grid_dir: Path, out_dir: Path) -> Path:
     """Replace `out_dir` with the published form of `grid_dir` (an aggregated results/<grid>).
     The new folder is complete before the old one goes, so a failure leaves the old one."""
-    from harness.report.results import CELLS_FILE, load_results, read_metrics, write_csv
+    from harness.report.results import CELLS_FILE, DIFFERENCES_FILE, load_results, read_metrics, write_csv
 
     grid_dir, out_dir = Path(grid_dir), Path(out_dir)
     if not (grid_dir / "metrics.parquet").is_file() or not (grid_dir / "report.md").is_file():
@@ -35,6 +37,9 @@ def publish(grid_dir: Path, out_dir: Path) -> Path:
     cells = read_metrics(grid_dir / CELLS_FILE) if (grid_dir / CELLS_FILE).is_file() else None
     if cells is not None and len(cells):        # the intervals of cells over several runs
         write_csv(staging / PUBLISHED_CELLS, cells)
+    diffs = read_metrics(grid_dir / DIFFERENCES_FILE) if (grid_dir / DIFFERENCES_FILE).is_file() else None
+    if diffs is not None and len(diffs):        # the paired differences' rows
+        write_csv(staging / PUBLISHED_DIFFERENCES, diffs)
     # the report names where its table was; the published copy names its own
     report = re.sub(r"load_results\('[^']*'\)", "load_results('metrics.csv.gz')",
                     (staging / "report.md").read_text())

@@ -7,8 +7,9 @@ A block such as
     <!-- end tables -->
 
 holds the named tables of `harness.tables`, rendered as Markdown from that tidy table and,
-when it is there, the cells table beside it (cells.csv.gz: intervals over several runs; the
-path is relative to the Markdown file's folder). `python -m harness.tables --readme
+when they are there, the files beside it: cells.csv.gz (intervals over several runs) and
+differences.csv.gz (the paired differences' rows, table `differences`). The path is relative
+to the Markdown file's folder. `python -m harness.tables --readme
 README.md` rewrites every block; tests/harness/test_readme_tables.py fails when a block of
 the README differs from what its table gives.
 """
@@ -25,15 +26,18 @@ BLOCK = re.compile(r"(?P<open><!-- tables: (?P<source>\S+) (?P<names>[^>]*?) -->
 
 def render_block(source: Path, names: list[str]) -> str:
     """The named tables of `source` (a tidy table), as Markdown, one after the other."""
-    from harness.report.publish import PUBLISHED_CELLS
+    from harness.report.publish import PUBLISHED_CELLS, PUBLISHED_DIFFERENCES
     from harness.report.results import load_results, read_metrics
-    from harness.report.tables import paper_tables
+    from harness.report.tables import difference_table, paper_tables
 
     if not source.is_file():
         raise UserError(f"{source}: no such tidy table (named by a README tables block)")
     cells = source.with_name(PUBLISHED_CELLS)
     tables = {table.name: table for table in paper_tables(
         load_results(source), read_metrics(cells) if cells.is_file() else None)}
+    diffs = source.with_name(PUBLISHED_DIFFERENCES)
+    paired = difference_table(read_metrics(diffs)) if diffs.is_file() else None
+    tables.update({paired.name: paired} if paired is not None else {})
     unknown = [name for name in names if name not in tables]
     if unknown:
         raise UserError(f"{source}: no table {unknown[0]!r} (it gives {', '.join(tables) or 'none'})")

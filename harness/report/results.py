@@ -28,6 +28,7 @@ COLUMNS = ["grid", "run_id", "eval_id", "stage", "dataset", "target", "method", 
            "extractor", "note"]
 TAIL = ["git_sha", "created_at"]
 CELLS_FILE = "cells.parquet"
+DIFFERENCES_FILE = "differences.parquet"   # the paired differences' rows (jobs/paired.py)
 
 
 def git_sha() -> str | None:

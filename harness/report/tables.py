@@ -451,12 +451,24 @@ def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=No
                        "the classes the target set lacks (the real rows: the same classifier on real "
                        "images), and the share of translated source images that keep their class")
     tables += [attributes] if attributes else []
+    # the missing classes by the samples' features (precision / recall / coverage of k-NN
+    # balls, models/manifold.py): recall and coverage of the real missing-class images say
+    # whether the model draws near them at all, which a classifier's share cannot
+    unconditional = {"task": "unconditional", "reference": ref, "extractor": ext}
+    columns = [("all", {**unconditional, "subset": "all"}, m) for m in ("precision", "recall", "coverage")]
+    columns += [("missing classes", {**unconditional, "subset": "missing-classes"}, m) for m in ("recall", "coverage")]
+    manifold = pivot(df, columns, "manifold", f"Unconditional samples against the real {ref} set by {ext} "
+                     "features: precision, recall and coverage (k-NN balls), overall and of the real images "
+                     "of the classes the target set lacks")
+    tables += [manifold] if manifold else []
     return tables
 
 
 def difference_table(diffs: "pd.DataFrame", baseline: str = "naive") -> Table | None:
     """Paired differences (model minus `baseline`) with their intervals: `diffs` has one row
-    per model, group, metric (value, ci_low, ci_high, note), as jobs/paired.py makes them."""
+    per model, group, metric (value, ci_low, ci_high, note), as jobs/paired.py makes them, and
+    a `selected_by` column (the criterion's description) when each method's candidate was
+    selected on a validation split: then the baseline is the selected one."""
     import pandas as pd
 
     if diffs is None or diffs.empty:
@@ -469,8 +481,14 @@ def difference_table(diffs: "pd.DataFrame", baseline: str = "naive") -> Table | 
              "with a 95 % paired bootstrap interval (the same resampled items for both; over evaluation seeds "
              "two-level); bold where the interval excludes 0. Lower is better for FID/KID/LPIPS, higher for "
              "the rest."] + sorted(set(diffs["note"].dropna()))
-    return Table("differences", f"Paired differences against {baseline}", frame("value"), frame("ci_low"),
-                 frame("ci_high"), frame("value").notna().astype(int), notes, bold_nonzero=True)
+    title = f"Paired differences against {baseline}"
+    selected_by = diffs["selected_by"].dropna().unique() if "selected_by" in diffs else []
+    if len(selected_by):
+        title = f"Paired differences against the selected {baseline} (test split)"
+        notes.append(f"Each method's candidate selected on the validation split by the {selected_by[0]}; "
+                     "differences on the test split.")
+    return Table("differences", title, frame("value"), frame("ci_low"), frame("ci_high"),
+                 frame("value").notna().astype(int), notes, bold_nonzero=True)
 
 
 def write_tables(tables: list[Table], out_dir: Path, formats=("markdown", "latex", "csv")) -> list[Path]:

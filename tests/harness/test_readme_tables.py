@@ -78,3 +78,34 @@ def test_publish_replaces_the_folder_with_the_grid_s_report_and_its_tidy_table(t
     with pytest.raises(UserError, match="not an aggregated grid folder"):
         publish(tmp_path / "results" / "missing", out)
     assert (out / "report.md").is_file()                         # a failed publish leaves the old folder
+
+
+def test_the_paired_differences_are_published_and_rendered_in_a_block(tmp_path):
+    """The differences need the per-item files, which are not published: the aggregate keeps
+    their rows (DIFFERENCES_FILE), publish copies them, and a block renders them again."""
+    import pandas as pd
+
+    from harness.report.publish import PUBLISHED_DIFFERENCES, publish
+    from harness.report.results import DIFFERENCES_FILE
+
+    diffs = pd.DataFrame({"model": ["sdft (sdft)", "scratch"], "group": ["unconditional"] * 2,
+                          "metric": ["fid"] * 2, "value": [-1.5, 40.0], "ci_low": [-2.5, 30.0],
+                          "ci_high": [0.5, 50.0], "note": [None, None], "order": [3, 1],
+                          "selected_by": ["lowest FID against the full domain"] * 2})
+    grid = tmp_path / "results" / "g"
+    grid.mkdir(parents=True)
+    write_parquet(grid / "metrics.parquet", rows())
+    write_parquet(grid / DIFFERENCES_FILE, diffs)
+    (grid / "report.md").write_text("report\n")
+    out = publish(grid, tmp_path / "docs" / "g")
+    assert (out / PUBLISHED_DIFFERENCES).is_file()
+    block = "<!-- tables: docs/g/metrics.csv.gz differences -->\n<!-- end tables -->"
+    text = readme.regenerate(block, tmp_path)
+    assert "Paired differences against the selected naive (test split)" in text
+    assert "by the lowest FID against the full domain" in text
+    # the interval that excludes 0 is bold, the one that holds it is not; rows in method order
+    assert "**40.0 [30.0, 50.0]**" in text and "-1.500 [-2.500, 0.500]" in text
+    assert "**-1.500" not in text and text.index("scratch") < text.index("sdft (sdft)")
+    (out / PUBLISHED_DIFFERENCES).unlink()
+    with pytest.raises(UserError, match="no table 'differences'"):
+        readme.regenerate(block, tmp_path)

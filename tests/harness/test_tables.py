@@ -70,6 +70,25 @@ def test_tables_show_the_mean_and_interval_over_seeds_real_rows_first_and_bold_t
     assert list(t4.means.index) == ["sdft/constant", "sdft/sdft"]
 
 
+def test_the_manifold_table_shows_recall_and_coverage_of_the_missing_classes():
+    df = rows()
+    extra = []
+    for (method, weighting), recall in {("naive", None): 0.10, ("sdft", "sdft"): 0.30}.items():
+        base = dict(run_id=f"{method}{weighting}0", eval_id=f"e{method}{weighting}0", method=method,
+                    weighting=weighting, seed=0, ckpt_step=100, extractor="builtin", task="unconditional",
+                    reference="full-domain")
+        extra += [{**base, "subset": "all", "metric": "precision", "value": 0.8},
+                  {**base, "subset": "missing-classes", "metric": "recall", "value": recall},
+                  {**base, "subset": "missing-classes", "metric": "coverage", "value": recall / 2},
+                  {**base, "subset": "all", "reference": "target", "metric": "recall", "value": 0.99}]
+    assert "manifold" not in {t.name for t in paper_tables(df)}          # nothing measured, no table
+    table = {t.name: t for t in paper_tables(tidy(pd.concat([df, tidy(extra)])))}["manifold"]
+    assert table.means.loc["sdft/sdft", ("missing classes", "recall")] == pytest.approx(0.30)
+    assert table.means.loc["naive", ("missing classes", "coverage")] == pytest.approx(0.05)
+    assert ("all", "recall") not in table.means.columns                   # the target reference is not mixed in
+    assert "**0.300**" in table.render("markdown")                        # higher recall is better
+
+
 def test_tables_cli_formats_and_bad_path(tmp_path):
     grid = tmp_path / "grid"
     grid.mkdir()
