@@ -48,7 +48,8 @@ def _naive_run(store, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def evaluations(tmp_path_factory, lpips_weights):
+def evaluations(tmp_path_factory, lpips_weights, ray_env):
+    """The three evaluations, on one shared Ray (conftest.ray_env)."""
     from models.networks import save_unet
 
     root = tmp_path_factory.mktemp("splits")
@@ -62,7 +63,7 @@ def evaluations(tmp_path_factory, lpips_weights):
     spec = EvalSpec.model_validate({**base, "role": "finetuned", "model": _naive_run(store, "naive")})
     runs["eval-naive"] = write_spec(store / "eval-naive", spec.model_dump(mode="json"))
     for run_dir in runs.values():
-        run_module("jobs.evaluate", str(run_dir), check=True)
+        run_module("jobs.evaluate", str(run_dir), env=ray_env, check=True)
     return store, runs
 
 
