@@ -146,7 +146,7 @@ def test_per_method_overrides(tmp_path):
 
 
 def test_two_grids_share_a_run_folder(tmp_path, ray_env):
-    """The same settings in two grids: one folder, trained and evaluated once. ~70 s: the
+    """The same settings in two grids: one folder, trained and evaluated once. ~40 s: the
     first submission really trains and evaluates (its two evaluations on one shared Ray,
     conftest.ray_env), the second must not."""
     results = tmp_path / "results"

@@ -69,7 +69,7 @@ def evaluations(tmp_path_factory, lpips_weights, ray_env):
 
 @pytest.mark.slow
 def test_without_splits_the_rows_are_as_before(evaluations):
-    """Slow: the module's three tiny Ray evaluations take about 70 s together on 2 busy cores."""
+    """Slow: the module's three tiny Ray evaluations (one shared Ray) take about 43 s together on 2 cores."""
     _, runs = evaluations
     rows = pd.read_parquet(runs["plain"] / "metrics.parquet")
     assert rows["split"].isna().all()
@@ -80,7 +80,7 @@ def test_without_splits_the_rows_are_as_before(evaluations):
 
 @pytest.mark.slow
 def test_every_row_carries_its_split_and_the_test_split_is_the_plain_evaluation(evaluations):
-    """Slow: the module's three tiny Ray evaluations (about 70 s together on 2 cores)."""
+    """Slow: the module's three tiny Ray evaluations (about 43 s together on 2 cores)."""
     _, runs = evaluations
     plain, split = (pd.read_parquet(runs[n] / "metrics.parquet") for n in ("plain", "source"))
     assert set(split["split"]) == {"validation", "test"}
@@ -118,7 +118,7 @@ def test_every_row_carries_its_split_and_the_test_split_is_the_plain_evaluation(
 
 @pytest.mark.slow
 def test_the_aggregate_selects_on_validation_and_reports_test(evaluations):
-    """Slow: the module's three tiny Ray evaluations (about 70 s together on 2 cores) and the aggregate."""
+    """Slow: the module's three tiny Ray evaluations (about 43 s together on 2 cores) and the aggregate."""
     from harness.report.selection import reported, select
 
     store, runs = evaluations

@@ -70,7 +70,7 @@ def test_sdft_two_processes_zero2_bf16(tiny_source):
 
 
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
-    """~55 s on a cold 2-core machine: it trains the same 40 steps twice (killed and resumed,
+    """~65-80 s on a cold 2-core machine: it trains the same 40 steps twice (killed and resumed,
     and straight through) at 32 px, because only a real SIGKILL mid-run shows the resume.
     It starts from a seeded tiny 32 px network as a model folder: what the resume must
     reproduce does not depend on how trained the starting weights are."""
