@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from factories import pretrain_spec, run_module, write_spec
+from factories import pretrain_spec, run_module, shared_ray, write_spec
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # Every test run starts from empty caches, as CI's clean machine does: nothing a test needs
@@ -36,3 +36,14 @@ def lpips_weights() -> Path:
 
     setup()
     return weights_dir()
+
+
+@pytest.fixture(scope="module")
+def ray_env(tmp_path_factory) -> dict[str, str]:
+    """The environment for evaluations that join one Ray per test module (factories.shared_ray)
+    instead of starting their own. Module-scoped, not session-scoped: no Ray daemons idle
+    through the rest of the suite, and none is alive when tests/slurm looks for leftovers.
+    Starting its own Ray stays covered: the killed-actor and folder-pair evaluations, and
+    every evaluation on Slurm, do."""
+    with shared_ray(tmp_path_factory.mktemp("ray")) as env:
+        yield env

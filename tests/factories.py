@@ -7,13 +7,17 @@ that need a spec or a grid do not pay for it.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
+import secrets
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import yaml
@@ -154,6 +158,59 @@ def run_module(module: str, *args: str, env: dict | None = None, timeout: float 
         raise AssertionError(f"{module} {args} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
 
+
+
+# The Ray an evaluation starts for itself (jobs.evaluation.driver.ray_init, in the job
+# environment), started once; it writes its address and stops when its stdin closes.
+_RAY_HELPER = """
+import os, sys
+from pathlib import Path
+for key in ("SDFT_RAY_ADDRESS", "RAY_ADDRESS"):
+    os.environ.pop(key, None)
+from jobs.evaluation.driver import ray_init
+ray = ray_init()
+address = Path(sys.argv[1])
+address.with_suffix(".tmp").write_text(ray.get_runtime_context().gcs_address)
+address.with_suffix(".tmp").rename(address)
+sys.stdin.read()
+ray.shutdown()
+"""
+
+
+@contextlib.contextmanager
+def shared_ray(folder: Path, timeout: float = 120):
+    """One Ray for several evaluations, which join it through $SDFT_RAY_ADDRESS (as an
+    evaluation joins the Ray of a multi-task Slurm job): Ray's start-up, about 9 s on 2
+    cores, is paid once instead of once per evaluation. Yields the environment to run the
+    jobs (or a submission) with. Each job still gets its own actors; only the daemons are
+    shared. Token authentication as in jobs/ray_cluster.py; on exit the helper shuts its
+    Ray down, and its process group is killed if it lingers."""
+    from harness.runtime import job_environment
+
+    folder.mkdir(parents=True, exist_ok=True)
+    token, address = folder / "token", folder / "address"
+    token.touch(mode=0o600)
+    token.write_text(secrets.token_hex(32))
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    env = job_environment({**os.environ, **auth})
+    env.pop("RAY_AUTH_TOKEN", None)
+    with open(folder / "helper.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", _RAY_HELPER, str(address)], cwd=ROOT, env=env,
+                                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not address.is_file():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the shared Ray did not start:\n{(folder / 'helper.log').read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield {**auth, "SDFT_RAY_ADDRESS": address.read_text().strip()}
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def digest(*arrays) -> str:

@@ -145,9 +145,10 @@ def test_per_method_overrides(tmp_path):
     assert by_method["scratch"].steps == 99 and by_method["naive"].steps == SMOKE["finetune"]["steps"]
 
 
-def test_two_grids_share_a_run_folder(tmp_path):
-    """The same settings in two grids: one folder, trained and evaluated once. ~70 s: the
-    first submission really trains and evaluates (Ray starts once), the second must not."""
+def test_two_grids_share_a_run_folder(tmp_path, ray_env):
+    """The same settings in two grids: one folder, trained and evaluated once. ~40 s: the
+    first submission really trains and evaluates (its two evaluations on one shared Ray,
+    conftest.ray_env), the second must not."""
     results = tmp_path / "results"
     small_eval = {"num_samples": 8, "batch_size": 8, "tasks": ["unconditional"], "ddim_steps": 4,
                   "kid_subset_size": 8, "kid_subsets": 2, "max_reference": 64}
@@ -155,9 +156,9 @@ def test_two_grids_share_a_run_folder(tmp_path):
                                        evaluation=small_eval), "one.yaml")
     two = write_grid(tmp_path, smoke_grid(name="two", methods=["scratch"], finetune__steps=3,
                                        evaluation=small_eval), "two.yaml")
-    first = run_module("harness.submit", str(one), "--results", str(results), "--executor", "local")
+    first = run_module("harness.submit", str(one), "--results", str(results), "--executor", "local", env=ray_env)
     assert first.returncode == 0, first.stderr[-2000:]
-    second = run_module("harness.submit", str(two), "--results", str(results), "--executor", "local")
+    second = run_module("harness.submit", str(two), "--results", str(results), "--executor", "local", env=ray_env)
     summary = json.loads(second.stdout.strip().splitlines()[-1])
     # pretrain, scratch and both evaluations are shared: only grid two's own aggregate runs
     assert summary["runs"] == 5 and summary["skipped_done"] == 4 and summary["submitted"] == 1

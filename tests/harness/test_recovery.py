@@ -144,16 +144,17 @@ GRID = {
 }
 
 
-def submit(grid: Path, results: Path, *extra) -> tuple[int, dict, str]:
+def submit(grid: Path, results: Path, *extra, env: dict | None = None) -> tuple[int, dict, str]:
     proc = run_module("harness.submit", str(grid), "--results", str(results), "--executor", "local", *extra,
-                      timeout=2400)
+                      env=env, timeout=2400)
     return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
 @pytest.fixture(scope="module")
-def killed_and_resumed(tmp_path_factory):
+def killed_and_resumed(tmp_path_factory, ray_env):
     """The grid submitted; its pretraining killed with SIGKILL once it has checkpointed step
-    20; then a plain resubmit. Module-scoped: the damage tests below start from the result."""
+    20; then a plain resubmit. Module-scoped: the damage tests below start from the result.
+    The evaluations join the module's shared Ray (conftest.ray_env)."""
     tmp = tmp_path_factory.mktemp("faults")
     grid_path = tmp / "faults.yaml"
     grid_path.write_text(yaml.safe_dump(GRID))
@@ -162,7 +163,7 @@ def killed_and_resumed(tmp_path_factory):
     pretrain = Store(results).run(plan.by_stage("pretrain")[0].run_id)
     first = subprocess.Popen([sys.executable, "-m", "harness.submit", str(grid_path), "--results", str(results),
                               "--executor", "local"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+                             text=True, env={**os.environ, **ray_env})
     latest = pretrain.checkpoints / "latest"
     deadline = time.time() + 300
     while time.time() < deadline and not (latest.is_file() and latest.read_text() >= "step00000020"):
@@ -173,7 +174,7 @@ def killed_and_resumed(tmp_path_factory):
     out, err = first.communicate(timeout=300)
     first_summary = json.loads(out.strip().splitlines()[-1])
     lost_state = pretrain.state()
-    second = submit(grid_path, results)
+    second = submit(grid_path, results, env=ray_env)
     return dict(grid=grid_path, results=results, plan=plan, pretrain=pretrain, killed_at=killed_at,
                 first=(first.returncode, first_summary, err), lost_state=lost_state, second=second)
 

@@ -57,15 +57,16 @@ def test_killed_actor_has_its_batch_retried_and_no_row_is_lost(tiny_source, lpip
     assert RunFolder(run_dir).status == "done"
 
 
-def test_second_evaluation_hits_the_feature_cache(tiny_source, lpips_weights):
+def test_second_evaluation_hits_the_feature_cache(tiny_source, lpips_weights, ray_env):
+    """Both evaluations on one shared Ray (conftest.ray_env): the cache is on disk, not in Ray."""
     store = tiny_source.parent
     first = write_spec(store / "eval-a", eval_spec(tasks=["unconditional", "sdedit", "egsde"]))
-    run_module("jobs.evaluate", str(first), check=True)
+    run_module("jobs.evaluate", str(first), env=ray_env, check=True)
     again = store / "eval-b"
     shutil.copytree(first, again, ignore=shutil.ignore_patterns("work", "products", "attempts", "samples",
                                                                  "*.json", "*.parquet"))
     shutil.copy(first / "spec.json", again / "spec.json")
-    run_module("jobs.evaluate", str(again), check=True)
+    run_module("jobs.evaluate", str(again), env=ray_env, check=True)
     summary = json.loads((again / "eval.json").read_text())
     assert summary["feature_lookups"] > 0 and summary["feature_cache_hits"] == summary["feature_lookups"]
     a = pd.read_parquet(first / "metrics.parquet").sort_values(KEYS).reset_index(drop=True)
@@ -93,13 +94,14 @@ def test_second_evaluation_hits_the_feature_cache(tiny_source, lpips_weights):
     assert len(loaded) == len(a)
 
 
-def test_inception_features_on_a_few_dozen_images(tiny_source):
+def test_inception_features_on_a_few_dozen_images(tiny_source, ray_env):
     """The model rows only (role finetuned, the EMA named): Inception's calibration rows, which
-    would triple its work here, are checked on folder data in test_folder_labels.py."""
+    would triple its work here, are checked on folder data in test_folder_labels.py. On the
+    module's shared Ray (conftest.ray_env)."""
     spec = eval_spec(num_samples=24, batch_size=24, extractors=["inception"], max_reference=24,
                      kid_subset_size=24, weights="ema")
     run_dir = write_spec(tiny_source.parent / "eval-inception", {**spec, "role": "finetuned"})
-    run_module("jobs.evaluate", str(run_dir), check=True)
+    run_module("jobs.evaluate", str(run_dir), env=ray_env, check=True)
     rows = pd.read_parquet(run_dir / "metrics.parquet")
     fid = rows[(rows.stage == "evaluate") & (rows.metric == "fid") & (rows.extractor == "inception")]
     # the number itself (a closed form, a known ordering) is checked on Inception features in

@@ -48,7 +48,8 @@ def _naive_run(store, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def evaluations(tmp_path_factory, lpips_weights):
+def evaluations(tmp_path_factory, lpips_weights, ray_env):
+    """The three evaluations, on one shared Ray (conftest.ray_env)."""
     from models.networks import save_unet
 
     root = tmp_path_factory.mktemp("splits")
@@ -62,13 +63,13 @@ def evaluations(tmp_path_factory, lpips_weights):
     spec = EvalSpec.model_validate({**base, "role": "finetuned", "model": _naive_run(store, "naive")})
     runs["eval-naive"] = write_spec(store / "eval-naive", spec.model_dump(mode="json"))
     for run_dir in runs.values():
-        run_module("jobs.evaluate", str(run_dir), check=True)
+        run_module("jobs.evaluate", str(run_dir), env=ray_env, check=True)
     return store, runs
 
 
 @pytest.mark.slow
 def test_without_splits_the_rows_are_as_before(evaluations):
-    """Slow: the module's three tiny Ray evaluations take about 70 s together on 2 busy cores."""
+    """Slow: the module's three tiny Ray evaluations (one shared Ray) take about 43 s together on 2 cores."""
     _, runs = evaluations
     rows = pd.read_parquet(runs["plain"] / "metrics.parquet")
     assert rows["split"].isna().all()
@@ -79,7 +80,7 @@ def test_without_splits_the_rows_are_as_before(evaluations):
 
 @pytest.mark.slow
 def test_every_row_carries_its_split_and_the_test_split_is_the_plain_evaluation(evaluations):
-    """Slow: the module's three tiny Ray evaluations (about 70 s together on 2 cores)."""
+    """Slow: the module's three tiny Ray evaluations (about 43 s together on 2 cores)."""
     _, runs = evaluations
     plain, split = (pd.read_parquet(runs[n] / "metrics.parquet") for n in ("plain", "source"))
     assert set(split["split"]) == {"validation", "test"}
@@ -117,7 +118,7 @@ def test_every_row_carries_its_split_and_the_test_split_is_the_plain_evaluation(
 
 @pytest.mark.slow
 def test_the_aggregate_selects_on_validation_and_reports_test(evaluations):
-    """Slow: the module's three tiny Ray evaluations (about 70 s together on 2 cores) and the aggregate."""
+    """Slow: the module's three tiny Ray evaluations (about 43 s together on 2 cores) and the aggregate."""
     from harness.report.selection import reported, select
 
     store, runs = evaluations

@@ -39,8 +39,10 @@ def cancel_leftovers(tmp_path):
 
 
 def test_smoke_grid_goes_through_sbatch_to_done(slurm, tmp_path):
-    """~80 s: nine jobs go through sbatch one dependency level at a time, and slurmctld
-    schedules each level on its own interval; nothing shorter shows the dependencies hold."""
+    """~85 s: nine real jobs go through sbatch one dependency level at a time; nothing shorter
+    shows the dependencies hold. The jobs themselves take the time (four Ray evaluations of
+    20-27 s each, two at a time on two CPUs): slurmctld starts each dependent job within
+    0.5 s of its parent's end (its log on a cold run; slurm/local-slurm.sh)."""
     results = tmp_path / "results"
     summary = submit(SMOKE_GRID, results, "--wait")
     assert summary["submitted"] == summary["runs"] == 9
@@ -101,7 +103,10 @@ def test_children_of_a_failed_job_are_cancelled(slurm, tmp_path):
 
 
 def test_preempted_training_is_requeued_and_resumes(slurm, tmp_path):
-    grid = grid_file(tmp_path, "preempt", methods=["naive"], finetune__steps=400,
+    """The signal lands at step 40 or a little later; the 160 steps after it (about 6 s
+    on one CPU) leave it time to land before the training could finish."""
+    steps = 200
+    grid = grid_file(tmp_path, "preempt", methods=["naive"], finetune__steps=steps,
                      finetune__checkpoint_every=20, finetune__batch_size=32)
     results = tmp_path / "results"
     submit(grid, results)
@@ -123,17 +128,25 @@ def test_preempted_training_is_requeued_and_resumes(slurm, tmp_path):
         time.sleep(0.5)
     assert run.status == "done", run.state()
     resumes = [r for r in run.log_rows() if r.get("event") == "resume"]
-    assert resumes and 0 < resumes[0]["step"] < 400
+    assert resumes and 0 < resumes[0]["step"] < steps
     attempts = sacct_states(job_id)
     assert len(attempts) >= 2 and attempts[0] == "REQUEUED", attempts      # a second attempt
 
 
+# Evaluations at the smallest size that still gives both actors of a two-node Ray a batch:
+# what the two-task test checks is where they ran, not what they measured (the smoke grid's
+# evaluations are checked above and in tests/jobs/test_evaluate.py).
+TWO_NODE_EVALUATION = {"num_samples": 16, "batch_size": 8, "tasks": ["unconditional"], "ddim_steps": 4,
+                       "kid_subset_size": 8, "kid_subsets": 2, "max_reference": 64}
+
+
 def test_two_tasks_per_node_train_one_run_with_deepspeed(slurm, tmp_path):
     """~100 s: two Slurm tasks start DeepSpeed (gloo) and train ZeRO-2 shards; only a real
-    two-process launch shows the shards and the rank handling."""
+    two-process launch shows the shards and the rank handling. Then two evaluations, each on
+    a two-node Ray that it starts and stops."""
     grid = grid_file(tmp_path, "twotasks", methods=["sdft"], cluster={
         "cpus_per_task": 1, "mem_gb": 2, "timeout_min": 10, "tasks_per_node": 2},
-        finetune__zero_stage=2, finetune__checkpoint_every=20)
+        finetune__zero_stage=2, finetune__checkpoint_every=20, evaluation=TWO_NODE_EVALUATION)
     results = tmp_path / "results"
     submit(grid, results, "--wait")
     runs = Store(results).grid_runs("twotasks")
