@@ -55,27 +55,37 @@ def _wait_for(path: Path, timeout: float, proc: subprocess.Popen | None = None) 
         time.sleep(0.2)
 
 
+def auth_env(token: Path) -> dict[str, str]:
+    """The variables that make Ray (daemons, drivers) authenticate with the token file."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+
+
+def write_token(token: Path) -> None:
+    """A fresh token, readable by its owner only (created 600 before anything is written)."""
+    token.touch(mode=0o600)
+    token.write_text(secrets.token_hex(32))
+
+
 @contextlib.contextmanager
 def slurm_ray_cluster(rank: int, world: int, folder: Path, num_cpus: int, num_gpus: int = 0):
     """On rank 0: yields the head's address once every worker has joined. On other ranks:
     joins, then blocks until rank 0 says it is done, and yields None."""
     folder.mkdir(parents=True, exist_ok=True)
     token, address, done = folder / "token", folder / "address", folder / "done"
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    env = {**os.environ, **auth_env(token)}
     env.pop("RAY_AUTH_TOKEN", None)
     resources = ["--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus)]
     if rank == 0:
         for stale in (address, done):
             stale.unlink(missing_ok=True)
-        token.touch(mode=0o600)
-        token.write_text(secrets.token_hex(32))
+        write_token(token)
         host = socket.gethostbyname(socket.gethostname())
         port = _free_port()
         proc = _start(["--head", f"--node-ip-address={host}", f"--port={port}", "--include-dashboard=false",
                        *resources], env, folder / f"ray-start-{rank}.log")
         try:
             # the driver (this process) authenticates too; Ray reads this when it is imported
-            os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+            os.environ.update(auth_env(token))
             import ray
 
             deadline = time.monotonic() + 120

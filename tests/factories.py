@@ -12,7 +12,6 @@ import copy
 import hashlib
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -186,12 +185,12 @@ def shared_ray(folder: Path, timeout: float = 120):
     shared. Token authentication as in jobs/ray_cluster.py; on exit the helper shuts its
     Ray down, and its process group is killed if it lingers."""
     from harness.runtime import job_environment
+    from jobs.ray_cluster import auth_env, write_token
 
     folder.mkdir(parents=True, exist_ok=True)
     token, address = folder / "token", folder / "address"
-    token.touch(mode=0o600)
-    token.write_text(secrets.token_hex(32))
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    write_token(token)
+    auth = auth_env(token)
     env = job_environment({**os.environ, **auth})
     env.pop("RAY_AUTH_TOKEN", None)
     with open(folder / "helper.log", "wb") as log:

@@ -36,7 +36,7 @@ def render_block(source: Path, names: list[str]) -> str:
     tables = {table.name: table for table in paper_tables(
         load_results(source), read_metrics(cells) if cells.is_file() else None)}
     diffs = source.with_name(PUBLISHED_DIFFERENCES)
-    paired = difference_table(read_metrics(diffs)) if diffs.is_file() else None
+    paired = difference_table(read_metrics(diffs)) if "differences" in names and diffs.is_file() else None
     tables.update({paired.name: paired} if paired is not None else {})
     unknown = [name for name in names if name not in tables]
     if unknown:
