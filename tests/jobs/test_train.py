@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -44,8 +45,11 @@ def test_loss_falls_on_tiny_preset(tmp_path):
     assert {"step", "loss", "loss_diff", "lr", "images_per_s"} <= rows[-1].keys()
 
 
+@pytest.mark.slow
 def test_sdft_two_processes_zero2_bf16(tiny_source):
-    """Stopped at step 6 and resumed: both ranks load the ZeRO-2 shards (weights only)."""
+    """Stopped at step 6 and resumed: both ranks load the ZeRO-2 shards (weights only).
+    Slow: two DeepSpeed ranks started twice, about 26 s on 2 cores (plus the session's tiny
+    source model, about 45 s when no earlier test made it)."""
     spec = finetune_spec("sdft", steps=12, zero_stage=2, precision="bf16", checkpoint_every=6, log_every=6)
     run_dir = write_spec(tiny_source.parent / "zero2", spec)
     for extra in (["--stop-after", "6"], []):
@@ -69,8 +73,9 @@ def test_sdft_two_processes_zero2_bf16(tiny_source):
     assert any(not torch.equal(raw[k].to(torch.bfloat16).float(), raw[k]) for k in raw)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
-    """~65-80 s on a cold 2-core machine: it trains the same 40 steps twice (killed and resumed,
+    """Slow: 65-100 s on a cold 2-core machine: it trains the same 40 steps twice (killed and resumed,
     and straight through) at 32 px, because only a real SIGKILL mid-run shows the resume.
     It starts from a seeded tiny 32 px network as a model folder: what the resume must
     reproduce does not depend on how trained the starting weights are."""
