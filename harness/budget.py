@@ -1,7 +1,8 @@
 """Tuning budgets: how many candidates each method chooses its reported setting from.
 
 A method that is tried in more settings gets more chances at a lucky one, so a comparison is
-fair only when every method has the same number of candidates (DESIGN.md section 7). A
+fair only when every method has the same number of candidates (docs/architecture.md,
+"Numbers that can be trusted"). A
 candidate is one setting of the hyper-parameters that apply to the method, at one evaluated
 checkpoint (the final step, or an earlier one kept by evaluation.checkpoint_steps); training
 seeds repeat a candidate, they are not candidates. Every weighting of sdft is a method of its

@@ -138,10 +138,10 @@ class SameAs(Strict):
 
 class Axis:
     """Marks a sweepable hyper-parameter. `family`: the kind of value it holds (a tie joins
-    two of one family); `check`: validates one value."""
+    two of one family); `check`: validates one value; `kind`: its type (the grid reference)."""
 
-    def __init__(self, family: str, check: Callable[[Any], Any]):
-        self.family, self.check = family, check
+    def __init__(self, family: str, check: Callable[[Any], Any], kind: Any = None):
+        self.family, self.check, self.kind = family, check, kind
 
 
 def _axis(kind, family: str):
@@ -164,7 +164,7 @@ def _axis(kind, family: str):
             return [one(v, f"[{i}] ") for i, v in enumerate(value)]
         return one(value)
 
-    return Annotated[Any, BeforeValidator(validate), Axis(family, one)]
+    return Annotated[Any, BeforeValidator(validate), Axis(family, one, kind)]
 
 
 class _FinetuneChecks(Strict):

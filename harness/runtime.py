@@ -2,9 +2,10 @@
 
 On CPU, glibc returns large freed blocks to the OS and maps them again on the next
 allocation, so every training step page-faults through its activation buffers. Keeping
-them in the heap made an SDFT step 1.5x faster here (bench/train_step.py; README).
-These variables are read by glibc at process start: they must be in the environment
-before Python starts, which is why launchers, not the job itself, set them.
+them in the heap made an SDFT step 1.5x faster here (bench/train_step.py;
+docs/benchmarks.md, "CPU performance notes"). These variables are read by glibc at process
+start: they must be in the environment before Python starts, which is why launchers, not
+the job itself, set them.
 """
 from __future__ import annotations
 

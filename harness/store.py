@@ -1,6 +1,6 @@
 """The results store on disk: run folders, their spec and state, written atomically.
 
-Layout (DESIGN.md section 5):
+Layout (docs/architecture.md, "Runs: identity and storage"):
     <root>/_runs/<run_id>/            the work, shared by every grid that has this run
         spec.json  state.json  train.jsonl  checkpoints/  model/  samples/  metrics.parquet
     <root>/<grid>/runs/<run_id> -> ../../_runs/<run_id>

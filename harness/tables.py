@@ -7,7 +7,9 @@ and reported on the test split. The tables themselves are harness.report's; this
 the arguments.
   --publish DIR       copy a grid's report, tables, images and tidy table (metrics.csv.gz)
                       into DIR (how docs/results/ is made)
-  --readme FILE.md    fill FILE.md's `<!-- tables: ... -->` blocks from their tidy tables
+  --readme [FILE.md ...]  fill the generated blocks (`<!-- tables: ... -->` from their tidy
+                      tables, `<!-- schema: grid -->` from the grid's schema) of these files;
+                      without files, of README.md and docs/*.md
 """
 from __future__ import annotations
 
@@ -27,12 +29,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--format", choices=("latex", "markdown", "csv"), default="markdown")
     parser.add_argument("--out", default=None, help="also write each table to this folder")
     parser.add_argument("--publish", metavar="DIR", help="copy one grid's report and tidy table into DIR")
-    parser.add_argument("--readme", metavar="FILE", help="fill FILE's generated tables blocks")
+    parser.add_argument("--readme", metavar="FILE", nargs="*",
+                        help="fill the generated blocks of these Markdown files (none given: "
+                             "README.md and docs/*.md)")
     parser.add_argument("--select-by", default="fid", metavar="CRITERION",
                         help="what selects each method's candidate on the validation split: "
                              "[task[@t0]:]metric[/reference], e.g. fid (the default), kid/target, sdedit@0.5:psnr")
     args = parser.parse_args(argv)
-    if not args.results and not args.readme:
+    if not args.results and args.readme is None:
         parser.error("give results folders, or --readme FILE")
     with quiet_broken_pipe(), exit_on_user_error(FileNotFoundError):
         if args.publish:
@@ -41,11 +45,13 @@ def main(argv: list[str] | None = None) -> None:
             if len(args.results) != 1:
                 raise UserError("--publish: give exactly one results/<grid> folder")
             print(f"published {args.results[0]} -> {publish(Path(args.results[0]), Path(args.publish))}")
-        if args.readme:
-            from harness.report.readme import update
+        if args.readme is not None:
+            from harness.report.readme import documents, has_blocks, update
 
-            changed = update(Path(args.readme))
-            print(f"{args.readme}: {'tables rewritten' if changed else 'tables already up to date'}")
+            files = [Path(f) for f in args.readme] or [p for p in documents() if has_blocks(p.read_text())]
+            for path in files:
+                changed = update(path)
+                print(f"{path}: {'tables rewritten' if changed else 'tables already up to date'}")
         if not args.results or args.publish:
             return
         try:

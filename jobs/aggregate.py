@@ -287,7 +287,7 @@ def aggregate(spec: AggregateSpec, run_dir: str | Path) -> Path:
     diffs = differences(prepare(shown), store_root)
     if selection is not None and not diffs.empty:
         diffs = diffs.assign(selected_by=selection.criterion.describe())
-    write_parquet(grid_dir / DIFFERENCES_FILE, diffs)      # README tables re-render it (published)
+    write_parquet(grid_dir / DIFFERENCES_FILE, diffs)      # the docs' tables re-render it (published)
     paired = difference_table(diffs)
     tables += [paired] if paired is not None else []
     written = write_tables(tables, grid_dir / "tables")

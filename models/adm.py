@@ -13,7 +13,7 @@ Traps, each checked by tests/models/test_adm.py against guided-diffusion's own U
   `attn_norm_num_groups` is given;
 - ADM's time embedding is [cos, sin] with frequencies over `half` (flip_sin_to_cos, freq_shift 0).
 ADM also runs GroupNorm in fp32 (GroupNorm32); for fp32 weights, as written here, that is moot
-(for bf16/fp16 training see the README: PyTorch's own kernels keep the statistics in fp32).
+(for bf16/fp16 training see docs/recipe.md: PyTorch's own kernels keep the statistics in fp32).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """95 % intervals that cover what varies: the evaluation images, and the seeds when there
-are several (DESIGN.md section 7).
+are several (docs/evaluation.md, "Intervals").
 
 A statistic is a function of an index array into the evaluation items (sample i of the
 fixed noise, translation i of the fixed source images), so the same resampled indices can

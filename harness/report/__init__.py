@@ -1,6 +1,6 @@
 """The last stage of the data path: the tidy results table and what is made of it.
 
-`results`: one row per measured number (DESIGN.md section 5), read and written; `tables`:
+`results`: one row per measured number (docs/evaluation.md, "The results"), read and written; `tables`:
 the paper's tables, rendered as Markdown, LaTeX and CSV. jobs/aggregate.py calls these; the
 CLIs (`harness.tables`, `sdft tables`) only parse arguments and call them. No torch.
 """

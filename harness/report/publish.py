@@ -1,7 +1,7 @@
 """A grid's report as committed under docs/results/: the report, tables, images, and the tidy
 table as metrics.csv.gz, the cells over several runs as cells.csv.gz and the paired
-differences' rows as differences.csv.gz (text, so a commit shows what changed; README tables
-are made from them, harness/report/readme.py)."""
+differences' rows as differences.csv.gz (text, so a commit shows what changed; the tables of
+README.md and docs/*.md are made from them, harness/report/readme.py)."""
 from __future__ import annotations
 
 import re

@@ -1,17 +1,24 @@
-"""Tables in a Markdown file made from a committed tidy table, never typed by hand.
+"""Tables in the project's Markdown files, made from committed files, never typed by hand.
 
 A block such as
 
-    <!-- tables: docs/results/demo/metrics.csv.gz table3 attributes -->
+    <!-- tables: results/demo/metrics.csv.gz table3 attributes -->
     ...
     <!-- end tables -->
 
 holds the named tables of `harness.tables`, rendered as Markdown from that tidy table and,
 when they are there, the files beside it: cells.csv.gz (intervals over several runs) and
 differences.csv.gz (the paired differences' rows, table `differences`). The path is relative
-to the Markdown file's folder. `python -m harness.tables --readme
-README.md` rewrites every block; tests/harness/test_readme_tables.py fails when a block of
-the README differs from what its table gives.
+to the Markdown file's folder. A block
+
+    <!-- schema: grid -->
+    ...
+    <!-- end schema -->
+
+holds the grid file's reference, made from its pydantic schema (harness.grid_reference).
+`python -m harness.tables --readme` rewrites every block of README.md and docs/*.md (or of
+the files it is given); tests/harness/test_readme_tables.py fails when a block of any of them
+differs from what its source gives.
 """
 from __future__ import annotations
 
@@ -22,6 +29,17 @@ from harness.errors import UserError
 
 BLOCK = re.compile(r"(?P<open><!-- tables: (?P<source>\S+) (?P<names>[^>]*?) -->\n)(?P<body>.*?)"
                    r"(?P<close><!-- end tables -->)", re.S)
+SCHEMA_BLOCK = re.compile(r"(?P<open><!-- schema: grid -->\n)(?P<body>.*?)(?P<close><!-- end schema -->)", re.S)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def documents(root: Path = ROOT) -> list[Path]:
+    """The project's Markdown files that may hold generated blocks: README.md and docs/*.md."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def has_blocks(text: str) -> bool:
+    return bool(BLOCK.search(text) or SCHEMA_BLOCK.search(text))
 
 
 def render_block(source: Path, names: list[str]) -> str:
@@ -31,7 +49,7 @@ def render_block(source: Path, names: list[str]) -> str:
     from harness.report.tables import difference_table, paper_tables
 
     if not source.is_file():
-        raise UserError(f"{source}: no such tidy table (named by a README tables block)")
+        raise UserError(f"{source}: no such tidy table (named by a tables block)")
     cells = source.with_name(PUBLISHED_CELLS)
     tables = {table.name: table for table in paper_tables(
         load_results(source), read_metrics(cells) if cells.is_file() else None)}
@@ -45,12 +63,18 @@ def render_block(source: Path, names: list[str]) -> str:
 
 
 def regenerate(text: str, root: Path) -> str:
-    """`text` with every tables block rendered again from its tidy table."""
+    """`text` with every block rendered again: tables from their tidy tables, the grid's
+    reference from its schema."""
     def render(match: re.Match) -> str:
         body = render_block(root / match["source"], match["names"].split())
         return match["open"] + body + match["close"]
 
-    return BLOCK.sub(render, text)
+    def schema(match: re.Match) -> str:
+        from harness.grid_reference import render as grid_reference
+
+        return match["open"] + "\n" + grid_reference() + "\n" + match["close"]
+
+    return SCHEMA_BLOCK.sub(schema, BLOCK.sub(render, text))
 
 
 def update(path: Path) -> bool:
@@ -59,7 +83,7 @@ def update(path: Path) -> bool:
 
     path = Path(path)
     text = path.read_text()
-    if not BLOCK.search(text):
+    if not has_blocks(text):
         raise UserError(f"{path}: no '<!-- tables: FILE NAME... -->' block to fill")
     new = regenerate(text, path.parent)
     if new != text:

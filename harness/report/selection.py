@@ -1,7 +1,7 @@
 """Each method's setting chosen on the validation split, and reported on the test split.
 
 Picking the best setting on the rows that are then reported favours whichever candidate drew
-lucky noise on them (DESIGN.md section 7). So a table whose rows carry `split` values is read
+lucky noise on them (docs/architecture.md, "Numbers that can be trusted"). So a table whose rows carry `split` values is read
 in two halves: `select` looks at the `validation` rows only and picks, per method, the
 candidate with the best mean criterion; `reported` keeps the chosen candidates' `test` rows.
 

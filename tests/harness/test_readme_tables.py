@@ -1,7 +1,9 @@
-"""README tables are made from committed tidy tables by harness.tables, never typed by hand."""
+"""The tables and the grid reference in README.md and docs/*.md are made from committed files
+and the schema by harness.tables, never typed by hand; the grids they show are valid grids."""
 import re
 
 import pytest
+import yaml
 
 from factories import ROOT, run_module
 from harness.errors import UserError
@@ -10,13 +12,35 @@ from harness.report.results import load_results, write_csv, write_parquet
 from test_tables import rows
 
 
-def test_the_readme_s_tables_are_what_their_committed_tidy_tables_give():
-    """Fails when a figure in a README tables block was typed or edited by hand, or when the
-    tidy table it names changed without `python -m harness.tables --readme README.md`."""
-    text = (ROOT / "README.md").read_text()
-    blocks = list(readme.BLOCK.finditer(text))
-    assert blocks, "the README has no generated tables block"
-    assert readme.regenerate(text, ROOT) == text
+def test_every_generated_block_in_the_readme_and_docs_is_what_its_source_gives():
+    """Fails when a figure in a tables block (or a line of the grid reference) was typed or
+    edited by hand, or when the tidy table or the schema it comes from changed without
+    `python -m harness.tables --readme`."""
+    found = {"tables": 0, "schema": 0}
+    stale = []
+    for path in readme.documents(ROOT):
+        text = path.read_text()
+        found["tables"] += len(readme.BLOCK.findall(text))
+        found["schema"] += len(readme.SCHEMA_BLOCK.findall(text))
+        if readme.regenerate(text, path.parent) != text:
+            stale.append(path.relative_to(ROOT).as_posix())
+    assert found["tables"] >= 5 and found["schema"] == 1, found
+    assert not stale, f"stale generated blocks in {stale}: run python -m harness.tables --readme"
+
+
+def test_the_grids_the_readme_and_docs_show_are_valid_grids():
+    """Every YAML example that is a whole grid (it has `name:` and `datasets:`) passes the
+    schema, so a newcomer's copy of it fails on their data paths at most."""
+    from harness.config import GridConfig
+
+    shown = []
+    for path in readme.documents(ROOT):
+        for block in re.findall(r"```yaml\n(.*?)```", path.read_text(), re.S):
+            grid = yaml.safe_load(block)
+            if isinstance(grid, dict) and {"name", "datasets"} <= grid.keys():
+                GridConfig.model_validate(grid)
+                shown.append(path.name)
+    assert "README.md" in shown and "grid.md" in shown
 
 
 def test_a_block_is_filled_from_its_csv_and_the_rest_of_the_file_is_left_alone(tmp_path):
