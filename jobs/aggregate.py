@@ -26,7 +26,7 @@ from harness.report.selection import (VALIDATION, Criterion, Selection, has_vali
                                       split_of)
 from harness.spec import AggregateSpec
 from harness.store import RunFolder, atomic_write_bytes, now_iso, store_root_of
-from harness.report.tables import difference_table, paper_tables, prepare, write_tables
+from harness.report.tables import difference_table, paper_tables, prepare, seed_difference_table, write_tables
 from jobs.evaluation.manifest import final, read_manifest
 
 SHOWN_PER_ROW = 12
@@ -288,8 +288,7 @@ def aggregate(spec: AggregateSpec, run_dir: str | Path) -> Path:
     if selection is not None and not diffs.empty:
         diffs = diffs.assign(selected_by=selection.criterion.describe())
     write_parquet(grid_dir / DIFFERENCES_FILE, diffs)      # the docs' tables re-render it (published)
-    paired = difference_table(diffs)
-    tables += [paired] if paired is not None else []
+    tables += [t for t in (difference_table(diffs), seed_difference_table(diffs)) if t is not None]
     written = write_tables(tables, grid_dir / "tables")
     plot = tradeoff_plot(test, grid_dir / "tradeoff.png")
     grids = image_grids(test, store_root, grid_dir / "images")

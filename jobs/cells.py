@@ -11,8 +11,15 @@ seed from its items (items/<product>.npz, written by jobs/measure.py):
   for one row (KID with each evaluation's own subsets and seed, x1e3);
 - missing_class_share and class_preservation (all, missing-classes, present-classes): shares
   of the per-sample predictions among the kept ones (the evaluation's confidence filter),
-  widened where needed to the Wilson interval of the summed k/n: a share at 0 or 1 in every
-  run bootstraps to a point, which the counts do not support.
+  widened where needed to the Wilson interval of the share at n distinct items: a share at
+  0 or 1 in every run bootstraps to a point, which the counts do not support.
+The evaluation seeds of a translation translate the same source images: a replicate draws
+those inputs once for all seeds (jobs.paired.units_of). `n` is the number of distinct items
+behind the cell (source images, or noise draws; for shares those in the denominator of any
+run): the 27 missing-class inputs of 3 runs x 2 seeds are n = 27, not 162; `k` is the
+cell's share as a count of them (value x n, fractional where runs disagree).
+A statistic over several evaluation seeds is the mean of its per-seed values (FID at one
+seed's sample count), as in the tidy rows and in the paired differences (jobs/paired.py).
 With evaluation splits, a cell holds rows of one split only, and reads that split's items and
 reference features (items/references_<split>.npz): item i of the validation split is no
 pair of item i of the test split.
@@ -34,10 +41,10 @@ import numpy as np
 from harness.report.tables import CELL_KEYS, _extractor, _reference, cell_key
 from harness.store import RunFolder
 from jobs.evaluation.splits import items_name
-from jobs.paired import _mean, _ratio, final_items, load
+from jobs.paired import _mean, _ratio, final_items, load, units_of
 from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates, KernelReplicates
-from models.intervals import (N_RESAMPLES, Interval, Run, centered_interval, percentile_interval,
-                              runs_replicates, wilson)
+from models.intervals import (N_RESAMPLES, Interval, Run, centered_interval, layout, same_items,
+                              percentile_interval, runs_replicates, wilson_share)
 
 ITEM_METRICS = ("psnr", "ssim", "lpips")
 FEATURE_METRICS = ("fid", "kid")
@@ -198,7 +205,7 @@ def _cell(rows, store: _Store, refs: dict, ext: str, ref: str, seed: int, split:
         statistic = store.statistic(eval_id, (task, t0, step, split), metric, subset, items, context)
         if statistic is None:
             return None
-        runs.append(Run(statistic, len(items["groups"]), items["groups"]))
+        runs.append(Run(statistic, len(items["groups"]), items["groups"], units_of(items, task)))
     resamples = N_RESAMPLES_FEATURE if metric in FEATURE_METRICS else N_RESAMPLES
     recomputed, reps = runs_replicates(runs, n_resamples=resamples, seed=seed)
     value = float(rows["value"].mean())
@@ -206,13 +213,30 @@ def _cell(rows, store: _Store, refs: dict, ext: str, ref: str, seed: int, split:
         return None
     interval = (centered_interval if metric in FEATURE_METRICS else percentile_interval)(value, reps, resamples)
     share = metric in SHARE_METRICS and rows["k"].notna().all() and rows["n"].notna().all()
-    if share:     # never narrower than the pooled counts allow: a bootstrap of 35/35 cannot leave 1
-        pooled = wilson(int(rows["k"].sum()), int(rows["n"].sum()))
-        interval = Interval(value, min(interval.low, pooled.low), max(interval.high, pooled.high), resamples)
+    n = distinct_items(runs)
+    if share:     # never narrower than the counts allow: a bootstrap of 35/35 cannot leave 1
+        floor = wilson_share(value, n)
+        interval = Interval(value, min(interval.low, floor.low), max(interval.high, floor.high), resamples)
     what = "FID, KID" if metric in FEATURE_METRICS else ("shares" if share else "means")
     note = (f"Cells of several runs or evaluation seeds ({what}): hierarchical bootstrap from the per-item "
             f"values, {resamples} resamples{', centred' if metric in FEATURE_METRICS else ''}: training runs, "
             "then evaluation seeds, then images, each drawn with replacement (runs on the same noise and inputs "
-            "share each draw)" + ("; at least the Wilson interval of the summed k/n." if share else "."))
-    return {**interval.row(), "rows": len(rows), "runs": len(runs), "resamples": resamples, "note": note}
+            "share each draw; evaluation seeds that translate the same source images share each draw of them)"
+            + ("; at least the Wilson interval of the share at n distinct items." if share else ".")
+            + " n: distinct items (source images or noise draws) behind the cell, not rows x items.")
+    return {**interval.row(), "rows": len(rows), "runs": len(runs), "resamples": resamples, "n": n,
+            "k": value * n if share else math.nan, "note": note}
+
+
+def distinct_items(runs: list[Run]) -> int:
+    """The distinct items behind a cell: units (a translation's source images are shared by
+    its evaluation seeds; runs on the same items share them all), counting for a share
+    only the items in some run's denominator."""
+    seen: set = set()
+    shared = same_items(runs)
+    for r, run in enumerate(runs):
+        ids = layout(run.n_items, run.groups, run.units).unit_ids(run.n_items)
+        counted = getattr(run.statistic, "kept", np.ones(run.n_items, dtype=bool))
+        seen.update((0 if shared else r, int(i)) for i in np.unique(ids[counted]))
+    return len(seen)
 

@@ -6,8 +6,18 @@ Every model is evaluated on the same noise and the same source images, so item i
 model and item i of another are a pair: a paired bootstrap (models.intervals
 .paired_difference) resamples the items once per replicate and feeds them to both, which
 cancels the variation the two share (which noise, which source images). Over evaluation
-seeds the items are grouped by seed (two-level). A model with several runs (training
-seeds) enters as the mean of its runs' statistics on the same items.
+seeds the items are grouped by seed (two-level); the seeds of a translation translate the
+same source images (item i of every seed: input i, jobs/evaluation/splits.inputs), so a
+replicate draws those inputs once for all seeds (`units_of`), and `n` is the number of
+distinct items (inputs, or noise draws). A model with several runs (training seeds)
+enters as the mean of its runs' statistics on the same items; such a difference also gets
+a seed-level interval (models.intervals.seed_level_difference: a t-interval over the
+training runs, named in `seed_interval`).
+
+One definition of a statistic over several evaluation seeds, shared with the tables and
+their cells (jobs/cells.py): the mean over seeds of the per-seed statistic. For FID this
+matters (pooling two seeds into one FID at twice the n lowers its small-sample bias), and
+the per-seed mean is what the tidy rows and the calibration rows are measured at.
 
 With evaluation splits, items pair within one split only (test with test, validation with
 validation): the two splits have other noise and other inputs, so their item i are no pair.
@@ -30,7 +40,7 @@ from harness.store import RunFolder
 from jobs.evaluation.manifest import final, read_manifest
 from jobs.evaluation.splits import items_name
 from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates
-from models.intervals import N_RESAMPLES, paired_difference
+from models.intervals import N_RESAMPLES, layout, paired_difference, seed_level_difference
 
 
 @dataclass(frozen=True)
@@ -72,11 +82,38 @@ def _mean(values):
     return lambda idx: float(values[idx].mean())
 
 
-def _ratio(hits, kept):
-    def statistic(idx):
-        denominator = kept[idx].sum()
-        return float(hits[idx].sum() / denominator) if denominator else float("nan")
-    return statistic
+class _ratio:
+    """The share of hits among the items of the denominator (`kept`), of item indices."""
+
+    def __init__(self, hits, kept):
+        self.hits, self.kept = hits, kept
+
+    def __call__(self, idx) -> float:
+        denominator = self.kept[idx].sum()
+        return float(self.hits[idx].sum() / denominator) if denominator else float("nan")
+
+
+def units_of(items: dict, task: str) -> np.ndarray | None:
+    """The input of each item that the other evaluation seeds' items share (None: nothing
+    shared). Translations: every seed translates the same inputs in the same order, so the
+    input is the item's position within its seed (or the saved `inputs`, where there are).
+    Unconditional samples: each seed has its own noise, nothing is shared."""
+    if "inputs" in items:
+        return np.asarray(items["inputs"])
+    groups = items["groups"]
+    seeds, counts = np.unique(groups, return_counts=True)
+    if task == "unconditional" or len(seeds) < 2 or len(set(counts.tolist())) != 1:
+        return None
+    out = np.empty(len(groups), dtype=np.int64)
+    for g in seeds:
+        out[groups == g] = np.arange(int(counts[0]))
+    return out
+
+
+def run_value(statistic, groups: np.ndarray, units=None) -> float:
+    """A run's statistic on all its items: the mean over evaluation seeds of its per-seed
+    value (the tables' mean of the rows)."""
+    return float(np.mean([statistic(m) for m in layout(len(groups), groups, units).members]))
 
 
 def statistics(items: dict, task: str, extractor: str, reference: np.ndarray | None, missing,
@@ -99,18 +136,32 @@ def statistics(items: dict, task: str, extractor: str, reference: np.ndarray | N
     return out
 
 
-def model_difference(runs: list[dict], baseline: list[dict], groups: np.ndarray, seed: int = 0):
+def model_difference(runs: list[dict], baseline: list[dict], groups: np.ndarray, seed: int = 0, units=None):
     """metric -> Interval of mean-over-runs(model) - mean-over-runs(baseline); `runs` and
-    `baseline` are lists of statistics() dicts over the same items."""
+    `baseline` are lists of statistics() dicts over the same items. Each statistic is
+    averaged over the evaluation seeds (per_group), as the tables' cells are; `units`
+    (units_of) crosses the seeds with their shared inputs."""
     out = {}
     for metric in set.intersection(*(set(r) for r in runs + baseline)):
         resamples = runs[0][metric][1]
         a = lambda idx, m=metric: float(np.mean([r[m][0](idx) for r in runs]))  # noqa: E731
         b = lambda idx, m=metric: float(np.mean([r[m][0](idx) for r in baseline]))  # noqa: E731
         several = len(np.unique(groups)) > 1
-        out[metric] = paired_difference(a, b, len(groups), groups if several else None,
-                                        n_resamples=resamples, seed=seed)
+        out[metric] = paired_difference(a, b, len(groups), groups if several else None, per_group=True,
+                                        n_resamples=resamples, seed=seed, units=units if several else None)
     return out
+
+
+def seed_columns(model: dict, baseline: dict, metric: str, groups: np.ndarray, units=None) -> dict:
+    """The seed-level interval's columns of one difference (NaN where there is none):
+    `model` and `baseline` map each run's training seed to its statistics() dict."""
+    found = seed_level_difference({s: run_value(st[metric][0], groups, units) for s, st in model.items()},
+                                  {s: run_value(st[metric][0], groups, units) for s, st in baseline.items()})
+    if found is None:
+        return {"seed_ci_low": float("nan"), "seed_ci_high": float("nan"), "seed_runs": float("nan"),
+                "seed_interval": None}
+    return {"seed_ci_low": found.interval.low, "seed_ci_high": found.interval.high, "seed_runs": found.runs,
+            "seed_interval": found.method}
 
 
 def _split(value) -> str | None:
@@ -161,6 +212,9 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, tag: st
         runs = {eid: final_items(store_root / eid, split, _step(step))
                 for eid, step in zip(group["eval_id"], group["ckpt_step"])}
         labels = dict(zip(group["eval_id"], group["model"]))
+        # the source model is nobody's training run: its seed does not vary (seed_level_difference)
+        trained = {e: None if m == "source" or "seed" not in group else s
+                   for e, m, s in zip(group["eval_id"], group["method"], group.get("seed", group["method"]))}
         order = dict(zip(group["model"], group["order"]))
         prefix = tag + (f"{dataset}/{target} " if len(pairs) > 1 else "")
         for product in sorted({p for r in runs.values() for p in r.products}, key=lambda p: (p[0], p[1] or 0)):
@@ -178,14 +232,32 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, tag: st
                 continue
             base_runs = by_model[baseline]
             groups = loaded[base_runs[0]]["groups"]
+            units = units_of(loaded[base_runs[0]], task)
+            distinct = layout(len(groups), groups, units).distinct
             name = f"{prefix}{task}" + (f" t0={t0:g}" if t0 is not None else "")
             for model, eids in by_model.items():
                 if model == baseline or any(not np.array_equal(loaded[e]["groups"], groups) for e in eids):
                     continue
-                found = model_difference([stats[e] for e in eids], [stats[e] for e in base_runs], groups)
+                found = model_difference([stats[e] for e in eids], [stats[e] for e in base_runs], groups,
+                                         units=units)
                 for metric, interval in found.items():
+                    baseline_value = float(np.mean([run_value(stats[e][metric][0], groups, units)
+                                                    for e in base_runs]))
+                    seeded = seed_columns(_by_seed(eids, trained, stats), _by_seed(base_runs, trained, stats),
+                                          metric, groups, units)
                     rows.append({"dataset": dataset, "target": target, "model": model, "order": order[model],
-                                 "group": name, "metric": metric, **interval.row(), "n": len(groups),
+                                 "group": name, "metric": metric, **interval.row(), "n": distinct,
+                                 "baseline_value": baseline_value, "runs": len(eids), **seeded,
                                  "note": f"{metric}: {interval.resamples} paired resamples"
+                                 + (" (evaluation seeds share their inputs: drawn once)" if units is not None else "")
                                  + (f" ({ext} features, against the {ref} set)" if metric == "fid" else "")})
     return pd.DataFrame(rows)
+
+
+def _by_seed(eids: list[str], trained: dict, stats: dict) -> dict:
+    """Training seed -> statistics() of a model's runs; keyed by eval id where seeds repeat
+    (then the seed-level interval does not pair them by seed)."""
+    seeds = [None if trained[e] is None or trained[e] != trained[e] else int(trained[e]) for e in eids]
+    if len(set(seeds)) < len(seeds):
+        return {e: stats[e] for e in eids}
+    return {s: stats[e] for s, e in zip(seeds, eids)}

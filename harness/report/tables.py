@@ -8,7 +8,9 @@ is the row's own (`ci_low`, `ci_high`: bootstrap over images, Wilson for k/n); o
 runs (training seeds, evaluation seeds) it spans the lowest `ci_low` to the highest
 `ci_high` of the runs (INTERVAL_RULE). Calibration rows (real data, same code) open each
 table and are never bold; the best model value is bold. `difference_table` renders paired
-differences against a baseline (jobs/paired.py), bold where the interval excludes 0.
+differences against a baseline (jobs/paired.py), bold where the interval excludes 0, and
+`seed_difference_table` the same differences with their seed-level intervals (training runs
+only).
 
 A table whose rows carry a validation split is first narrowed by harness.report.selection:
 each method's candidate chosen on the validation rows, its test rows shown; every table then
@@ -62,6 +64,12 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _count(k) -> str:
+    """A count k of k/n: whole, or with one decimal where it is a share of n distinct items
+    averaged over runs (jobs/cells.py)."""
+    return str(int(round(k))) if abs(k - round(k)) < 0.05 else f"{k:.1f}"
+
+
 @dataclass
 class Table:
     name: str
@@ -71,7 +79,8 @@ class Table:
     highs: "pd.DataFrame"
     counts: "pd.DataFrame"                # rows (runs) behind each cell
     notes: list[str] = field(default_factory=list)
-    ks: "pd.DataFrame | None" = None      # summed k and n of shares k/n (NaN elsewhere)
+    ks: "pd.DataFrame | None" = None      # k and n of shares k/n (NaN elsewhere): summed over rows,
+    #                                      or the cells table's n distinct items and k of them
     ns: "pd.DataFrame | None" = None
     calibration: tuple = ()               # row labels of the real-data rows: never bold
     bold_nonzero: bool = False            # bold where the interval excludes 0 (differences)
@@ -88,7 +97,7 @@ class Table:
         if not _missing(low) and not _missing(high):
             text += f" [{low:.{digits}f}, {high:.{digits}f}]"
         if self.ks is not None and not _missing(self.ks.loc[row, column]):
-            text += f" ({int(self.ks.loc[row, column])}/{int(self.ns.loc[row, column])})"
+            text += f" ({_count(self.ks.loc[row, column])}/{int(self.ns.loc[row, column])})"
         if bold:
             text = r"\textbf{" + text + "}" if fmt == "latex" else f"**{text}**"
         return text
@@ -269,6 +278,9 @@ def _pivot(df, columns: list[tuple], name: str, title: str, notes=None, calibrat
             if found is not None and int(found["rows"]) == len(rows):
                 agg.loc[model, ["low", "high"]] = [found["ci_low"], found["ci_high"]]
                 hierarchical.add(found["note"])
+                if not _missing(agg.loc[model, "k"]) and not _missing(found.get("k")):
+                    # the cell's distinct items, not rows x items (jobs/cells.py)
+                    agg.loc[model, ["k", "n"]] = [found["k"], found["n"]]
             else:
                 spans.add(METRIC_NAMES.get(metric, metric))
         stats[(group, metric)] = agg
@@ -489,6 +501,32 @@ def difference_table(diffs: "pd.DataFrame", baseline: str = "naive") -> Table | 
                      "differences on the test split.")
     return Table("differences", title, frame("value"), frame("ci_low"), frame("ci_high"),
                  frame("value").notna().astype(int), notes, bold_nonzero=True)
+
+
+SEED_LEVEL_NOTE = ("Each cell: the same difference (model minus {baseline}, mean over training runs) with a "
+                   "95 % interval from the training runs alone ({methods}); the evaluation items are held "
+                   "fixed, so this interval sees only how much the training seed moves the difference. Bold "
+                   "where it excludes 0: a direction that holds at the level of training seeds.")
+
+
+def seed_difference_table(diffs: "pd.DataFrame", baseline: str = "naive") -> Table | None:
+    """The paired differences' seed-level intervals (jobs/paired.py `seed_ci_low`,
+    `seed_ci_high`, named in `seed_interval`): table `differences_seeds`; None where no
+    difference has one (one training run, or rows written before they existed)."""
+    import pandas as pd
+
+    if diffs is None or diffs.empty or "seed_ci_low" not in diffs:
+        return None
+    diffs = diffs[pd.to_numeric(diffs["seed_ci_low"], errors="coerce").notna()]
+    if diffs.empty:
+        return None
+    table = difference_table(diffs.assign(ci_low=diffs["seed_ci_low"], ci_high=diffs["seed_ci_high"],
+                                          note=None), baseline)
+    methods = "; ".join(sorted(set(diffs["seed_interval"].dropna())))
+    table.name, table.title = "differences_seeds", table.title + ": seed-level intervals"
+    table.notes = [SEED_LEVEL_NOTE.format(baseline=baseline, methods=methods)] + [
+        n for n in table.notes if n.startswith("Each method's candidate")]
+    return table
 
 
 def write_tables(tables: list[Table], out_dir: Path, formats=("markdown", "latex", "csv")) -> list[Path]:

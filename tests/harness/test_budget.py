@@ -137,6 +137,8 @@ def test_the_reproduction_expands_with_equal_budgets(tmp_path, name, methods):
     assert grid.datasets[0].source == demo.datasets[0].source         # the shipped weights' run id
     assert grid.seeds == [0, 1, 2] and grid.evaluation.seeds == [0, 1] and grid.evaluation.splits
     assert json.loads(lines[-1])["grid"] == name
+    sdft = [r for r in expand(grid, ROOT / "grids").by_stage("finetune") if r.weighting == "sdft"]
+    assert 0.1 in {r.spec.distill.lambda_distill for r in sdft}      # the official lambda is a candidate
 
 
 def test_the_aux_ablation_shares_naive_and_the_source_with_the_reproduction():

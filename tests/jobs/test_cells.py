@@ -9,7 +9,7 @@ import pytest
 from scipy import linalg
 
 from harness.report.results import CELLS_FILE, tidy, write_parquet
-from harness.report.tables import paper_tables, prepare
+from harness.report.tables import paper_tables, prepare, seed_difference_table
 from harness.spec import EvalSpec
 from harness.store import RunFolder
 from jobs.cells import cells
@@ -122,6 +122,8 @@ def test_cells_of_several_runs_get_a_hierarchical_interval_the_tables_show(tmp_p
     assert set(found.index) == {"fid", "kid", "psnr", "missing_class_share", "class_preservation"}
     assert (found["runs"] == 3).all() and (found["rows"] == 3 * len(seeds)).all()
     assert found.loc["psnr", "resamples"] == 1000 and found.loc["fid", "resamples"] == 200
+    # n: distinct items; the seeds translate the same N inputs, but have their own noise
+    assert found.loc["psnr", "n"] == N and found.loc["fid", "n"] == N * len(seeds)
     naive = df[(df.method == "naive") & (df.ckpt_step == 100)]
     for metric in ("fid", "kid", "psnr", "missing_class_share"):
         cell, rows = found.loc[metric], naive[naive.metric == metric]
@@ -169,7 +171,9 @@ def test_the_tables_cli_reads_the_cells_beside_a_grid_table(tmp_path, capsys):
     assert isinstance(pd.read_parquet(grid / CELLS_FILE), pd.DataFrame)
 
 
-def test_a_share_at_one_in_every_run_keeps_the_wilson_interval_of_its_counts(tmp_path):
+def test_a_share_at_one_in_every_run_keeps_the_wilson_interval_of_its_distinct_inputs(tmp_path):
+    """The three runs translate the same inputs: the Wilson floor counts each missing-class
+    input once (those any run kept), not once per run."""
     from models.intervals import wilson
 
     store, df = _store(tmp_path, [3])
@@ -178,5 +182,42 @@ def test_a_share_at_one_in_every_run_keeps_the_wilson_interval_of_its_counts(tmp
                  & (found.metric == "class_preservation")].iloc[0]
     rows = df[(df.method == "naive") & (df.metric == "class_preservation") & (df.subset == "missing-classes")]
     assert kept.value == 1.0                   # every missing-class input kept its class, in every run
-    assert kept.ci_low == pytest.approx(wilson(int(rows.k.sum()), int(rows.n.sum())).low) and kept.ci_low < 0.95
+    counted = np.zeros(N, dtype=bool)
+    for r in range(3):
+        with np.load(store / f"enaive{r}" / "items" / "sdedit_t0.5_e3_s100.npz") as f:
+            counted |= (f["labels"] == 5) & (f["confidence"] >= CONFIDENCE)
+    assert kept.n == counted.sum() < rows.n.sum() and kept.k == pytest.approx(kept.n)
+    assert kept.ci_low == pytest.approx(wilson(int(kept.n), int(kept.n)).low) and kept.ci_low < 0.95
+    assert kept.ci_low < wilson(int(rows.k.sum()), int(rows.n.sum())).low      # wider than the summed counts
     assert "at least the Wilson interval" in kept.note
+    table = {t.name: t for t in paper_tables(df, found)}["attributes"]
+    assert f"({int(kept.n)}/{int(kept.n)})" in table.render("markdown")
+
+
+def test_a_cell_s_fid_and_the_paired_baseline_are_one_definition(tmp_path):
+    """Over two evaluation seeds, FID is the mean of the per-seed FIDs (each at one seed's
+    n) in the tidy rows, in the cells and in the paired differences; and the source model
+    against three naive runs gets the t-interval over those runs."""
+    from scipy import stats
+
+    from jobs.paired import differences
+
+    store, df = _store(tmp_path, [3, 4])
+    found = cells(prepare(df), store)
+    diffs = differences(prepare(df), store)
+    cell = found[(found.model == "naive") & (found.metric == "fid")].iloc[0]
+    row = diffs[(diffs.model == "source") & (diffs.metric == "fid") & (diffs.group == "unconditional")].iloc[0]
+    fid = df[(df.metric == "fid") & (df.extractor == "builtin")]
+    naive_runs = fid[fid.method == "naive"].groupby("seed")["value"].mean()     # per run: mean over seeds
+    source = fid[fid.method == "source"]["value"].mean()
+    assert row.baseline_value == pytest.approx(cell.value, rel=1e-6)
+    assert row.baseline_value == pytest.approx(naive_runs.mean(), rel=1e-4)      # scipy's sqrtm, in _store
+    assert row.value == pytest.approx(source - naive_runs.mean(), rel=1e-4)
+    assert row.n == 2 * N and row.runs == 1
+    # seed level: the source model is untrained, naive's 3 runs vary
+    ci = stats.ttest_1samp(source - naive_runs.to_numpy(), 0.0).confidence_interval()
+    assert (row.seed_ci_low, row.seed_ci_high) == pytest.approx((ci.low, ci.high), rel=1e-4)
+    assert "untrained" in row.seed_interval
+    table = {t.name: t for t in [seed_difference_table(diffs)]}["differences_seeds"]
+    assert table.lows.loc["source", ("unconditional", "fid")] == row.seed_ci_low
+    assert "training runs alone" in table.render("markdown")

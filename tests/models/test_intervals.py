@@ -178,3 +178,78 @@ def test_the_statistics_modules_import_no_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_seeds_that_translate_the_same_inputs_resample_them_once():
+    """Two evaluation seeds whose items are the same 60 inputs (here: identical values) are
+    one seed's worth of evidence about the inputs: drawing the inputs once for both keeps
+    one seed's interval; drawing them in each seed (the nested two-level bootstrap) would
+    be about sqrt(2) narrower."""
+    y = np.random.default_rng(5).exponential(1.0, 60)
+    one = intervals.mean_interval(y)
+    x, groups, units = np.concatenate([y, y]), np.repeat([0, 1], 60), np.tile(np.arange(60), 2)
+    crossed = intervals.mean_interval(x, groups, units=units)
+    nested = intervals.mean_interval(x, groups)
+    ratio = lambda ci: (ci.high - ci.low) / (one.high - one.low)  # noqa: E731
+    assert crossed.value == pytest.approx(one.value)
+    assert 0.9 < ratio(crossed) < 1.1 and ratio(nested) < 0.8
+    assert intervals.layout(120, groups, units).distinct == 60 and intervals.layout(120, groups).distinct == 120
+    # the inputs may come in another order in each seed: the draw follows the unit, not the position
+    shuffled = np.random.default_rng(6).permutation(60)
+    again = intervals.mean_interval(np.concatenate([y, y[shuffled]]), groups,
+                                    units=np.concatenate([np.arange(60), shuffled]))
+    assert 0.9 < ratio(again) < 1.1
+
+
+def test_runs_and_seeds_that_share_inputs_keep_one_seed_s_interval():
+    y = np.random.default_rng(7).normal(size=50)
+    one = intervals.mean_interval(y)
+    groups, units = np.repeat([3, 4], 50), np.tile(np.arange(50), 2)
+    runs = [intervals.Run(lambda i: np.concatenate([y, y])[i].mean(), 100, groups, units) for _ in range(3)]
+    cell = intervals.runs_bootstrap(runs)
+    assert 0.85 < (cell.high - cell.low) / (one.high - one.low) < 1.15
+
+
+def test_units_must_be_shared_by_every_seed():
+    groups = np.repeat([0, 1], 3)
+    with pytest.raises(ValueError, match="same units"):
+        intervals.layout(6, groups, [0, 1, 2, 0, 1, 5])
+    with pytest.raises(ValueError, match="units"):
+        intervals.layout(6, groups, [0, 1, 2])
+
+
+def test_seed_level_difference_is_the_t_interval_of_the_per_seed_differences():
+    t975_2 = 4.302652729911275                       # Student's t, 0.975 quantile, 2 degrees of freedom
+    model, baseline = {0: 1.0, 1: 2.0, 2: 4.0}, {0: 0.5, 1: 0.5, 2: 0.5}
+    d = np.array([0.5, 1.5, 3.5])
+    half = t975_2 * d.std(ddof=1) / np.sqrt(3)
+    found = intervals.seed_level_difference(model, baseline)
+    assert found.interval.value == pytest.approx(11 / 6)
+    assert (found.interval.low, found.interval.high) == pytest.approx((11 / 6 - half, 11 / 6 + half), rel=1e-9)
+    assert "3 per-seed differences" in found.method and found.runs == 3
+    # against an untrained model (seed None): the same t-interval of the runs minus it
+    fixed = intervals.seed_level_difference({None: 0.5}, model)
+    assert (fixed.interval.low, fixed.interval.high) == pytest.approx((-11 / 6 - half, -11 / 6 + half), rel=1e-9)
+    assert "untrained" in fixed.method
+
+
+def test_seed_level_difference_on_other_seeds_is_welch_and_one_trained_run_has_none():
+    a, b = {0: 1.0, 1: 3.0, 2: 2.0}, {5: 0.0, 6: 0.5}
+    va, vb = np.var([1.0, 3.0, 2.0], ddof=1) / 3, np.var([0.0, 0.5], ddof=1) / 2
+    dof = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 1)
+    from scipy.stats import t
+
+    half = t.ppf(0.975, dof) * np.sqrt(va + vb)
+    found = intervals.seed_level_difference(a, b)
+    assert (found.interval.low, found.interval.high) == pytest.approx((1.75 - half, 1.75 + half), rel=1e-9)
+    assert found.method.startswith("Welch")
+    assert intervals.seed_level_difference(a, {5: 0.0}) is None
+    assert intervals.seed_level_difference({0: 1.0}, {0: 0.0}) is None
+
+
+def test_wilson_share_is_wilson_for_whole_counts():
+    for k, n in ((0, 27), (12, 27), (27, 27)):
+        share, counts = intervals.wilson_share(k / n, n), intervals.wilson(k, n)
+        assert (share.low, share.high) == pytest.approx((counts.low, counts.high), abs=1e-12)
+    assert intervals.wilson_share(0.5, 27).high - intervals.wilson_share(0.5, 27).low > \
+        intervals.wilson(81, 162).high - intervals.wilson(81, 162).low
