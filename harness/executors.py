@@ -2,6 +2,9 @@
 
 Both take one stage's runs at a time; the orchestrator (harness.submit) decides what is
 submitted and what each stage waits for. Nothing here imports torch.
+Slurm is polled with squeue and sacct, not submitit's watcher: the runs' job ids outlive
+the process that submitted them (state.json), and the watcher's states come from sacct
+alone, while squeue asks slurmctld what is still queued or running.
 """
 from __future__ import annotations
 
