@@ -12,8 +12,9 @@ APT_PACKAGES := dataset-fashion-mnist g++
 setup: $(STAMP)
 	$(PY) -m harness.lpips_setup
 
-# Re-installs only when pyproject.toml changes; apt runs only when a package is missing.
-$(STAMP): pyproject.toml
+# Re-installs only when pyproject.toml or constraints.txt (the tested set of every package,
+# which CI therefore tests) changes; apt runs only when a package is missing.
+$(STAMP): pyproject.toml constraints.txt
 	@if [ "$$(id -u)" = 0 ]; then \
 	  missing=""; for p in $(APT_PACKAGES); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
@@ -26,7 +27,7 @@ $(STAMP): pyproject.toml
 	else echo "not root: skipping apt ($(APT_PACKAGES)); install them yourself if missing"; fi
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
 # The whole demo grid on this machine (--executor local even where Slurm answers), then the

@@ -11,6 +11,7 @@ an error, and the cluster settings that reach the sbatch script are checked (see
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
@@ -25,7 +26,7 @@ from harness.errors import UserError
 from harness.numbers import MAX_BATCH, MAX_RESOLUTION, MAX_STEPS, NoBool, Real, Seed, Whole
 from harness.spec import EvalSettings as EvaluationConfig
 from harness.params import PARAMS, Batch, Method, NetworkPreset, Precision, Steps, Weighting, ZeroStage
-from harness.spec import missing_classes
+from harness.spec import Tracker, missing_classes
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 
@@ -252,22 +253,71 @@ def _slurm_names(value: str | None, several: bool) -> str | None:
     return value
 
 
+# The resources a stage's jobs may set apart from the cluster's defaults (benchopt's
+# per-solver Slurm parameters): the types, declared once for both.
+RESOURCES = {
+    "partition": str | None,              # several, comma-separated, as sbatch takes them
+    "nodes": Whole(gt=0, le=1024),        # > 1: training spans nodes (torch.distributed from
+                                          # Slurm's variables), evaluation's Ray spans them
+    "gpus_per_node": Whole(ge=0, le=64),
+    "tasks_per_node": Whole(gt=0, le=1024),
+    "cpus_per_task": Whole(gt=0, le=1024),
+    "mem_gb": Real(gt=0, le=65536),
+    "timeout_min": Whole(gt=1, le=366 * 24 * 60),
+}
+# which block of `cluster:` each stage's jobs take their overrides from
+STAGE_RESOURCES = {"pretrain": "train", "finetune": "train", "evaluate": "evaluate", "aggregate": "aggregate"}
+
+
+class _StageChecks(Strict):
+    _partition = field_validator("partition", check_fields=False)(
+        lambda cls, v: _slurm_names(v, several=True))
+
+
+# One stage's overrides: a field left out keeps the cluster's default.
+StageResources = create_model("StageResources", __base__=_StageChecks,
+                              **{name: (kind | None, None) for name, kind in RESOURCES.items()})
+
+
 class ClusterConfig(Strict):
-    """Slurm resources; `additional` passes other sbatch options (SBATCH_OPTIONS) through."""
-    partition: str | None = None          # several, comma-separated, as sbatch takes them
+    """Slurm resources: defaults for every stage, and `train`, `evaluate`, `aggregate` blocks
+    that override them for that stage's jobs (evaluation can ask for GPUs of its own, the
+    aggregate needs none: it gets no GPU and one node and task unless its block says so).
+    `additional` passes other sbatch options (SBATCH_OPTIONS) through."""
+    partition: str | None = None
     account: str | None = None
     qos: str | None = None
-    gpus_per_node: Whole(ge=0, le=64) = 0
-    tasks_per_node: Whole(gt=0, le=1024) = 1
-    cpus_per_task: Whole(gt=0, le=1024) = 2
-    mem_gb: Real(gt=0, le=65536) = 8
-    timeout_min: Whole(gt=1, le=366 * 24 * 60) = 240
+    nodes: RESOURCES["nodes"] = 1
+    gpus_per_node: RESOURCES["gpus_per_node"] = 0
+    tasks_per_node: RESOURCES["tasks_per_node"] = 1
+    cpus_per_task: RESOURCES["cpus_per_task"] = 2
+    mem_gb: RESOURCES["mem_gb"] = 8
+    timeout_min: RESOURCES["timeout_min"] = 240
     array_parallelism: Whole(gt=0, le=100_000) = 64
     max_num_timeout: Whole(ge=1, le=1000) = 10
     additional: dict[str, Any] = {}
+    train: StageResources = StageResources()
+    evaluate: StageResources = StageResources()
+    aggregate: StageResources = StageResources()
 
     _partition = field_validator("partition")(lambda cls, v: _slurm_names(v, several=True))
     _single = field_validator("account", "qos")(lambda cls, v: _slurm_names(v, several=False))
+
+    @field_validator("aggregate")
+    @classmethod
+    def _aggregate_on_one_node(cls, value):
+        if value.nodes not in (None, 1):
+            raise AtField(("nodes",), "the aggregate runs on one node (tables and plots)")
+        return value
+
+    def resources(self, stage: str) -> dict[str, Any]:
+        """The resources of one stage's jobs: the defaults, then its block's overrides."""
+        block = STAGE_RESOURCES[stage]
+        out = {name: getattr(self, name) for name in RESOURCES}
+        if block == "aggregate":          # tables and plots: no GPU, one task on one node
+            out.update(nodes=1, gpus_per_node=0, tasks_per_node=1)
+        out.update({k: v for k, v in getattr(self, block).model_dump().items() if v is not None})
+        return out
 
     @field_validator("additional")
     @classmethod
@@ -287,6 +337,17 @@ class ClusterConfig(Strict):
             elif not isinstance(option, int):       # True (a flag) and whole numbers pass
                 raise AtField((key,), f"expected text, a number or true, got {option!r}")
         return value
+
+
+def trackers_installed(names: list[str]) -> list[str]:
+    """Each tracker named must be importable here, where the jobs start from the same
+    environment (wandb and mlflow are optional installs)."""
+    if len(set(names)) != len(names):
+        raise ValueError(f"trackers repeat: {names}")
+    for name in names:
+        if importlib.util.find_spec(name) is None:
+            raise ValueError(f"{name} is not installed (pip install {name}), or leave it out of report_to")
+    return names
 
 
 # per_method keys: a method, or one weighting of sdft ("sdft/min-snr"), whose overrides apply
@@ -315,6 +376,10 @@ class GridConfig(Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     selection: SelectionConfig = SelectionConfig()
     cluster: ClusterConfig = ClusterConfig()
+    # where training runs report loss curves and sample grids (jobs/tracking.py)
+    report_to: list[Tracker] = ["tensorboard"]
+
+    _trackers_installed = field_validator("report_to")(lambda cls, value: trackers_installed(value))
 
     @field_validator("per_method", mode="before")
     @classmethod

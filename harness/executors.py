@@ -2,6 +2,9 @@
 
 Both take one stage's runs at a time; the orchestrator (harness.submit) decides what is
 submitted and what each stage waits for. Nothing here imports torch.
+Slurm is polled with squeue and sacct, not submitit's watcher: the runs' job ids outlive
+the process that submitted them (state.json), and the watcher's states come from sacct
+alone, while squeue asks slurmctld what is still queued or running.
 """
 from __future__ import annotations
 
@@ -162,18 +165,20 @@ class SlurmExecutor:
 
     def parameters(self, stage: str, after: list[str]) -> dict:
         c = self.cluster
-        light = stage == "aggregate"       # tables and plots: no GPU, one task
+        r = c.resources(stage)             # the defaults and the stage's overrides (ClusterConfig)
         params = dict(
-            name=f"{self.grid_name}-{stage}", timeout_min=c.timeout_min, nodes=1,
-            tasks_per_node=1 if light else c.tasks_per_node, cpus_per_task=c.cpus_per_task,
-            mem_gb=c.mem_gb, slurm_array_parallelism=c.array_parallelism,
+            name=f"{self.grid_name}-{stage}", timeout_min=r["timeout_min"], nodes=r["nodes"],
+            tasks_per_node=r["tasks_per_node"], cpus_per_task=r["cpus_per_task"],
+            mem_gb=r["mem_gb"], slurm_array_parallelism=c.array_parallelism,
             slurm_setup=[f"export {k}='{v}'" for k, v in JOB_ENV.items()]
             + ["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"],
             slurm_additional_parameters={"kill_on_invalid_dep": "yes", **c.additional},
         )
-        if c.gpus_per_node and not light:
-            params["gpus_per_node"] = c.gpus_per_node
-        for key in ("partition", "account", "qos"):
+        if r["gpus_per_node"]:
+            params["gpus_per_node"] = r["gpus_per_node"]
+        if r["partition"]:
+            params["slurm_partition"] = r["partition"]
+        for key in ("account", "qos"):
             if getattr(c, key):
                 params[f"slurm_{key}"] = getattr(c, key)
         if after:

@@ -230,5 +230,8 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
                               criterion=grid.selection.criterion)
     runs[aggregate.run_id] = PlannedRun(aggregate.run_id, "aggregate", aggregate, "all",
                                         depends_on=tuple(sorted(evaluations)))
+    for run in runs.values():        # where training reports: bookkeeping, the run ids stay
+        if isinstance(run.spec, RunSpec):
+            run.spec = run.spec.model_copy(update={"report_to": tuple(grid.report_to)})
     ordered = sorted(runs.values(), key=lambda r: STAGES.index(r.stage))
     return Plan(grid, ordered, paths)

@@ -109,6 +109,11 @@ DistillSpec = create_model(
 
 
 # ---------------------------------------------------------------- run
+# Where a training run reports its loss curves and sample grids (jobs/tracking.py):
+# TensorBoard's event files in the run folder by default; W&B and MLflow are optional installs.
+Tracker = Literal["tensorboard", "wandb", "mlflow"]
+
+
 class _RunChecks(Strict):
     """Everything one training run needs; nothing it does not. The hyper-parameters come
     from their declarations (harness.params); these are the run's own fields."""
@@ -124,6 +129,7 @@ class _RunChecks(Strict):
     # Bookkeeping, not identity: when work is saved and logged.
     log_every: Annotated[int, Field(gt=0)] = 50
     snapshot_steps: tuple[int, ...] = ()    # keep the EMA at these steps too (early-stopping baselines)
+    report_to: tuple[Tracker, ...] = ("tensorboard",)
 
     @field_validator("init")
     @classmethod
@@ -355,7 +361,7 @@ RECIPE_VERSION = 2
 #      cosine over the flattened map).
 EVAL_RECIPE_VERSION = 3
 
-NOT_IN_IDENTITY = PARAM_NOT_IN_IDENTITY | {"log_every", "snapshot_steps"}
+NOT_IN_IDENTITY = PARAM_NOT_IN_IDENTITY | {"log_every", "snapshot_steps", "report_to"}
 
 
 def identity_json(spec: BaseModel) -> str:

@@ -5,7 +5,8 @@ trade-off plots, image grids side by side per method, and report.md.
 
 Everything lands in results/<grid>/: metrics.parquet, cells.parquet (the intervals of
 table cells over several runs, jobs/cells.py), tables/ (the paper's tables with
-calibration rows first, and the paired differences against naive), tradeoff.png, images/
+calibration rows first, and the paired differences against naive), tradeoff.png,
+loss_curves.png (jobs/loss_curves.py), images/
 (sample grids, per-class histograms), report.md.
 
 With evaluation splits (`evaluation.splits`), each method's candidate is selected on the
@@ -28,6 +29,7 @@ from harness.spec import AggregateSpec
 from harness.store import RunFolder, atomic_write_bytes, now_iso, store_root_of
 from harness.report.tables import difference_table, paper_tables, prepare, seed_difference_table, write_tables
 from jobs.evaluation.manifest import final, read_manifest
+from jobs.loss_curves import loss_curves_plot
 
 SHOWN_PER_ROW = 12
 
@@ -239,7 +241,8 @@ def selection_lines(selection: Selection) -> list[str]:
 
 
 def report(spec: AggregateSpec, df, tables, plot: Path | None, grids: list[tuple[Path, list[str]]],
-           grid_dir: Path, histograms: list[Path] = (), selection: Selection | None = None) -> Path:
+           grid_dir: Path, histograms: list[Path] = (), selection: Selection | None = None,
+           curves: Path | None = None) -> Path:
     lines = [f"# {spec.grid}: results", "",
              f"{df.eval_id.nunique()} evaluated models, {len(df)} numbers; generated {now_iso()} "
              f"(commit {df.git_sha.dropna().iloc[0] if df.git_sha.notna().any() else 'unknown'}).",
@@ -250,6 +253,10 @@ def report(spec: AggregateSpec, df, tables, plot: Path | None, grids: list[tuple
         lines += [table.render("markdown"), ""]
     if plot is not None:
         lines += ["## The trade-off", "", f"![trade-off]({plot.relative_to(grid_dir)})", ""]
+    if curves is not None:
+        lines += ["## Training", "", "The loss of every training run (train.jsonl; TensorBoard: "
+                  f"`tensorboard --logdir {grid_dir / 'runs'}`):", "",
+                  f"![loss curves]({curves.relative_to(grid_dir)})", ""]
     if histograms:
         lines += ["## Classes of the samples", ""]
         lines += [f"![{path.stem}]({path.relative_to(grid_dir)})" for path in histograms] + [""]
@@ -293,7 +300,8 @@ def aggregate(spec: AggregateSpec, run_dir: str | Path) -> Path:
     plot = tradeoff_plot(test, grid_dir / "tradeoff.png")
     grids = image_grids(test, store_root, grid_dir / "images")
     histograms = class_histograms(test, store_root, grid_dir / "images")
-    path = report(spec, df, tables, plot, grids, grid_dir, histograms, selection)
+    curves = loss_curves_plot(spec, store_root, grid_dir / "loss_curves.png")
+    path = report(spec, df, tables, plot, grids, grid_dir, histograms, selection, curves)
     # what a later submission checks still exists (a deleted grid folder is rebuilt)
     run.set_state("done", products=sorted([CELLS_FILE, DIFFERENCES_FILE] + [str(p.relative_to(grid_dir)) for p in written]))
     return path

@@ -1,4 +1,9 @@
-"""An exponential moving average of the weights, kept in fp32 whatever the training precision."""
+"""An exponential moving average of the weights, kept in fp32 whatever the training precision.
+
+Not diffusers' EMAModel: its constant decay is the same (min_decay = decay), but its warm-up
+copies the weights at the first update where this one uses decay 1/10, and a switch would
+change every run id (tests/jobs/test_ema.py); it also keeps the average in the weights' dtype.
+"""
 from __future__ import annotations
 
 import copy

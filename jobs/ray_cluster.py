@@ -5,6 +5,11 @@ that join it and leave when the driver is done. Ray 2.60 wants token authenticat
 head's task writes a fresh token next to the address (mode 600, in the run folder, which
 every node sees) and every node reads it from there (RAY_AUTH_TOKEN_PATH).
 Only the processes started here are stopped (their process groups), never Ray by name.
+Ray's sockets live under its temp dir, which follows $TMPDIR: a cluster's per-job TMPDIR
+can push them past the 107 bytes a Unix socket path may have, so a long one is replaced
+by a short one (short_temp_env).
+Not `ray symmetric-run`: it must be each task's command, while submitit runs each task as
+its pickled call (requeue on preemption included); the per-task start here is the same.
 """
 from __future__ import annotations
 
@@ -55,6 +60,20 @@ def _wait_for(path: Path, timeout: float, proc: subprocess.Popen | None = None) 
         time.sleep(0.2)
 
 
+# Ray appends ~60 bytes (ray/session_<date>_<pid>/sockets/plasma_store) to its temp dir
+LONGEST_TEMP_DIR = 40
+
+
+def short_temp_env(environ=None) -> dict[str, str]:
+    """{"RAY_TMPDIR": a short folder} when Ray's temp dir would be too long for its sockets
+    ($RAY_TMPDIR, else $TMPDIR on Linux); {} when it is short enough."""
+    environ = os.environ if environ is None else environ
+    base = environ.get("RAY_TMPDIR") or environ.get("TMPDIR") or "/tmp"
+    if len(base) <= LONGEST_TEMP_DIR:
+        return {}
+    return {"RAY_TMPDIR": f"/tmp/ray-{os.getuid()}"}
+
+
 def auth_env(token: Path) -> dict[str, str]:
     """The variables that make Ray (daemons, drivers) authenticate with the token file."""
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
@@ -72,6 +91,7 @@ def slurm_ray_cluster(rank: int, world: int, folder: Path, num_cpus: int, num_gp
     joins, then blocks until rank 0 says it is done, and yields None."""
     folder.mkdir(parents=True, exist_ok=True)
     token, address, done = folder / "token", folder / "address", folder / "done"
+    os.environ.update(short_temp_env())           # the driver's too (it connects to the sockets)
     env = {**os.environ, **auth_env(token)}
     env.pop("RAY_AUTH_TOKEN", None)
     resources = ["--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus)]

@@ -187,6 +187,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
     from models.networks import as_eps_model
     from jobs import checkpoints
     from jobs.ema import EMA
+    from jobs.tracking import Trackers, sample_grid
     from jobs.weights import save_both
 
     folder = RunFolder(run_dir)
@@ -220,6 +221,9 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
         truncate_log(folder, start, skipped)
         print(f"[train {folder.run_id}] resumed from checkpoint at step {start}" if client is not None
               else f"[train {folder.run_id}] no checkpoint is whole: training from step 0", flush=True)
+    # loss curves and sample grids for people (jobs/tracking.py); train.jsonl stays the record
+    trackers = Trackers(spec.report_to, run_dir, folder.run_id, spec.model_dump(mode="json"), start) \
+        if rank == 0 else None
     if rank == 0:
         folder.set_state("running", step=start, steps=spec.steps, error=None, host=socket.gethostname(),
                          pid=os.getpid(), job_id=slurm_job_id())
@@ -259,15 +263,22 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
                    "lr": optimizer.param_groups[0]["lr"], "ema_decay": ema.current_decay(),
                    "images_per_s": window_steps * spec.batch_size / max(elapsed, 1e-9), "time": time.time()}
             append_log(folder, row)
+            trackers.scalars({k: v for k, v in row.items() if k not in ("step", "time")}, done_steps)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
             window, window_start, window_steps = {}, time.perf_counter(), 0
         if done_steps in spec.snapshot_steps and done_steps < spec.steps:
             save_both(ema, engine, folder.snapshot_dir(done_steps), rank)
         if done_steps % spec.checkpoint_every == 0 or done_steps == spec.steps:
+            if rank == 0:       # written before the checkpoint, so a run resumed from it has it
+                trackers.images("samples/ema", sample_grid(as_eps_model(ema.model), tuple(dataset[0].shape),
+                                                           spec.seed, engine.device), done_steps)
+                trackers.flush()
             checkpoints.save(engine, folder, done_steps, {"step": done_steps, "ema": ema.state_dict()}, rank)
             if rank == 0:
                 folder.set_state("running", step=done_steps)
     bar.close()
+    if trackers is not None:
+        trackers.close()
 
     if end < spec.steps:
         return folder.model_dir

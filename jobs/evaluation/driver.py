@@ -177,10 +177,12 @@ def slurm_run(run_dir: str | Path) -> Path | str:
     import submitit
 
     os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("SLURM_CPUS_PER_TASK", "1"))
+    from jobs.ray_cluster import short_temp_env, slurm_ray_cluster
+
+    os.environ.update(short_temp_env())   # a cluster's long per-job TMPDIR would break Ray's sockets
     env = submitit.JobEnvironment()
     if env.num_tasks == 1:
         return run(run_dir)
-    from jobs.ray_cluster import slurm_ray_cluster
 
     cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", 1))
     gpus = len([d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d])

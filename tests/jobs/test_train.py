@@ -28,6 +28,14 @@ def final_module_weights(run_dir: Path) -> dict:
     return state["module"]
 
 
+def tensorboard_events(run_dir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    return acc
+
+
 def assert_bitwise_equal(a: dict, b: dict):
     assert a.keys() == b.keys()
     for key in a:
@@ -43,6 +51,11 @@ def test_loss_falls_on_tiny_preset(tmp_path):
     folder = RunFolder(run_dir)
     assert folder.status == "done" and (folder.model_dir / "config.json").is_file()
     assert {"step", "loss", "loss_diff", "lr", "images_per_s"} <= rows[-1].keys()
+    # the same curve in TensorBoard, and the EMA's sample grid at the (only) checkpoint
+    acc = tensorboard_events(run_dir)
+    assert [e.step for e in acc.Scalars("train/loss")] == [r["step"] for r in rows]
+    assert {"train/lr", "train/ema_decay", "train/images_per_s"} <= set(acc.Tags()["scalars"])
+    assert [e.step for e in acc.Images("samples/ema")] == [300]
 
 
 @pytest.mark.slow
@@ -108,6 +121,14 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     assert_bitwise_equal(ema_weights(killed), ema_weights(reference))
     assert_bitwise_equal(raw_weights(killed), raw_weights(reference))
     assert_bitwise_equal(final_module_weights(killed), final_module_weights(reference))
+    # the resumed curve holds each logged step once (the steps past the checkpoint that the
+    # killed process had logged are dropped), and each checkpoint has one sample grid: the
+    # same images as the uninterrupted run's (the same EMA, the same noise)
+    resumed, straight = tensorboard_events(killed), tensorboard_events(reference)
+    logged = [r["step"] for r in RunFolder(killed).log_rows() if "loss" in r]
+    assert [e.step for e in resumed.Scalars("train/loss")] == logged == sorted(set(logged))
+    assert [(e.step, e.encoded_image_string) for e in resumed.Images("samples/ema")] == \
+        [(e.step, e.encoded_image_string) for e in straight.Images("samples/ema")]
 
 
 def test_fp16_on_cpu_is_refused_with_exit_2(tmp_path):
