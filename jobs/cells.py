@@ -43,8 +43,8 @@ from harness.store import RunFolder
 from jobs.evaluation.splits import items_name
 from jobs.paired import _mean, _ratio, final_items, load, units_of
 from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates, KernelReplicates
-from models.intervals import (N_RESAMPLES, Interval, Run, centered_interval, layout, same_items,
-                              percentile_interval, runs_replicates, wilson_share)
+from models.intervals import (N_RESAMPLES, Interval, Run, centered_interval, distinct_units,
+                              percentile_interval, runs_replicates, same_items, wilson_share)
 
 ITEM_METRICS = ("psnr", "ssim", "lpips")
 FEATURE_METRICS = ("fid", "kid")
@@ -232,11 +232,9 @@ def distinct_items(runs: list[Run]) -> int:
     """The distinct items behind a cell: units (a translation's source images are shared by
     its evaluation seeds; runs on the same items share them all), counting for a share
     only the items in some run's denominator."""
-    seen: set = set()
-    shared = same_items(runs)
-    for r, run in enumerate(runs):
-        ids = layout(run.n_items, run.groups, run.units).unit_ids(run.n_items)
-        counted = getattr(run.statistic, "kept", np.ones(run.n_items, dtype=bool))
-        seen.update((0 if shared else r, int(i)) for i in np.unique(ids[counted]))
-    return len(seen)
+    masks = [getattr(r.statistic, "kept", np.ones(r.n_items, dtype=bool)) for r in runs]
+    if same_items(runs):
+        first = runs[0]
+        return distinct_units(first.n_items, first.groups, first.units, masks)
+    return sum(distinct_units(r.n_items, r.groups, r.units, [m]) for r, m in zip(runs, masks))
 

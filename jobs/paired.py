@@ -40,7 +40,7 @@ from harness.store import RunFolder
 from jobs.evaluation.manifest import final, read_manifest
 from jobs.evaluation.splits import items_name
 from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates
-from models.intervals import N_RESAMPLES, layout, paired_difference, seed_level_difference
+from models.intervals import N_RESAMPLES, distinct_units, layout, paired_difference, seed_level_difference
 
 
 @dataclass(frozen=True)
@@ -213,8 +213,8 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, tag: st
                 for eid, step in zip(group["eval_id"], group["ckpt_step"])}
         labels = dict(zip(group["eval_id"], group["model"]))
         # the source model is nobody's training run: its seed does not vary (seed_level_difference)
-        trained = {e: None if m == "source" or "seed" not in group else s
-                   for e, m, s in zip(group["eval_id"], group["method"], group.get("seed", group["method"]))}
+        seeds = group["seed"] if "seed" in group else [None] * len(group)
+        trained = {e: None if m == "source" else s for e, m, s in zip(group["eval_id"], group["method"], seeds)}
         order = dict(zip(group["model"], group["order"]))
         prefix = tag + (f"{dataset}/{target} " if len(pairs) > 1 else "")
         for product in sorted({p for r in runs.values() for p in r.products}, key=lambda p: (p[0], p[1] or 0)):
@@ -233,7 +233,6 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, tag: st
             base_runs = by_model[baseline]
             groups = loaded[base_runs[0]]["groups"]
             units = units_of(loaded[base_runs[0]], task)
-            distinct = layout(len(groups), groups, units).distinct
             name = f"{prefix}{task}" + (f" t0={t0:g}" if t0 is not None else "")
             for model, eids in by_model.items():
                 if model == baseline or any(not np.array_equal(loaded[e]["groups"], groups) for e in eids):
@@ -241,6 +240,9 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, tag: st
                 found = model_difference([stats[e] for e in eids], [stats[e] for e in base_runs], groups,
                                          units=units)
                 for metric, interval in found.items():
+                    # distinct items; of a share, those in a denominator of either model's runs
+                    masks = [getattr(stats[e][metric][0], "kept", None) for e in eids + base_runs]
+                    distinct = distinct_units(len(groups), groups, units, [m for m in masks if m is not None])
                     baseline_value = float(np.mean([run_value(stats[e][metric][0], groups, units)
                                                     for e in base_runs]))
                     seeded = seed_columns(_by_seed(eids, trained, stats), _by_seed(base_runs, trained, stats),

@@ -88,6 +88,16 @@ class Layout:
         return ids
 
 
+def distinct_units(n_items: int, groups=None, units=None, counted: Sequence[np.ndarray] = ()) -> int:
+    """How many distinct units the items hold (`Layout.distinct`), counting only items that
+    are True in one of the `counted` masks (a share's denominators in several runs on the
+    same items) when there are any."""
+    ids = layout(n_items, groups, units).unit_ids(n_items)
+    if len(counted):
+        ids = ids[np.logical_or.reduce([np.asarray(m, dtype=bool) for m in counted])]
+    return int(len(np.unique(ids)))
+
+
 def layout(n_items: int, groups=None, units=None) -> Layout:
     """The items by group; crossed when `units` (one label per item: the input it was made
     from) gives every group the same units, each once. Other units are an error: a unit

@@ -218,6 +218,14 @@ def test_a_cell_s_fid_and_the_paired_baseline_are_one_definition(tmp_path):
     ci = stats.ttest_1samp(source - naive_runs.to_numpy(), 0.0).confidence_interval()
     assert (row.seed_ci_low, row.seed_ci_high) == pytest.approx((ci.low, ci.high), rel=1e-4)
     assert "untrained" in row.seed_interval
+    # a share's n: the distinct inputs in a denominator of either model's runs, in any seed
+    kept = diffs[(diffs.model == "source") & (diffs.metric == "class_preservation")].iloc[0]
+    counted = np.zeros(N, dtype=bool)
+    for eid, step in [("esource", None)] + [(f"enaive{r}", 100) for r in range(3)]:
+        for s in (3, 4):
+            with np.load(store / eid / "items" / f"sdedit_t0.5_e{s}{f'_s{step}' if step else ''}.npz") as f:
+                counted |= (f["labels"] == 5) & (f["confidence"] >= CONFIDENCE)
+    assert kept.n == counted.sum() < N
     table = {t.name: t for t in [seed_difference_table(diffs)]}["differences_seeds"]
     assert table.lows.loc["source", ("unconditional", "fid")] == row.seed_ci_low
     assert "training runs alone" in table.render("markdown")

@@ -253,3 +253,23 @@ def test_wilson_share_is_wilson_for_whole_counts():
         assert (share.low, share.high) == pytest.approx((counts.low, counts.high), abs=1e-12)
     assert intervals.wilson_share(0.5, 27).high - intervals.wilson_share(0.5, 27).low > \
         intervals.wilson(81, 162).high - intervals.wilson(81, 162).low
+
+
+def test_crossed_bootstrap_covers_the_mean_over_inputs_that_seeds_share():
+    """Two seeds translate the same 60 inputs (input effect sd 1, shared; each seed's own
+    noise sd 0.5); the truth is 0. Measured: the crossed draw covers 93 %, drawing the
+    inputs in each seed on its own (nested) 86 % with intervals about 25 % narrower."""
+    groups, units = np.repeat([0, 1], 60), np.tile(np.arange(60), 2)
+    hits, crossed_width, nested_width = [], [], []
+    for draw in range(DRAWS):
+        rng = np.random.default_rng(50_000 + draw)
+        inputs = rng.normal(0, 1, 60)
+        x = np.concatenate([inputs + rng.normal(0, 0.5, 60), inputs + rng.normal(0, 0.5, 60)])
+        ci = intervals.mean_interval(x, groups, units=units, seed=draw, n_resamples=300)
+        hits.append(ci.low <= 0.0 <= ci.high)
+        crossed_width.append(ci.high - ci.low)
+        if draw < 20:
+            nested = intervals.mean_interval(x, groups, seed=draw, n_resamples=300)
+            nested_width.append(nested.high - nested.low)
+    assert 0.90 <= coverage(hits) <= 0.99
+    assert np.mean(crossed_width[:20]) > 1.2 * np.mean(nested_width)
