@@ -136,7 +136,7 @@ def pretrain_spec(dataset: DatasetConfig, base_dir: Path) -> RunSpec | None:
 
 
 def finetune_spec(method: str, weighting: str | None, combo: dict, seed: int, data: dict, init: str,
-                  scratch_network: str | None, snapshots: list[int]) -> RunSpec:
+                  scratch_network: str | None, snapshots: list[int], source: dict | None = None) -> RunSpec:
     spec: dict[str, Any] = {"stage": "finetune", "method": method, "data": data, "seed": seed,
                             "snapshot_steps": tuple(s for s in snapshots if s < combo["steps"]),
                             **{k: combo[k] for k in TRAIN_KEYS}}
@@ -145,6 +145,8 @@ def finetune_spec(method: str, weighting: str | None, combo: dict, seed: int, da
         spec["init"] = init
     else:
         spec["network"] = scratch_network
+    if declared.needs_source_data:
+        spec["source_data"] = source
     if declared.settings_key is not None:
         own = {p.name: combo[p.name] for p in declared.params}
         spec[declared.settings_key] = {**own, **({"weighting": weighting} if weighting else {})}
@@ -216,7 +218,7 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
                     raise UserError(f"{where}: {method} needs finetune.network when the source is a model folder")
                 for (combo, weighting), seed in itertools.product(method_combos(grid, method), grid.seeds):
                     spec = finetune_spec(method, weighting, combo, seed, data, init, scratch_network,
-                                         snapshots_for(grid, method))
+                                         snapshots_for(grid, method), source)
                     if spec.run_id in runs:
                         continue
                     runs[spec.run_id] = PlannedRun(

@@ -135,6 +135,8 @@ class _RunChecks(Strict):
     init: str | None = None
     network: NetworkPreset | None = None    # only when building a network from scratch
     seed: Seed = 0
+    # the source model's training data, for a method that reads it (ewc); absent otherwise
+    source_data: DataSpec | None = None
     # Bookkeeping, not identity: when work is saved and logged.
     log_every: Annotated[int, Field(gt=0)] = 50
     snapshot_steps: tuple[int, ...] = ()    # keep the EMA at these steps too (early-stopping baselines)
@@ -161,8 +163,9 @@ class _RunChecks(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "RunSpec":
         if self.stage == "pretrain":
-            if self.method is not None or self.init is not None or self.method_settings_keys():
-                raise ValueError("pretrain runs have no method, init or method settings")
+            if (self.method is not None or self.init is not None or self.method_settings_keys()
+                    or self.source_data is not None):
+                raise ValueError("pretrain runs have no method, init, method settings or source_data")
             if self.network is None:
                 raise ValueError("pretrain needs a network preset")
             return self
@@ -176,6 +179,9 @@ class _RunChecks(Strict):
         if given - {own}:
             wrong = sorted(given - {own})[0]
             raise ValueError(f"the {wrong} block belongs to another method and is absent for {self.method}")
+        if method.needs_source_data != (self.source_data is not None):
+            raise ValueError(f"source_data is required for {self.method}" if method.needs_source_data
+                             else f"{self.method} reads no source_data")
         if not method.starts_from_source:
             if self.init is not None or self.network is None:
                 raise ValueError(f"{self.method} builds its network from a preset and has no init")

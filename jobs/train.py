@@ -20,6 +20,7 @@ import shutil
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UserError, exit_on_user_error
@@ -154,6 +155,14 @@ def build_loss(spec: RunSpec):
     return method.build_loss(**{k: v for k, v in settings.items() if v is not None})
 
 
+@dataclass(frozen=True)
+class LossContext:
+    """What a loss's `prepare` may need besides the two networks: the run and its device."""
+    spec: RunSpec
+    run_dir: Path
+    device: object
+
+
 # ---------------------------------------------------------------- log
 def truncate_log(folder: RunFolder, step: int, events: list[dict] = ()) -> None:
     """On resume, drop log rows past the checkpoint (they will be recomputed) and mark it,
@@ -209,6 +218,8 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
     if teacher is not None:
         teacher_eps = as_eps_model(teacher.to(engine.device))
     loss_fn = build_loss(spec)
+    if hasattr(loss_fn, "prepare"):      # a loss that reads the weights themselves (l2sp, ewc)
+        loss_fn.prepare(engine.module, teacher, LossContext(spec, Path(run_dir), engine.device))
 
     checkpoints.use_weights_only(engine)
     start, client, skipped = checkpoints.load_newest(engine, folder, rank)

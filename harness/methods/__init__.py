@@ -22,7 +22,7 @@ from typing import Any, Callable
 from harness.params import TRAIN, Param
 
 # The package's methods in table order: the baselines first, the paper's method last.
-BUILTIN = ("scratch", "naive", "sdft")
+BUILTIN = ("scratch", "naive", "l2sp", "ewc", "sdft")
 PLUGINS_ENV = "SDFT_METHODS"
 
 
@@ -36,13 +36,15 @@ class Method:
     `weightings` list sweeps (sdft's distillation weightings); a run spec of such a method
     names its weighting, and a setting declared with `weightings` applies under those only.
     `loss(**settings)` builds the loss from the method's settings; every declared setting is
-    passed, so a loss states no defaults of its own.
+    passed, so a loss states no defaults of its own. A loss with a `prepare(student, source,
+    context)` method is given the two networks (torch modules) before the first step (l2sp).
     """
     name: str
     loss: Callable[..., Any]
     params: tuple[Param, ...] = ()
     starts_from_source: bool = True     # False: a fresh network from a preset (scratch)
     needs_source_model: bool = False    # a frozen copy of the source beside the student
+    needs_source_data: bool = False     # the source's training data (the run spec's source_data)
     cost: float = 1.0                   # seconds per step relative to naive, measured
     block: str | None = None
     weightings: tuple[str, ...] = ()
@@ -108,7 +110,7 @@ def settings_of(spec: dict) -> dict[str, Any]:
     """A run spec's (as JSON) method settings that apply to it: its block, without the unset."""
     method = METHODS.get(spec.get("method") or "")
     key = method.settings_key if method is not None else None
-    block = spec.get(key) or {} if key else {}
+    block = (spec.get(key) or {}) if key else {}
     return {k: v for k, v in block.items() if v is not None}
 
 

@@ -11,6 +11,16 @@ w (models/weighting.py) are not normalised. One student forward runs over the co
 batch [x_t; noise] and one teacher forward under inference mode: about 8/3 of a naive step
 in arithmetic, never more. The distillation terms compare eps channels only: a learned-
 variance teacher's variance channels are discarded.
+
+`distill_target` compares the student and the teacher in another parameterisation than eps
+(the paper's second open question), at the same weight w(t). An eps prediction at
+x_t = a x0 + s eps (a^2 = abar_t, s^2 = 1 - abar_t, SNR = a^2 / s^2) implies
+x0 = (x_t - s eps) / a and v = a eps - s x0, so for a student and a teacher at the same x_t
+
+    |dv|^2 = |d eps|^2 / a^2 = |d eps|^2 (1 + SNR) / SNR,    |dx0|^2 = |d eps|^2 / SNR:
+
+"v" puts more weight on the noisy end, "x0" far more (1/SNR is about 25,000 at t = T-1).
+The aux term's input, pure noise at its timestep, is its x_t.
 """
 from __future__ import annotations
 
@@ -31,6 +41,8 @@ PARAMS = (
     Param("min_snr_gamma", Pos, "number", 5.0, "γsnr", "method", frozenset({"min-snr"})),
     # "sampled": the pure-noise aux input at the sampled t (official code); "final": t = T-1
     Param("aux_timestep", Literal["sampled", "final"], "aux_timestep", "sampled", "aux t", "method"),
+    # what the distillation terms compare; the default eps is the official loss (and keeps run ids)
+    Param("distill_target", Literal["eps", "v", "x0"], "distill_target", "eps", "target", "method"),
 )
 
 
@@ -41,7 +53,7 @@ class SDFTLoss:
     """With both lambdas 0 (or no teacher) this is the plain diffusion loss, no teacher pass."""
 
     def __init__(self, *, weighting: str, lambda_distill: float, lambda_aux: float, aux_timestep: str,
-                 gamma_distill: float | None = None, gamma_aux: float | None = None, k: float | None = None,
+                 distill_target: str, gamma_distill: float | None = None, gamma_aux: float | None = None, k: float | None = None,
                  min_snr_gamma: float | None = None, schedule=None):
         from models.loss import DiffusionLoss
         from models.weighting import WEIGHTINGS
@@ -55,6 +67,9 @@ class SDFTLoss:
         self.gamma_distill, self.gamma_aux, self.k = gamma_distill, gamma_aux, k
         self.min_snr_gamma = min_snr_gamma
         self.aux_timestep = aux_timestep
+        if distill_target not in ("eps", "v", "x0"):
+            raise ValueError(f"unknown distill_target {distill_target!r}; expected eps, v or x0")
+        self.distill_target = distill_target
 
     @property
     def needs_teacher(self) -> bool:
@@ -62,6 +77,15 @@ class SDFTLoss:
 
     def weight(self, t, gamma: float | None):
         return self.weight_fn(self.schedule.snr(t), gamma=gamma, k=self.k, min_snr_gamma=self.min_snr_gamma)
+
+    def in_target(self, eps, x_t, t):
+        """eps, or the x0 or v that an eps prediction at x_t implies."""
+        if self.distill_target == "eps":
+            return eps
+        abar = self.schedule.alpha_bar(t).view(-1, *([1] * (eps.dim() - 1)))
+        a, s = abar.sqrt(), (1 - abar).sqrt()
+        x0 = (x_t - s * eps) / a
+        return x0 if self.distill_target == "x0" else a * eps - s * x0
 
     def sample_inputs(self, images, generator=None):
         return self.base.sample_inputs(images, generator)
@@ -93,8 +117,9 @@ class SDFTLoss:
 
         with torch.inference_mode():
             eps_teacher, _ = split_output(teacher(inputs, times), channels)   # sigma channels dropped
+            target_teacher = self.in_target(eps_teacher.float(), inputs, times)
         # Inference tensors may not be saved for backward; the difference below is a normal tensor.
-        gap = per_sample_mean((eps_teacher.float() - eps_student).square())
+        gap = per_sample_mean((target_teacher - self.in_target(eps_student, inputs, times)).square())
         distill_each = self.weight(t, self.gamma_distill) * gap[:batch]
         per_sample = per_sample + self.lambda_distill * distill_each
         aux = None
