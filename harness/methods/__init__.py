@@ -48,7 +48,6 @@ class Method:
     cost: float = 1.0                   # seconds per step relative to naive, measured
     block: str | None = None
     weightings: tuple[str, ...] = ()
-    about: str = ""                     # one line for docs and error messages
 
     @property
     def settings_key(self) -> str | None:

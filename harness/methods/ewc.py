@@ -112,4 +112,4 @@ class EWCLoss(PullToSource):
 # measured as l2sp's (harness/methods/l2sp.py): 0.178 s a step against naive's 0.158 s, the
 # one-off Fisher estimate (fisher_batches forward-backward passes) not counted
 METHOD = Method(name="ewc", loss=EWCLoss, params=PARAMS, needs_source_model=True, needs_source_data=True,
-                cost=1.13, about="naive plus lambda * sum F (theta - theta_src)^2 (EWC, F: diagonal Fisher)")
+                cost=1.13)

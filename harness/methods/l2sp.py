@@ -67,5 +67,4 @@ def l2sp_loss(*, lambda_l2sp: float) -> PullToSource:
 
 # measured: the `small` preset at 16 px, batch 32, a plain torch AdamW step on the 2-core
 # machine, median of 10 steps interleaved with naive's: 0.164 s against 0.158 s
-METHOD = Method(name="l2sp", loss=l2sp_loss, params=PARAMS, needs_source_model=True, cost=1.04,
-                about="naive plus lambda * |theta - theta_src|^2 (L2-SP)")
+METHOD = Method(name="l2sp", loss=l2sp_loss, params=PARAMS, needs_source_model=True, cost=1.04)

@@ -11,4 +11,4 @@ def diffusion_loss():
     return DiffusionLoss()
 
 
-METHOD = Method(name="naive", loss=diffusion_loss, about="the plain diffusion loss from the source model")
+METHOD = Method(name="naive", loss=diffusion_loss)

@@ -5,5 +5,4 @@ from __future__ import annotations
 from harness.methods import Method
 from harness.methods.naive import diffusion_loss
 
-METHOD = Method(name="scratch", loss=diffusion_loss, starts_from_source=False,
-                about="a fresh network trained on the target alone")
+METHOD = Method(name="scratch", loss=diffusion_loss, starts_from_source=False)

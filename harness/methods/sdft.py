@@ -134,5 +134,4 @@ class SDFTLoss:
 # measured on the 2-core development machine: the demo's 600 steps (16 px, batch 32) took
 # 90 s with sdft and 47 s naive (harness/budget.py's RoughCost)
 METHOD = Method(name="sdft", loss=SDFTLoss, params=PARAMS, needs_source_model=True, cost=90.0 / 47.0,
-                block="distill", weightings=get_args(Weighting),
-                about="self-distillation from the frozen source model (the paper's method)")
+                block="distill", weightings=get_args(Weighting))

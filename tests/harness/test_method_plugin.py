@@ -39,8 +39,7 @@ class LowNoiseLoss:
 
 METHOD = Method(
     name="lownoise", loss=LowNoiseLoss,
-    params=(Param("max_t", Whole(gt=0, le=1000), "whole number", 1000, "max t", "method"),),
-    about="naive fine-tuning on the timesteps t < max_t only")
+    params=(Param("max_t", Whole(gt=0, le=1000), "whole number", 1000, "max t", "method"),))
 
 
 # ----------------------------------------------------------------------------
