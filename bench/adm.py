@@ -139,7 +139,7 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
     from torch.utils.flop_counter import FlopCounterMode
 
     from models.adm import build_unet
-    from models.loss import SDFTLoss
+    from harness.methods import get as method
     from models.sampling import ddim_sample
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
@@ -150,7 +150,7 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
         teacher.to(dtype)
     teacher_eps = eps_channels(teacher, dtype)
     images = torch.rand(batch, 3, resolution, resolution, device=device) * 2 - 1
-    loss = SDFTLoss(lambda_distill=1.0, lambda_aux=1.0)
+    loss = method("sdft").build_loss(lambda_distill=1.0, lambda_aux=1.0)
     out: dict = {"resolution": resolution, "num_channels": width, "batch": batch,
                  "parameters": sum(p.numel() for p in net.parameters())}
     if device.type == "cuda":

@@ -46,7 +46,7 @@ def main() -> None:
 
     import deepspeed
     from jobs.train import init_distributed
-    from models.loss import SDFTLoss
+    from harness.methods import get as method
     from models.networks import as_eps_model, build_unet
 
     torch.set_flush_denormal(True)
@@ -55,8 +55,8 @@ def main() -> None:
     torch.manual_seed(0)
     net = build_unet(args.preset, args.resolution).to(device)
     images = torch.rand(args.batch, 3, args.resolution, args.resolution, device=device) * 2 - 1
-    naive_loss = SDFTLoss()
-    sdft_loss = SDFTLoss(lambda_distill=1.0, lambda_aux=1.0)
+    naive_loss = method("naive").build_loss()
+    sdft_loss = method("sdft").build_loss(lambda_distill=1.0, lambda_aux=1.0)
 
     def torch_step(model, opt, loss, teacher=None, autocast=False):
         eps, teach = as_eps_model(model, torch.float32), teacher and as_eps_model(teacher)

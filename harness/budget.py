@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from harness.grid import Plan, PlannedRun
+from harness.methods import METHODS
 
 # what repeats a candidate rather than making a new one, and what the checkpoint axis replaces
 NOT_A_SETTING = frozenset({"seed", "steps"})
@@ -66,10 +67,10 @@ def unequal(counts: dict[str, int]) -> str | None:
 class RoughCost:
     """Seconds on the 2-core development machine, measured on the demo's settings (16 px,
     batch 32, 600 steps; 500 samples, 300 SDEdit + 300 EGSDE translations at t0 0.5, all
-    metrics). Training scales with steps x batch x pixels; an evaluation with the images it
-    makes times their DDIM steps (a translation runs t0 of them), once per evaluation seed."""
+    metrics). Training scales with steps x batch x pixels, times the method's cost per step
+    relative to naive (harness.methods); an evaluation with the images it makes times their
+    DDIM steps (a translation runs t0 of them), once per evaluation seed."""
     train_naive: float = 47.0 / (600 * 32 * 16 * 16)      # per step x image x pixel
-    train_sdft: float = 90.0 / (600 * 32 * 16 * 16)
     sample: float = 25.0 / (500 * 16 * 16)                # unconditional half of the 50 s
     translate: float = 25.0 / (300 * 0.5 * 16 * 16)       # SDEdit + EGSDE half, per t0 unit
     job_start: float = 5.0
@@ -85,7 +86,7 @@ def estimate_seconds(plan: Plan, cost: RoughCost = RoughCost()) -> dict[str, flo
         if run.stage == "finetune":
             s = run.spec
             pixels = s.data.resolution ** 2
-            rate = cost.train_sdft if s.method == "sdft" else cost.train_naive
+            rate = cost.train_naive * METHODS[s.method].cost
             out["finetune"] += cost.job_start + rate * s.steps * s.batch_size * pixels
         elif run.stage == "evaluate":
             pixels = run.spec.source_data.resolution ** 2

@@ -16,7 +16,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Union, get_args
+from typing import Annotated, Any, Callable, Literal, Union
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
@@ -25,8 +25,9 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 from harness.errors import UserError
 from harness.numbers import MAX_BATCH, MAX_RESOLUTION, MAX_STEPS, NoBool, Real, Seed, Whole
 from harness.spec import EvalSettings as EvaluationConfig
-from harness.params import PARAMS, Batch, Method, NetworkPreset, Precision, Steps, Weighting, ZeroStage
-from harness.spec import Tracker, missing_classes
+from harness.methods import ALL_PARAMS, METHODS, WEIGHTINGS
+from harness.params import Batch, NetworkPreset, Precision, Steps, ZeroStage
+from harness.spec import MethodName, Tracker, missing_classes
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 
@@ -177,12 +178,12 @@ class _FinetuneChecks(Strict):
         return self
 
 
-# The fine-tuning hyper-parameters, from their declarations (harness.params); a list on any
-# axis is a sweep. `network`: scratch's network when the source is a model folder.
+# The fine-tuning hyper-parameters, from their declarations (harness.params and each method's,
+# harness.methods); a list on any axis is a sweep. `network`: scratch's network when the source is a model folder.
 FinetuneSettings = create_model(
     "FinetuneSettings", __base__=_FinetuneChecks,
     network=(NetworkPreset | None, None),
-    **{p.name: ((_axis(p.kind, p.family), p.default) if p.axis else (p.kind, p.default)) for p in PARAMS})
+    **{p.name: ((_axis(p.kind, p.family), p.default) if p.axis else (p.kind, p.default)) for p in ALL_PARAMS.values()})
 
 
 
@@ -352,7 +353,8 @@ def trackers_installed(names: list[str]) -> list[str]:
 
 # per_method keys: a method, or one weighting of sdft ("sdft/min-snr"), whose overrides apply
 # on top of the method's (each weighting's lambda has its own scale: the weights are not normalised)
-MethodKey = Literal[(*get_args(Method), *(f"sdft/{w}" for w in get_args(Weighting)))]
+MethodKey = Literal[(*METHODS, *(f"{m.name}/{w}" for m in METHODS.values() for w in m.weightings))]
+Weighting = Literal[WEIGHTINGS]
 
 
 class SelectionConfig(Strict):
@@ -368,7 +370,7 @@ class SelectionConfig(Strict):
 class GridConfig(Strict):
     name: Name
     datasets: Annotated[list[DatasetConfig], Field(min_length=1)]
-    methods: Annotated[list[Method], Field(min_length=1)]
+    methods: Annotated[list[MethodName], Field(min_length=1)]
     weightings: Annotated[list[Weighting], Field(min_length=1)] = ["sdft"]
     finetune: FinetuneSettings = FinetuneSettings()
     per_method: dict[MethodKey, FinetuneSettings] = {}

@@ -17,8 +17,9 @@ from harness.config import (BuiltinSourceConfig, BuiltinTargetConfig, DatasetCon
                             GridConfig, SameAs)
 from harness.errors import UserError
 from harness.refs import RunRef
+from harness.methods import METHODS
 from harness.spec import AggregateSpec, EvalSpec, RunSpec
-from harness.params import DISTILL, TRAIN
+from harness.params import TRAIN
 
 # The stages in the order they run, each with the job module that runs one of its runs
 # (`python -m <module> RUN_DIR`; on Slurm harness/slurm_job.py calls the module's slurm_run).
@@ -26,7 +27,6 @@ STAGE_JOBS = {"pretrain": "jobs.train", "finetune": "jobs.train", "evaluate": "j
               "aggregate": "jobs.aggregate"}
 STAGES = tuple(STAGE_JOBS)
 # the hyper-parameters that go into a finetune run spec, from their declarations
-DISTILL_KEYS = tuple(p.name for p in DISTILL)
 TRAIN_KEYS = tuple(p.name for p in TRAIN)
 
 
@@ -86,7 +86,7 @@ def settings_for(grid: GridConfig, method: str, weighting: str | None = None) ->
 def method_combos(grid: GridConfig, method: str) -> list[tuple[dict[str, Any], str | None]]:
     """(settings, weighting) of every run of a method before seeds: each weighting sweeps its
     own settings. Sweep-major order, as when all weightings shared one sweep."""
-    weightings = grid.weightings if method == "sdft" else [None]
+    weightings = [w for w in grid.weightings if w in METHODS[method].weightings] or [None]
     sweeps = [(w, sweep(settings_for(grid, method, w))) for w in weightings]
     longest = max(len(s) for _, s in sweeps)
     return [(s[i], w) for i in range(longest) for w, s in sweeps if i < len(s)]
@@ -136,16 +136,20 @@ def pretrain_spec(dataset: DatasetConfig, base_dir: Path) -> RunSpec | None:
 
 
 def finetune_spec(method: str, weighting: str | None, combo: dict, seed: int, data: dict, init: str,
-                  scratch_network: str | None, snapshots: list[int]) -> RunSpec:
+                  scratch_network: str | None, snapshots: list[int], source: dict | None = None) -> RunSpec:
     spec: dict[str, Any] = {"stage": "finetune", "method": method, "data": data, "seed": seed,
                             "snapshot_steps": tuple(s for s in snapshots if s < combo["steps"]),
                             **{k: combo[k] for k in TRAIN_KEYS}}
-    if method == "scratch":
-        spec["network"] = scratch_network
-    else:
+    declared = METHODS[method]
+    if declared.starts_from_source:
         spec["init"] = init
-    if method == "sdft":
-        spec["distill"] = {"weighting": weighting, **{k: combo[k] for k in DISTILL_KEYS}}
+    else:
+        spec["network"] = scratch_network
+    if declared.needs_source_data:
+        spec["source_data"] = source
+    if declared.settings_key is not None:
+        own = {p.name: combo[p.name] for p in declared.params}
+        spec[declared.settings_key] = {**own, **({"weighting": weighting} if weighting else {})}
     return RunSpec.model_validate(spec)
 
 
@@ -153,8 +157,8 @@ def shown_params(spec: RunSpec) -> dict[str, Any]:
     """The hyper-parameters of a run as the dry-run table shows them."""
     out = {p.name: getattr(spec, p.name) for p in TRAIN if p.identity}
     out["seed"] = spec.seed
-    if spec.distill is not None:
-        out.update({k: v for k, v in spec.distill.model_dump().items() if k != "weighting" and v is not None})
+    if spec.settings is not None:
+        out.update({k: v for k, v in spec.settings.model_dump().items() if k != "weighting" and v is not None})
     return out
 
 
@@ -210,16 +214,16 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
                 depends_on=deps))
             for method in grid.methods:
                 scratch_network = network or settings_for(grid, method).get("network")
-                if method == "scratch" and scratch_network is None:
-                    raise UserError(f"{where}: scratch needs finetune.network when the source is a model folder")
+                if not METHODS[method].starts_from_source and scratch_network is None:
+                    raise UserError(f"{where}: {method} needs finetune.network when the source is a model folder")
                 for (combo, weighting), seed in itertools.product(method_combos(grid, method), grid.seeds):
                     spec = finetune_spec(method, weighting, combo, seed, data, init, scratch_network,
-                                         snapshots_for(grid, method))
+                                         snapshots_for(grid, method), source)
                     if spec.run_id in runs:
                         continue
                     runs[spec.run_id] = PlannedRun(
                         spec.run_id, "finetune", spec, dataset.name, target.name, method, weighting,
-                        shown_params(spec), deps if method != "scratch" else ())
+                        shown_params(spec), deps if METHODS[method].starts_from_source else ())
                     ev = evaluation_spec("finetuned", str(RunRef(spec.run_id)), source, judged, grid,
                                          source_eval.run_id, method)
                     runs[ev.run_id] = PlannedRun(

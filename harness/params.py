@@ -1,11 +1,12 @@
 """Every training hyper-parameter, declared once.
 
 A declaration holds the name, the type of one value, the default, where it applies (the
-distillation settings of some weightings only), the short label tables use, and whether
-it counts for a run's identity. The grid schema (harness.config), the run spec
-(harness.spec), the grid's expansion (harness.grid), the loss's arguments (jobs.train),
-the result columns `p_<name>` and the table labels are all derived from this list, so a
-new setting is one line here.
+settings of some weightings only), the short label tables use, and whether it counts for
+a run's identity. The settings every method shares are declared here; a method's own
+settings are declared beside its loss, in its module under harness/methods/. The grid
+schema (harness.config), the run spec (harness.spec), the grid's expansion (harness.grid),
+the loss's arguments (jobs.train), the result columns `p_<name>` and the table labels are
+all derived from these declarations, so a new setting is one line.
 """
 from __future__ import annotations
 
@@ -16,8 +17,6 @@ from pydantic import StrictBool
 
 from harness.numbers import MAX_BATCH, MAX_STEPS, NoBool, Real, Whole
 
-Method = Literal["scratch", "naive", "sdft"]
-Weighting = Literal["sdft", "constant", "min-snr"]
 Precision = Literal["fp32", "bf16", "fp16"]
 NetworkPreset = Literal["tiny", "small", "base"]
 Steps = Whole(gt=0, le=MAX_STEPS)
@@ -35,8 +34,8 @@ class Param:
     family: str                # `same_as` ties only settings of one family
     default: Any
     label: str                 # the short name in tables and model labels
-    group: Literal["train", "distill"]
-    weightings: frozenset[str] | None = None   # distill settings used by some weightings only
+    group: Literal["train", "method"]           # shared by all methods, or one method's own
+    weightings: frozenset[str] | None = None   # a method's settings used by some weightings only
     identity: bool = True      # False: changes when work is saved, not what is computed
     axis: bool = True          # a list of values in a grid is a sweep
 
@@ -45,15 +44,6 @@ class Param:
 
 
 PARAMS: tuple[Param, ...] = (
-    # L = L_diff + lambda_distill * L_distill + lambda_aux * L_aux (official MetFaces values)
-    Param("lambda_distill", NonNeg, "number", 0.1, "λd", "distill"),
-    Param("lambda_aux", NonNeg, "number", 0.1, "λa", "distill"),
-    Param("gamma_distill", NonNeg, "number", 3.0, "γd", "distill", frozenset({"sdft"})),
-    Param("gamma_aux", NonNeg, "number", 50.0, "γa", "distill", frozenset({"sdft"})),
-    Param("k", NonNeg, "number", 1.0, "k", "distill", frozenset({"sdft"})),
-    Param("min_snr_gamma", Pos, "number", 5.0, "γsnr", "distill", frozenset({"min-snr"})),
-    # "sampled": the pure-noise aux input at the sampled t (official code); "final": t = T-1
-    Param("aux_timestep", Literal["sampled", "final"], "aux_timestep", "sampled", "aux t", "distill"),
     Param("dropout", Fraction, "number", 0.0, "dropout", "train"),
     Param("lr", Pos, "number", 2e-5, "lr", "train"),
     Param("batch_size", Batch, "whole number", 16, "batch", "train"),    # global, split over ranks
@@ -70,20 +60,21 @@ PARAMS: tuple[Param, ...] = (
           identity=False, axis=False),
 )
 
-BY_NAME = {p.name: p for p in PARAMS}
-TRAIN = tuple(p for p in PARAMS if p.group == "train")
-DISTILL = tuple(p for p in PARAMS if p.group == "distill")
+TRAIN = PARAMS                  # the settings every method shares (a run spec's own fields)
 NOT_IN_IDENTITY = frozenset(p.name for p in PARAMS if not p.identity)
 
 
 def label(name: str) -> str:
-    return BY_NAME[name].label if name in BY_NAME else name
+    from harness.methods import ALL_PARAMS
+
+    return ALL_PARAMS[name].label if name in ALL_PARAMS else name
 
 
 def columns(spec: dict) -> dict[str, Any]:
     """The tidy table's `p_<name>` columns of a run spec (as JSON): every declared setting
     that applies to the run, so runs that differ in any of them never share a label."""
+    from harness.methods import settings_of
+
     out = {f"p_{p.name}": spec[p.name] for p in TRAIN if p.identity and p.name in spec}
-    distill = spec.get("distill") or {}
-    out.update({f"p_{p.name}": distill[p.name] for p in DISTILL if distill.get(p.name) is not None})
+    out.update({f"p_{name}": value for name, value in settings_of(spec).items() if name != "weighting"})
     return out

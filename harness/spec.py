@@ -1,9 +1,10 @@
 """One training run's settings: what `jobs.train` takes. Pydantic only, no torch.
 
 Settings that do not apply to a run are absent from it (None), so that they cannot
-change its identity: `naive` has no distillation block, a `constant` weighting has no
-gamma. The run id is a short hash of the settings that differ from the defaults
-(facebookresearch/dora style): the same settings always land in the same folder.
+change its identity: a method's own settings sit in its block (harness.methods; sdft's is
+`distill`), which only its runs have, and a `constant` weighting has no gamma. The run id
+is a short hash of the settings that differ from the defaults (facebookresearch/dora
+style): the same settings always land in the same folder.
 """
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import hashlib
 import json
 import re
 from functools import cached_property
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError,
                       create_model, field_validator, model_validator)
 
 from harness.numbers import MAX_BATCH, MAX_DDIM_STEPS, MAX_IMAGES, MAX_STEPS, NoBool, Real, Seed, Whole
 
-from harness.params import DISTILL, TRAIN, Method, NetworkPreset, Precision, Weighting
+from harness.methods import METHODS, NAMES, Method
+from harness.params import TRAIN, NetworkPreset
 from harness.params import NOT_IN_IDENTITY as PARAM_NOT_IN_IDENTITY
 from harness.refs import RunRef
 
@@ -78,21 +80,24 @@ class ImageFolder(Strict):
 DataSpec = Annotated[Union[BuiltinSource, BuiltinTarget, ImageFolder], Field(discriminator="kind")]
 
 
-# ---------------------------------------------------------------- loss
-class _DistillChecks(Strict):
-    """The SDFT terms: L_diff + lambda_distill * L_distill + lambda_aux * L_aux. A weighting's
-    own settings (gamma, k) are present only under that weighting, so they cannot change
-    the identity of a run that does not use them."""
-    weighting: Weighting = "sdft"
+# ---------------------------------------------------------------- a method's settings
+MethodName = Literal[NAMES]
+
+
+class _MethodSettingsChecks(Strict):
+    """A method's own settings (harness.methods). A weighting's own settings (sdft's gamma, k)
+    are present only under that weighting, so they cannot change the identity of a run that
+    does not use them."""
+    declared: ClassVar[tuple] = ()          # the method's Params
 
     @model_validator(mode="before")
     @classmethod
     def _keep_what_applies(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) or "weighting" not in cls.model_fields:
             return data
         data = dict(data)
-        weighting = data.get("weighting", "sdft")
-        for p in DISTILL:
+        weighting = data.get("weighting", cls.model_fields["weighting"].default)
+        for p in cls.declared:
             if p.weightings is None:
                 continue
             if p.applies_to(weighting):
@@ -103,9 +108,19 @@ class _DistillChecks(Strict):
         return data
 
 
-DistillSpec = create_model(
-    "DistillSpec", __base__=_DistillChecks,
-    **{p.name: ((p.kind, p.default) if p.weightings is None else (p.kind | None, None)) for p in DISTILL})
+def settings_model(method: Method) -> type[BaseModel]:
+    """The pydantic model of a method's block: its declared settings (and its weighting)."""
+    fields: dict[str, Any] = {p.name: ((p.kind, p.default) if p.weightings is None else (p.kind | None, None))
+                              for p in method.params}
+    if method.weightings:
+        fields["weighting"] = (Literal[method.weightings], method.weightings[0])
+    model = create_model(f"{method.name.title()}Settings", __base__=_MethodSettingsChecks, **fields)
+    model.declared = method.params
+    return model
+
+
+SETTINGS_MODELS = {m.name: settings_model(m) for m in METHODS.values() if m.settings_key is not None}
+DistillSpec = SETTINGS_MODELS["sdft"]      # sdft's block, `distill`
 
 
 # ---------------------------------------------------------------- run
@@ -118,14 +133,15 @@ class _RunChecks(Strict):
     """Everything one training run needs; nothing it does not. The hyper-parameters come
     from their declarations (harness.params); these are the run's own fields."""
     stage: Literal["pretrain", "finetune"]
-    method: Method | None = None            # finetune only
+    method: MethodName | None = None        # finetune only (harness.methods)
     data: DataSpec
     # Where the weights start (and, for sdft, the frozen teacher): "run:<id>" for a run of
     # the same results store, or a diffusers model folder (`save_pretrained` layout).
     init: str | None = None
     network: NetworkPreset | None = None    # only when building a network from scratch
-    distill: DistillSpec | None = None      # sdft only
     seed: Seed = 0
+    # the source model's training data, for a method that reads it (ewc); absent otherwise
+    source_data: DataSpec | None = None
     # Bookkeeping, not identity: when work is saved and logged.
     log_every: Annotated[int, Field(gt=0)] = 50
     snapshot_steps: tuple[int, ...] = ()    # keep the EMA at these steps too (early-stopping baselines)
@@ -153,33 +169,55 @@ class _RunChecks(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "RunSpec":
         if self.stage == "pretrain":
-            if self.method is not None or self.distill is not None or self.init is not None:
-                raise ValueError("pretrain runs have no method, init or distill block")
+            if (self.method is not None or self.init is not None or self.method_settings_keys()
+                    or self.source_data is not None):
+                raise ValueError("pretrain runs have no method, init, method settings or source_data")
             if self.network is None:
                 raise ValueError("pretrain needs a network preset")
             return self
         if self.method is None:
-            raise ValueError("finetune runs need a method (scratch, naive, sdft)")
-        if (self.method == "sdft") != (self.distill is not None):
-            raise ValueError("the distill block is required for sdft and absent otherwise")
-        if self.method == "scratch":
+            raise ValueError(f"finetune runs need a method ({', '.join(NAMES)})")
+        method = METHODS[self.method]
+        own = method.settings_key
+        given = self.method_settings_keys()
+        if own is not None and own not in given:
+            raise ValueError(f"the {own} block is required for {self.method}")
+        if given - {own}:
+            wrong = sorted(given - {own})[0]
+            raise ValueError(f"the {wrong} block belongs to another method and is absent for {self.method}")
+        if method.needs_source_data != (self.source_data is not None):
+            raise ValueError(f"source_data is required for {self.method}" if method.needs_source_data
+                             else f"{self.method} reads no source_data")
+        if not method.starts_from_source:
             if self.init is not None or self.network is None:
-                raise ValueError("scratch builds its network from a preset and has no init")
+                raise ValueError(f"{self.method} builds its network from a preset and has no init")
         elif self.init is None or self.network is not None:
             raise ValueError(f"{self.method} starts from `init` and takes its network from there")
         return self
+
+    def method_settings_keys(self) -> set[str]:
+        """The method blocks this spec has."""
+        return {key for key in SETTINGS_BLOCKS if getattr(self, key) is not None}
+
+    @property
+    def settings(self) -> BaseModel | None:
+        """The method's own settings (its block), or None."""
+        key = METHODS[self.method].settings_key if self.method else None
+        return getattr(self, key) if key else None
 
     @property
     def label(self) -> str:
         """A short human name: 'pretrain', 'naive', 'sdft/min-snr'."""
         if self.stage == "pretrain":
             return "pretrain"
-        if self.distill is not None:
-            return f"{self.method}/{self.distill.weighting}"
-        return str(self.method)
+        weighting = getattr(self.settings, "weighting", None)
+        return f"{self.method}/{weighting}" if weighting else str(self.method)
 
 
-RunSpec = create_model("RunSpec", __base__=_RunChecks, **{p.name: (p.kind, p.default) for p in TRAIN})
+# each method's block, by its key (sdft's is `distill`)
+SETTINGS_BLOCKS = {METHODS[name].settings_key: model for name, model in SETTINGS_MODELS.items()}
+RunSpec = create_model("RunSpec", __base__=_RunChecks, **{p.name: (p.kind, p.default) for p in TRAIN},
+                       **{key: (model | None, None) for key, model in SETTINGS_BLOCKS.items()})
 
 
 # ---------------------------------------------------------------- evaluation
@@ -219,7 +257,7 @@ class EvalSettings(Strict):
     t0: Annotated[list[Real(gt=0, le=1)], Field(min_length=1)] = [0.5]
     num_translations: Whole(gt=1, le=MAX_IMAGES) = 500
     checkpoint_steps: list[Whole(gt=0, le=MAX_STEPS)] = []   # earlier EMA snapshots to evaluate too
-    checkpoint_methods: list[Method] = ["scratch", "naive", "sdft"]  # ... for these methods
+    checkpoint_methods: list[MethodName] = ["scratch", "naive", "sdft"]  # ... for these methods
     extractors: Annotated[list[Literal["builtin", "inception"]], Field(min_length=1)] = ["builtin"]
     max_reference: Whole(gt=1, le=MAX_IMAGES) = 10_000      # images of a reference set used
     kid_subset_size: Whole(gt=1, le=MAX_IMAGES) = 1000

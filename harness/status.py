@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import UserError, clean_text, exit_on_user_error, quiet_broken_pipe
+from harness.methods import run_label
 from harness.store import CorruptFile, RunFolder, Store
 
 
@@ -38,9 +39,7 @@ def describe(folder: RunFolder, live: set[str] | None, outcomes: dict | None = N
             status, error = gone_outcome(state, outcomes or {})
             state = {**state, "error": error}
     label = spec.get("stage", "?")
-    method = spec.get("method") or ""
-    if spec.get("distill"):
-        method += "/" + spec["distill"].get("weighting", "sdft")
+    method = run_label(spec)
     step = f"{state['step']}/{state.get('steps', '?')}" if "step" in state else ""
     error = clean_text(state.get("error") or "") if status in ("failed", "lost", "cancelled") else ""
     return folder.run_id, label, method, status, step, job, error[:160]

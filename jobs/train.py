@@ -1,4 +1,4 @@
-"""The training job: one run spec, one run folder. Pretrain, scratch, naive and SDFT.
+"""The training job: one run spec, one run folder. Pretraining and every fine-tuning method.
 
     python -m jobs.train RUN_DIR                   # one process (CPU here, a GPU on a node)
     torchrun --nproc_per_node 2 -m jobs.train RUN_DIR
@@ -20,11 +20,12 @@ import shutil
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UserError, exit_on_user_error
 from harness.runtime import reexec_with_job_environment
-from harness.params import DISTILL
+from harness.methods import METHODS
 from harness.refs import RunRef
 from harness.spec import RunSpec
 from harness.store import RunFolder, store_root_of
@@ -126,7 +127,8 @@ def resolve_init(init: str, run_dir: Path) -> Path:
 
 
 def build_networks(spec: RunSpec, run_dir: Path, resolution: int):
-    """The student to train and, for sdft, a frozen copy of the starting weights as teacher."""
+    """The student to train and, for a method that needs one (sdft), a frozen copy of the
+    starting weights as teacher."""
     import torch
     from models.networks import build_unet, load_unet
 
@@ -139,21 +141,26 @@ def build_networks(spec: RunSpec, run_dir: Path, resolution: int):
             raise UserError(f"{spec.init}: model resolution {student.config.sample_size} "
                             f"does not match the data's {resolution}")
     teacher = None
-    if spec.method == "sdft":
+    if spec.method is not None and METHODS[spec.method].needs_source_model:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[spec.precision]
         teacher = load_unet(resolve_init(spec.init, run_dir), dtype=dtype).eval().requires_grad_(False)
     return student, teacher
 
 
 def build_loss(spec: RunSpec):
-    from models.loss import SDFTLoss
+    """The method's loss from its settings (harness.methods); pretraining trains as naive does."""
+    method = METHODS[spec.method or "naive"]
+    settings = spec.settings.model_dump() if spec.settings is not None else {}
+    # the settings a weighting does not use are absent from the spec and from the loss
+    return method.build_loss(**{k: v for k, v in settings.items() if v is not None})
 
-    if spec.distill is None:
-        return SDFTLoss()
-    # the declared distillation settings are SDFTLoss's arguments; those a weighting does
-    # not use are absent from the spec and keep the loss's defaults
-    settings = {p.name: getattr(spec.distill, p.name) for p in DISTILL if getattr(spec.distill, p.name) is not None}
-    return SDFTLoss(weighting=spec.distill.weighting, **settings)
+
+@dataclass(frozen=True)
+class LossContext:
+    """What a loss's `prepare` may need besides the two networks: the run and its device."""
+    spec: RunSpec
+    run_dir: Path
+    device: object
 
 
 # ---------------------------------------------------------------- log
@@ -212,6 +219,8 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
     if teacher is not None:
         teacher_eps = as_eps_model(teacher.to(engine.device))
     loss_fn = build_loss(spec)
+    if hasattr(loss_fn, "prepare"):      # a loss that reads the weights themselves (l2sp, ewc)
+        loss_fn.prepare(engine.module, teacher, LossContext(spec, Path(run_dir), engine.device))
 
     checkpoints.use_weights_only(engine)
     start, client, skipped = checkpoints.load_newest(engine, folder, rank)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.methods import NAMES as METHOD_NAMES
 from harness.params import label as param_label
 from harness.report.selection import (GROUP, VALIDATION, Criterion, Selection, has_validation, reported, select,
                                       split_of, tags)
@@ -189,7 +190,8 @@ def model_labels(df: "pd.DataFrame") -> "pd.Series":
     return df.apply(label, axis=1)
 
 
-METHOD_ORDER = {"source": 0, "scratch": 1, "naive": 2, "sdft": 3}
+# the source model, then the methods in the registry's order (harness.methods)
+METHOD_ORDER = {"source": 0, **{name: i for i, name in enumerate(METHOD_NAMES, start=1)}}
 CALIBRATION_ORDER = {"held-out-half": -3, "target-train": -2, "source": -1}
 
 

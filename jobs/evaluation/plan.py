@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from harness import params
+from harness.methods import weighting_of
 from harness.errors import UserError
 from harness.spec import EvalSpec
 from harness.store import RunFolder, store_root_of
@@ -173,7 +174,7 @@ def identity(spec: EvalSpec, train_spec: dict, product: Product) -> dict:
     return {
         "run_id": ref.run_id if ref is not None else spec.model,
         "method": train_spec.get("method") or "source",
-        "weighting": (train_spec.get("distill") or {}).get("weighting"),
+        "weighting": weighting_of(train_spec),
         "seed": train_spec.get("seed"),
         "eval_seed": product.seed(spec),
         "ckpt_step": product.ckpt_step,

@@ -8,7 +8,8 @@ import torch
 from factories import tiny_unet
 from guided_reference import randomise, sdk_diffusion, sdk_unet
 from guided_reference import eps_model as sdk_eps_model
-from models.loss import SDFTLoss
+from harness.methods import get
+from models.loss import DiffusionLoss
 from models.networks import as_eps_model, split_output
 from models.weighting import sdft
 
@@ -26,7 +27,7 @@ def inputs(n=len(TIMESTEPS), seed=1):
 def test_hybrid_loss_equals_guided_diffusions_training_losses():
     net = randomise(tiny_unet(learned_variance=True), seed=3).eval()
     x0, noise = inputs()
-    ours = SDFTLoss().terms(as_eps_model(net), x0, TIMESTEPS, noise)
+    ours = DiffusionLoss().terms(as_eps_model(net), x0, TIMESTEPS, noise)
     with torch.no_grad():
         ref = sdk_diffusion().training_losses(lambda x, t: net(x, t).sample, x0, TIMESTEPS, noise=noise)
     torch.testing.assert_close(ours.per_sample.detach(), ref["loss"], rtol=1e-5, atol=1e-5)
@@ -39,8 +40,8 @@ def test_sdft_terms_equal_the_official_formulas_on_guided_diffusions_unet():
     teacher = randomise(copy.deepcopy(student), seed=1).eval().requires_grad_(False)
     x0, noise = inputs()
     lam_d, lam_a, g_d, g_a = 0.7, 0.3, 0.5, 0.2
-    loss = SDFTLoss(lambda_distill=lam_d, lambda_aux=lam_a, weighting="sdft", gamma_distill=g_d,
-                    gamma_aux=g_a, k=1.0)
+    loss = get("sdft").build_loss(lambda_distill=lam_d, lambda_aux=lam_a, weighting="sdft",
+                                  gamma_distill=g_d, gamma_aux=g_a, k=1.0)
     ours = loss.terms(sdk_eps_model(student), x0, TIMESTEPS, noise, teacher=sdk_eps_model(teacher))
 
     # training_losses_distill (JiwanHur/SDFT) term by term, from the networks' own outputs
@@ -68,7 +69,7 @@ def test_variance_bound_trains_only_the_variance_channels():
     x0, noise = inputs(4)
     t = torch.tensor([0, 3, 400, 990])
     output = (0.3 * torch.randn(4, 6, 16, 16)).requires_grad_(True)
-    terms = SDFTLoss().terms(lambda x, tt: output, x0, t, noise)
+    terms = DiffusionLoss().terms(lambda x, tt: output, x0, t, noise)
     grad_vb, = torch.autograd.grad(terms.vb, output, retain_graph=True)
     grad_diff, = torch.autograd.grad(terms.diff, output)
     assert grad_vb[:, :3].abs().max() == 0 and grad_vb[:, 3:].abs().max() > 0
@@ -86,7 +87,7 @@ def test_teacher_sigma_channels_are_discarded():
         out = teacher(x, tt)
         return torch.cat([out[:, :3], out[:, 3:] + 5.0], dim=1)
 
-    loss = SDFTLoss(lambda_distill=1.0, lambda_aux=1.0, weighting="constant")
+    loss = get("sdft").build_loss(lambda_distill=1.0, lambda_aux=1.0, weighting="constant")
     a = loss.terms(student, x0, t, noise, teacher=teacher)
     b = loss.terms(student, x0, t, noise, teacher=teacher_with_other_sigma)
     assert float(a.distill) > 0

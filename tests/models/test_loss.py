@@ -4,9 +4,15 @@ import pytest
 import torch
 
 from factories import images, tiny_unet
-from models.loss import SDFTLoss
+from harness.methods import get
+from harness.methods.sdft import SDFTLoss
 from models.networks import as_eps_model
 from models.schedule import NoiseSchedule
+
+
+def sdft_loss(**settings) -> SDFTLoss:
+    """SDFTLoss at the declared settings (harness/methods/sdft.py) with these changes."""
+    return get("sdft").build_loss(**settings)
 
 
 @pytest.fixture
@@ -38,7 +44,7 @@ def separate_terms(loss: SDFTLoss, student, teacher, x, seed):
 
 def test_fused_loss_equals_sum_of_separate_terms(nets):
     student, teacher = nets
-    loss = SDFTLoss(lambda_distill=0.7, lambda_aux=0.3, gamma_distill=0.5, gamma_aux=0.2, k=1.0)
+    loss = sdft_loss(lambda_distill=0.7, lambda_aux=0.3, gamma_distill=0.5, gamma_aux=0.2, k=1.0)
     x = images()
     fused = loss(as_eps_model(student), x, as_eps_model(teacher), generator=torch.Generator().manual_seed(5))
     diff, distill, aux = separate_terms(loss, student, teacher, x, seed=5)
@@ -58,9 +64,9 @@ def test_zero_lambdas_are_the_naive_loss_without_a_teacher_pass(nets):
         return as_eps_model(teacher)(x, t)
 
     x = images()
-    sdft = SDFTLoss(lambda_distill=0.0, lambda_aux=0.0)(as_eps_model(student), x, counting_teacher,
+    sdft = sdft_loss(lambda_distill=0.0, lambda_aux=0.0)(as_eps_model(student), x, counting_teacher,
                                                         generator=torch.Generator().manual_seed(3))
-    naive = SDFTLoss()(as_eps_model(student), x, generator=torch.Generator().manual_seed(3))
+    naive = get("naive").build_loss()(as_eps_model(student), x, generator=torch.Generator().manual_seed(3))
     assert calls == []
     assert float(sdft.total) == pytest.approx(float(naive.total), abs=1e-7)
 
@@ -77,7 +83,7 @@ def test_one_student_and_one_teacher_forward(nets):
             return eps(x, t)
         return f
 
-    SDFTLoss(lambda_distill=1.0, lambda_aux=1.0)(counted("student", student), images(),
+    sdft_loss(lambda_distill=1.0, lambda_aux=1.0)(counted("student", student), images(),
                                                   counted("teacher", teacher))
     assert counts == {"student": 1, "teacher": 1}
 
@@ -86,7 +92,7 @@ def test_teacher_gets_no_gradient_and_does_not_change(nets):
     student, teacher = nets
     before = copy.deepcopy(teacher.state_dict())
     opt = torch.optim.SGD(student.parameters(), lr=0.1)
-    loss = SDFTLoss(lambda_distill=1.0, lambda_aux=1.0, weighting="constant")
+    loss = sdft_loss(lambda_distill=1.0, lambda_aux=1.0, weighting="constant")
     terms = loss(as_eps_model(student), images(), as_eps_model(teacher))
     terms.total.backward()
     opt.step()
@@ -104,10 +110,10 @@ def test_aux_timestep_final_uses_t_max(nets):
         seen.append(t.clone())
         return as_eps_model(teacher)(x, t)
 
-    SDFTLoss(lambda_distill=1.0, lambda_aux=1.0, aux_timestep="final")(as_eps_model(student), images(4), spy)
+    sdft_loss(lambda_distill=1.0, lambda_aux=1.0, aux_timestep="final")(as_eps_model(student), images(4), spy)
     assert seen[0][4:].tolist() == [999] * 4
 
 
 def test_unknown_weighting_is_refused():
     with pytest.raises(ValueError, match="weighting"):
-        SDFTLoss(weighting="cosine")
+        sdft_loss(weighting="cosine")

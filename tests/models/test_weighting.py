@@ -44,4 +44,4 @@ def test_weightings_emphasise_where_they_should():
     m = min_snr(snr, min_snr_gamma=5.0)
     assert m[0] < 1.0 and m[2] == pytest.approx(1.0)   # low-noise steps are damped
     assert set(WEIGHTINGS) == {"sdft", "constant", "min-snr"}
-    assert math.isfinite(float(sdft(snr, gamma=50.0).sum()))
+    assert math.isfinite(float(sdft(snr, gamma=50.0, k=1.0).sum()))

@@ -1,0 +1,124 @@
+"""The registry of fine-tuning methods: a method is one module.
+
+Each module under harness/methods/ (and each module named in $SDFT_METHODS, a comma-separated
+list of importable modules: methods kept outside the package) defines `METHOD`, a `Method`
+that declares the method's name, its settings (harness.params.Param, beside the loss that
+uses them, as benchopt declares a solver's parameters), whether it starts from the source
+model and needs a frozen copy of it, its cost per step relative to naive, and its loss (a
+small class, as NVlabs/edm's training/loss.py). The grid schema, the run spec and its id,
+the grid's expansion, the budgets, the status table, the `p_<name>` columns, the tables'
+labels and order and the training job all read the methods from here (docs/methods.md).
+
+Declarations import no torch: the harness imports them at start-up. A loss imports torch
+when it is built, which only a training job does.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from harness.params import TRAIN, Param
+
+# The package's methods in table order: the baselines first, the paper's method last.
+BUILTIN = ("scratch", "naive", "l2sp", "ewc", "sdft")
+PLUGINS_ENV = "SDFT_METHODS"
+
+
+@dataclass(frozen=True)
+class Method:
+    """What the harness needs to know of a fine-tuning method.
+
+    `params`: the method's own settings (every method also takes the shared ones of
+    harness.params). They live in the run spec's `block` (default: the method's name), so
+    that no other method's run id can depend on them. `weightings`: the variants the grid's
+    `weightings` list sweeps (sdft's distillation weightings); a run spec of such a method
+    names its weighting, and a setting declared with `weightings` applies under those only.
+    `loss(**settings)` builds the loss from the method's settings; every declared setting is
+    passed, so a loss states no defaults of its own. A loss with a `prepare(student, source,
+    context)` method is given the two networks (torch modules) before the first step (l2sp).
+    """
+    name: str
+    loss: Callable[..., Any]
+    params: tuple[Param, ...] = ()
+    starts_from_source: bool = True     # False: a fresh network from a preset (scratch)
+    needs_source_model: bool = False    # a frozen copy of the source beside the student
+    needs_source_data: bool = False     # the source's training data (the run spec's source_data)
+    cost: float = 1.0                   # seconds per step relative to naive, measured
+    block: str | None = None
+    weightings: tuple[str, ...] = ()
+
+    @property
+    def settings_key(self) -> str | None:
+        """The run spec's key that holds the method's settings; None when it has none."""
+        return (self.block or self.name) if (self.params or self.weightings) else None
+
+    def build_loss(self, **settings):
+        """The loss with every declared setting: the given ones, the others at their default
+        (a weighting's own settings only under that weighting)."""
+        weighting = settings.get("weighting", self.weightings[0] if self.weightings else None)
+        full = {p.name: p.default for p in self.params if weighting is None or p.applies_to(weighting)}
+        full.update(settings)
+        if self.weightings:
+            full["weighting"] = weighting
+        return self.loss(**full)
+
+
+def _load(modules: list[str]) -> dict[str, Method]:
+    methods: dict[str, Method] = {}
+    for module_name in modules:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise ImportError(f"{PLUGINS_ENV}: cannot import the method module {module_name!r} ({err})") from err
+        method = getattr(module, "METHOD", None)
+        if not isinstance(method, Method):
+            raise TypeError(f"{module_name}: a method module defines METHOD = Method(...)")
+        if method.name in methods:
+            raise ValueError(f"{module_name}: method {method.name!r} is already registered")
+        methods[method.name] = method
+    return methods
+
+
+def _all_params(methods: dict[str, Method]) -> dict[str, Param]:
+    """Every declared setting by name: the shared ones and every method's. The grid file has one
+    namespace, so two methods may share a setting only by sharing its declaration."""
+    out = {p.name: p for p in TRAIN}
+    for method in methods.values():
+        for p in method.params:
+            if out.setdefault(p.name, p) is not p:
+                raise ValueError(f"method {method.name}: setting {p.name!r} is declared twice "
+                                 f"(give it another name, or share the declaration)")
+    return out
+
+
+_plugins = [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+METHODS: dict[str, Method] = _load([f"harness.methods.{name}" for name in BUILTIN] + _plugins)
+NAMES: tuple[str, ...] = tuple(METHODS)
+ALL_PARAMS: dict[str, Param] = _all_params(METHODS)
+# the variants of every method that has them, in declaration order
+WEIGHTINGS: tuple[str, ...] = tuple(dict.fromkeys(w for m in METHODS.values() for w in m.weightings))
+
+
+def get(name: str) -> Method:
+    return METHODS[name]
+
+
+def settings_of(spec: dict) -> dict[str, Any]:
+    """A run spec's (as JSON) method settings that apply to it: its block, without the unset."""
+    method = METHODS.get(spec.get("method") or "")
+    key = method.settings_key if method is not None else None
+    block = (spec.get(key) or {}) if key else {}
+    return {k: v for k, v in block.items() if v is not None}
+
+
+def weighting_of(spec: dict) -> str | None:
+    """The weighting of a run spec (as JSON), for methods that have them."""
+    return settings_of(spec).get("weighting")
+
+
+def run_label(spec: dict) -> str:
+    """'naive', 'sdft/min-snr': a run spec's (as JSON) method and weighting."""
+    weighting = weighting_of(spec)
+    return (spec.get("method") or "") + (f"/{weighting}" if weighting else "")

@@ -1,0 +1,14 @@
+"""naive: fine-tune every weight of the source model on the target with the plain diffusion
+loss (models/loss.py's DiffusionLoss), nothing else. The baseline every method is compared with."""
+from __future__ import annotations
+
+from harness.methods import Method
+
+
+def diffusion_loss():
+    from models.loss import DiffusionLoss
+
+    return DiffusionLoss()
+
+
+METHOD = Method(name="naive", loss=diffusion_loss)
