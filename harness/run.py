@@ -89,7 +89,11 @@ def main(argv: list[str] | None = None) -> None:
     with quiet_broken_pipe(), exit_on_user_error():
         store = Store(args.results)
         folder = find_run(store, args.run)
-        status = run(store, folder)
+        try:
+            status = run(store, folder)
+        except KeyboardInterrupt:       # the job got the Ctrl-C too; its state says where it stopped
+            print(f"\n{folder.run_id}: stopped (Ctrl-C)", file=sys.stderr)
+            sys.exit(130)
     print(json.dumps({"run": folder.run_id, "status": status, "log": str(folder.job_log_path)}))
     sys.exit(0 if status == "done" else 1)
 
