@@ -87,7 +87,8 @@ def test_cancel_of_unknown_runs_or_grids_is_one_line(smoke_store):
 
 def test_a_local_submission_cancelled_while_it_trains(tmp_path):
     """The whole flow on this machine: the pretraining is stopped, the submission ends, status
-    says cancelled, a plain resubmit runs nothing, --retry-cancelled would run it all. ~10 s."""
+    says cancelled, a plain resubmit runs nothing, --retry-cancelled would run it all. 10 s on
+    the 2-core machine, with other jobs running."""
     grid = write_grid(tmp_path, smoke_grid(name="stopme", methods=["naive"],
                                            datasets__0__source__pretrain__steps=100_000))
     results = tmp_path / "results"
@@ -121,7 +122,8 @@ def test_a_local_submission_cancelled_while_it_trains(tmp_path):
 
 # ---------------------------------------------------------------- sdft run, sdft logs
 def test_run_runs_one_run_in_the_foreground_and_logs_prints_its_output(tmp_path):
-    """A 3-step pretraining of a grid recorded in a store (no submission ran it). ~8 s."""
+    """A 3-step pretraining of a grid recorded in a store (no submission ran it). 11 s on the
+    2-core machine, with other jobs running."""
     grid = load_grid(SMOKE_GRID, ["datasets.0.source.pretrain.steps=3", "datasets.0.source.pretrain.checkpoint_every=3"])
     plan = expand(grid, base_dir=SMOKE_GRID.parent)
     store = Store(tmp_path / "results")
