@@ -145,3 +145,29 @@ def test_run_runs_one_run_in_the_foreground_and_logs_prints_its_output(tmp_path)
     assert printed.stdout == logged
     nothing = run_module("harness.cli", "logs", finetune.run_id, "--results", str(store.root))
     assert nothing.returncode == 2 and "no log yet (state pending" in nothing.stderr
+
+
+def test_logs_follow_prints_what_is_added_until_the_run_ends(tmp_path):
+    import io
+    import threading
+
+    from harness.logs import show
+    from harness.store import RunFolder
+
+    folder = RunFolder(tmp_path / "_runs" / "abc")
+    folder.path.mkdir(parents=True)
+    folder.set_state("running", executor="local")
+    folder.job_log_path.write_text("step 1\n")
+
+    def finish():
+        time.sleep(0.3)
+        with open(folder.job_log_path, "a") as log:
+            log.write("step 2\n")
+        folder.set_state("done")
+
+    writer = threading.Thread(target=finish)
+    writer.start()
+    out = io.StringIO()
+    show(folder, follow=True, poll_s=0.05, out=out)
+    writer.join()
+    assert out.getvalue() == "step 1\nstep 2\n"
