@@ -2,6 +2,10 @@
 
     sdft submit GRID.yaml [...]       python -m harness.submit GRID.yaml [...]
     sdft status results/GRID          python -m harness.status results/GRID
+    sdft cancel results/GRID [...]    python -m harness.cancel results/GRID [...]
+    sdft run RUN_ID                   python -m harness.run RUN_ID
+    sdft logs RUN_ID [-f]             python -m harness.logs RUN_ID [-f]
+    sdft schema                       python -m harness.schema
     sdft tables results/GRID [...]    python -m harness.tables results/GRID [...]
     sdft convert adm CKPT OUT [...]   python -m harness.convert adm CKPT OUT [...]
     sdft bench [--only ...]           python bench/run_all.py [--only ...]
@@ -25,6 +29,10 @@ from harness.errors import UserError, exit_on_user_error
 COMMANDS = {
     "submit": ("harness.submit", "expand a grid file and submit what is not done or running"),
     "status": ("harness.status", "state, step, job and last error of each run of a grid"),
+    "cancel": ("harness.cancel", "cancel a grid's jobs (or --runs ID ...); resubmits leave them"),
+    "run": ("harness.run", "run one run of a submitted grid here, in the foreground"),
+    "logs": ("harness.logs", "print a run's job output (-f: follow it)"),
+    "schema": ("harness.schema", "every field of a grid file, with its type and default"),
     "tables": ("harness.tables", "the paper's tables from results folders (markdown, LaTeX, CSV)"),
     "convert": ("harness.convert", "convert a checkpoint (ADM) into a model folder"),
     "bench": (None, "run the benchmarks in bench/ (bench/run_all.py) and print their figures"),

@@ -23,6 +23,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
                       StrictBool, create_model, field_validator, model_validator)
 
 from harness.errors import UserError
+from harness.overrides import apply_overrides
 from harness.numbers import MAX_BATCH, MAX_RESOLUTION, MAX_STEPS, NoBool, Real, Seed, Whole
 from harness.spec import EvalSettings as EvaluationConfig
 from harness.methods import ALL_PARAMS, METHODS, WEIGHTINGS
@@ -166,7 +167,9 @@ def _axis(kind, family: str):
             return [one(v, f"[{i}] ") for i, v in enumerate(value)]
         return one(value)
 
-    return Annotated[Any, BeforeValidator(validate), Axis(family, one, kind)]
+    # the schema (`sdft schema`) shows what the validator takes: a value, a sweep or a tie
+    takes = Union[kind, list[kind], SameAs]
+    return Annotated[Any, BeforeValidator(validate, json_schema_input_type=takes), Axis(family, one, kind)]
 
 
 class _FinetuneChecks(Strict):
@@ -524,7 +527,13 @@ def read_grid_text(path: Path) -> str:
         raise UserError(f"{path}: cannot read the grid file ({err.strerror or err})") from None
 
 
-def load_grid(path: str | Path) -> GridConfig:
+def load_grid(path: str | Path, overrides: list[str] = ()) -> GridConfig:
+    """The grid file, with command-line overrides (harness.overrides) applied, validated."""
+    return validate_grid(grid_mapping(path, overrides), path, overrides)
+
+
+def grid_mapping(path: str | Path, overrides: list[str] = ()) -> dict:
+    """The grid file's YAML mapping, overrides applied, not yet validated."""
     path = Path(path)
     text = read_grid_text(path)
     try:
@@ -540,7 +549,14 @@ def load_grid(path: str | Path) -> GridConfig:
         raise UserError(f"{path}:{where} not valid YAML ({getattr(err, 'problem', err)})") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: (top level): expected a mapping of settings")
+    return apply_overrides(raw, list(overrides))
+
+
+def validate_grid(raw: dict, path: str | Path, overrides: list[str] = ()) -> GridConfig:
     try:
         return GridConfig.model_validate(raw)
     except ValidationError as err:
-        raise UserError(describe_validation_error(path, err)) from None
+        message = describe_validation_error(path, err)
+        field = message.removeprefix(f"{path}: ").split(":")[0].replace("[", ".").replace("]", "")
+        given = [o for o in overrides if f"{field}.".startswith(o.split("=")[0].strip() + ".")]
+        raise UserError(message + (f" (from the override {given[-1]!r})" if given else "")) from None

@@ -21,7 +21,7 @@ from typing import Protocol
 from harness.config import ClusterConfig
 from harness.grid import STAGE_JOBS, PlannedRun
 from harness.runtime import JOB_ENV, job_environment
-from harness.store import RunFolder
+from harness.store import USER_CANCEL, RunFolder, now_iso
 
 JOB_MODULES = STAGE_JOBS
 
@@ -117,10 +117,41 @@ def local_outcome(module: str, returncode: int, oom_before: int | None, oom_afte
     return "failed", f"{module} exited with code {returncode}"
 
 
+def cancelled_by_user(folder: RunFolder) -> bool:
+    state = folder.state()
+    return state.get("status") == "cancelled" and state.get("cancelled_by") == USER_CANCEL
+
+
+def run_job(module: str, folder: RunFolder, env: dict, echo: bool = False) -> int:
+    """`python -m module RUN_DIR` to its end, its stdout and stderr appended to the run's
+    job.log (a header line per attempt), and with `echo` shown on this terminal as well.
+    The job's pid is recorded before it starts its work, so that `sdft cancel` can stop it."""
+    log = folder.job_log_path
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        out.write(f"==== {now_iso()} {module} {folder.path} on {socket.gethostname()}\n".encode())
+        out.flush()
+        with subprocess.Popen([sys.executable, "-m", module, str(folder.path)], env=env,
+                              stdout=subprocess.PIPE if echo else out, stderr=subprocess.STDOUT) as proc:
+            folder.set_state("submitted", executor="local", job_id=None, host=socket.gethostname(),
+                             pid=proc.pid, error=None, logs=[str(log)])
+            try:
+                while echo and (chunk := os.read(proc.stdout.fileno(), 1 << 16)):
+                    out.write(chunk)
+                    out.flush()
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.buffer.flush()
+                return proc.wait()
+            except BaseException:        # Ctrl-C: the job does not outlive its submission
+                proc.kill()
+                raise
+
+
 class LocalExecutor:
-    """Runs each job to the end before returning, as a subprocess (a crash stays contained).
-    A run whose job fails or dies is recorded so (local_outcome); the orchestrator skips
-    its dependants."""
+    """Runs each job to the end before returning, as a subprocess (a crash stays contained),
+    its output in the run folder's job.log. A run whose job fails or dies is recorded so
+    (local_outcome); the orchestrator skips its dependants. A run cancelled by the user
+    (`sdft cancel`, also while this submission runs) is left as it is."""
 
     name = "local"
 
@@ -138,14 +169,17 @@ class LocalExecutor:
                 self.remaining.remove(stage)
             started = time.monotonic()
             folder = folders[run.run_id]
-            folder.set_state("submitted", executor=self.name, job_id=None, host=socket.gethostname(),
-                             pid=os.getpid(), error=None)
+            if cancelled_by_user(folder):
+                job_ids[run.run_id] = "local-cancelled"
+                continue
             oom_before = oom_kills()
-            proc = subprocess.run([sys.executable, "-m", JOB_MODULES[stage], str(folder.path)], env=env)
-            if proc.returncode != 0 and folder.status != "failed":     # not recorded by the job itself
-                status, error = local_outcome(JOB_MODULES[stage], proc.returncode, oom_before, oom_kills())
+            returncode = run_job(JOB_MODULES[stage], folder, env)
+            if returncode != 0 and folder.status not in ("failed", "cancelled"):   # not recorded by the job itself
+                status, error = local_outcome(JOB_MODULES[stage], returncode, oom_before, oom_kills())
                 folder.set_state(status, error=error)
-            job_ids[run.run_id] = f"local-{proc.returncode}"
+            if returncode != 0:
+                print(f"  {run.run_id}: {folder.status}; its output: {folder.job_log_path}", file=self.progress.stream)
+            job_ids[run.run_id] = f"local-{returncode}"
             self.progress.finished(stage, time.monotonic() - started)
         return job_ids
 
@@ -197,7 +231,7 @@ class SlurmExecutor:
         job_ids = {}
         for run, job in zip(runs, jobs):
             folders[run.run_id].set_state("submitted", executor=self.name, job_id=job.job_id, error=None,
-                                          pid=None, host=None)
+                                          pid=None, host=None, logs=[str(job.paths.stdout), str(job.paths.stderr)])
             job_ids[run.run_id] = job.job_id
         return job_ids
 

@@ -1,9 +1,11 @@
 """python -m harness.status results/<grid>: one row per run of a grid.
 
 Shows stage, state, the step reached, the Slurm job id and, for a run that did not finish,
-why: its error's one line, or for a cancelled run which parent did not finish. A run
-recorded as queued or running whose job is gone shows as 'lost' (resumed by the next
-submission), or as 'failed' where Slurm says it ran out of memory.
+why: its error's one line, or for a cancelled run which parent did not finish (or that
+the user cancelled it, `sdft cancel`). A run recorded as queued or running whose job is
+gone shows as 'lost' (resumed by the next submission), or as 'failed' where Slurm says it
+ran out of memory. Below the table, the log file of every failed or lost run
+(`sdft logs ID` prints it).
 """
 from __future__ import annotations
 
@@ -45,6 +47,27 @@ def describe(folder: RunFolder, live: set[str] | None, outcomes: dict | None = N
     return folder.run_id, label, method, status, step, job, error[:160]
 
 
+def grid_folder(given: str, results: str | Path = "results") -> tuple[Store, str]:
+    """results/<grid> as a path, or a grid's name in the results root."""
+    path = Path(given)
+    if (path / "runs").is_dir():
+        return Store(path.parent), path.name
+    if "/" not in given and (Path(results) / given / "runs").is_dir():
+        return Store(results), given
+    raise UserError(f"{path}: not a grid results folder (no runs/)")
+
+
+def log_lines(folders: list[RunFolder], rows: list[tuple]) -> list[str]:
+    """`log of ID: PATH` for every failed or lost run whose job left one."""
+    by_id = {f.run_id: f for f in folders}
+    lines = []
+    for row in rows:
+        if row[3] in ("failed", "lost"):
+            logs = [p for p in by_id[row[0]].job_logs() if p.is_file()]
+            lines.append(f"log of {row[0]}: {', '.join(map(str, logs)) or 'none written'}")
+    return lines
+
+
 def status_table(store: Store, grid: str) -> str:
     from tabulate import tabulate
 
@@ -66,18 +89,16 @@ def status_table(store: Store, grid: str) -> str:
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     table = tabulate(rows, headers=("run", "stage", "method", "state", "step", "job", "error"),
                      tablefmt="simple", disable_numparse=True)
-    return f"{table}\n{grid}: {len(rows)} runs: {summary}"
+    return "\n".join([table, f"{grid}: {len(rows)} runs: {summary}", *log_lines(folders, rows)])
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.status", description=__doc__.splitlines()[0])
-    parser.add_argument("grid_dir", help="results/<grid>")
+    parser.add_argument("grid_dir", help="results/<grid>, or a grid's name in --results")
+    parser.add_argument("--results", default="results", help="results root for a grid given by name (default: results)")
     args = parser.parse_args(argv)
     with quiet_broken_pipe(), exit_on_user_error():
-        path = Path(args.grid_dir)
-        if not (path / "runs").is_dir():
-            raise UserError(f"{path}: not a grid results folder (no runs/)")
-        print(status_table(Store(path.parent), path.name))
+        print(status_table(*grid_folder(args.grid_dir, args.results)))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ from harness.errors import UserError, one_line
 
 # lost: the job died without a word of its own (a signal, a node gone): resumed by the next
 # submission; failed: its own error (or out of memory): only with --retry-failed;
-# cancelled: never ran because a run it needs did not finish.
+# cancelled: never ran because a run it needs did not finish, or, with
+# cancelled_by=USER_CANCEL, stopped by `sdft cancel`: only with --retry-cancelled.
 STATUSES = ("pending", "submitted", "running", "done", "failed", "lost", "cancelled")
+USER_CANCEL = "user"
 RUNS_DIR = "_runs"
 
 
@@ -86,6 +88,7 @@ class RunFolder:
     spec_path = property(lambda self: self.path / "spec.json")
     state_path = property(lambda self: self.path / "state.json")
     log_path = property(lambda self: self.path / "train.jsonl")
+    job_log_path = property(lambda self: self.path / "job.log")    # a local job's stdout and stderr
     checkpoints = property(lambda self: self.path / "checkpoints")
     model_dir = property(lambda self: self.path / "model")
     samples_dir = property(lambda self: self.path / "samples")
@@ -126,6 +129,9 @@ class RunFolder:
             state = self.state()
         except CorruptFile:      # a job recording its progress replaces a file nobody can read
             state = {}
+        if status in ("submitted", "running") and state.get("status") == "cancelled" \
+                and state.get("cancelled_by") == USER_CANCEL:
+            status = "cancelled"    # a job stopping (Slurm gives it KillWait seconds) does not undo a cancel
         state.update(info)
         state = {k: v for k, v in state.items() if v is not None}
         state["status"] = status
@@ -162,6 +168,15 @@ class RunFolder:
         else:
             return []
         return [str(p.relative_to(self.path)) for p in wanted if not p.is_file()]
+
+    def job_logs(self) -> list[Path]:
+        """Where the job's output went: the files its state names (a Slurm job's submitit
+        .out and .err), else the local job.log."""
+        try:
+            named = [Path(p) for p in self.state().get("logs", [])]
+        except CorruptFile:
+            named = []
+        return named or [self.job_log_path]
 
     def log_rows(self) -> list[dict]:
         if not self.log_path.is_file():

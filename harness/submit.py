@@ -1,13 +1,19 @@
 """python -m harness.submit GRID.yaml: one grid file -> the whole experiment.
 
-    python -m harness.submit GRID.yaml [--executor auto|slurm|local] [--dry-run]
-                                       [--results DIR] [--wait] [--retry-failed]
+    python -m harness.submit GRID.yaml [KEY=VALUE ...] [--executor auto|slurm|local]
+                                       [--dry-run] [--print] [--results DIR] [--wait]
+                                       [--only KEY=VALUE,...] [--runs ID ...]
+                                       [--retry-failed] [--retry-cancelled]
                                        [--no-shipped-weights]
 
-Only what is not done or running is submitted: a finished grid submits nothing (a run
-is done only while its products exist), a run whose job was killed or lost is resumed
-(at most MAX_RESUBMITS times), a run that failed by its own error only with
---retry-failed. The last line printed is a JSON summary; with the local executor or
+KEY=VALUE overrides a setting of the file (harness.overrides: `finetune.lr=3e-4`); the
+grid record (results/<grid>/grid.yaml, grid.json) keeps the grid as resolved, and
+--print shows it without submitting. --only and --runs submit a part of the grid
+(harness.subset). Only what is not done or running is submitted: a finished grid submits
+nothing (a run is done only while its products exist), a run whose job was killed or
+lost is resumed (at most MAX_RESUBMITS times), a run that failed by its own error only
+with --retry-failed, a run the user cancelled (`sdft cancel`) only with
+--retry-cancelled. The last line printed is a JSON summary; with the local executor or
 --wait it counts the runs that ended done, failed, cancelled or lost, and the exit code
 is 1 if any did not finish.
 """
@@ -21,12 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.budget import candidates, estimate_seconds, unequal
-from harness.config import load_grid
+from harness.config import GridConfig, grid_mapping, validate_grid
 from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
 from harness.executors import array_master
 from harness.grid import STAGES, Plan, PlannedRun, expand
 from harness.inputs import check_inputs, check_results_root
-from harness.store import Store
+from harness.overrides import grid_text
+from harness.store import USER_CANCEL, Store
+from harness.subset import select
 
 
 MAX_RESUBMITS = 3     # automatic resubmits of one lost run; then it needs --retry-failed
@@ -52,15 +60,28 @@ class Triage:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m harness.submit", description=__doc__.splitlines()[0])
     parser.add_argument("grid", help="the grid file (YAML)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="override a setting of the file, e.g. finetune.lr=3e-4 'seeds=[0,1]'")
+    parser.add_argument("--print", dest="show", action="store_true",
+                        help="print the resolved grid (file and overrides, defaults filled in) and exit")
     parser.add_argument("--executor", choices=("auto", "slurm", "local"), default="auto",
                         help="auto: Slurm where `sinfo` answers, else this machine")
     parser.add_argument("--dry-run", action="store_true", help="print the expanded runs; submit nothing")
     parser.add_argument("--results", default="results", help="results root (default: results)")
     parser.add_argument("--wait", action="store_true", help="block until the submitted jobs end")
     parser.add_argument("--retry-failed", action="store_true", help="resubmit failed runs too")
+    parser.add_argument("--retry-cancelled", action="store_true",
+                        help="resubmit the runs cancelled with `sdft cancel` too")
+    parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE,...",
+                        help="submit only the matching runs (and what they need), e.g. method=sdft,stage=finetune")
+    parser.add_argument("--runs", nargs="+", default=[], metavar="ID", help="submit only these runs (and what they need)")
     parser.add_argument("--no-shipped-weights", action="store_true",
                         help="pretrain even where the project ships weights of the same run id")
-    return parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    # `--runs ID finetune.lr=1`: what has an `=` is an override, not a run id
+    args.overrides += [r for r in args.runs if "=" in r]
+    args.runs = [r for r in args.runs if "=" not in r]
+    return args
 
 
 def check_paths(plan: Plan, grid_path: Path, dry_run: bool) -> None:
@@ -98,7 +119,7 @@ def gone_jobs(states: dict[str, dict]) -> tuple[set[str], dict]:
     return alive, outcomes
 
 
-def triage(plan: Plan, store: Store, retry_failed: bool) -> Triage:
+def triage(plan: Plan, store: Store, retry_failed: bool, retry_cancelled: bool = False) -> Triage:
     """Stage order: a run's dependencies are decided before it. Nothing is written here (a
     dry run triages too); what the store should learn is collected in `updates`."""
     from harness.executors import gone_outcome
@@ -126,6 +147,12 @@ def triage(plan: Plan, store: Store, retry_failed: bool) -> Triage:
             out.updates[run.run_id] = ("cancelled", {"error": parents[0]})
             blocked[run.run_id] = parents[0]
             continue
+        if status == "cancelled" and state.get("cancelled_by") == USER_CANCEL:
+            if not retry_cancelled:
+                out.cancelled[run.run_id] = "cancelled by the user (--retry-cancelled runs it again)"
+                blocked[run.run_id] = f"parent {run.run_id} was cancelled by the user"
+                continue
+            out.updates[run.run_id] = ("pending", {"cancelled_by": None, "error": None})
         resubmits = state.get("resubmits", 0)
         if status in ("submitted", "running"):           # its job is gone: how did it end?
             status, error = gone_outcome(state, outcomes)
@@ -172,6 +199,8 @@ def settle(plan: Plan, store: Store) -> dict[str, int]:
             root[run.run_id] = parents[0]
         elif status in ("failed", "lost"):
             root[run.run_id] = f"parent {run.run_id} {'failed' if status == 'failed' else 'was lost'}"
+        elif status == "cancelled" and state.get("cancelled_by") == USER_CANCEL:
+            root[run.run_id] = f"parent {run.run_id} was cancelled by the user"
         states[run.run_id] = state
     counts = {"done": 0, "failed": 0, "cancelled": 0, "lost": 0}
     for state in states.values():
@@ -293,32 +322,55 @@ def budget_lines(plan: Plan, counts: dict[str, int]) -> list[str]:
     return lines
 
 
+def resolved_grid(grid: GridConfig) -> dict:
+    """The grid with every default filled in, as a mapping that loads back to the same grid:
+    per_method keeps only what each method overrides (a default written there would
+    override the base)."""
+    out = grid.model_dump(mode="json")
+    out["per_method"] = {key: s.model_dump(mode="json", exclude_unset=True) for key, s in grid.per_method.items()}
+    return out
+
+
+def resolved_text(grid_path: Path, overrides: list[str]) -> str:
+    """`--print`: the resolved grid as YAML (a grid file of its own)."""
+    grid = validate_grid(grid_mapping(grid_path, overrides), grid_path, overrides)
+    return grid_text(resolved_grid(grid), str(grid_path), overrides)
+
+
 def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path = "results",
-           dry_run: bool = False, wait: bool = False, retry_failed: bool = False) -> dict:
-    grid_path = Path(grid_path)
-    grid = load_grid(grid_path)
+           dry_run: bool = False, wait: bool = False, retry_failed: bool = False,
+           overrides: list[str] = (), only: list[str] = (), runs: list[str] = (),
+           retry_cancelled: bool = False) -> dict:
+    grid_path, overrides = Path(grid_path), list(overrides)
+    raw = grid_mapping(grid_path, overrides)
+    grid = validate_grid(raw, grid_path, overrides)
     check_results_root(results, grid_path, grid.name)
-    plan = expand(grid, base_dir=grid_path.resolve().parent)
+    whole = expand(grid, base_dir=grid_path.resolve().parent)
+    plan = select(whole, list(only), list(runs))
     check_criterion(grid, grid_path)
-    counts = check_budgets(plan, grid_path)
+    counts = check_budgets(whole, grid_path)
     check_paths(plan, grid_path, dry_run)
     check_inputs(grid, grid_path.resolve().parent, grid_path, dry_run)
     store = Store(results)
-    check_grid_name(store, plan, grid_path)
-    todo = triage(plan, store, retry_failed)
+    check_grid_name(store, whole, grid_path)
+    todo = triage(plan, store, retry_failed, retry_cancelled)
     for note in todo.notes:
         print(f"note: {note}", file=sys.stderr)
     summary = {"grid": grid.name, "runs": len(plan.runs), "submitted": 0, "skipped_done": len(todo.done),
                "skipped_running": len(todo.running), "skipped_failed": todo.skipped_failed}
+    if plan is not whole:
+        summary["grid_runs"] = len(whole.runs)
     if dry_run:
         print(plan_table(plan, todo))
         print("\n".join(budget_lines(plan, counts)))
         return summary
 
-    # Everything is valid: only now is anything written.
-    grid_dir = store.write_grid(grid.name, grid_path.read_text(), grid.canonical_json())
-    store.keep_grid_runs(grid.name, {r.run_id for r in plan.runs})     # an earlier aggregate's link
-    for run in plan.runs:
+    # Everything is valid: only now is anything written. The record is the whole grid,
+    # as resolved: the file's own text, or with overrides the mapping they made.
+    text = grid_text(raw, str(grid_path), overrides) if overrides else grid_path.read_text()
+    grid_dir = store.write_grid(grid.name, text, grid.canonical_json())
+    store.keep_grid_runs(grid.name, {r.run_id for r in whole.runs})     # an earlier aggregate's link
+    for run in whole.runs:
         store.add_run(grid.name, run.run_id, run.spec.model_dump(mode="json"))
     for run_id, (status, info) in todo.updates.items():
         store.run(run_id).set_state(status, **info)
@@ -346,9 +398,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.no_shipped_weights:
         os.environ["SDFT_SHIPPED_WEIGHTS"] = "0"     # the jobs inherit it (sbatch exports the env)
     with quiet_broken_pipe():
+        if args.show:
+            with exit_on_user_error():
+                print(resolved_text(Path(args.grid), args.overrides), end="")
+            return
         with exit_on_user_error():
             summary = submit(args.grid, executor=args.executor, results=args.results, dry_run=args.dry_run,
-                             wait=args.wait, retry_failed=args.retry_failed)
+                             wait=args.wait, retry_failed=args.retry_failed, overrides=args.overrides,
+                             only=args.only, runs=args.runs, retry_cancelled=args.retry_cancelled)
         print(json.dumps(summary))
     if finished_badly(summary):
         sys.exit(1)

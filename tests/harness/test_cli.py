@@ -9,7 +9,7 @@ import pytest
 from factories import ROOT, SMOKE_GRID, run_module
 from harness.cli import COMMANDS
 
-SUBCOMMANDS = ["submit", "status", "tables", "convert", "bench"]
+SUBCOMMANDS = ["submit", "status", "cancel", "run", "logs", "schema", "tables", "convert", "bench"]
 
 
 def test_the_console_script_is_declared():

@@ -234,6 +234,12 @@ def test_failed_runs_are_resubmitted_only_when_asked(tmp_path):
     status = run_module("harness.status", str(results / "fails"))
     assert "failed" in status.stdout and "not finite" in status.stdout
     assert f"parent {failed_id} failed" in status.stdout and "4 cancelled" in status.stdout
+    # the job's output is in its run folder; status names it, `sdft logs` prints it
+    log = results / "_runs" / failed_id / "job.log"
+    assert f"log of {failed_id}: {log}" in status.stdout and "TrainingDiverged" in log.read_text()
+    assert "it/s" in log.read_text() and "it/s" not in first.stderr     # the job's progress bar: in its log only
+    printed = run_module("harness.cli", "logs", failed_id[:6], "--results", str(results), check=True)
+    assert printed.stdout == log.read_text()
     again = run_module("harness.submit", str(path), "--results", str(results), "--executor", "local")
     assert again.returncode == 1
     again = json.loads(again.stdout.strip().splitlines()[-1])

@@ -1,0 +1,132 @@
+"""python -m harness.cancel results/<grid> [--runs ID ...]: stop a grid's jobs, or some of them.
+
+Every run of the grid (or of --runs) that is not done is recorded as cancelled by the user
+first, then its job is stopped: Slurm jobs with one `scancel` for all of them (submitit's
+Job.cancel runs scancel once per job), local jobs with SIGTERM (SIGKILL after a grace
+time). Recording first means that neither the job's last progress line nor a local
+submission that sees its job end can record anything else (harness.store.set_state). A
+plain resubmission leaves these runs, and the runs that need them, alone;
+`sdft submit GRID.yaml --retry-cancelled` runs them again, and `sdft run ID` runs one.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
+from harness.status import grid_folder
+from harness.store import USER_CANCEL, RunFolder, Store, now_iso
+from harness.subset import find_run_id
+
+GRACE_S = 15.0        # a local job's time to end after SIGTERM (a Ray evaluation shuts its Ray down)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m harness.cancel", description=__doc__.splitlines()[0])
+    parser.add_argument("grid", help="results/<grid>, or a grid's name in --results")
+    parser.add_argument("--runs", nargs="+", default=[], metavar="ID", help="only these runs (an id or its prefix)")
+    parser.add_argument("--results", default="results", help="results root for a grid given by name (default: results)")
+    return parser.parse_args(argv)
+
+
+def chosen_runs(store: Store, grid: str, given: list[str]) -> list[RunFolder]:
+    folders = store.grid_runs(grid)
+    if not given:
+        return folders
+    by_id = {f.run_id: f for f in folders}
+    return [by_id[find_run_id(g, by_id, f"grid {grid}", "--runs ")] for g in given]
+
+
+def stop_local(pids: list[int], grace_s: float = GRACE_S) -> None:
+    """SIGTERM, then SIGKILL for what is still there after the grace time."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + grace_s
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [pid for pid in alive if _exists(pid)]
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:              # a child of ours that ended is a zombie until reaped (looked at, not reaped)
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return True
+
+
+def cancel(store: Store, grid: str, given: list[str] = (), out=sys.stdout) -> dict[str, int]:
+    from harness.executors import local_process_alive
+
+    counts = {"cancelled": 0, "slurm_jobs": 0, "local_jobs": 0, "done": 0, "already": 0}
+    slurm_jobs: list[str] = []
+    local_pids: list[int] = []
+    for folder in chosen_runs(store, grid, list(given)):
+        state = folder.state()
+        status = state.get("status", "pending")
+        if status == "done":
+            counts["done"] += 1
+            continue
+        if status == "cancelled" and state.get("cancelled_by") == USER_CANCEL:
+            counts["already"] += 1
+            continue
+        live = status in ("submitted", "running")
+        job = ""
+        if live and state.get("executor") == "local":
+            if local_process_alive(state):
+                local_pids.append(int(state["pid"]))
+                job = f"local pid {state['pid']}"
+            elif state.get("host") not in (None, socket.gethostname()):
+                print(f"warning: {folder.run_id} runs on {state['host']} (pid {state.get('pid')}): "
+                      "recorded as cancelled, but only a cancel there stops its process", file=sys.stderr)
+        elif live and state.get("job_id"):
+            slurm_jobs.append(state["job_id"])
+            job = f"Slurm job {state['job_id']}"
+        folder.set_state("cancelled", cancelled_by=USER_CANCEL,
+                         error=f"cancelled by the user at {now_iso()}; --retry-cancelled runs it again")
+        counts["cancelled"] += 1
+        print(f"{folder.run_id}: cancelled{f' ({job})' if job else ''}", file=out)
+    if slurm_jobs:
+        try:
+            proc = subprocess.run(["scancel", *sorted(set(slurm_jobs))], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise UserError(f"scancel did not run ({err}); the runs are recorded as cancelled: "
+                            f"cancel Slurm jobs {' '.join(slurm_jobs)} by hand") from None
+        if proc.returncode != 0:
+            print(f"warning: scancel: {' '.join(proc.stderr.split())}", file=sys.stderr)
+        counts["slurm_jobs"] = len(set(slurm_jobs))
+    if local_pids:
+        stop_local(local_pids)
+        counts["local_jobs"] = len(local_pids)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    with quiet_broken_pipe(), exit_on_user_error():
+        store, grid = grid_folder(args.grid, args.results)
+        counts = cancel(store, grid, args.runs)
+        print(f"{grid}: {counts['cancelled']} runs cancelled ({counts['slurm_jobs']} Slurm jobs, "
+              f"{counts['local_jobs']} local jobs stopped); {counts['done']} done and "
+              f"{counts['already']} cancelled before left as they are")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""python -m harness.logs RUN_ID [-f]: a job's output, wherever its executor put it.
+
+A local job's stdout and stderr are in its run folder's job.log; a Slurm job's are the
+.out and .err files submitit writes under results/<grid>/slurm/, whose paths the
+submission records in the run's state.json. -f keeps printing what is added, as
+`tail -f` does, until the run is no longer queued or running.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
+from harness.store import RunFolder, Store
+from harness.subset import find_run_id
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m harness.logs", description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="a run id (or a prefix of one)")
+    parser.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
+    parser.add_argument("--results", default="results", help="results root (default: results)")
+    return parser.parse_args(argv)
+
+
+def find_run(store: Store, given: str) -> RunFolder:
+    """A run of the store by its id or a prefix of it."""
+    root = store.runs_root
+    ids = [p.name for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    return store.run(find_run_id(given, ids, str(root)))
+
+
+def show(folder: RunFolder, follow: bool = False, poll_s: float = 0.5, out=sys.stdout) -> None:
+    logs = folder.job_logs()
+    if not any(p.is_file() for p in logs) and not follow:
+        raise UserError(f"{folder.run_id}: no log yet (state {folder.status}; expected {logs[0]})")
+    offsets = {p: 0 for p in logs}
+    current: Path | None = None
+    while True:
+        ended = not follow or folder.status not in ("submitted", "running")   # before the last read
+        for path in logs:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offsets[path])
+                    chunk = f.read()
+            except FileNotFoundError:
+                continue
+            if not chunk:
+                continue
+            if len(logs) > 1 and path != current:      # as tail names the file it switches to
+                out.write(f"==> {path} <==\n")
+                current = path
+            out.write(chunk.decode("utf-8", errors="replace"))
+            out.flush()
+            offsets[path] += len(chunk)
+        if ended:
+            return
+        time.sleep(poll_s)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    with quiet_broken_pipe(), exit_on_user_error():
+        try:
+            show(find_run(Store(args.results), args.run), follow=args.follow)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

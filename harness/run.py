@@ -1,0 +1,102 @@
+"""python -m harness.run RUN_ID: one run of a submitted grid, here, in the foreground.
+
+For debugging: the job's whole output comes to this terminal (and to the run's job.log,
+as a local submission writes it), and its state is recorded as a submission records it,
+so `sdft status` and later submissions see the result. The runs it needs must be done
+(the job reads their products); a run cancelled by the user is run all the same, since
+asking for it by name is asking for it. Ctrl-C stops the job.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
+from harness.logs import find_run
+from harness.refs import RunRef
+from harness.store import RunFolder, Store
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m harness.run", description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="a run id (or a prefix of one), as `sdft status` lists them")
+    parser.add_argument("--results", default="results", help="results root (default: results)")
+    return parser.parse_args(argv)
+
+
+def needed_runs(spec: dict) -> list[str]:
+    """The run ids a spec refers to ("run:<id>" anywhere in it), but an aggregate's
+    evaluations, which it reads as far as they are done."""
+    found: list[str] = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str) and (ref := RunRef.parse(value)) is not None:
+            found.append(ref.run_id)
+
+    walk({k: v for k, v in spec.items() if k != "evaluations"})
+    return found
+
+
+def check_runnable(store: Store, folder: RunFolder) -> str:
+    """The job module of the run; UserError if it is running or needs a run not done."""
+    from harness.executors import JOB_MODULES, local_process_alive, live_slurm_jobs
+
+    spec = folder.read_spec()
+    state = folder.state()
+    if state.get("status") in ("submitted", "running"):
+        live = (local_process_alive(state) if state.get("executor") == "local"
+                else state.get("job_id") in (live_slurm_jobs([state["job_id"]]) or set())
+                if state.get("job_id") else False)
+        if live:
+            job = f"Slurm job {state['job_id']}" if state.get("job_id") else f"pid {state.get('pid')}"
+            raise UserError(f"{folder.run_id}: already running ({job}); `sdft cancel` it first")
+    for needed in needed_runs(spec):
+        if store.run(needed).status != "done":
+            raise UserError(f"{folder.run_id}: needs run {needed}, which is {store.run(needed).status}, "
+                            f"not done (run it first: sdft run {needed})")
+    if spec.get("stage") not in JOB_MODULES:
+        raise UserError(f"{folder.spec_path}: stage: unknown ({spec.get('stage')!r})")
+    return JOB_MODULES[spec["stage"]]
+
+
+def run(store: Store, folder: RunFolder) -> str:
+    """Run the job; return the state it ended in."""
+    from harness.executors import local_outcome, oom_kills, run_job
+    from harness.runtime import job_environment
+
+    module = check_runnable(store, folder)
+    state = folder.state()
+    if state.get("cancelled_by"):
+        folder.set_state("pending", cancelled_by=None, error=None)
+    before = oom_kills()
+    code = run_job(module, folder, job_environment({**os.environ, "PYTHONUNBUFFERED": "1"}), echo=True)
+    if code != 0 and folder.status not in ("failed", "cancelled"):
+        status, error = local_outcome(module, code, before, oom_kills())
+        folder.set_state(status, error=error)
+    return folder.status
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    with quiet_broken_pipe(), exit_on_user_error():
+        store = Store(args.results)
+        folder = find_run(store, args.run)
+        try:
+            status = run(store, folder)
+        except KeyboardInterrupt:       # the job got the Ctrl-C too; its state says where it stopped
+            print(f"\n{folder.run_id}: stopped (Ctrl-C)", file=sys.stderr)
+            sys.exit(130)
+    print(json.dumps({"run": folder.run_id, "status": status, "log": str(folder.job_log_path)}))
+    sys.exit(0 if status == "done" else 1)
+
+
+if __name__ == "__main__":
+    main()

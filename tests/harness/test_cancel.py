@@ -1,0 +1,173 @@
+"""`sdft cancel`, `sdft run` and `sdft logs`: a cancel by the user is recorded and holds
+through resubmissions until --retry-cancelled; one run runs in the foreground with its
+output; a job's output is kept in its run folder."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from factories import ROOT, SMOKE_GRID, run_module, smoke_grid, write_grid
+from harness.config import load_grid
+from harness.grid import expand
+from harness.store import USER_CANCEL, Store
+
+
+@pytest.fixture
+def smoke_store(tmp_path):
+    """grids/smoke.yaml's runs in a store, as a submission leaves them before any job ran."""
+    plan = expand(load_grid(SMOKE_GRID), base_dir=SMOKE_GRID.parent)
+    store = Store(tmp_path / "results")
+    for run in plan.runs:
+        store.add_run("smoke", run.run_id, run.spec.model_dump(mode="json"))
+    return plan, store
+
+
+def fake_scancel(tmp_path, monkeypatch):
+    """A `scancel` first on PATH that writes down its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scancel").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scancel.args'}\n")
+    (bin_dir / "scancel").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return tmp_path / "scancel.args"
+
+
+def test_cancel_stops_jobs_records_the_user_and_leaves_done_runs(smoke_store, tmp_path, monkeypatch):
+    from harness.cancel import cancel
+
+    plan, store = smoke_store
+    pretrain, first_finetune, second_finetune = [store.run(r.run_id) for r in plan.runs[:3]]
+    pretrain.set_state("done")
+    local_job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    first_finetune.set_state("running", executor="local", host=socket.gethostname(), pid=local_job.pid)
+    second_finetune.set_state("submitted", executor="slurm", job_id="41_2")
+    args = fake_scancel(tmp_path, monkeypatch)
+    counts = cancel(store, "smoke", out=open(os.devnull, "w"))
+    assert local_job.wait(timeout=20) == -signal.SIGTERM
+    assert args.read_text().split() == ["41_2"]
+    assert counts == {"cancelled": len(plan.runs) - 1, "slurm_jobs": 1, "local_jobs": 1, "done": 1, "already": 0}
+    assert pretrain.status == "done"
+    for run in plan.runs[1:]:
+        state = store.run(run.run_id).state()
+        assert state["status"] == "cancelled" and state["cancelled_by"] == USER_CANCEL, state
+    # a stopping job's last progress line does not undo the cancel
+    first_finetune.set_state("running", step=7)
+    assert first_finetune.state()["status"] == "cancelled" and first_finetune.state()["step"] == 7
+
+
+def test_a_plain_resubmit_leaves_cancelled_runs_and_retry_cancelled_runs_them(smoke_store):
+    from harness.submit import triage
+
+    plan, store = smoke_store
+    finetune = next(r for r in plan.runs if r.stage == "finetune" and r.method == "naive")
+    store.run(finetune.run_id).set_state("cancelled", cancelled_by=USER_CANCEL, error="cancelled by the user")
+    todo = triage(plan, store, retry_failed=True)
+    assert finetune.run_id in todo.cancelled and finetune.run_id not in [r.run_id for r in todo.submit]
+    dependants = [r.run_id for r in plan.runs if finetune.run_id in r.depends_on]
+    assert dependants and all(todo.updates[d] == ("cancelled", {"error": f"parent {finetune.run_id} was "
+                                                                         "cancelled by the user"})
+                              for d in dependants)
+    todo = triage(plan, store, retry_failed=False, retry_cancelled=True)
+    assert finetune.run_id in [r.run_id for r in todo.submit]
+    assert todo.updates[finetune.run_id] == ("pending", {"cancelled_by": None, "error": None})
+
+
+def test_cancel_of_unknown_runs_or_grids_is_one_line(smoke_store):
+    _, store = smoke_store
+    proc = run_module("harness.cli", "cancel", "smoke", "--results", str(store.root), "--runs", "zz")
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --runs zz: not a run of grid smoke"
+    proc = run_module("harness.cli", "cancel", str(store.root / "nothing"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not a grid results folder" in proc.stderr
+
+
+def test_a_local_submission_cancelled_while_it_trains(tmp_path):
+    """The whole flow on this machine: the pretraining is stopped, the submission ends, status
+    says cancelled, a plain resubmit runs nothing, --retry-cancelled would run it all. 10 s on
+    the 2-core machine, with other jobs running."""
+    grid = write_grid(tmp_path, smoke_grid(name="stopme", methods=["naive"],
+                                           datasets__0__source__pretrain__steps=100_000))
+    results = tmp_path / "results"
+    plan = expand(load_grid(grid), base_dir=tmp_path)
+    pretrain = Store(results).run(plan.by_stage("pretrain")[0].run_id)
+    submission = subprocess.Popen([sys.executable, "-m", "harness.submit", str(grid), "--results", str(results),
+                                   "--executor", "local"], cwd=ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (pretrain.state_path.is_file() and pretrain.status == "running"
+                                          and pretrain.state().get("step") is not None):
+        time.sleep(0.1)
+    cancel = run_module("harness.cli", "cancel", str(results / "stopme"), check=True)
+    assert f"{pretrain.run_id}: cancelled (local pid" in cancel.stdout
+    out, err = submission.communicate(timeout=60)
+    assert submission.returncode == 1, err[-2000:]
+    assert json.loads(out.strip().splitlines()[-1])["cancelled"] == len(plan.runs)
+    assert pretrain.state()["cancelled_by"] == USER_CANCEL and "step" in pretrain.state()
+    status = run_module("harness.cli", "status", str(results / "stopme"), check=True).stdout
+    assert f"{len(plan.runs)} cancelled" in status and "cancelled by the user" in status
+    again = run_module("harness.submit", str(grid), "--results", str(results), "--executor", "local")
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    assert summary["submitted"] == 0 and summary["skipped_failed"] == len(plan.runs)
+    retry = run_module("harness.submit", str(grid), "--results", str(results), "--retry-cancelled", "--dry-run",
+                       check=True)
+    assert retry.stdout.count("to submit") == len(plan.runs)
+    # the job's output went to its run folder, not to the submission's terminal
+    assert pretrain.job_log_path.is_file() and pretrain.run_id in pretrain.job_log_path.read_text()
+    assert "it/s" not in err
+
+
+# ---------------------------------------------------------------- sdft run, sdft logs
+def test_run_runs_one_run_in_the_foreground_and_logs_prints_its_output(tmp_path):
+    """A 3-step pretraining of a grid recorded in a store (no submission ran it). 11 s on the
+    2-core machine, with other jobs running."""
+    grid = load_grid(SMOKE_GRID, ["datasets.0.source.pretrain.steps=3", "datasets.0.source.pretrain.checkpoint_every=3"])
+    plan = expand(grid, base_dir=SMOKE_GRID.parent)
+    store = Store(tmp_path / "results")
+    for run in plan.runs:
+        store.add_run("smoke", run.run_id, run.spec.model_dump(mode="json"))
+    finetune = plan.by_stage("finetune")[1]
+    refused = run_module("harness.cli", "run", finetune.run_id, "--results", str(store.root))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert f"needs run {finetune.depends_on[0]}, which is pending" in refused.stderr
+    pretrain = store.run(plan.by_stage("pretrain")[0].run_id)
+    proc = run_module("harness.cli", "run", pretrain.run_id[:5], "--results", str(store.root), check=True)
+    *shown, last = proc.stdout.strip().splitlines()
+    assert json.loads(last) == {"run": pretrain.run_id, "status": "done", "log": str(pretrain.job_log_path)}
+    assert pretrain.status == "done" and (pretrain.model_dir / "config.json").is_file()
+    logged = pretrain.job_log_path.read_text()
+    assert logged.startswith("==== ") and "3/3" in logged                    # the progress bar's end
+    assert logged.split("\n", 1)[1].strip() == "\n".join(shown).strip()     # the terminal saw it all
+    printed = run_module("harness.cli", "logs", pretrain.run_id, "--results", str(store.root), check=True)
+    assert printed.stdout == logged
+    nothing = run_module("harness.cli", "logs", finetune.run_id, "--results", str(store.root))
+    assert nothing.returncode == 2 and "no log yet (state pending" in nothing.stderr
+
+
+def test_logs_follow_prints_what_is_added_until_the_run_ends(tmp_path):
+    import io
+    import threading
+
+    from harness.logs import show
+    from harness.store import RunFolder
+
+    folder = RunFolder(tmp_path / "_runs" / "abc")
+    folder.path.mkdir(parents=True)
+    folder.set_state("running", executor="local")
+    folder.job_log_path.write_text("step 1\n")
+
+    def finish():
+        time.sleep(0.3)
+        with open(folder.job_log_path, "a") as log:
+            log.write("step 2\n")
+        folder.set_state("done")
+
+    writer = threading.Thread(target=finish)
+    writer.start()
+    out = io.StringIO()
+    show(folder, follow=True, poll_s=0.05, out=out)
+    writer.join()
+    assert out.getvalue() == "step 1\nstep 2\n"
