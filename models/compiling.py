@@ -18,9 +18,10 @@ def compile_enabled(setting: bool | None) -> bool:
     return torch.cuda.is_available() if setting is None else bool(setting)
 
 
-def compile_in_place(module: torch.nn.Module, enabled: bool) -> torch.nn.Module:
-    """`module`, compiled by inductor when enabled. Shapes that change (the last, smaller
-    batch of an evaluation) recompile once and are then treated as dynamic."""
+def compile_in_place(module: torch.nn.Module, enabled: bool, backend: str = "inductor") -> torch.nn.Module:
+    """`module`, compiled (by inductor) when enabled. Shapes that change (the last, smaller
+    batch of an evaluation) recompile once and are then treated as dynamic. `backend`
+    "eager" traces without generating code: a smoke test of the compiled path."""
     if enabled:
-        module.compile()
+        module.compile(backend=backend)
     return module
