@@ -58,6 +58,8 @@ PARAMS: tuple[Param, ...] = (
     Param("zero_stage", ZeroStage, "zero_stage", 0, "ZeRO", "train"),
     Param("checkpoint_every", Steps, "whole number", 500, "checkpoint every", "train",
           identity=False, axis=False),
+    # torch.compile of the training step (models/compiling.py); None: on with a GPU
+    Param("compile", StrictBool | None, "bool", None, "compile", "train", identity=False, axis=False),
 )
 
 TRAIN = PARAMS                  # the settings every method shares (a run spec's own fields)

@@ -269,8 +269,16 @@ class EvalSettings(Strict):
     # to 8 x 8 at any resolution (EGSDE's down_N = 32 at 256 px; a factor of 2 at 16 px)
     egsde_low_pass_factor: Annotated[Literal[2, 4, 8], NoBool] | None = None
     # Unconditional samples: "ddim" (eta 0, as the paper) or "ancestral" (the learned variance,
-    # as the official sampling script, which omits --use_ddim). Translations always run DDIM.
-    sampler: Literal["ddim", "ancestral"] = "ddim"
+    # as the official sampling script, which omits --use_ddim), or in fewer steps one of
+    # diffusers' multistep solvers (models/solvers.py), "dpm-solver++" or "unipc", with
+    # `sampler_steps` steps. Translations always run DDIM (ddim_steps, and the respacing
+    # only when DDIM is the sampler): SDEdit's and EGSDE's guidance is a DDIM step's.
+    sampler: Literal["ddim", "ancestral", "dpm-solver++", "unipc"] = "ddim"
+    # A solver's network evaluations (at diffusers' spacing for it); None: ddim_steps
+    sampler_steps: Whole(gt=0, le=MAX_DDIM_STEPS) | None = None
+    # torch.compile of the sampled networks (models/compiling.py); None: on with a GPU. How
+    # fast, not what: it never enters the run id (EVAL_NOT_IN_IDENTITY)
+    compile: StrictBool | None = None
     # guided-diffusion's respacing ("ddim40", "250", "50,50"); None: "ddim{ddim_steps}" for
     # DDIM and all T steps for the ancestral sampler. Translations use it with the DDIM sampler.
     respacing: str | None = None
@@ -317,7 +325,19 @@ class EvalSettings(Strict):
         default = type(self).model_fields["ddim_steps"].default
         if self.sampler == "ddim" and self.respacing is not None and self.ddim_steps != default:
             raise ValueError("set ddim_steps or respacing, not both (respacing replaces ddim_steps)")
+        solver = self.sampler in ("dpm-solver++", "unipc")
+        if solver and self.respacing is not None:
+            raise ValueError(f"respacing is for the ddim and ancestral samplers; {self.sampler} takes "
+                             f"sampler_steps (its own spacing)")
+        if not solver and self.sampler_steps is not None:
+            raise ValueError(f"sampler_steps is for the dpm-solver++ and unipc samplers, not {self.sampler} "
+                             f"(use ddim_steps or respacing)")
         return self
+
+    @property
+    def solver_steps(self) -> int:
+        """The unconditional sampler's steps when it is a solver."""
+        return self.sampler_steps if self.sampler_steps is not None else self.ddim_steps
 
 
 class EvalSpec(Strict):
@@ -400,12 +420,17 @@ RECIPE_VERSION = 2
 EVAL_RECIPE_VERSION = 3
 
 NOT_IN_IDENTITY = PARAM_NOT_IN_IDENTITY | {"log_every", "snapshot_steps", "report_to"}
+EVAL_NOT_IN_IDENTITY = {"compile"}     # evaluation settings that change speed, not results
 
 
 def identity_json(spec: BaseModel) -> str:
     """Canonical JSON of the settings that differ from the defaults."""
     payload = spec.model_dump(mode="json", exclude_defaults=True, exclude_none=True,
                               exclude=set(NOT_IN_IDENTITY) & set(type(spec).model_fields))
+    if isinstance(spec, EvalSpec) and isinstance(payload.get("settings"), dict):
+        payload["settings"] = {k: v for k, v in payload["settings"].items() if k not in EVAL_NOT_IN_IDENTITY}
+        if not payload["settings"]:
+            del payload["settings"]
     head = {"type": type(spec).__name__, "recipe": RECIPE_VERSION}
     if isinstance(spec, (EvalSpec, AggregateSpec)):
         head["eval_recipe"] = EVAL_RECIPE_VERSION

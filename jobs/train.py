@@ -191,6 +191,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
     from tqdm.auto import tqdm
 
     from models.data import open_dataset, to_model_range
+    from models.compiling import compile_enabled, compile_in_place
     from models.networks import as_eps_model
     from jobs import checkpoints
     from jobs.ema import EMA
@@ -210,6 +211,8 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
     resolution = int(dataset[0].shape[-1])
     student, teacher = build_networks(spec, Path(run_dir), resolution)
     ema = EMA(student, spec.ema_decay, warmup=spec.ema_warmup)
+    compiled = compile_enabled(spec.compile)        # after the EMA's copy: it stays eager
+    compile_in_place(student, compiled)
     optimizer = torch.optim.AdamW(student.parameters(), lr=spec.lr, weight_decay=0.0)
     engine, *_ = deepspeed.initialize(model=student, optimizer=optimizer,
                                       config=deepspeed_config(spec, world))
@@ -217,7 +220,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
     student_eps = as_eps_model(engine, dtype=next(engine.module.parameters()).dtype)
     teacher_eps = None
     if teacher is not None:
-        teacher_eps = as_eps_model(teacher.to(engine.device))
+        teacher_eps = as_eps_model(compile_in_place(teacher.to(engine.device), compiled))
     loss_fn = build_loss(spec)
     if hasattr(loss_fn, "prepare"):      # a loss that reads the weights themselves (l2sp, ewc)
         loss_fn.prepare(engine.module, teacher, LossContext(spec, Path(run_dir), engine.device))
@@ -242,7 +245,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
     bar = tqdm(range(start, end), initial=start, total=spec.steps, disable=rank != 0,
                desc=f"{spec.label} {folder.run_id}", dynamic_ncols=True, mininterval=1.0)
     window: dict[str, float] = {}
-    window_start, window_steps = time.perf_counter(), 0
+    window_start, window_steps, timed_steps = time.perf_counter(), 0, 0
     for step in bar:
         torch.manual_seed(derived_seed(spec.seed, step, rank, "dropout"))
         indices = global_batch_indices(len(dataset), spec.batch_size, spec.seed, step)
@@ -263,6 +266,16 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
         for k, v in values.items():
             window[k] = window.get(k, 0.0) + v
         window_steps += 1
+        timed_steps += 1
+        if step == start:
+            # the first step (a compiled one compiles) is timed apart from the steady state
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            first_step_s = time.perf_counter() - window_start
+            window_start, timed_steps = time.perf_counter(), 0
+            if rank == 0:
+                append_log(folder, {"event": "first_step", "at_step": step + 1, "compile": compiled,
+                                    "first_step_s": first_step_s, "time": time.time()})
         done_steps = step + 1
         # the first step after a resume is always logged: it shows where the run went on from
         if rank == 0 and (done_steps % spec.log_every == 0 or done_steps == spec.steps
@@ -270,11 +283,12 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
             elapsed = time.perf_counter() - window_start
             row = {"step": done_steps, **{k: v / window_steps for k, v in window.items()},
                    "lr": optimizer.param_groups[0]["lr"], "ema_decay": ema.current_decay(),
-                   "images_per_s": window_steps * spec.batch_size / max(elapsed, 1e-9), "time": time.time()}
+                   "images_per_s": timed_steps * spec.batch_size / max(elapsed, 1e-9) if timed_steps else None,
+                   "time": time.time()}
             append_log(folder, row)
             trackers.scalars({k: v for k, v in row.items() if k not in ("step", "time")}, done_steps)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
-            window, window_start, window_steps = {}, time.perf_counter(), 0
+            window, window_start, window_steps, timed_steps = {}, time.perf_counter(), 0, 0
         if done_steps in spec.snapshot_steps and done_steps < spec.steps:
             save_both(ema, engine, folder.snapshot_dir(done_steps), rank)
         if done_steps % spec.checkpoint_every == 0 or done_steps == spec.steps:

@@ -28,10 +28,21 @@ class FeatureExtractor:
 
     name: str = ""
     identity: str = ""      # changes whenever the features would
+    device = torch.device("cpu")    # where the network runs (a GPU where there is one)
+    _gpu_batch: int | None = None
 
     def __call__(self, images_u8: torch.Tensor, batch_size: int = 100) -> np.ndarray:
+        if self.device.type == "cuda" and len(images_u8):
+            batch_size = self.gpu_batch(images_u8[:1])
         out = [self.embed(images_u8[i:i + batch_size]) for i in range(0, len(images_u8), batch_size)]
         return np.concatenate(out).astype(np.float64)
+
+    def gpu_batch(self, one_u8: torch.Tensor) -> int:
+        """Images per call on the GPU: what its free memory holds (models.devices), probed once."""
+        if self._gpu_batch is None:
+            from models.devices import chunk_size
+            self._gpu_batch = chunk_size(self.embed, one_u8, 1000, self.device)
+        return self._gpu_batch
 
     def embed(self, batch_u8: torch.Tensor) -> np.ndarray:
         raise NotImplementedError
@@ -59,7 +70,10 @@ class InceptionExtractor(FeatureExtractor):
         from cleanfid.resize import build_resizer
 
         path, kind = inception_weights()
-        net = torch.jit.load(str(path), map_location="cpu").eval()
+        from models.devices import eval_device
+
+        self.device = eval_device()
+        net = torch.jit.load(str(path), map_location=self.device).eval()
         # clean-fid's file exposes .layers (pool3 features); the wheel's module returns them
         self.net = net.layers if kind == "clean-fid" else net
         self.resize = build_resizer("clean")   # clean-fid's PIL bicubic to 299, no quantisation
@@ -68,9 +82,9 @@ class InceptionExtractor(FeatureExtractor):
     @torch.no_grad()
     def embed(self, batch_u8):
         resized = np.stack([self.resize(im) for im in batch_u8.permute(0, 2, 3, 1).numpy()])
-        x = torch.from_numpy(resized).permute(0, 3, 1, 2)
+        x = torch.from_numpy(resized).permute(0, 3, 1, 2).to(self.device)
         features = self.net((x - 128.0) / 128.0)
-        return features.reshape(len(x), -1).numpy()
+        return features.reshape(len(x), -1).cpu().numpy()
 
 
 class BuiltinExtractor(FeatureExtractor):

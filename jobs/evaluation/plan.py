@@ -127,6 +127,11 @@ def check_sampler(spec: EvalSpec) -> None:
         sampler_timesteps(None, s.ddim_steps, NoiseSchedule().num_timesteps)
     except ValueError as e:
         raise UserError(f"evaluation.respacing / ddim_steps: {e}") from None
+    translations = sorted(set(s.tasks) - {"unconditional"})
+    if s.sampler in ("dpm-solver++", "unipc") and translations:
+        print(f"[evaluate] sampler {s.sampler} ({s.solver_steps} steps) draws the unconditional samples; "
+              f"{' and '.join(translations)} keep DDIM ({s.ddim_steps} steps): their guidance is a DDIM step's",
+              flush=True)
 
 
 def check_inputs(spec: EvalSpec) -> None:

@@ -1,5 +1,5 @@
-"""One batch of a product: unconditional samples (DDIM or the ancestral sampler) or
-translations (SDEdit, EGSDE; always DDIM) from one model, and its files in work/.
+"""One batch of a product: unconditional samples (DDIM, the ancestral sampler or a diffusers
+solver) or translations (SDEdit, EGSDE; always DDIM) from one model, and its files in work/.
 
 The noise of image i depends only on the product's seed, its split's stream
 (jobs/evaluation/splits.py) and i (models.sampling.indexed_noise), so a batch gives the same
@@ -18,6 +18,7 @@ from jobs.evaluation import splits
 from jobs.evaluation.plan import Batch
 from models.data import to_uint8
 from models.sampling import Sampled, ancestral_sample, ddim_sample, egsde, indexed_generators, indexed_noise, sdedit
+from models.solvers import SOLVERS, solver_sample
 
 
 def sample_batch(model, batch: Batch, seed: int, settings: EvalSettings, resolution: int, device,
@@ -35,6 +36,8 @@ def sample_batch(model, batch: Batch, seed: int, settings: EvalSettings, resolut
         if s.sampler == "ancestral":
             return ancestral_sample(model, noise, respacing=s.respacing, clip_denoised=s.clip_denoised,
                                     generator=indexed_generators(seed, stream("ancestral"), indices))
+        if s.sampler in SOLVERS:
+            return solver_sample(model, noise, s.sampler, s.solver_steps, clip_denoised=s.clip_denoised)
         return ddim_sample(model, noise, **ddim)
     noise = indexed_noise(seed, stream("translation"), indices, tuple(x0.shape[1:])).to(device)
     if p.task == "sdedit":

@@ -25,11 +25,15 @@ class EvalWorker:
 
         torch.set_num_threads(threads)
         torch.set_flush_denormal(True)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        from models.devices import eval_device
+
+        self.device = eval_device()
         self.spec = EvalSpec.model_validate_json(spec_json)
         self.run_dir = Path(run_dir)
         self.extractors = Extractors()
         self._models: dict[str, object] = {}
+        self._chunks: dict[str, int] = {}
+        self._eager: dict[str, object] = {}
         self._sources = None
         self._domain = None
         self._references = {}
@@ -37,8 +41,12 @@ class EvalWorker:
     # -- inputs, loaded once per actor
     def model(self, path: str):
         if path not in self._models:
+            from models.compiling import compile_enabled, compile_in_place
             from models.networks import as_eps_model, load_unet
-            self._models[path] = as_eps_model(load_unet(path).eval().to(self.device))
+            net = load_unet(path).eval().to(self.device)
+            # `forward` itself stays eager after an in-place compile: for the memory probe
+            self._eager[path] = lambda x, t, net=net: net.forward(x, t).sample
+            self._models[path] = as_eps_model(compile_in_place(net, compile_enabled(self.spec.settings.compile)))
         return self._models[path]
 
     def sources(self):
@@ -80,6 +88,8 @@ class EvalWorker:
 
         from jobs.evaluation.sample import sample_batch, write_batch
         from models.data import to_model_range
+        from models.devices import chunks
+        from models.sampling import Sampled
 
         out = self.run_dir / "work" / f"{batch.key}.npy"
         if out.is_file():
@@ -97,9 +107,31 @@ class EvalWorker:
             x0 = x0.to(self.device)
         if p.task == "egsde":
             domain = self.domain_features()
-        sampled = sample_batch(model, batch, p.seed(self.spec), self.spec.settings, self.resolution(), self.device,
-                               x0=x0, domain=domain)
+        # on a GPU the batch goes through in chunks that fit its memory (the same images)
+        parts = [sample_batch(model, Batch(p, a, b), p.seed(self.spec), self.spec.settings, self.resolution(),
+                              self.device, x0=None if x0 is None else x0[a - batch.start:b - batch.start],
+                              domain=domain)
+                 for a, b in chunks(batch.start, batch.stop, self.chunk(p.model_dir, batch.stop - batch.start))]
+        sampled = Sampled(torch.cat([s.images for s in parts]), torch.cat([s.x0_excess for s in parts]))
         return str(write_batch(out, sampled))
+
+    def chunk(self, path: str, wanted: int) -> int:
+        """Images per network call for the model at `path`: `wanted` on a CPU, on a GPU what its
+        free memory holds (probed once per model; EGSDE's gradients take about as much again)."""
+        import torch
+
+        from models.devices import chunk_size
+
+        if self.device.type != "cuda":
+            return wanted
+        if path not in self._chunks:
+            self.model(path)
+            # probed eagerly: a compiled probe would compile for a batch of one
+            model, size = self._eager[path], self.resolution()
+            one = torch.zeros(1, 3, size, size, device=self.device)
+            t = torch.full((1,), 500, dtype=torch.long, device=self.device)
+            self._chunks[path] = max(1, chunk_size(lambda x: model(x, t), one, 1 << 20) // 2)
+        return min(wanted, self._chunks[path])
 
     def measure(self, job: ProductJob | CalibrationJob) -> tuple[list[dict], dict[str, int]]:
         """Metric rows of one product (or the calibration), and the feature cache's counts;

@@ -123,6 +123,28 @@ def test_sampler_settings_are_checked():
     assert EvalSettings(sampler="ancestral", respacing="250", ddim_steps=20).ddim_steps == 20
 
 
+def test_solver_samplers_take_their_own_steps_and_leave_ddim_to_the_translations():
+    from harness.spec import EvalSettings, run_id
+
+    s = EvalSettings(sampler="dpm-solver++", sampler_steps=15)
+    assert (s.solver_steps, s.ddim_steps) == (15, 40)
+    assert EvalSettings(sampler="unipc").solver_steps == 40
+    assert run_id(s) != run_id(EvalSettings(sampler="unipc", sampler_steps=15))
+    with pytest.raises(ValidationError, match="respacing is for the ddim and ancestral"):
+        EvalSettings(sampler="unipc", respacing="ddim20")
+    with pytest.raises(ValidationError, match="sampler_steps is for"):
+        EvalSettings(sampler_steps=20)
+
+
+def test_compile_changes_no_run_id():
+    from factories import eval_spec, finetune_spec
+    from harness.spec import EvalSpec, RunSpec
+
+    assert EvalSpec.model_validate(eval_spec(compile=True)).run_id == EvalSpec.model_validate(eval_spec()).run_id
+    assert RunSpec.model_validate(finetune_spec(compile=False)).run_id == \
+        RunSpec.model_validate(finetune_spec()).run_id
+
+
 # ---------------------------------------------------------------- pinned run ids
 # Three fixed specs and their run ids. A change of any of these values means that runs made
 # before it are no longer found (or, worse, that runs computed differently are found as

@@ -163,6 +163,30 @@ def test_sampler_settings_reach_the_samples_and_the_clipped_share(tmp_path):
         check_sampler(EvalSpec.model_validate(eval_spec(respacing="ddim37", ddim_steps=40)))
 
 
+def test_a_solver_sampler_reaches_the_samples_in_chunks_that_change_no_image(tmp_path, monkeypatch):
+    """dpm-solver++ through the worker; a batch split into chunks (as on a GPU whose memory
+    holds 2 images) gives the images of one call."""
+    import numpy as np
+
+    from jobs.evaluation.plan import Batch, Product
+    from jobs.evaluation.worker import EvalWorker
+    from models.data import to_uint8
+    from models.networks import as_eps_model, load_unet, save_unet
+    from models.sampling import indexed_noise
+    from models.solvers import solver_sample
+
+    save_unet(tiny_unet(), tmp_path / "model")
+    eps = as_eps_model(load_unet(tmp_path / "model").eval())
+    expected = solver_sample(eps, indexed_noise(0, "unconditional", range(5), (3, 16, 16)), "dpm-solver++", 6)
+    spec = EvalSpec.model_validate({**eval_spec(sampler="dpm-solver++", sampler_steps=6),
+                                    "model": str(tmp_path / "model")})
+    (tmp_path / "run").mkdir()
+    worker = EvalWorker(spec.model_dump_json(), str(tmp_path / "run"), threads=1)
+    monkeypatch.setattr(EvalWorker, "chunk", lambda self, path, wanted: 2)
+    images = np.load(worker.sample(Batch(Product("unconditional", None, None, str(tmp_path / "model")), 0, 5)))
+    assert np.abs(images.astype(int) - to_uint8(expected.images).numpy().astype(int)).max() <= 1
+
+
 def test_the_clipped_share_counts_samples_beyond_the_tolerance_only(tmp_path):
     """Overshoots every sane model makes (a few hundredths) are not divergence; colour noise
     (whole units) is. One product in two batches: 2 of 5 samples beyond 0.1."""
