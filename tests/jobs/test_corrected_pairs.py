@@ -42,3 +42,23 @@ def test_without_saved_calibration_there_is_no_corrected_share():
     assert calibration_of(refs, 0.0) is None
     stats = statistics(_items(0.3), "unconditional", "builtin", None, refs["missing"], 0.0, None)
     assert "missing_class_share_corrected" not in stats
+
+
+def test_a_cell_recomputes_the_rows_corrected_share_from_the_items():
+    """The cells' statistic of the corrected share on the items as they are is the row's value
+    (so the cell is kept), and a bootstrap draw moves it (the calibration is drawn too)."""
+    from types import SimpleNamespace
+
+    from jobs.cells import CORRECTED, _statistic
+    from models.class_share import adjusted_share
+
+    refs = _refs()
+    items = _items(0.3)
+    context = {"task": "unconditional", "ext": "builtin", "reference": None, "missing": refs["missing"],
+               "seeds": [0], "refs": refs}
+    statistic = _statistic(CORRECTED, "missing-classes", items, SimpleNamespace(confidence=0.0), context)
+    assert statistic(np.arange(500)) == pytest.approx(adjusted_share(0.3, 0.5, 0.1))
+    draws = {round(statistic(np.random.default_rng(s).integers(0, 500, 500)), 6) for s in range(5)}
+    assert len(draws) == 5
+    assert _statistic(CORRECTED, "missing-classes", items, SimpleNamespace(confidence=0.0),
+                      {**context, "refs": {"missing": refs["missing"]}}) is None
