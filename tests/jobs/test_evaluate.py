@@ -45,13 +45,14 @@ def test_killed_actor_has_its_batch_retried_and_no_row_is_lost(tiny_source, lpip
     assert not rows.duplicated(KEYS).any()
     realism = ["fid", "kid", "precision", "recall", "density", "coverage"]
     expected = ({(m, ref) for m in realism for ref in ("target", "full-domain")}
-                | {("missing_class_share", "classifier"), ("clipped_share", "sampler"),
+                | {("missing_class_share", "classifier"), ("missing_class_share_corrected", "classifier"),
+                   ("clipped_share", "sampler"),
                    ("intra_cluster_lpips", "target")})
     model_rows = rows[rows.stage == "evaluate"]
     assert set(zip(model_rows.metric, model_rows.reference)) == expected
     # the source model's evaluation also measures real data: the calibration rows
     real = rows[rows.stage == "calibration"]
-    assert set(real.weighting) == {"held-out-half", "target-train", "source"}
+    assert set(real.weighting) == {"held-out-half", "target-train", "source", "classifier-calibration"}
     assert set(real[real.metric == "fid"].n) == {48} and set(real.task) == {"unconditional"}
     assert list(rows.columns[:len(COLUMNS)]) == COLUMNS
     assert RunFolder(run_dir).status == "done"
