@@ -9,6 +9,9 @@ seed from its items (items/<product>.npz, written by jobs/measure.py):
 - fid, kid: from the saved features against the source evaluation's reference features
   (items/references.npz), the tables' extractor and reference set; centred intervals, as
   for one row (KID with each evaluation's own subsets and seed, x1e3);
+- missing_class_share_corrected: the same share corrected for the classifier's measured
+  errors (models/class_share.py), the calibration images (items/references.npz) drawn in
+  each replicate as well (within a cell of several evaluation seeds, once per seed's part);
 - missing_class_share and class_preservation (all, missing-classes, present-classes): shares
   of the per-sample predictions among the kept ones (the evaluation's confidence filter),
   widened where needed to the Wilson interval of the share at n distinct items: a share at
@@ -41,7 +44,8 @@ import numpy as np
 from harness.report.tables import CELL_KEYS, _extractor, _reference, cell_key
 from harness.store import RunFolder
 from jobs.evaluation.splits import items_name
-from jobs.paired import _mean, _ratio, final_items, load, units_of
+from jobs.paired import _mean, _ratio, calibration_of, final_items, load, units_of
+from models.class_share import CorrectedShare
 from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates, KernelReplicates
 from models.intervals import (N_RESAMPLES, Interval, Run, centered_interval, distinct_units,
                               percentile_interval, runs_replicates, same_items, wilson_share)
@@ -49,6 +53,7 @@ from models.intervals import (N_RESAMPLES, Interval, Run, centered_interval, dis
 ITEM_METRICS = ("psnr", "ssim", "lpips")
 FEATURE_METRICS = ("fid", "kid")
 SHARE_METRICS = ("missing_class_share", "class_preservation")
+CORRECTED = "missing_class_share_corrected"
 SHARE_SUBSETS = ("all", "missing-classes", "present-classes")
 TOLERANCE = 1e-4       # relative: the items' statistic against the rows' value (float32 features)
 
@@ -135,6 +140,10 @@ def _statistic(metric: str, subset: str, items: dict, settings, context: dict):
     kept = items["confidence"] >= settings.confidence
     if metric == "missing_class_share" and task == "unconditional":
         return _ratio(np.isin(items["predicted"], missing) & kept, kept)
+    if metric == CORRECTED and task == "unconditional":
+        calibration = calibration_of(context["refs"], settings.confidence)
+        return None if calibration is None else CorrectedShare(np.isin(items["predicted"], missing) & kept, kept,
+                                                               calibration)
     if metric == "class_preservation" and "labels" in items and subset in SHARE_SUBSETS:
         labels = items["labels"]
         lacking = np.isin(labels, missing)
@@ -147,7 +156,7 @@ def _measurable(df, ext: str, ref: str):
     """The rows whose cells the items can give (the tables' extractor and reference for FID/KID)."""
     features = df["metric"].isin(FEATURE_METRICS) & (df["extractor"] == ext) & (df["reference"] == ref)
     items = df["metric"].isin(ITEM_METRICS)
-    shares = ((df["metric"] == "missing_class_share")
+    shares = (df["metric"].isin(["missing_class_share", CORRECTED])
               | ((df["metric"] == "class_preservation") & df["subset"].isin(SHARE_SUBSETS)))
     return df[features | items | shares]
 
@@ -201,7 +210,7 @@ def _cell(rows, store: _Store, refs: dict, ext: str, ref: str, seed: int, split:
         if items is None:
             return None
         context = {"task": task, "ext": ext, "reference": refs.get(f"features_{ext}_{ref}"),
-                   "missing": refs.get("missing"), "seeds": seeds}
+                   "missing": refs.get("missing"), "seeds": seeds, "refs": refs}
         statistic = store.statistic(eval_id, (task, t0, step, split), metric, subset, items, context)
         if statistic is None:
             return None

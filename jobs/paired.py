@@ -25,7 +25,9 @@ The aggregate passes the rows it reports (the selected candidates' test rows), s
 baseline is the selected naive.
 
 Measured: unconditional FID (the table's extractor and reference), LPIPS to the source
-model's sample, missing-class share; per translation task and t0: PSNR, SSIM, LPIPS, FID,
+model's sample, missing-class share and its corrected value (models/class_share.py: the
+calibration images, saved in the references' items, are drawn in the same replicate for both
+models); per translation task and t0: PSNR, SSIM, LPIPS, FID,
 class kept on the missing classes. Shares are ratios of item counts (the confidence
 filter's kept items in the denominator).
 """
@@ -39,6 +41,7 @@ import numpy as np
 from harness.store import RunFolder
 from jobs.evaluation.manifest import final, read_manifest
 from jobs.evaluation.splits import items_name
+from models.class_share import Calibration, CorrectedShare
 from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates
 from models.intervals import N_RESAMPLES, distinct_units, layout, paired_difference, seed_level_difference
 
@@ -116,8 +119,17 @@ def run_value(statistic, groups: np.ndarray, units=None) -> float:
     return float(np.mean([statistic(m) for m in layout(len(groups), groups, units).members]))
 
 
+def calibration_of(refs: dict, confidence: float) -> Calibration | None:
+    """The classifier's calibration from the references' items (None where none was saved)."""
+    if "calibration_labels" not in refs:
+        return None
+    missing = refs.get("missing", np.array([], dtype=np.int64))
+    return Calibration(np.isin(refs["calibration_labels"], missing), np.isin(refs["calibration_predicted"], missing),
+                       refs["calibration_confidence"] >= confidence)
+
+
 def statistics(items: dict, task: str, extractor: str, reference: np.ndarray | None, missing,
-               confidence: float) -> dict[str, tuple]:
+               confidence: float, calibration: Calibration | None = None) -> dict[str, tuple]:
     """metric -> (statistic of item indices, resamples) for one run's product."""
     out: dict[str, tuple] = {}
     if reference is not None and f"features_{extractor}" in items:
@@ -128,7 +140,10 @@ def statistics(items: dict, task: str, extractor: str, reference: np.ndarray | N
     if "predicted" in items:
         kept = items["confidence"] >= confidence
         if task == "unconditional":
-            out["missing_class_share"] = (_ratio(np.isin(items["predicted"], missing) & kept, kept), N_RESAMPLES)
+            hits = np.isin(items["predicted"], missing) & kept
+            out["missing_class_share"] = (_ratio(hits, kept), N_RESAMPLES)
+            if calibration is not None:
+                out["missing_class_share_corrected"] = (CorrectedShare(hits, kept, calibration), N_RESAMPLES)
         elif "labels" in items:
             lacking = np.isin(items["labels"], missing) & kept
             out["class_preservation"] = (_ratio((items["predicted"] == items["labels"]) & lacking, lacking),
@@ -208,6 +223,7 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, tag: st
             refs = dict(f)
         missing = refs.get("missing", np.array([], dtype=np.int64))
         settings = EvalSpec.model_validate(RunFolder(store_root / source["eval_id"].iloc[0]).read_spec()).settings
+        calibration = calibration_of(refs, settings.confidence)
         # the checkpoint of the rows (a selected earlier checkpoint is an eval id's only one)
         runs = {eid: final_items(store_root / eid, split, _step(step))
                 for eid, step in zip(group["eval_id"], group["ckpt_step"])}
@@ -224,7 +240,8 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, tag: st
             for eid, found in runs.items():
                 if product in found.products:
                     loaded[eid] = load(found.products[product])
-                    stats[eid] = statistics(loaded[eid], task, ext, reference, missing, settings.confidence)
+                    stats[eid] = statistics(loaded[eid], task, ext, reference, missing, settings.confidence,
+                                            calibration)
             by_model: dict[str, list[str]] = {}
             for eid in stats:
                 by_model.setdefault(labels[eid], []).append(eid)

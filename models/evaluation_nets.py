@@ -4,10 +4,13 @@
   the built-in pair's source split, grey and painted (all classes), once per machine.
 - `domain_classifier(source, target)`: EGSDE's time-conditioned domain classifier, trained
   on noisy source and noisy target images of a run's data.
-- `labelled_classifier(source, target)`: for folder data with a labels CSV, a FeatureNet
-  trained on the labelled source and target-train images only (never the reference, which
-  it is judged against), with a source-vs-target domain head as the builtin
-  one has. Its rows name the extractor `labelled`.
+- `labelled_classifiers(source, target, labels)`: for folder data with a labels CSV,
+  `folds` FeatureNets cross-fitted over the labelled reference (the target's style, every
+  class): network k trains on the labelled source images and the reference images outside
+  fold k, so each reference image has a network that never saw it
+  (docs/evaluation-classes.md). The target-train images are left out: the calibration rows
+  score them. A source-vs-target domain head as the builtin one has. Its rows name the
+  extractor `labelled`.
 A lock makes concurrent jobs wait for the first one to train instead of training twice.
 
     python -m models.evaluation_nets            # train (or find) the builtin feature network
@@ -40,7 +43,9 @@ FEATURE_RECIPE = {"version": 1, "pair_seed": 0, "per_domain": 30_000, "epochs": 
 SHIPPED_FILE = "featurenet.safetensors"
 DOMAIN_RECIPE = {"version": 1, "steps": 600, "batch": 64, "lr": 2e-3}
 # steps: `epochs` passes over the labelled images read, within [min_steps, max_steps]
-LABELLED_RECIPE = {"version": 1, "epochs": 10, "min_steps": 100, "max_steps": 2000, "batch": 64, "lr": 3e-3,
+# folds: two networks keep the evaluation's start-up cost at twice one network's (the suite
+# trains them in several tests); each still sees half of every class in the target's style
+LABELLED_RECIPE = {"version": 2, "folds": 2, "epochs": 10, "min_steps": 100, "max_steps": 2000, "batch": 64, "lr": 3e-3,
                    "max_source": 5000}
 
 
@@ -161,37 +166,33 @@ def domain_classifier(source: Mapping, target: Mapping) -> DomainClassifier:
 
 
 # ---------------------------------------------------------------- folder data with labels
-def _train_labelled(source: Mapping, target: Mapping, labels, recipe: dict) -> FeatureNet:
-    """Half of each batch from the labelled source images, half from the target set (drawn
-    with replacement: a few-shot target set has few images); class and domain losses. The
-    images are read once, at the network's 32 px input (at most `max_source` source images,
-    a seeded choice), so a step costs no disk reads."""
-    source_set, target_set = open_dataset(source), open_dataset(target)
-    position = {c: i for i, c in enumerate(labels.classes)}
-    rng = np.random.default_rng(0)
-    source_idx = np.flatnonzero(labels.source >= 0)
-    if len(source_idx) > recipe["max_source"]:
-        source_idx = np.sort(rng.choice(source_idx, recipe["max_source"], replace=False))
+def reference_folds(n: int, folds: int) -> np.ndarray:
+    """The fold of each reference image (listing order): a seeded, balanced assignment that
+    is unrelated to the listing's order (a folder's sorted listing may group the classes,
+    and the calibration rows split the reference by parity)."""
+    return np.random.default_rng(0).permutation(n) % folds
 
-    def read(ds, indices):
-        return torch.cat([FeatureNet.prepare(to_model_range(torch.stack([ds[int(i)] for i in indices[k:k + 256]])))
-                          for k in range(0, len(indices), 256)])
 
-    target_x = read(target_set, np.arange(len(target_set)))
-    target_y = torch.tensor([position[int(c)] for c in labels.target])
-    source_x = read(source_set, source_idx) if len(source_idx) else None
-    source_y = torch.tensor([position[int(labels.source[i])] for i in source_idx])
+def _read32(ds, indices) -> torch.Tensor:
+    """Images of a dataset at the FeatureNet's 32 px input, read once."""
+    return torch.cat([FeatureNet.prepare(to_model_range(torch.stack([ds[int(i)] for i in indices[k:k + 256]])))
+                      for k in range(0, len(indices), 256)])
+
+
+def _train_labelled(source_x, source_y, style_x, style_y, num_classes: int, recipe: dict) -> FeatureNet:
+    """Half of each batch from the labelled source images, half from the target-style images
+    (drawn with replacement); class and domain losses."""
     torch.manual_seed(0)
-    net = FeatureNet(num_classes=len(position))
+    net = FeatureNet(num_classes=num_classes)
     opt = torch.optim.AdamW(net.parameters(), lr=recipe["lr"], weight_decay=5e-4)
     generator = torch.Generator().manual_seed(0)
     half = recipe["batch"] // 2
-    seen = len(target_x) + (len(source_x) if source_x is not None else 0)
+    seen = len(style_x) + (len(source_x) if source_x is not None else 0)
     steps = min(max(-(-recipe["epochs"] * seen // recipe["batch"]), recipe["min_steps"]), recipe["max_steps"])
     net.train()
     for _ in range(steps):
-        t = torch.randint(len(target_x), (half,), generator=generator)
-        x, classes, domains = [target_x[t]], [target_y[t]], [torch.ones(half, dtype=torch.long)]
+        t = torch.randint(len(style_x), (half,), generator=generator)
+        x, classes, domains = [style_x[t]], [style_y[t]], [torch.ones(half, dtype=torch.long)]
         if source_x is not None:
             s_ = torch.randint(len(source_x), (half,), generator=generator)
             x.append(source_x[s_])
@@ -210,14 +211,46 @@ def _train_labelled(source: Mapping, target: Mapping, labels, recipe: dict) -> F
     return net
 
 
-def labelled_classifier(source: Mapping, target: Mapping, labels) -> FeatureNet:
-    """The class network of a folder pair with labels (models.data.labels.FolderLabels),
-    cached by the recipe, the data and the labels file's content. Its class outputs are in
-    the order of `labels.classes`."""
+class _Folds(torch.nn.Module):
+    """The fold networks of one recipe, saved and loaded as one state dict."""
+
+    def __init__(self, folds: int, num_classes: int):
+        super().__init__()
+        self.nets = torch.nn.ModuleList([FeatureNet(num_classes=num_classes) for _ in range(folds)])
+
+
+def _train_folds(source: Mapping, target: Mapping, labels, recipe: dict) -> _Folds:
+    """The images are read once, at the network's 32 px input (at most `max_source` source
+    images, a seeded choice), so a step costs no disk reads."""
+    source_set, reference_set = open_dataset(source), open_dataset(target, split="heldout")
+    position = {c: i for i, c in enumerate(labels.classes)}
+    rng = np.random.default_rng(0)
+    source_idx = np.flatnonzero(labels.source >= 0)
+    if len(source_idx) > recipe["max_source"]:
+        source_idx = np.sort(rng.choice(source_idx, recipe["max_source"], replace=False))
+    source_x = _read32(source_set, source_idx) if len(source_idx) else None
+    source_y = torch.tensor([position[int(labels.source[i])] for i in source_idx])
+    reference_x = _read32(reference_set, np.arange(len(reference_set)))
+    reference_y = torch.tensor([position[int(c)] for c in labels.reference])
+    fold = reference_folds(len(reference_set), recipe["folds"])
+    out = _Folds(recipe["folds"], len(position))
+    for k in range(recipe["folds"]):
+        outside = torch.from_numpy(np.flatnonzero(fold != k))
+        out.nets[k] = _train_labelled(source_x, source_y, reference_x[outside], reference_y[outside],
+                                      len(position), recipe)
+    return out
+
+
+def labelled_classifiers(source: Mapping, target: Mapping, labels) -> list[FeatureNet]:
+    """The fold networks of a folder pair with labels (models.data.labels.FolderLabels):
+    network k never trained on the reference images of fold k
+    (`reference_folds(len(labels.reference), len(networks))`). Cached by the recipe, the data
+    and the labels file's content. Class outputs are in the order of `labels.classes`."""
     key = {"recipe": LABELLED_RECIPE, "source": dict(source), "labels": labels.digest,
-           "target": {k: target[k] for k in ("kind", "path", "resolution")}}
-    return _cached(_cache_path("labelled", key), lambda: _train_labelled(source, target, labels, LABELLED_RECIPE),
-                   FeatureNet(num_classes=len(labels.classes)))
+           "target": {k: target[k] for k in ("kind", "path", "reference", "resolution")}}
+    folds = _cached(_cache_path("labelled", key), lambda: _train_folds(source, target, labels, LABELLED_RECIPE),
+                    _Folds(LABELLED_RECIPE["folds"], len(labels.classes)))
+    return list(folds.nets)
 
 
 if __name__ == "__main__":

@@ -34,21 +34,24 @@ from harness.report.selection import (GROUP, VALIDATION, Criterion, Selection, h
 if TYPE_CHECKING:
     import pandas as pd
 
-HIGHER_IS_BETTER = {"psnr", "ssim", "missing_class_share", "class_preservation", "intra_cluster_lpips",
+HIGHER_IS_BETTER = {"psnr", "ssim", "missing_class_share", "missing_class_share_corrected", "class_preservation",
+                    "intra_cluster_lpips", "class_recall", "missing_tpr",
                     "precision", "recall", "density", "coverage"}
 INTERVAL_RULE = "Intervals: 95 %. A cell of one run and one evaluation seed: bootstrap over images (Wilson for k/n)."
 SPAN_RULE = ("Cells of several runs or evaluation seeds{which}: the mean of their values and the span from the "
              "lowest to the highest of their intervals (no hierarchical bootstrap available).")
 CELL_KEYS = ("task", "t0", "reference", "subset", "extractor", "metric")
 CALIBRATION_LABELS = {"held-out-half": "real: held-out half (floor)", "target-train": "real: target-train",
-                      "source": "real: source (style gap)"}
+                      "source": "real: source (style gap)", "classifier-calibration": "real: classifier calibration"}
 CALIBRATION_NOTE = ("Real rows: the same measurements of real images at the models' sample count: half of "
                     "the held-out domain against the other half (the noise floor), the target-train set "
                     "and real source images (the style gap) against the held-out domain.")
 METRIC_NAMES = {"fid": "FID", "kid": "KID×1e3", "lpips": "LPIPS", "psnr": "PSNR", "ssim": "SSIM",
                 "intra_cluster_lpips": "intra-LPIPS",
                 "feature_dist_builtin": "FeatDist†", "feature_dist_inception": "FeatDist†",
-                "missing_class_share": "missing-class share", "class_preservation": "class kept"}
+                "missing_class_share": "missing-class share", "class_preservation": "class kept",
+                "missing_class_share_corrected": "missing-class share, corrected", "class_recall": "recall",
+                "missing_tpr": "tpr (missing called missing)", "missing_fpr": "fpr (present called missing)"}
 SUBSTITUTE_NOTE = ("† FeatDist: cosine distance of the named extractor's features between paired images, "
                    "reported because LPIPS could not be measured ({reason}). It is a substitute, not LPIPS.")
 
@@ -192,7 +195,7 @@ def model_labels(df: "pd.DataFrame") -> "pd.Series":
 
 # the source model, then the methods in the registry's order (harness.methods)
 METHOD_ORDER = {"source": 0, **{name: i for i, name in enumerate(METHOD_NAMES, start=1)}}
-CALIBRATION_ORDER = {"held-out-half": -3, "target-train": -2, "source": -1}
+CALIBRATION_ORDER = {"classifier-calibration": -4, "held-out-half": -3, "target-train": -2, "source": -1}
 
 
 def prepare(df: "pd.DataFrame") -> "pd.DataFrame":
@@ -455,16 +458,20 @@ def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=No
             table4 = pivot(sdft, columns, "table4", f"Table 4: distillation weighting ablation (sdft method){at}",
                            notes, calibration=False)
             tables += [table4] if table4 else []
-    columns = [("unconditional", {"task": "unconditional"}, "missing_class_share")]
+    columns = [("unconditional", {"task": "unconditional"}, "missing_class_share"),
+               ("unconditional", {"task": "unconditional"}, "missing_class_share_corrected")]
     for task in ("sdedit", "egsde"):
         for t0 in t0s:
             for subset in ("missing-classes", "present-classes"):
                 columns.append((f"{task} t0={t0:g} {subset}", {"task": task, "t0": t0, "subset": subset},
                                 "class_preservation"))
     attributes = pivot(df, columns, "attributes", "Attribute recovery: share of samples classified into "
-                       "the classes the target set lacks (the real rows: the same classifier on real "
-                       "images), and the share of translated source images that keep their class")
+                       "the classes the target set lacks, raw and corrected for the classifier's measured "
+                       "errors (the real rows: the same classifier on real images), and the share of "
+                       "translated source images that keep their class")
     tables += [attributes] if attributes else []
+    classifier = classifier_table(df)
+    tables += [classifier] if classifier else []
     # the missing classes by the samples' features (precision / recall / coverage of k-NN
     # balls, models/manifold.py): recall and coverage of the real missing-class images say
     # whether the model draws near them at all, which a classifier's share cannot
@@ -476,6 +483,38 @@ def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=No
                      "of the classes the target set lacks")
     tables += [manifold] if manifold else []
     return tables
+
+
+CLASSIFIER_NOTE = ("The class instrument's confusion on held-out real images in the target's style that it never "
+                   "trained on (its calibration images): recall per class, tpr = P(called missing | truly "
+                   "missing), fpr = P(called missing | truly present). The corrected missing-class share is "
+                   "(q - fpr) / (tpr - fpr) clipped to [0, 1]; docs/evaluation-classes.md.")
+
+
+def classifier_table(df: "pd.DataFrame") -> Table | None:
+    """The classifier-calibration rows (jobs/evaluation/measure.py) as one table: a row per
+    target (and split), a column per rate, each a count k/n with its Wilson interval."""
+    import pandas as pd
+
+    rows = df[(df["method"] == "calibration") & (df["weighting"] == "classifier-calibration")]
+    if rows.empty:
+        return None
+    several = rows["target"].nunique(dropna=True) > 1 or rows["dataset"].nunique(dropna=True) > 1
+    split = rows["split"] if "split" in rows else pd.Series([None] * len(rows), index=rows.index)
+    label = [(f"{t}: " if several else "") + m + (f" ({s})" if isinstance(s, str) and s else "")
+             for t, m, s in zip(rows["target"], rows["model"], split)]
+    rows = rows.assign(_label=label, _column=list(zip(rows["subset"], rows["metric"])))
+    order = ([("missing-classes", "missing_tpr"), ("present-classes", "missing_fpr"), ("all", "class_recall")]
+             + sorted({c for c in rows["_column"] if c[1] == "class_recall" and c[0] != "all"}))
+    order = [c for c in order if c in set(rows["_column"])]
+    frame = lambda key: rows.pivot_table(index="_label", columns="_column", values=key, aggfunc="first",  # noqa: E731
+                                         dropna=False).reindex(columns=order)
+    means = frame("value")
+    means.columns = pd.MultiIndex.from_tuples(order)
+    parts = [means] + [frame(k).set_axis(means.columns, axis=1) for k in ("ci_low", "ci_high", "k", "n")]
+    notes = [CLASSIFIER_NOTE] + sorted(set(rows["note"].dropna()))
+    return Table("classifier", "The class instrument, calibrated", *parts[:3], means.notna().astype(int), notes,
+                 parts[3], parts[4], tuple(means.index))
 
 
 def difference_table(diffs: "pd.DataFrame", baseline: str = "naive") -> Table | None:

@@ -12,8 +12,13 @@ LPIPS uses a trunk converted offline (VGG unless `evaluation.lpips_net` says ale
 row names the trunk and says when small inputs were resized to 64 px.
 Precision, recall, density and coverage (k = 3) against each reference set, and recall and
 coverage of the held-out images of the missing classes.
-Classes: the `builtin` classifier on the built-in pair; on folder data with a labels CSV, a
-classifier trained on the labelled source and target-train images (extractor `labelled`).
+Classes: the `builtin` classifier on the built-in pair; on folder data with a labels CSV,
+networks cross-fitted over the labelled reference (extractor `labelled`,
+models/evaluation_nets.py). Its confusion is measured on held-out real images it never trained
+on (the calibration images: the odd positions of the held-out domain, the floor's reference
+half) and reported as calibration rows (weighting `classifier-calibration`: per-class recall,
+tpr and fpr of "called missing"); every missing-class share gets a corrected share beside it
+(models/class_share.py; docs/evaluation-classes.md).
 
 Calibration (the source model's evaluation, once per target): the same measurements of
 real image sets against the full domain, at the sample counts of the model rows (FID's bias
@@ -44,6 +49,7 @@ import torch
 from harness.spec import EvalSettings, EvalSpec
 from jobs.evaluation import splits
 from models import metrics
+from models.class_share import Calibration, corrected_interval, describe
 from models.data import open_dataset
 from models.feature_intervals import N_RESAMPLES_FEATURE, fid_interval, kid_interval
 from models.features import cached_features
@@ -61,6 +67,7 @@ DIVERSITY_CENTRES = 10
 DIVERSITY_SAMPLES = 200
 DIVERSITY_PAIRS = 100
 CALIBRATION_SETS = ("target-train", "source", "held-out-half")
+CLASSIFIER_CALIBRATION = "classifier-calibration"      # the weighting of the classifier's confusion rows
 
 
 # ---------------------------------------------------------------- the inputs, built once per actor
@@ -74,11 +81,37 @@ class Classes:
     ids: np.ndarray                     # class id of each probability column
     source_labels: np.ndarray | None    # of the translation inputs (-1: unlabelled)
     reference_labels: np.ndarray | None  # of the full domain
+    # several cross-fitted networks: held_out(images, network of each image) and the network
+    # that never trained on each full-domain image (listing order); `probabilities` scores
+    # image i of a set by network i mod the networks' count
+    held_out: Callable[[torch.Tensor, np.ndarray], np.ndarray] | None = None
+    folds: np.ndarray | None = None
+    description: str = ""               # what it trained on, for the calibration rows' note
 
-    def predict(self, images_u8: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(class id, confidence) per image."""
-        probs = self.probabilities(images_u8)
+    def predict(self, images_u8: torch.Tensor, networks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(class id, confidence) per image; networks: which cross-fitted network scores each."""
+        if networks is not None and self.held_out is not None:
+            probs = self.held_out(images_u8, networks)
+        else:
+            probs = self.probabilities(images_u8)
         return self.ids[probs.argmax(1)], probs.max(1)
+
+    def networks(self, positions: np.ndarray) -> np.ndarray | None:
+        """The network that never trained on each full-domain image (None: one network, that
+        trained on none of them)."""
+        return None if self.folds is None else self.folds[np.asarray(positions)]
+
+
+@dataclass(frozen=True)
+class HeldOutCalls:
+    """The classifier's calls on the calibration images (held-out real images in the target's
+    style that it never trained on): their labels, predicted class and confidence."""
+    labels: np.ndarray
+    predicted: np.ndarray
+    sure: np.ndarray
+
+    def calibration(self, missing, confidence: float) -> Calibration:
+        return Calibration(np.isin(self.labels, missing), np.isin(self.predicted, missing), self.sure >= confidence)
 
 
 class Extractors:
@@ -108,6 +141,10 @@ class References:
     sets: dict[str, ReferenceSet]
     classes: Classes | None
     centres: torch.Tensor
+    calls: HeldOutCalls | None = None   # the classifier's calls on the calibration images
+
+    def calibration(self, confidence: float) -> Calibration | None:
+        return None if self.calls is None else self.calls.calibration(self.missing, confidence)
 
     @property
     def missing(self) -> list[int]:
@@ -159,24 +196,43 @@ def classes_of(spec: EvalSpec, extractors: Extractors, sources: Callable[[], obj
         from models.data.fashion_mnist import FMNIST_CLASSES
         builtin = extractors["builtin"]
         heldout = open_dataset(spec.target_data.model_dump(), split="heldout")
+        from models.evaluation_nets import FEATURE_RECIPE
         return Classes("builtin", dict(enumerate(FMNIST_CLASSES)), list(spec.target_data.missing_classes),
                        builtin.classify, np.arange(10), np.asarray(sources().labels),
-                       np.asarray(heldout.labels))
+                       np.asarray(heldout.labels),
+                       description=f"the builtin feature network, trained on {FEATURE_RECIPE['per_domain']} "
+                       "source-split images, grey and painted, of every class; never on target-train or "
+                       "held-out images")
     labels = folder_labels_of(spec)
     if labels is None:
         return None
-    from models.evaluation_nets import labelled_classifier
     from models.data import to_model_range
+    from models.evaluation_nets import LABELLED_RECIPE, labelled_classifiers, reference_folds
 
-    net = labelled_classifier(spec.source_data.model_dump(), spec.target_data.model_dump(), labels)
+    nets = labelled_classifiers(spec.source_data.model_dump(), spec.target_data.model_dump(), labels)
+    folds = reference_folds(len(labels.reference), len(nets))
 
     @torch.no_grad()
-    def probabilities(images_u8, batch_size=500):
-        return torch.cat([net(to_model_range(images_u8[i:i + batch_size]))[0].softmax(1)
-                          for i in range(0, len(images_u8), batch_size)]).numpy()
+    def held_out(images_u8, networks, batch_size=500):
+        out = np.zeros((len(images_u8), len(labels.classes)), dtype=np.float64)
+        for k, net in enumerate(nets):
+            rows = np.flatnonzero(np.asarray(networks) == k)
+            for i in range(0, len(rows), batch_size):
+                chosen = torch.from_numpy(rows[i:i + batch_size])
+                out[rows[i:i + batch_size]] = net(to_model_range(images_u8[chosen]))[0].softmax(1).numpy()
+        return out
 
-    return Classes("labelled", {c: str(c) for c in labels.classes}, labels.missing, probabilities,
-                   np.array(labels.classes), labels.source, labels.reference)
+    sizes = np.bincount(folds, minlength=len(nets))
+    source = int((labels.source >= 0).sum())
+    description = (f"{len(nets)} networks cross-fitted over the {len(folds)} labelled reference images "
+                   f"(network k trained on the {len(folds)} - {'/'.join(map(str, sizes))} reference images "
+                   f"outside fold k and on {min(source, LABELLED_RECIPE['max_source'])} labelled source images, "
+                   "none on the target-train images); a reference image is scored by the network that "
+                   "never saw it, image i of any other set by network i mod "
+                   f"{len(nets)}")
+    return Classes("labelled", {c: str(c) for c in labels.classes}, labels.missing,
+                   lambda images: held_out(images, np.arange(len(images)) % len(nets)),
+                   np.array(labels.classes), labels.source, labels.reference, held_out, folds, description)
 
 
 def references_of(spec: EvalSpec, classes: Classes | None, split: str | None = None) -> References:
@@ -197,7 +253,30 @@ def references_of(spec: EvalSpec, classes: Classes | None, split: str | None = N
             labels = classes.reference_labels
         sets[name] = ReferenceSet(_stack(ds, chosen), None if labels is None else np.asarray(labels)[chosen])
     centres = _stack(refs["target"], range(min(DIVERSITY_CENTRES, len(refs["target"]))))
-    return References(sets, classes, centres)
+    calls = None
+    if classes is not None and "full-domain" in refs:
+        heldout = refs["full-domain"]
+        positions = calibration_positions(len(heldout), s.max_reference, split)
+        labels = heldout.labels if heldout.labels is not None else classes.reference_labels
+        if labels is not None:
+            predicted, sure = classes.predict(_stack(heldout, positions), classes.networks(positions))
+            calls = HeldOutCalls(np.asarray(labels)[positions], predicted, sure)
+    return References(sets, classes, centres, calls)
+
+
+def floor_positions(total: int, max_reference: int, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out domain (with a split, the split's half) split by parity: the noise floor's
+    images come from the even positions, its reference from the odd ones (at most
+    max_reference, a seeded choice)."""
+    pool = splits.reference_half(total, split)
+    even, odd = pool[0::2], pool[1::2]
+    return even, odd[reference_subset(len(odd), max_reference)]
+
+
+def calibration_positions(total: int, max_reference: int, split: str | None = None) -> np.ndarray:
+    """The classifier's calibration images: the floor's reference half (the odd positions),
+    so that the floor's own images (even) check the correction on images it did not use."""
+    return floor_positions(total, max_reference, split)[1]
 
 
 def reference_subset(total: int, size: int) -> np.ndarray:
@@ -308,14 +387,51 @@ def diversity(out: Rows, settings: EvalSettings, centres: torch.Tensor, images_u
 
 
 def class_share(out: Rows, classes: Classes, images: torch.Tensor, confidence: float, items: dict,
-                note: str | None = None) -> None:
-    """The share of images classified into the missing classes (k of the kept n)."""
-    predicted, sure = classes.predict(images)
+                note: str | None = None, calibration: Calibration | None = None, seed: int = 0,
+                networks: np.ndarray | None = None, labels: np.ndarray | None = None) -> None:
+    """The share of images classified into the missing classes (k of the kept n) and, with the
+    classifier's calibration, the corrected share beside it (its interval over these images
+    and the calibration images). networks: which cross-fitted network scores each image
+    (real held-out images); labels: the images' true classes, when known, for the note."""
+    predicted, sure = classes.predict(images, networks)
     items.update(predicted=predicted, confidence=sure.astype(np.float32))
     kept = sure >= confidence
-    out.count("missing_class_share", np.isin(predicted[kept], classes.missing).sum(), kept.sum(),
-              "classifier", "missing-classes", classes.extractor,
-              "; ".join(filter(None, [_kept_note(confidence, kept), note])))
+    hits = np.isin(predicted, classes.missing) & kept
+    kept_note = _kept_note(confidence, kept)
+    out.count("missing_class_share", hits.sum(), kept.sum(), "classifier", "missing-classes", classes.extractor,
+              "; ".join(filter(None, [kept_note, note])))
+    if calibration is None:
+        return
+    truth = None
+    if labels is not None and (np.asarray(labels) >= 0).all():
+        lacking = np.isin(labels, classes.missing)
+        truth = f"the labels say {int(lacking.sum())}/{len(lacking)} = {lacking.mean():.3f}"
+    out.add("missing_class_share_corrected", corrected_interval(hits, kept, calibration, seed=seed), "classifier",
+            "missing-classes", n=int(kept.sum()), extractor=classes.extractor,
+            note="; ".join(filter(None, [describe(calibration), _boot_note(N_RESAMPLES, "images and calibration "
+                                         "images (stratified by truth), one draw of both"), kept_note, truth, note])))
+
+
+def classifier_calibration(out: Rows, classes: Classes, calls: HeldOutCalls, confidence: float,
+                           note: str) -> None:
+    """The classifier's confusion on the calibration images: recall per class and overall,
+    tpr (called missing | truly missing) and fpr (called missing | truly present), as counts."""
+    kept = calls.sure >= confidence
+    right = (calls.predicted == calls.labels) & kept
+    extra = "; ".join(filter(None, [note, _kept_note(confidence, kept)]))
+    for c, name in classes.names.items():
+        mask = (calls.labels == c) & kept
+        if mask.any():
+            out.count("class_recall", right[mask].sum(), mask.sum(), "full-domain", f"class:{name}",
+                      classes.extractor, extra)
+    out.count("class_recall", right.sum(), kept.sum(), "full-domain", "all", classes.extractor, extra)
+    hit, missing, false, present = calls.calibration(classes.missing, confidence).counts()
+    if missing:
+        out.count("missing_tpr", hit, missing, "full-domain", "missing-classes", classes.extractor,
+                  "called missing | truly missing; " + extra)
+    if present:
+        out.count("missing_fpr", false, present, "full-domain", "present-classes", classes.extractor,
+                  "called missing | truly present; " + extra)
 
 
 def _kept_note(confidence: float, kept: np.ndarray) -> str | None:
@@ -359,7 +475,8 @@ def measure(images: torch.Tensor, pairs: Pairs | None, references: References, e
     # classes: what the target set lacks, and what translation keeps
     if classes is not None:
         if task == "unconditional":
-            class_share(out, classes, images, s.confidence, items)
+            class_share(out, classes, images, s.confidence, items, calibration=references.calibration(s.confidence),
+                        seed=seed)
         else:
             predicted, sure = classes.predict(images)
             inputs = np.asarray(splits.inputs(settings.split, s.num_translations))[:len(images)]
@@ -380,11 +497,19 @@ def measure(images: torch.Tensor, pairs: Pairs | None, references: References, e
 
 
 # ---------------------------------------------------------------- calibration
+class RealSet(NamedTuple):
+    images: torch.Tensor                # uint8
+    labels: np.ndarray | None
+    references: dict                    # name -> ReferenceSet to measure them against
+    note: str
+    networks: np.ndarray | None = None  # held-out images: the cross-fitted network that never saw each
+
+
 def calibration_sets(spec: EvalSpec, references: References, n: int, split: str | None = None
-                     ) -> dict[str, tuple[torch.Tensor, np.ndarray | None, dict, str]]:
-    """name -> (n real images, their labels, the reference sets to measure them against, a
-    note). The held-out domain (with a split, the split's half) is split by parity: the
-    floor's images come from the even positions, its reference from the odd ones."""
+                     ) -> dict[str, RealSet]:
+    """name -> n real images, their labels, the reference sets to measure them against, a
+    note (and for held-out images, the classifier's network for each). The held-out domain
+    is split by parity (floor_positions)."""
     s = spec.settings
     target_spec = spec.target_data.model_dump()
     heldout = open_dataset(target_spec, split="heldout")
@@ -395,9 +520,7 @@ def calibration_sets(spec: EvalSpec, references: References, n: int, split: str 
     target = open_dataset(target_spec)
     source_spec = spec.source_data.model_dump()
     source = open_dataset(source_spec)            # the source model's training images
-    pool = splits.reference_half(len(heldout), split)
-    even, odd = pool[0::2], pool[1::2]
-    odd = odd[reference_subset(len(odd), s.max_reference)]
+    even, odd = floor_positions(len(heldout), s.max_reference, split)
     ref_labels = classes.reference_labels if classes is not None else None
     halves = {"full-domain": ReferenceSet(_stack(heldout, odd), labels_of(heldout, odd, ref_labels))}
     sets = {}
@@ -414,7 +537,8 @@ def calibration_sets(spec: EvalSpec, references: References, n: int, split: str 
             note = "real source images vs the held-out target domain: the style gap"
         if len(indices) < n:
             note += f"; only {len(indices)} images (not {n}): FID is biased upward at smaller n"
-        sets[name] = (_stack(ds, indices), labels_of(ds, indices, fallback), refs, note)
+        networks = classes.networks(indices) if classes is not None and name == "held-out-half" else None
+        sets[name] = RealSet(_stack(ds, indices), labels_of(ds, indices, fallback), refs, note, networks)
     return sets
 
 
@@ -442,7 +566,7 @@ def measure_calibration(sizes: Mapping[str, int], spec: EvalSpec, references: Re
     classes = references.classes
     rows, counter, files = [], [0, 0], {}
     for task, n in sizes.items():
-        for name, (images, labels, refs, note) in calibration_sets(spec, references, n, split).items():
+        for name, (images, labels, refs, note, networks) in calibration_sets(spec, references, n, split).items():
             out = Rows({"stage": "calibration", "run_id": None, "method": "calibration", "weighting": name,
                         "seed": None, "eval_seed": seed, "ckpt_step": None, "task": task, "t0": None,
                         **({"split": split} if split is not None else {})})
@@ -451,11 +575,22 @@ def measure_calibration(sizes: Mapping[str, int], spec: EvalSpec, references: Re
             if task == "unconditional":
                 diversity(out, s, references.centres, images, seed, note)
             if classes is not None:
-                class_share(out, classes, images, s.confidence, items, note)
+                class_share(out, classes, images, s.confidence, items, note, references.calibration(s.confidence),
+                            seed, networks, labels)
                 if labels is not None:
                     items["labels"] = labels
             files[splits.items_name(f"calibration_{name}_{task}", split)] = items
             rows += out.rows
+    if references.calls is not None:
+        out = Rows({"stage": "calibration", "run_id": None, "method": "calibration",
+                    "weighting": CLASSIFIER_CALIBRATION, "seed": None, "eval_seed": seed, "ckpt_step": None,
+                    "task": "unconditional", "t0": None,
+                    **({"split": split} if split is not None else {})})
+        classifier_calibration(out, classes, references.calls, s.confidence,
+                               f"classifier: {classes.description}; calibrated on {len(references.calls.labels)} "
+                               "held-out real images it never trained on (the odd positions of the held-out "
+                               "domain" + (f", {split} half" if split else "") + ")")
+        rows += out.rows
     files[splits.items_name("references", split)] = reference_items(spec, references, extractors)
     return Calibrated(rows, files, counter[0], counter[1])
 
@@ -479,4 +614,8 @@ def reference_items(spec: EvalSpec, references: References, extractors: Extracto
         items["class_ids"] = np.array(sorted(classes.names))
         items["class_names"] = np.array([classes.names[c] for c in sorted(classes.names)])
         items["missing"] = np.array(classes.missing, dtype=np.int64)
+    if references.calls is not None:      # the corrected shares of paired differences and cells
+        calls = references.calls
+        items.update(calibration_labels=calls.labels, calibration_predicted=calls.predicted,
+                     calibration_confidence=calls.sure)
     return items

@@ -45,13 +45,14 @@ def test_killed_actor_has_its_batch_retried_and_no_row_is_lost(tiny_source, lpip
     assert not rows.duplicated(KEYS).any()
     realism = ["fid", "kid", "precision", "recall", "density", "coverage"]
     expected = ({(m, ref) for m in realism for ref in ("target", "full-domain")}
-                | {("missing_class_share", "classifier"), ("clipped_share", "sampler"),
+                | {("missing_class_share", "classifier"), ("missing_class_share_corrected", "classifier"),
+                   ("clipped_share", "sampler"),
                    ("intra_cluster_lpips", "target")})
     model_rows = rows[rows.stage == "evaluate"]
     assert set(zip(model_rows.metric, model_rows.reference)) == expected
     # the source model's evaluation also measures real data: the calibration rows
     real = rows[rows.stage == "calibration"]
-    assert set(real.weighting) == {"held-out-half", "target-train", "source"}
+    assert set(real.weighting) == {"held-out-half", "target-train", "source", "classifier-calibration"}
     assert set(real[real.metric == "fid"].n) == {48} and set(real.task) == {"unconditional"}
     assert list(rows.columns[:len(COLUMNS)]) == COLUMNS
     assert RunFolder(run_dir).status == "done"
@@ -87,7 +88,8 @@ def test_second_evaluation_hits_the_feature_cache(tiny_source, lpips_weights, ra
     assert (measured.value <= measured.ci_high + 1e-12).all()
     counts = a[a.metric.isin(["class_preservation", "missing_class_share"])]
     assert (counts.value == counts.k / counts.n).all() and counts.note.str.contains("Wilson").all()
-    lacking = a[(a.subset == "missing-classes") & (a.reference == "full-domain")]
+    lacking = a[(a.subset == "missing-classes") & (a.reference == "full-domain")
+                & (a.weighting != "classifier-calibration")]        # not the classifier's tpr
     assert set(lacking.metric) == {"recall", "coverage"}
     assert (run_dir_png := first / "samples" / "sdedit_t0.5_s60.png").is_file(), run_dir_png
     loaded = load_results(first / "metrics.parquet")

@@ -1,6 +1,7 @@
 """Folder datasets with a `reference` folder and a labels CSV: checked at submit (one line,
 exit 2), and measured as fully as the built-in pair (full-domain FID/KID and P/R,
-calibration rows, class metrics from a classifier trained on source and target-train)."""
+calibration rows, class metrics from networks cross-fitted over the labelled reference,
+calibrated on held-out reference images, with the corrected missing-class share)."""
 import json
 
 import numpy as np
@@ -155,11 +156,19 @@ def test_a_folder_pair_with_labels_is_measured_like_the_builtin_pair(tmp_path):
     # class metrics from the harness's own classifier of the labelled data
     share = models[models.metric == "missing_class_share"]
     assert len(share) == 1 and (share.extractor == "labelled").all() and share.n.iloc[0] == 12
+    corrected = models[models.metric == "missing_class_share_corrected"]
+    assert len(corrected) == 1 and corrected.ci_low.iloc[0] <= corrected.ci_high.iloc[0]
+    assert "tpr" in corrected.note.iloc[0] and "on 12 held-out real images" in corrected.note.iloc[0]
     kept = models[models.metric == "class_preservation"]
     assert {"all", "missing-classes", "present-classes", "class:2"} <= set(kept.subset)
     assert (kept.extractor == "labelled").all()
     # calibration rows: the three real sets, at each task's sample count
-    assert set(real.weighting) == {"target-train", "source", "held-out-half"}
+    assert set(real.weighting) == {"target-train", "source", "held-out-half", "classifier-calibration"}
+    confusion = real[real.weighting == "classifier-calibration"]
+    assert {"class_recall", "missing_tpr", "missing_fpr"} == set(confusion.metric)
+    assert confusion.note.str.contains("2 networks cross-fitted over the 24 labelled reference images").all()
+    floor = real[(real.weighting == "held-out-half") & (real.metric == "missing_class_share_corrected")]
+    assert floor.note.str.contains("the labels say").all()
     assert set(real.task) == {"unconditional", "translation"}
     source_fid = real[(real.metric == "fid") & (real.weighting == "source")]
     assert set(zip(source_fid.task, source_fid.n)) == {("unconditional", 12), ("translation", 18)}
@@ -172,6 +181,7 @@ def test_a_folder_pair_with_labels_is_measured_like_the_builtin_pair(tmp_path):
     refs = np.load(run_dir / "items" / "references.npz")
     # the full domain: all 24 reference images (max_reference is 24)
     assert list(refs["missing"]) == [2] and refs["features_inception_full-domain"].shape[0] == 24
+    assert len(refs["calibration_labels"]) == len(refs["calibration_predicted"]) == 12
     summary = json.loads((run_dir / "eval.json").read_text())
     assert summary["rows"] == len(rows)
 

@@ -124,7 +124,7 @@ def test_reference_sets_and_the_noise_floor_lie_in_the_splits_half(monkeypatch):
         assert len(full) == 60 and full <= half
         assert refs.sets["target"].labels.tolist() == list(range(50))        # the target set: shared
         sets = measure.calibration_sets(spec, refs, 20, split)
-        floor_images, floor_labels, floor_refs, note = sets["held-out-half"]
+        floor_images, floor_labels, floor_refs, note, _ = sets["held-out-half"]
         floor_ref = set(floor_refs["full-domain"].labels.tolist())
         assert set(floor_labels.tolist()) <= half and floor_ref <= half and not set(floor_labels) & floor_ref
         assert len(floor_labels) == 20

@@ -1,0 +1,106 @@
+"""The class instrument of a folder pair with labels: networks cross-fitted over the labelled
+reference score the real held-out images they never trained on, and the corrected
+missing-class share of the held-out rows matches the share the labels give, within its
+interval (docs/evaluation-classes.md)."""
+import numpy as np
+import pytest
+from PIL import Image
+
+CLASSES = 3
+REFERENCE = (80, 80, 50)        # reference images per class: class 2, which the target lacks, ~24 %
+
+
+def _image(label: int, painted: bool, rng) -> np.ndarray:
+    """16 px, noisy enough that the small classifier errs: class 0 a horizontal bar, 1 a
+    vertical bar, 2 the horizontal bar two pixels lower; grey source, reddish target style."""
+    x = np.zeros((16, 16), np.float32)
+    if label == 0:
+        x[6:10, 2:14] = 1
+    elif label == 1:
+        x[2:14, 6:10] = 1
+    else:
+        x[8:12, 2:14] = 1
+    x = np.clip(x + rng.normal(0, 0.7, x.shape), 0, 1)
+    rgb = np.stack([x, x, x], -1) if not painted else np.stack([0.3 + 0.7 * x, 0.2 * x, 0.1 + 0.2 * x], -1)
+    return (rgb * 255).astype(np.uint8)
+
+
+def _pair(root):
+    rng = np.random.default_rng(0)
+    lines = ["file,label"]
+    for folder, painted, counts in (("target", True, (12, 12, 0)), ("reference", True, REFERENCE),
+                                    ("source", False, (15, 15, 15))):
+        (root / folder).mkdir(parents=True)
+        for c in range(CLASSES):
+            for i in range(counts[c]):
+                name = f"{folder}/c{c}_{i:02d}.png"
+                Image.fromarray(_image(c, painted, rng)).save(root / name)
+                lines.append(f"{name},{c}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def instrument(tmp_path_factory):
+    from harness.spec import EvalSpec
+    from jobs.evaluation import measure
+    from models import evaluation_nets
+
+    root = _pair(tmp_path_factory.mktemp("labelled"))
+    spec = EvalSpec(stage="evaluate", role="source", model="run:source",
+                    source_data={"kind": "folder", "path": str(root / "source"), "resolution": 16},
+                    target_data={"kind": "folder", "path": str(root / "target"), "resolution": 16,
+                                 "reference": str(root / "reference"), "labels": str(root / "labels.csv")},
+                    settings={"num_samples": 24, "num_translations": 12, "tasks": ["unconditional"]})
+    recipe = dict(evaluation_nets.LABELLED_RECIPE)
+    evaluation_nets.LABELLED_RECIPE.update(min_steps=60)        # seconds, not a minute
+    try:
+        classes = measure.classes_of(spec, measure.Extractors(), lambda: None)
+        references = measure.references_of(spec, classes)
+    finally:
+        evaluation_nets.LABELLED_RECIPE.clear()
+        evaluation_nets.LABELLED_RECIPE.update(recipe)
+    return spec, classes, references
+
+
+def test_held_out_images_are_scored_by_a_network_that_never_saw_them(instrument):
+    from jobs.evaluation.measure import calibration_positions, calibration_sets, floor_positions
+    from models.evaluation_nets import reference_folds
+
+    spec, classes, references = instrument
+    total = sum(REFERENCE)
+    assert classes.extractor == "labelled" and classes.missing == [2]
+    assert np.array_equal(classes.folds, reference_folds(total, 2))
+    # the two folds split the reference about evenly and are unrelated to the floor's parity
+    even, odd = floor_positions(total, spec.settings.max_reference)
+    assert np.array_equal(calibration_positions(total, spec.settings.max_reference), odd)
+    assert 0.3 < classes.folds[even].mean() < 0.7 and 0.3 < classes.folds[odd].mean() < 0.7
+    floor = calibration_sets(spec, references, 40)["held-out-half"]
+    assert np.array_equal(floor.networks, classes.folds[even[:40]])
+    assert len(references.calls.labels) == len(odd)
+    assert "2 networks cross-fitted over the 210 labelled reference images" in classes.description
+
+
+def test_the_corrected_share_of_the_held_out_rows_matches_the_labels(instrument):
+    from jobs.evaluation.measure import Rows, calibration_sets, class_share, classifier_calibration
+
+    spec, classes, references = instrument
+    floor = calibration_sets(spec, references, 105)["held-out-half"]
+    out = Rows({})
+    class_share(out, classes, floor.images, 0.0, {}, calibration=references.calibration(0.0),
+                networks=floor.networks, labels=floor.labels)
+    raw, corrected = out.rows
+    truth = np.isin(floor.labels, [2]).mean()
+    assert corrected["metric"] == "missing_class_share_corrected" and corrected["n"] == len(floor.labels)
+    assert corrected["ci_low"] <= truth <= corrected["ci_high"], (raw, corrected, truth)
+    assert corrected["ci_high"] - corrected["ci_low"] < 0.6
+    assert f"the labels say {int(np.isin(floor.labels, [2]).sum())}/{len(floor.labels)}" in corrected["note"]
+    # the confusion rows: per-class recall, tpr and fpr as counts on the calibration images
+    rates = Rows({})
+    classifier_calibration(rates, classes, references.calls, 0.0, "test")
+    found = {(r["metric"], r["subset"]): r for r in rates.rows}
+    assert {("class_recall", f"class:{c}") for c in range(3)} | {("missing_tpr", "missing-classes"),
+                                                                  ("missing_fpr", "present-classes")} <= set(found)
+    tpr = found[("missing_tpr", "missing-classes")]
+    fpr = found[("missing_fpr", "present-classes")]
+    assert tpr["n"] == np.isin(references.calls.labels, [2]).sum() and tpr["value"] > fpr["value"] + 0.2
