@@ -46,7 +46,10 @@ def slurm_available(timeout: float = 10.0) -> bool:
 # ---------------------------------------------------------------- local
 class Progress:
     """One overall line per local job: which job, how many are left, and an ETA from the
-    mean time of the jobs of the same stage done so far (of any stage, before the first)."""
+    mean time of the jobs of the same stage done so far (of any stage, before the first).
+    Not tqdm or rich: their ETA is one mean over all items, while a pretraining, a fine-tune
+    and an aggregate differ a hundredfold; and a plain line per job reads the same in a log
+    file, where a redrawn bar leaves carriage returns (training's own bar is tqdm)."""
 
     def __init__(self, total: int, stream=sys.stderr):
         self.total, self.stream = total, stream
