@@ -69,7 +69,10 @@ class Trackers:
             if not found:
                 mlflow.log_params(_flat(config))
 
-    def scalars(self, values: dict[str, float], step: int) -> None:
+    def scalars(self, values: dict[str, float | None], step: int) -> None:
+        # a figure not measured at this step (images/s of a window holding only the
+        # compiling first step) is left out, not drawn as a value
+        values = {k: v for k, v in values.items() if v is not None}
         if self.tensorboard is not None:
             for key, value in values.items():
                 self.tensorboard.add_scalar(f"train/{key}", value, step)

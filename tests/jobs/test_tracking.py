@@ -30,13 +30,15 @@ def test_every_tracker_the_grid_accepts_has_a_writer():
 def test_scalars_and_images_reach_the_event_files(tmp_path):
     trackers = Trackers(["tensorboard"], tmp_path, "abc", {"lr": 1e-3})
     for step in (1, 2, 3):
-        trackers.scalars({"loss": 1.0 / step, "lr": 1e-3}, step)
+        # images/s is None in a window that held only the compiling first step: left out
+        trackers.scalars({"loss": 1.0 / step, "lr": 1e-3, "images_per_s": None if step == 1 else 5.0}, step)
     trackers.images("samples/ema", torch.linspace(-1, 1, 2 * 3 * 4 * 4).reshape(2, 3, 4, 4), 3)
     trackers.close()
     acc = events(tmp_path)
     loss = acc.Scalars("train/loss")
     assert [e.step for e in loss] == [1, 2, 3]
     assert [e.value for e in loss] == pytest.approx([1.0, 0.5, 1 / 3], rel=1e-6)   # stored as float32
+    assert [e.step for e in acc.Scalars("train/images_per_s")] == [2, 3]
     (image,) = acc.Images("samples/ema")
     # two 4 x 4 tiles side by side, with make_grid's 2-pixel padding around each
     assert (image.step, image.width, image.height) == (3, 2 * 4 + 3 * 2, 4 + 2 * 2)
