@@ -399,12 +399,20 @@ def main() -> None:
             for i, batch in enumerate(int(b) for b in args.batches.split(",")):
                 # the first setting keeps the old keys (gpu_bf16_mfu ...): the README's table reads them
                 prefix = f"gpu_{precision}" + (f"_b{batch}" if i else "") + ("_compiled" if compile else "")
-                # the samplers do not depend on the step's batch: timed with the first one only
-                values = (measure(torch.device("cuda"), args.gpu_resolution, 128, precision, batch,
-                                  max(args.repeats, 5), args.gpu_ddim_batch, profile=not compile, top_ops=args.top_ops,
-                                  compile=compile, arms=compiled_arms if compile else arms,
-                                  **{**options, "samplers": samplers if i == 0 else []}) if use_gpu
-                          else {"resolution": args.gpu_resolution, "num_channels": 128, **null_figures(NO_GPU)})
+                if not use_gpu:
+                    record(prefix, {"resolution": args.gpu_resolution, "num_channels": 128, **null_figures(NO_GPU)})
+                    continue
+                try:     # the samplers do not depend on the step's batch: timed with the first one only
+                    values = measure(torch.device("cuda"), args.gpu_resolution, 128, precision, batch,
+                                     max(args.repeats, 5), args.gpu_ddim_batch, profile=not compile,
+                                     top_ops=args.top_ops, compile=compile, arms=compiled_arms if compile else arms,
+                                     **{**options, "samplers": samplers if i == 0 else []})
+                except torch.OutOfMemoryError as error:
+                    # one setting too large for the card (both arms' models stay resident) must not
+                    # cost the settings after it their figures
+                    values = {"resolution": args.gpu_resolution, "num_channels": 128, "batch": batch,
+                              **null_figures(f"out of memory: {str(error).splitlines()[0]}")}
+                torch.cuda.empty_cache()    # after the except block: its traceback held the tensors
                 record(prefix, values)
     figures["wall_s"] = round(time.perf_counter() - start, 1)
     print(json.dumps(figures))
