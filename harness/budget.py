@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from harness.grid import Plan, PlannedRun
+from harness.grid import Plan, PlannedRun, snapshots_for
 from harness.methods import METHODS
 
 # what repeats a candidate rather than making a new one, and what the checkpoint axis replaces
@@ -34,9 +34,14 @@ def method_label(run: PlannedRun) -> str:
     return f"{run.method}/{run.weighting}" if run.weighting else str(run.method)
 
 
-def evaluated_steps(run: PlannedRun) -> tuple[int, ...]:
-    """The steps of a finetune run whose models are evaluated: its snapshots and its end."""
-    return (*run.spec.snapshot_steps, run.spec.steps)
+def evaluated_steps(run: PlannedRun, grid=None) -> tuple[int, ...]:
+    """The steps of a finetune run whose models are evaluated as candidates: its snapshots
+    and its end (given the grid, without the forgetting curve's snapshots, which are drawn,
+    never selected)."""
+    early = run.spec.snapshot_steps
+    if grid is not None:
+        early = tuple(s for s in early if s in snapshots_for(grid, run.method))
+    return (*early, run.spec.steps)
 
 
 def candidates(plan: Plan) -> dict[str, int]:
@@ -46,7 +51,7 @@ def candidates(plan: Plan) -> dict[str, int]:
     seen: set[tuple] = set()
     for run in plan.by_stage("finetune"):
         setting = tuple(sorted((k, repr(v)) for k, v in run.params.items() if k not in NOT_A_SETTING))
-        for step in evaluated_steps(run):
+        for step in evaluated_steps(run, plan.grid):
             seen.add((run.dataset, run.target, method_label(run), setting, step))
     per_target = Counter((dataset, target, label) for dataset, target, label, _, _ in seen)
     counts: dict[str, int] = {}
@@ -91,7 +96,8 @@ def estimate_seconds(plan: Plan, cost: RoughCost = RoughCost()) -> dict[str, flo
         elif run.stage == "evaluate":
             pixels = run.spec.source_data.resolution ** 2
             trained = by_id.get(run.depends_on[0]) if run.depends_on else None
-            models = len(evaluated_steps(trained)) if trained is not None and trained.stage == "finetune" else 1
+            finetuned = trained is not None and trained.stage == "finetune"
+            models = len(evaluated_steps(trained, plan.grid)) if finetuned else 1
             per_model = 0.0
             if "unconditional" in e.tasks:
                 per_model += cost.sample * e.num_samples * pixels
@@ -99,5 +105,8 @@ def estimate_seconds(plan: Plan, cost: RoughCost = RoughCost()) -> dict[str, flo
             per_model += (cost.translate * e.num_translations * pixels * sum(e.t0)
                           * len(translations) / 2)
             splits = 2 if e.splits else 1        # a validation and a test split of everything
-            out["evaluate"] += cost.job_start + per_model * models * len(e.seeds) * splits
+            # the forgetting curve's snapshots: unconditional samples of the test split only
+            curve = len(evaluated_steps(trained)) - models if finetuned else 0
+            out["evaluate"] += (cost.job_start + per_model * models * len(e.seeds) * splits
+                                + cost.sample * e.num_samples * pixels * curve * len(e.seeds))
     return out

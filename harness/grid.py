@@ -168,11 +168,21 @@ def snapshots_for(grid: GridConfig, method: str | None) -> list[int]:
     return sorted(set(e.checkpoint_steps)) if method in e.checkpoint_methods else []
 
 
+# the methods whose forgetting curve is drawn (evaluation.curve_steps): the baseline and sdft
+CURVE_METHODS = ("naive", "sdft")
+
+
+def curve_steps_for(grid: GridConfig, method: str | None) -> list[int]:
+    """The earlier checkpoints of a method's forgetting curve (unconditional samples only)."""
+    return sorted(set(grid.evaluation.curve_steps)) if method in CURVE_METHODS else []
+
+
 def evaluation_spec(role: str, model: str, source: dict, target: dict, grid: GridConfig,
                     source_eval: str | None = None, method: str | None = None) -> EvalSpec:
     wants_source_samples = role == "finetuned" and "unconditional" in grid.evaluation.tasks
     settings = grid.evaluation.model_copy(update={"checkpoint_steps": snapshots_for(grid, method),
-                                                  "checkpoint_methods": []})
+                                                  "checkpoint_methods": [],
+                                                  "curve_steps": curve_steps_for(grid, method)})
     return EvalSpec(stage="evaluate", role=role, model=model, source_data=source, target_data=target,
                     source_samples=str(RunRef(source_eval)) if wants_source_samples else None,
                     settings=settings)
@@ -217,8 +227,9 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
                 if not METHODS[method].starts_from_source and scratch_network is None:
                     raise UserError(f"{where}: {method} needs finetune.network when the source is a model folder")
                 for (combo, weighting), seed in itertools.product(method_combos(grid, method), grid.seeds):
+                    snapshots = sorted(set(snapshots_for(grid, method)) | set(curve_steps_for(grid, method)))
                     spec = finetune_spec(method, weighting, combo, seed, data, init, scratch_network,
-                                         snapshots_for(grid, method), source)
+                                         snapshots, source)
                     if spec.run_id in runs:
                         continue
                     runs[spec.run_id] = PlannedRun(

@@ -258,6 +258,9 @@ class EvalSettings(Strict):
     num_translations: Whole(gt=1, le=MAX_IMAGES) = 500
     checkpoint_steps: list[Whole(gt=0, le=MAX_STEPS)] = []   # earlier EMA snapshots to evaluate too
     checkpoint_methods: list[MethodName] = ["scratch", "naive", "sdft"]  # ... for these methods
+    # the forgetting curve: earlier steps of naive and sdft, unconditional samples only, their
+    # rows kept apart in curve.parquet (docs/evaluation-classes.md); [] (the default): no curve
+    curve_steps: list[Whole(gt=0, le=MAX_STEPS)] = []
     extractors: Annotated[list[Literal["builtin", "inception"]], Field(min_length=1)] = ["builtin"]
     max_reference: Whole(gt=1, le=MAX_IMAGES) = 10_000      # images of a reference set used
     kid_subset_size: Whole(gt=1, le=MAX_IMAGES) = 1000
@@ -317,6 +320,13 @@ class EvalSettings(Strict):
             raise ValueError(f"{value!r} is not 'ddimN' or comma-separated step counts "
                              f"(guided-diffusion's grammar, e.g. 'ddim40', '250', '50,50')")
         return value
+
+    @model_validator(mode="after")
+    def _curve_needs_samples(self) -> "EvalSettings":
+        if self.curve_steps and "unconditional" not in self.tasks:
+            raise ValueError("curve_steps: the forgetting curve is measured on unconditional samples; "
+                             "add unconditional to tasks")
+        return self
 
     @model_validator(mode="after")
     def _one_step_count(self) -> "EvalSettings":

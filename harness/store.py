@@ -93,6 +93,8 @@ class RunFolder:
     model_dir = property(lambda self: self.path / "model")
     samples_dir = property(lambda self: self.path / "samples")
     metrics_path = property(lambda self: self.path / "metrics.parquet")
+    # an evaluation's forgetting-curve rows (evaluation.curve_steps), kept out of its metrics
+    curve_path = property(lambda self: self.path / "curve.parquet")
     # an evaluation's products listed (jobs/evaluation/manifest.py)
     manifest_path = property(lambda self: self.path / "products" / "manifest.json")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from harness.spec import EvalSpec
 from harness.store import RunFolder, atomic_write_json
 from jobs.evaluation.manifest import ProductEntry, write_manifest
-from jobs.evaluation.plan import (Batch, Product, calibration_jobs, check_inputs, check_sampler, plan_batches,
-                                  plan_products, product_job, resolve_models)
+from jobs.evaluation.plan import (Batch, Product, calibration_jobs, check_inputs, check_sampler, curve_only,
+                                  plan_batches, plan_products, product_job, resolve_models)
 from jobs.evaluation.worker import EvalWorker
 
 IMAGE_GRID_SIZE = 32     # samples shown in the PNG grids
@@ -149,6 +149,12 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
             cache = {k: cache[k] + counts[k] for k in cache}
     finally:
         ray.shutdown()
+    # the curve's rows first: an evaluation with its metrics written is done (harness.store)
+    curve_steps = {p.ckpt_step for p in products if curve_only(spec, p.ckpt_step, models[0][0])}
+    curve_rows = [r for r in rows if r.get("ckpt_step") in curve_steps]
+    if curve_rows:
+        write_metrics(run.curve_path, curve_rows, run_id=run.run_id)
+    rows = [r for r in rows if r.get("ckpt_step") not in curve_steps]
     write_metrics(run.metrics_path, rows, run_id=run.run_id)
     attempts = {}
     for marker in (run.path / "attempts").glob("*.*"):

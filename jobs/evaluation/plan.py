@@ -106,12 +106,13 @@ def resolve_models(spec: EvalSpec, run_dir: Path) -> tuple[list[tuple[int | None
         raise UserError(f"{trained.path}: no raw weights ({final_dir.name}/; the run was trained before they "
                         f"were kept): set evaluation.weights: ema, or train the run again")
     models = [(steps, final_dir)]
-    for step in sorted(set(spec.settings.checkpoint_steps)):
+    for step in sorted(set(spec.settings.checkpoint_steps) | set(spec.settings.curve_steps)):
         if step < steps:
             snapshot = raw_twin(trained.snapshot_dir(step)) if raw else trained.snapshot_dir(step)
             if not snapshot.is_dir():
+                asked = "checkpoint_steps" if step in spec.settings.checkpoint_steps else "curve_steps"
                 raise UserError(f"{trained.path}: no {'raw' if raw else 'EMA'} snapshot at step {step} "
-                                f"({snapshot.name}/: trained before checkpoint_steps asked for it)")
+                                f"({snapshot.name}/: trained before {asked} asked for it)")
             models.append((step, snapshot))
     return models, train_spec
 
@@ -151,14 +152,27 @@ def check_inputs(spec: EvalSpec) -> None:
 
 
 # ---------------------------------------------------------------- products and batches
+def curve_only(spec: EvalSpec, step: int | None, final_step: int | None) -> bool:
+    """Whether a checkpoint is evaluated for the forgetting curve alone (not the final model,
+    not an early-stopping candidate): its unconditional samples of the reported split only,
+    its rows in curve.parquet, apart from the metrics that tables and selection read."""
+    s = spec.settings
+    return step is not None and step != final_step and step in s.curve_steps and step not in s.checkpoint_steps
+
+
 def plan_products(spec: EvalSpec, models) -> list[Product]:
     products = []
     seeds = spec.settings.seeds
+    final_step = models[0][0] if models else None
     for step, path in models:
-        for task in spec.settings.tasks:
+        curve = curve_only(spec, step, final_step)
+        tasks = ["unconditional"] if curve else spec.settings.tasks
+        # the curve is reported on the test split (or on no split), as the tables are
+        split_names = spec.settings.split_names[-1:] if curve else spec.settings.split_names
+        for task in tasks:
             for t0 in ([None] if task == "unconditional" else spec.settings.t0):
                 for seed in (seeds if len(seeds) > 1 else [None]):
-                    for split in spec.settings.split_names:
+                    for split in split_names:
                         products.append(Product(task, t0, step, str(path), seed, split))
     return products
 
