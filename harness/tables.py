@@ -20,6 +20,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> None:
     from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
+    from harness.report.curve import curve_table, load_points
     from harness.report.results import load_cells, load_results
     from harness.report.selection import Criterion
     from harness.report.tables import paper_tables, write_tables
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as err:
             raise UserError(f"--select-by: {err}") from None
         tables = paper_tables(load_results(args.results), load_cells(args.results), criterion=criterion)
+        tables += [t for t in (curve_table(load_points(p)) for p in args.results) if t is not None]
         if not tables:
             raise UserError(f"{' '.join(args.results)}: no evaluated runs to tabulate")
         for table in tables:

@@ -7,7 +7,8 @@ Everything lands in results/<grid>/: metrics.parquet, cells.parquet (the interva
 table cells over several runs, jobs/cells.py), tables/ (the paper's tables with
 calibration rows first, and the paired differences against naive), tradeoff.png,
 loss_curves.png (jobs/loss_curves.py), images/
-(sample grids, per-class histograms), report.md.
+(sample grids, per-class histograms), report.md; with evaluation.curve_steps, the
+forgetting curve (jobs/curve.py: curve.parquet, forgetting_curve.parquet and .png).
 
 With evaluation splits (`evaluation.splits`), each method's candidate is selected on the
 validation rows (harness.report.selection, FID by default): the tables, the paired
@@ -28,6 +29,8 @@ from harness.report.selection import (VALIDATION, Criterion, Selection, has_vali
 from harness.spec import AggregateSpec
 from harness.store import RunFolder, atomic_write_bytes, now_iso, store_root_of
 from harness.report.tables import difference_table, paper_tables, prepare, seed_difference_table, write_tables
+from harness.report.curve import curve_table
+from jobs.curve import collect_curve, forgetting_curve
 from jobs.evaluation.manifest import final, read_manifest
 from jobs.loss_curves import loss_curves_plot
 
@@ -242,7 +245,7 @@ def selection_lines(selection: Selection) -> list[str]:
 
 def report(spec: AggregateSpec, df, tables, plot: Path | None, grids: list[tuple[Path, list[str]]],
            grid_dir: Path, histograms: list[Path] = (), selection: Selection | None = None,
-           curves: Path | None = None) -> Path:
+           curves: Path | None = None, forgetting: Path | None = None) -> Path:
     lines = [f"# {spec.grid}: results", "",
              f"{df.eval_id.nunique()} evaluated models, {len(df)} numbers; generated {now_iso()} "
              f"(commit {df.git_sha.dropna().iloc[0] if df.git_sha.notna().any() else 'unknown'}).",
@@ -253,6 +256,11 @@ def report(spec: AggregateSpec, df, tables, plot: Path | None, grids: list[tuple
         lines += [table.render("markdown"), ""]
     if plot is not None:
         lines += ["## The trade-off", "", f"![trade-off]({plot.relative_to(grid_dir)})", ""]
+    if forgetting is not None:
+        lines += ["## The forgetting curve", "", "The corrected missing-class share and FID of naive and sdft "
+                  "at earlier checkpoints (evaluation.curve_steps) and at the end; dashed: the source model's "
+                  "share (the table `forgetting_curve` above holds the numbers):", "",
+                  f"![forgetting curve]({forgetting.relative_to(grid_dir)})", ""]
     if curves is not None:
         lines += ["## Training", "", "The loss of every training run (train.jsonl; TensorBoard: "
                   f"`tensorboard --logdir {grid_dir / 'runs'}`):", "",
@@ -296,12 +304,14 @@ def aggregate(spec: AggregateSpec, run_dir: str | Path) -> Path:
         diffs = diffs.assign(selected_by=selection.criterion.describe())
     write_parquet(grid_dir / DIFFERENCES_FILE, diffs)      # the docs' tables re-render it (published)
     tables += [t for t in (difference_table(diffs), seed_difference_table(diffs)) if t is not None]
+    found, forgetting = forgetting_curve(df, collect_curve(spec, store_root), shown, store_root, grid_dir)
+    tables += [t for t in (curve_table(found),) if t is not None]
     written = write_tables(tables, grid_dir / "tables")
     plot = tradeoff_plot(test, grid_dir / "tradeoff.png")
     grids = image_grids(test, store_root, grid_dir / "images")
     histograms = class_histograms(test, store_root, grid_dir / "images")
     curves = loss_curves_plot(spec, store_root, grid_dir / "loss_curves.png")
-    path = report(spec, df, tables, plot, grids, grid_dir, histograms, selection, curves)
+    path = report(spec, df, tables, plot, grids, grid_dir, histograms, selection, curves, forgetting)
     # what a later submission checks still exists (a deleted grid folder is rebuilt)
     run.set_state("done", products=sorted([CELLS_FILE, DIFFERENCES_FILE] + [str(p.relative_to(grid_dir)) for p in written]))
     return path

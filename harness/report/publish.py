@@ -10,7 +10,7 @@ from pathlib import Path
 
 from harness.errors import UserError
 
-PUBLISHED = ("report.md", "tradeoff.png", "tables", "images", "grid.yaml")
+PUBLISHED = ("report.md", "tradeoff.png", "forgetting_curve.png", "tables", "images", "grid.yaml")
 PUBLISHED_CELLS = "cells.csv.gz"          # beside metrics.csv.gz
 PUBLISHED_DIFFERENCES = "differences.csv.gz"
 
