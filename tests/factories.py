@@ -88,6 +88,15 @@ def smoke_grid(**changes) -> dict:
     return grid
 
 
+def from_a_model_folder(folder: Path) -> dict:
+    """smoke_grid's changes that start from a saved tiny source model (written into `folder`)
+    instead of pretraining one: a job fewer, for tests whose subject is a later stage."""
+    from models.networks import save_unet
+
+    save_unet(tiny_unet(0), folder / "source-model")
+    return {"datasets__0__source__pretrain": DELETE, "datasets__0__source__model": str(folder / "source-model")}
+
+
 def write_grid(folder: Path, grid: dict, name: str = "grid.yaml") -> Path:
     path = folder / name
     path.write_text(yaml.safe_dump(grid))
