@@ -153,9 +153,9 @@ def test_two_grids_share_a_run_folder(tmp_path, ray_env):
     small_eval = {"num_samples": 8, "batch_size": 8, "tasks": ["unconditional"], "ddim_steps": 4,
                   "kid_subset_size": 8, "kid_subsets": 2, "max_reference": 64}
     source = from_a_model_folder(tmp_path)
-    one = write_grid(tmp_path, smoke_grid(name="one", methods=["scratch"], finetune__steps=3,
+    one = write_grid(tmp_path, smoke_grid(name="one", methods=["scratch"], finetune__steps=3, finetune__network="tiny",
                                           evaluation=small_eval, **source), "one.yaml")
-    two = write_grid(tmp_path, smoke_grid(name="two", methods=["scratch"], finetune__steps=3,
+    two = write_grid(tmp_path, smoke_grid(name="two", methods=["scratch"], finetune__steps=3, finetune__network="tiny",
                                           evaluation=small_eval, **source), "two.yaml")
     first = run_module("harness.submit", str(one), "--results", str(results), "--executor", "local", env=ray_env)
     assert first.returncode == 0, first.stderr[-2000:]
