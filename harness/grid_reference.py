@@ -5,7 +5,8 @@ harness/report/readme.py fills the block and tests/harness/test_readme_tables.py
 the committed text is not what the schema gives, so the reference cannot fall behind the
 code. Types, bounds and defaults come from pydantic (each field's JSON schema); the notes
 are the field's `description` or, where it has none, the comments written beside the field
-in the source, so the one place a field is explained stays the code.
+in the source, so the one place a field is explained stays the code. `sdft schema`
+(harness.schema) prints the same rows as one flat table.
 """
 from __future__ import annotations
 
@@ -260,6 +261,20 @@ def _trailing_comment(line: str) -> str | None:
         return None
     comments = [t.string for t in tokens if t.type == tokenize.COMMENT]
     return comments[0].lstrip("#").strip() if comments else None
+
+
+# ---------------------------------------------------------------- one list, every path
+def flat_rows(root: type[BaseModel] | None = None) -> list[Row]:
+    """Every field at every place a grid file can hold it, the field named by its whole path
+    (`datasets[].source[kind=builtin].resolution`): the rows of sections(), listed again under
+    each other place a mapping is written, for `sdft schema` and grep."""
+    out = []
+    for section in sections(root):
+        variant = f"[{section.variant.replace(': ', '=').replace(', ', '|')}]" if section.variant else ""
+        for path in (section.path, *section.also):
+            prefix = f"{path}{variant}." if path else ""
+            out.extend(Row(prefix + row.field, row.type, row.default, row.notes) for row in section.rows)
+    return out
 
 
 # ---------------------------------------------------------------- Markdown

@@ -1,5 +1,5 @@
 """What the tests build, built in one place: run specs, grids, tiny models, images and noise,
-a network that records its calls, and the processes tests run (a module as a node runs it,
+a network that records its calls, labelled class images, and the processes tests run (a module as a node runs it,
 a fresh interpreter for determinism checks). conftest.py holds only fixtures.
 
 Torch is imported inside the model and image builders only, so that the harness's tests
@@ -88,6 +88,15 @@ def smoke_grid(**changes) -> dict:
     return grid
 
 
+def from_a_model_folder(folder: Path) -> dict:
+    """smoke_grid's changes that start from a saved tiny source model (written into `folder`)
+    instead of pretraining one: a job fewer, for tests whose subject is a later stage."""
+    from models.networks import save_unet
+
+    save_unet(tiny_unet(0), folder / "source-model")
+    return {"datasets__0__source__pretrain": DELETE, "datasets__0__source__model": str(folder / "source-model")}
+
+
 def write_grid(folder: Path, grid: dict, name: str = "grid.yaml") -> Path:
     path = folder / name
     path.write_text(yaml.safe_dump(grid))
@@ -144,6 +153,29 @@ def noise(n: int = 2, size: int = 16, seed: int = 7):
     import torch
 
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def class_image(label: int, painted: bool, rng, noise: float, third: str = "lower bar"):
+    """A 16 px uint8 RGB image of one of three classes: 0 a horizontal bar, 1 a vertical bar,
+    2 the horizontal bar two pixels lower ("lower bar") or a corner square ("square"); grey
+    when not painted, reddish (the target style) when painted; plus Gaussian noise of sd
+    `noise` (0.7 makes a small classifier err)."""
+    import numpy as np
+
+    x = np.zeros((16, 16), np.float32)
+    if label == 0:
+        x[6:10, 2:14] = 1
+    elif label == 1:
+        x[2:14, 6:10] = 1
+    elif third == "lower bar":
+        x[8:12, 2:14] = 1
+    elif third == "square":
+        x[2:8, 2:8] = 1
+    else:
+        raise ValueError(f"third: {third!r} is neither 'lower bar' nor 'square'")
+    x = np.clip(x + rng.normal(0, noise, x.shape), 0, 1)
+    rgb = np.stack([x, x, x], -1) if not painted else np.stack([0.3 + 0.7 * x, 0.2 * x, 0.1 + 0.2 * x], -1)
+    return (rgb * 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- processes

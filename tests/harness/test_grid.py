@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from factories import DELETE, ROOT, SMOKE_GRID, run_module, smoke_grid, write_grid
+from factories import DELETE, ROOT, SMOKE_GRID, from_a_model_folder, run_module, smoke_grid, write_grid
 from harness.config import load_grid
 from harness.errors import UserError
 from harness.grid import expand, sweep
@@ -148,23 +148,24 @@ def test_per_method_overrides(tmp_path):
 def test_two_grids_share_a_run_folder(tmp_path, ray_env):
     """The same settings in two grids: one folder, trained and evaluated once. ~40 s: the
     first submission really trains and evaluates (its two evaluations on one shared Ray,
-    conftest.ray_env), the second must not."""
+    conftest.ray_env), the second must not. The source is a saved model (no pretraining)."""
     results = tmp_path / "results"
     small_eval = {"num_samples": 8, "batch_size": 8, "tasks": ["unconditional"], "ddim_steps": 4,
                   "kid_subset_size": 8, "kid_subsets": 2, "max_reference": 64}
-    one = write_grid(tmp_path, smoke_grid(name="one", methods=["scratch"], finetune__steps=3,
-                                       evaluation=small_eval), "one.yaml")
-    two = write_grid(tmp_path, smoke_grid(name="two", methods=["scratch"], finetune__steps=3,
-                                       evaluation=small_eval), "two.yaml")
+    source = from_a_model_folder(tmp_path)
+    one = write_grid(tmp_path, smoke_grid(name="one", methods=["scratch"], finetune__steps=3, finetune__network="tiny",
+                                          evaluation=small_eval, **source), "one.yaml")
+    two = write_grid(tmp_path, smoke_grid(name="two", methods=["scratch"], finetune__steps=3, finetune__network="tiny",
+                                          evaluation=small_eval, **source), "two.yaml")
     first = run_module("harness.submit", str(one), "--results", str(results), "--executor", "local", env=ray_env)
     assert first.returncode == 0, first.stderr[-2000:]
     second = run_module("harness.submit", str(two), "--results", str(results), "--executor", "local", env=ray_env)
     summary = json.loads(second.stdout.strip().splitlines()[-1])
-    # pretrain, scratch and both evaluations are shared: only grid two's own aggregate runs
-    assert summary["runs"] == 5 and summary["skipped_done"] == 4 and summary["submitted"] == 1
+    # scratch and both evaluations are shared: only grid two's own aggregate runs
+    assert summary["runs"] == 4 and summary["skipped_done"] == 3 and summary["submitted"] == 1
     link_one = sorted(os.readlink(p) for p in (results / "one" / "runs").iterdir())
     link_two = sorted(os.readlink(p) for p in (results / "two" / "runs").iterdir())
-    assert len(set(link_one) & set(link_two)) == 4
+    assert len(set(link_one) & set(link_two)) == 3
     assert (results / "two" / "report.md").is_file() and (results / "two" / "metrics.parquet").is_file()
     assert (results / "two" / "cells.parquet").is_file()      # the cells table, empty with one run a model
 

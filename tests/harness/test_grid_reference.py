@@ -36,6 +36,11 @@ def test_rows_carry_the_schema_s_type_bounds_default_and_the_comments_beside_the
     assert rows["items"].type == "list of mappings: `items[]` below"
     # one mapping written in two places is described once, under both names
     assert (inner.path, inner.also, inner.variant) == ("items[]", ["inner"], "kind: a, b")
+    # sdft schema's flat list names each field by its whole path, at every place it is written
+    flat = {row.field: row for row in grid_reference.flat_rows(Toy)}
+    assert flat["count"] == rows["count"] and flat["items"] == rows["items"]
+    listed, nested = flat["items[][kind=a|b].kind"], flat["inner[kind=a|b].kind"]
+    assert (listed.type, listed.default) == (nested.type, nested.default) == ("one of `a`, `b`", "`a`")
 
 
 def test_the_finetune_section_says_a_setting_can_be_swept_or_tied():

@@ -95,20 +95,34 @@ def test_the_grid_record_keeps_the_resolved_grid(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- sdft schema
-def test_schema_lists_every_setting_from_the_models():
-    from harness.schema import REQUIRED, schema_rows
+def _as_written(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text                 # a word (`fp32`)
 
-    rows = {field: (kind, default) for field, kind, default in schema_rows()}
+
+def test_schema_lists_every_setting_from_the_models():
+    from harness.grid_reference import flat_rows
+
+    rows = {row.field: row for row in flat_rows()}
     for p in PARAMS:
-        kind, default = rows[f"finetune.{p.name}"]
-        assert default == json.dumps(p.default), p.name
-        assert ("a list sweeps it" in kind) == p.axis, p.name
-    assert rows["name"][1] == rows["datasets"][1] == rows["methods"][1] == REQUIRED
-    assert rows["cluster.timeout_min"] == ("whole number > 1, <= 527040", "240")
-    assert rows["datasets[].source[kind=builtin].resolution"] == ("16 | 32", "32")
-    assert "datasets[].targets[][kind=folder].reference" in rows
+        for place in ("finetune", "per_method.<key>"):       # a mapping written in two places, listed under both
+            row = rows[f"{place}.{p.name}"]
+            shown = None if row.default == "unset" else _as_written(row.default.strip("`"))
+            assert shown == p.default, p.name
+            assert ("a list of them is an axis" in row.type) == p.axis, p.name
+    assert rows["name"].default == rows["datasets"].default == rows["methods"].default == "required"
+    assert (rows["cluster.timeout_min"].type, rows["cluster.timeout_min"].default) == ("whole number, > 1, ≤ 527040", "`240`")
+    assert rows["cluster.evaluate.timeout_min"].default == "unset"
+    assert (rows["datasets[].source[kind=builtin].resolution"].type,
+            rows["datasets[].source[kind=builtin].resolution"].default) == ("one of `16`, `32`", "`32`")
+    assert "held-out full target domain" in rows["datasets[].targets[][kind=folder].reference"].notes
     proc = run_module("harness.cli", "schema", "--format", "markdown", check=True)
-    assert proc.stdout.startswith("| field") and "| finetune.lr " in proc.stdout
+    assert proc.stdout.startswith("| field") and "| `finetune.lr` " in proc.stdout
+    assert "| `cluster.timeout_min` " in proc.stdout and "none in the official code" in proc.stdout
+    plain = run_module("harness.cli", "schema", check=True).stdout
+    assert "finetune.grad_clip" in plain and "`" not in plain
 
 
 # ---------------------------------------------------------------- a part of the grid

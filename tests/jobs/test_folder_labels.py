@@ -9,27 +9,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from factories import run_module, write_spec
+from factories import class_image, run_module, write_spec
 from harness.errors import UserError
 from harness.store import Store
 from harness.submit import submit
 
 CLASSES = 3
-
-
-def _image(label: int, painted: bool, rng) -> np.ndarray:
-    """16 px: class 0 a horizontal bar, 1 a vertical bar, 2 a corner square; grey source,
-    reddish target domain."""
-    x = np.zeros((16, 16), np.float32)
-    if label == 0:
-        x[6:10, 2:14] = 1
-    elif label == 1:
-        x[2:14, 6:10] = 1
-    else:
-        x[2:8, 2:8] = 1
-    x = np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1)
-    rgb = np.stack([x, x, x], -1) if not painted else np.stack([0.3 + 0.7 * x, 0.2 * x, 0.1 + 0.2 * x], -1)
-    return (rgb * 255).astype(np.uint8)
 
 
 def make_folder_pair(root, target_classes=(0, 1), per_class=(4, 6, 6)):
@@ -44,7 +29,7 @@ def make_folder_pair(root, target_classes=(0, 1), per_class=(4, 6, 6)):
         for c in classes:
             for i in range(count):
                 name = f"{folder}/c{c}_{i}.png"
-                Image.fromarray(_image(c, painted, rng)).save(root / name)
+                Image.fromarray(class_image(c, painted, rng, noise=0.1, third="square")).save(root / name)
                 lines.append(f"{name},{c}")
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
     return root

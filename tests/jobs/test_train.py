@@ -88,14 +88,15 @@ def test_sdft_two_processes_zero2_bf16(tiny_source):
 
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
-    """Slow: 65-100 s on a cold 2-core machine: it trains the same 40 steps twice (killed and resumed,
-    and straight through) at 32 px, because only a real SIGKILL mid-run shows the resume.
+    """Slow: it trains the same 40 steps twice (killed and resumed, and straight through) at
+    32 px, because only a real SIGKILL mid-run shows the resume (125 s in the cold suite at a
+    batch of 64; a batch of 16 keeps a step far longer than the 20 ms poll that times the kill).
     It starts from a seeded tiny 32 px network as a model folder: what the resume must
     reproduce does not depend on how trained the starting weights are."""
     from models.networks import save_unet
 
     save_unet(tiny_unet(0, resolution=32), tmp_path / "source32")
-    spec = finetune_spec("sdft", steps=40, checkpoint_every=10, log_every=5, batch_size=64,
+    spec = finetune_spec("sdft", steps=40, checkpoint_every=10, log_every=5, batch_size=16,
                          data={"kind": "builtin-target", "resolution": 32, "size": 200},
                          init=str(tmp_path / "source32"))
     store = tmp_path / "_runs"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from factories import SMOKE_GRID, run_module, smoke_grid, write_grid
+from factories import from_a_model_folder, run_module, smoke_grid, write_grid
 from harness.store import Store
 from tests.slurm.conftest import sacct_states
 
@@ -38,13 +38,22 @@ def cancel_leftovers(tmp_path):
         subprocess.run(["scancel", *jobs], capture_output=True)
 
 
+# Evaluations at the smallest size that still gives both actors of a two-node Ray a batch:
+# what the tests here check is where and after what the jobs ran, not what they measured
+# (the smoke grid's evaluations are checked in tests/jobs/test_evaluate.py).
+SMALL_EVALUATION = {"num_samples": 16, "batch_size": 8, "tasks": ["unconditional"], "ddim_steps": 4,
+                    "kid_subset_size": 8, "kid_subsets": 2, "max_reference": 64}
+
+
 def test_smoke_grid_goes_through_sbatch_to_done(slurm, tmp_path):
-    """~85 s: nine real jobs go through sbatch one dependency level at a time; nothing shorter
-    shows the dependencies hold. The jobs themselves take the time (four Ray evaluations of
-    20-27 s each, two at a time on two CPUs): slurmctld starts each dependent job within
-    0.5 s of its parent's end (its log on a cold run; slurm/local-slurm.sh)."""
+    """~85 s: the smoke grid's nine real jobs (its evaluations at the smallest size) go through
+    sbatch one dependency level at a time; nothing shorter shows the dependencies hold. The
+    jobs themselves take the time (four Ray evaluations, two at a time on two CPUs):
+    slurmctld starts each dependent job within 0.5 s of its parent's end (its log on a cold
+    run; slurm/local-slurm.sh)."""
     results = tmp_path / "results"
-    summary = submit(SMOKE_GRID, results, "--wait")
+    grid = grid_file(tmp_path, "smoke", evaluation=SMALL_EVALUATION)
+    summary = submit(grid, results, "--wait")
     assert summary["submitted"] == summary["runs"] == 9
     runs = states(results, "smoke")
     assert all(s["status"] == "done" for s in runs.values()), runs
@@ -73,7 +82,7 @@ def test_smoke_grid_goes_through_sbatch_to_done(slurm, tmp_path):
     assert (results / "smoke" / "tables" / "table3.tex").is_file()
     assert finetune_ids
 
-    again = submit(SMOKE_GRID, results)
+    again = submit(grid, results)
     assert again["submitted"] == 0 and again["skipped_done"] == 9
 
     status = run_module("harness.status", str(results / "smoke"))
@@ -107,7 +116,9 @@ def test_preempted_training_is_requeued_and_resumes(slurm, tmp_path):
     on one CPU) leave it time to land before the training could finish."""
     steps = 200
     grid = grid_file(tmp_path, "preempt", methods=["naive"], finetune__steps=steps,
-                     finetune__checkpoint_every=20, finetune__batch_size=32)
+                     finetune__checkpoint_every=20, finetune__batch_size=32,
+                     evaluation=SMALL_EVALUATION,        # the source's, beside the training, is cheap
+                     **from_a_model_folder(tmp_path))
     results = tmp_path / "results"
     submit(grid, results)
     store = Store(results)
@@ -133,20 +144,14 @@ def test_preempted_training_is_requeued_and_resumes(slurm, tmp_path):
     assert len(attempts) >= 2 and attempts[0] == "REQUEUED", attempts      # a second attempt
 
 
-# Evaluations at the smallest size that still gives both actors of a two-node Ray a batch:
-# what the two-task test checks is where they ran, not what they measured (the smoke grid's
-# evaluations are checked above and in tests/jobs/test_evaluate.py).
-TWO_NODE_EVALUATION = {"num_samples": 16, "batch_size": 8, "tasks": ["unconditional"], "ddim_steps": 4,
-                       "kid_subset_size": 8, "kid_subsets": 2, "max_reference": 64}
-
-
 def test_two_tasks_per_node_train_one_run_with_deepspeed(slurm, tmp_path):
     """~100 s: two Slurm tasks start DeepSpeed (gloo) and train ZeRO-2 shards; only a real
     two-process launch shows the shards and the rank handling. Then two evaluations, each on
-    a two-node Ray that it starts and stops."""
+    a two-node Ray that it starts and stops. The source model is a saved one: no pretraining."""
     grid = grid_file(tmp_path, "twotasks", methods=["sdft"], cluster={
         "cpus_per_task": 1, "mem_gb": 2, "timeout_min": 10, "tasks_per_node": 2},
-        finetune__zero_stage=2, finetune__checkpoint_every=20, evaluation=TWO_NODE_EVALUATION)
+        finetune__zero_stage=2, finetune__checkpoint_every=20, evaluation=SMALL_EVALUATION,
+        **from_a_model_folder(tmp_path))
     results = tmp_path / "results"
     submit(grid, results, "--wait")
     runs = Store(results).grid_runs("twotasks")

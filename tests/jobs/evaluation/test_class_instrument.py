@@ -6,23 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from factories import class_image
+
 CLASSES = 3
 REFERENCE = (80, 80, 50)        # reference images per class: class 2, which the target lacks, ~24 %
-
-
-def _image(label: int, painted: bool, rng) -> np.ndarray:
-    """16 px, noisy enough that the small classifier errs: class 0 a horizontal bar, 1 a
-    vertical bar, 2 the horizontal bar two pixels lower; grey source, reddish target style."""
-    x = np.zeros((16, 16), np.float32)
-    if label == 0:
-        x[6:10, 2:14] = 1
-    elif label == 1:
-        x[2:14, 6:10] = 1
-    else:
-        x[8:12, 2:14] = 1
-    x = np.clip(x + rng.normal(0, 0.7, x.shape), 0, 1)
-    rgb = np.stack([x, x, x], -1) if not painted else np.stack([0.3 + 0.7 * x, 0.2 * x, 0.1 + 0.2 * x], -1)
-    return (rgb * 255).astype(np.uint8)
 
 
 def _pair(root):
@@ -34,7 +21,7 @@ def _pair(root):
         for c in range(CLASSES):
             for i in range(counts[c]):
                 name = f"{folder}/c{c}_{i:02d}.png"
-                Image.fromarray(_image(c, painted, rng)).save(root / name)
+                Image.fromarray(class_image(c, painted, rng, noise=0.7)).save(root / name)
                 lines.append(f"{name},{c}")
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
     return root
