@@ -48,7 +48,7 @@ def ablations(df, store_root: Path, selection: Selection | None = None):
         if base.empty or here.empty:
             continue
         name, baseline = unit_name(method, weighting, variant), unit_name(method, weighting, None)
-        for label, pair in _matched(base, rows) + _selected(base, rows, selection):
+        for label, pair in comparisons(base, rows, selection):
             found = differences(prepare(pd.concat([here, *pair])), store_root, baseline)
             if found.empty:
                 continue
@@ -56,6 +56,12 @@ def ablations(df, store_root: Path, selection: Selection | None = None):
             frames.append(found.assign(ablation=name, baseline=baseline, model=label[1], order=len(frames),
                                        comparison=label[0]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def comparisons(base, variant, selection: Selection | None = None) -> list[tuple]:
+    """((comparison, row label), (method rows, variant rows)) of one variant: matched at every
+    shared setting, then selected (with a selection)."""
+    return _matched(base, variant) + _selected(base, variant, selection)
 
 
 def _same(column, value):

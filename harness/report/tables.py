@@ -385,9 +385,11 @@ def _selection_labels(results: "pd.DataFrame", selection: Selection) -> "pd.Data
 
 def selection_note(selection: Selection, rows: "pd.DataFrame") -> str:
     chosen = rows[rows["chosen"]].drop_duplicates("model").sort_values(["order", "model"])["model"]
-    text = ("Selection: each method's candidate (its setting at one evaluated checkpoint; each sdft weighting "
-            f"is a method) was chosen on the validation split by the {selection.criterion.describe()}, and "
-            f"is reported on the disjoint test split: {'; '.join(chosen)}.")
+    units = "each sdft weighting is a method" + (", and so is each named variant"
+                                                 if "variant" in rows and rows["variant"].notna().any() else "")
+    text = (f"Selection: each method's candidate (its setting at one evaluated checkpoint; {units}) was chosen "
+            f"on the validation split by the {selection.criterion.describe()}, and is reported on the disjoint "
+            f"test split: {'; '.join(chosen)}.")
     if selection.unselected:
         text += (f" Not selected (no validation value of the criterion), all candidates shown: "
                  f"{'; '.join(selection.unselected.values())}.")

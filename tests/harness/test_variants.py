@@ -89,7 +89,9 @@ def test_a_grid_with_a_variant_runs_end_to_end_with_its_ablation_tables(tmp_path
     assert set(ablation["comparison"]) == {"matched", "selected"}
     matched = ablation.loc[ablation["comparison"] == "matched", "model"].unique()
     assert sorted(matched) == ["matched @2 (λa=0 against λa=1)", "matched @4 (λa=0 against λa=1)"]
-    assert ablation["seed_runs"].eq(2).all()          # paired over the 2 training seeds
+    fid = ablation[ablation["metric"] == "fid"]       # paired over the 2 training seeds
+    assert len(fid) == 3 and fid["seed_runs"].eq(2).all()
+    assert fid["seed_interval"].str.contains("paired by training seed").all()
     table = (folder / "tables" / "ablation_sdft-noaux.md").read_text()
     assert "matched @2" in table and "matched @4" in table and "selected: " in table
     assert "seed-level" in (folder / "tables" / "ablation_sdft-noaux_seeds.md").read_text()
@@ -97,3 +99,42 @@ def test_a_grid_with_a_variant_runs_end_to_end_with_its_ablation_tables(tmp_path
     selection = (folder / "tables" / "selection.md").read_text()
     assert "sdft/sdft-noaux" in selection and "sdft/sdft @" in selection
     assert "- sdft/sdft-noaux: " in (folder / "report.md").read_text()
+
+
+def test_matched_pairs_equal_lambda_distill_and_selected_pairs_each_ones_choice():
+    """The ablation's two comparisons on tidy rows: matched pairs the variant's candidates with
+    the method's at the same lambda_distill (lambda_aux, whose values they never share, is the
+    variant's own), selected pairs each one's candidate chosen on the validation split."""
+    from harness.report.results import tidy
+    from harness.report.selection import select, with_variant
+    from jobs.ablations import comparisons
+
+    # validation FID: the method is best at lambda 1, the variant at 0.1; the test split reversed
+    validation = {(None, 0.1): 3.0, (None, 1.0): 2.0, ("sdft-noaux", 0.1): 2.5, ("sdft-noaux", 1.0): 4.0}
+    out = []
+    for (variant, lam), value in validation.items():
+        for seed in (0, 1):
+            for split in ("validation", "test"):
+                aux = 0.0 if variant else lam
+                out.append(dict(eval_id=f"{variant}{lam}{seed}{split}", method="sdft", weighting="sdft",
+                                variant=variant, seed=seed, split=split, ckpt_step=20, task="unconditional",
+                                reference="full-domain", extractor="builtin", subset="all", metric="fid",
+                                value=value if split == "validation" else 10 - value,
+                                p_lambda_distill=lam, p_lambda_aux=aux))
+    df = with_variant(tidy(out))
+    test = df[df["split"] == "test"]
+    base, variant = test[test["variant"].isna()], test[test["variant"].notna()]
+    found = comparisons(base, variant, select(df))
+    labels = [label for label, _ in found]
+    assert labels == [("matched", "matched λd=0.1 (λa=0 against λa=0.1)"),
+                      ("matched", "matched λd=1 (λa=0 against λa=1)"),
+                      ("selected", "selected: λa=0 λd=0.1 against λa=1 λd=1")]
+    for (kind, _), (method_rows, variant_rows) in found:
+        assert set(method_rows["split"]) == set(variant_rows["split"]) == {"test"}
+        assert set(variant_rows["p_lambda_aux"]) == {0.0} and set(method_rows["variant"].dropna()) == set()
+        if kind == "matched":
+            assert set(method_rows["p_lambda_distill"]) == set(variant_rows["p_lambda_distill"])
+    selected = found[-1][1]
+    assert set(selected[0]["p_lambda_distill"]) == {1.0} and set(selected[1]["p_lambda_distill"]) == {0.1}
+    # without a selection (no splits) there is no selected comparison
+    assert [kind for (kind, _), _ in comparisons(base, variant)] == ["matched", "matched"]
