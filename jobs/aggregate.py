@@ -303,6 +303,8 @@ def aggregate(spec: AggregateSpec, run_dir: str | Path) -> Path:
         diffs = diffs.assign(selected_by=selection.criterion.describe())
     # each named variant against its method, matched and selected: rows of the same file
     variants = ablations(df, store_root, selection)
+    if selection is not None and not variants.empty:
+        variants = variants.assign(selected_by=selection.criterion.describe())
     diffs = pd.concat([d for d in (diffs, variants) if not d.empty], ignore_index=True) if not variants.empty else diffs
     write_parquet(grid_dir / DIFFERENCES_FILE, diffs)      # the docs' tables re-render it (published)
     tables += [t for t in (difference_table(diffs), seed_difference_table(diffs)) if t is not None]

@@ -133,3 +133,15 @@ def load_cells(paths: str | Path | Iterable[str | Path]):
         paths = [paths]
     frames = [read_metrics(Path(p) / CELLS_FILE) for p in paths if (Path(p) / CELLS_FILE).is_file()]
     return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def load_differences(paths: str | Path | Iterable[str | Path]):
+    """The paired differences' rows of the grid folders among `paths` (None when there is none)."""
+    import pandas as pd
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    frames = [read_metrics(Path(p) / DIFFERENCES_FILE) for p in paths if (Path(p) / DIFFERENCES_FILE).is_file()]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else None
+

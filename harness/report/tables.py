@@ -610,7 +610,7 @@ def ablation_tables(diffs: "pd.DataFrame | None") -> list[Table]:
                 continue
             table.name = slug + suffix
             table.title = f"Ablation: {name} against {baseline}, matched and selected ({what})"
-            table.notes = [note] + [n for n in table.notes if not n.startswith("Each method's candidate")]
+            table.notes = [note] + table.notes
             out.append(table)
     return out
 
