@@ -6,7 +6,8 @@ fair only when every method has the same number of candidates (docs/architecture
 candidate is one setting of the hyper-parameters that apply to the method, at one evaluated
 checkpoint (the final step, or an earlier one kept by evaluation.checkpoint_steps); training
 seeds repeat a candidate, they are not candidates. Every weighting of sdft is a method of its
-own (the report layer's selection groups the same way). Settings that have no effect on a
+own, and so is every named variant (the report layer's selection groups the same way); a run
+that a variant shares with its method is a candidate of both. Settings that have no effect on a
 method (lambda for naive, gamma for a constant weighting) never reach its run specs, so they
 cannot add candidates here either.
 
@@ -29,9 +30,13 @@ from harness.methods import METHODS
 NOT_A_SETTING = frozenset({"seed", "steps"})
 
 
-def method_label(run: PlannedRun) -> str:
-    """'naive', 'scratch', 'sdft/min-snr': the unit that gets a budget."""
-    return f"{run.method}/{run.weighting}" if run.weighting else str(run.method)
+def method_label(run: PlannedRun, variant: str = "") -> str:
+    """'naive', 'scratch', 'sdft/min-snr', 'sdft/sdft-noaux' (a named variant): the unit that
+    gets a budget."""
+    last = variant or run.weighting
+    if run.weighting:
+        return f"{run.method}/{last}"
+    return variant or str(run.method)
 
 
 def evaluated_steps(run: PlannedRun, grid=None) -> tuple[int, ...]:
@@ -51,8 +56,8 @@ def candidates(plan: Plan) -> dict[str, int]:
     seen: set[tuple] = set()
     for run in plan.by_stage("finetune"):
         setting = tuple(sorted((k, repr(v)) for k, v in run.params.items() if k not in NOT_A_SETTING))
-        for step in evaluated_steps(run, plan.grid):
-            seen.add((run.dataset, run.target, method_label(run), setting, step))
+        for step, variant in ((s, v) for s in evaluated_steps(run, plan.grid) for v in run.variants):
+            seen.add((run.dataset, run.target, method_label(run, variant), setting, step))
     per_target = Counter((dataset, target, label) for dataset, target, label, _, _ in seen)
     counts: dict[str, int] = {}
     for (_, _, label), n in sorted(per_target.items()):

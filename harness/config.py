@@ -356,7 +356,46 @@ def trackers_installed(names: list[str]) -> list[str]:
 
 # per_method keys: a method, or one weighting of sdft ("sdft/min-snr"), whose overrides apply
 # on top of the method's (each weighting's lambda has its own scale: the weights are not normalised)
-MethodKey = Literal[(*METHODS, *(f"{m.name}/{w}" for m in METHODS.values() for w in m.weightings))]
+METHOD_KEYS = (*METHODS, *(f"{m.name}/{w}" for m in METHODS.values() for w in m.weightings))
+MethodKey = Literal[METHOD_KEYS]
+VARIANT_SUFFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.]*(-[A-Za-z0-9_.]+)*")
+
+
+def variant_base(key: str) -> str | None:
+    """The method key a variant key names (`sdft/sdft` of `sdft/sdft-noaux`, `naive` of
+    `naive-lr3`): the longest method key that the key extends by `-<suffix>`; None for a
+    method key itself or a key that extends none."""
+    if key in METHOD_KEYS:
+        return None
+    bases = [b for b in METHOD_KEYS if key.startswith(f"{b}-") and VARIANT_SUFFIX.fullmatch(key[len(b) + 1:])]
+    return max(bases, key=len, default=None)
+
+
+def layers(key: str) -> list[str]:
+    """The per_method keys whose overrides make up a key's settings, applied in this order:
+    the method's, its weighting's, the variant's (`sdft`, `sdft/sdft`, `sdft/sdft-noaux`)."""
+    base = variant_base(key)
+    own = layers(base) if base is not None else ([key.partition("/")[0]] if "/" in key else [])
+    return own + [key]
+
+
+def _per_method_key(key: Any) -> Any:
+    if not isinstance(key, str) or key in METHOD_KEYS:
+        return key
+    base = variant_base(key)
+    if base is None:
+        raise ValueError(f"{key!r} is not a method ({', '.join(METHODS)}), a weighting of one "
+                         f"({', '.join(k for k in METHOD_KEYS if '/' in k)}) or a named variant of either "
+                         f"(`<key>-<name>`, e.g. sdft/sdft-noaux)")
+    if METHODS.get(base) is not None and METHODS[base].weightings:
+        raise ValueError(f"a variant of {base} names one of its weightings: "
+                         f"{base}/<weighting>{key[len(base):]} (weightings {', '.join(METHODS[base].weightings)})")
+    return key
+
+
+# a method key, or a named variant of one (`sdft/sdft-noaux`): a unit of the grid of its own
+# that differs from the method in the settings it gives (docs/grid.md, "Variants")
+PerMethodKey = Annotated[str, BeforeValidator(_per_method_key, json_schema_input_type=MethodKey)]
 Weighting = Literal[WEIGHTINGS]
 
 
@@ -376,7 +415,8 @@ class GridConfig(Strict):
     methods: Annotated[list[MethodName], Field(min_length=1)]
     weightings: Annotated[list[Weighting], Field(min_length=1)] = ["sdft"]
     finetune: FinetuneSettings = FinetuneSettings()
-    per_method: dict[MethodKey, FinetuneSettings] = {}
+    # a method's, a weighting's (`sdft/min-snr`) or a named variant's (`sdft/sdft-noaux`) settings
+    per_method: dict[PerMethodKey, FinetuneSettings] = {}
     seeds: Annotated[list[Seed], Field(min_length=1)] = [0]
     evaluation: EvaluationConfig = EvaluationConfig()
     selection: SelectionConfig = SelectionConfig()
@@ -408,14 +448,20 @@ class GridConfig(Strict):
         tied setting refuses): check the settings each method will really run with."""
         raw = self.per_method_raw()
         for key, override in raw.items():
-            method, _, weighting = key.partition("/")
+            unit = variant_base(key) or key
+            method, _, weighting = unit.partition("/")
             if weighting and (method not in self.methods or weighting not in self.weightings):
                 raise AtField(("per_method", key), f"names {method} under weighting {weighting}, which the "
                                                    f"grid does not run (methods {self.methods}, weightings "
                                                    f"{self.weightings})")
+            if method not in self.methods and unit != key:
+                raise AtField(("per_method", key), f"a variant of {method}, which the grid does not run "
+                                                   f"(methods {self.methods})")
             base = {name: getattr(self.finetune, name) for name in FinetuneSettings.model_fields}
-            if weighting:
-                base.update(raw.get(method, {}))
+            below = {}                    # the layers under this key, and where each setting came from
+            for layer in layers(key)[:-1]:
+                base.update(raw.get(layer, {}))
+                below.update({name: layer for name in raw.get(layer, {})})
             bad = tie_error({**base, **override})
             if bad is None:
                 continue
@@ -423,9 +469,13 @@ class GridConfig(Strict):
             if name in override:
                 raise AtField(("per_method", key, name, "same_as"), problem)
             leader = base[name].same_as
-            where = f"per_method.{method}" if name in raw.get(method, {}) else "finetune"
+            where = f"per_method.{below[name]}" if name in below else "finetune"
             raise AtField(("per_method", key, leader), f"{where}.{name} is tied to {leader}: {problem}")
         return self
+
+    def variants(self) -> dict[str, str]:
+        """Each named variant (its per_method key) -> the method key it varies."""
+        return {key: variant_base(key) for key in self.per_method if variant_base(key) is not None}
 
     @model_validator(mode="after")
     def _extractor_fits_data(self):

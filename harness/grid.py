@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from harness.config import (BuiltinSourceConfig, BuiltinTargetConfig, DatasetConfig, FinetuneSettings,
-                            GridConfig, SameAs)
+                            GridConfig, SameAs, layers)
 from harness.errors import UserError
 from harness.refs import RunRef
 from harness.methods import METHODS
@@ -42,6 +42,9 @@ class PlannedRun:
     weighting: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     depends_on: tuple[str, ...] = ()
+    # the units of the grid whose run this is: "" for the method (and weighting) itself, a
+    # named variant's name ("sdft-noaux"); a run whose spec two units share is one run
+    variants: tuple[str, ...] = ("",)
 
 
 @dataclass
@@ -72,24 +75,41 @@ def sweep(settings: dict[str, Any]) -> list[dict[str, Any]]:
     return combos
 
 
-def settings_for(grid: GridConfig, method: str, weighting: str | None = None) -> dict[str, Any]:
+def settings_for(grid: GridConfig, method: str, weighting: str | None = None,
+                 variant: str = "") -> dict[str, Any]:
     """The grid's finetune settings with the method's overrides applied, then its weighting's
-    (per_method `sdft/<weighting>`)."""
+    (per_method `sdft/<weighting>`), then a named variant's (`sdft/sdft-noaux`)."""
     base = {name: getattr(grid.finetune, name) for name in FinetuneSettings.model_fields}
     raw = grid.per_method_raw()
-    base.update(raw.get(method, {}))
-    if weighting is not None:
-        base.update(raw.get(f"{method}/{weighting}", {}))
+    key = f"{method}/{weighting}" if weighting is not None else method
+    if variant:
+        key = f"{method}/{variant}" if weighting is not None else variant
+    for layer in layers(key):
+        base.update(raw.get(layer, {}))
     return base
 
 
-def method_combos(grid: GridConfig, method: str) -> list[tuple[dict[str, Any], str | None]]:
-    """(settings, weighting) of every run of a method before seeds: each weighting sweeps its
-    own settings. Sweep-major order, as when all weightings shared one sweep."""
+def variant_name(key: str) -> str:
+    """A variant's name, its key's last part: `sdft-noaux` of `sdft/sdft-noaux`."""
+    return key.rpartition("/")[2]
+
+
+def method_combos(grid: GridConfig, method: str, variant: str = "") -> list[tuple[dict[str, Any], str | None]]:
+    """(settings, weighting) of every run of a method (or of one of its named variants) before
+    seeds: each weighting sweeps its own settings. Sweep-major order, as when all weightings
+    shared one sweep."""
     weightings = [w for w in grid.weightings if w in METHODS[method].weightings] or [None]
-    sweeps = [(w, sweep(settings_for(grid, method, w))) for w in weightings]
+    if variant:                   # a variant varies one weighting of a method, or the method
+        weightings = [next(w for w in weightings if f"{method}/{w}" == base or base == method)
+                      for key, base in grid.variants().items() if variant_name(key) == variant]
+    sweeps = [(w, sweep(settings_for(grid, method, w, variant))) for w in weightings]
     longest = max(len(s) for _, s in sweeps)
     return [(s[i], w) for i in range(longest) for w, s in sweeps if i < len(s)]
+
+
+def units(grid: GridConfig, method: str) -> list[str]:
+    """The method itself ("") and the names of its variants, in the grid's order."""
+    return [""] + [variant_name(key) for key, base in grid.variants().items() if base.partition("/")[0] == method]
 
 
 # ---------------------------------------------------------------- specs
@@ -226,23 +246,39 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
                 scratch_network = network or settings_for(grid, method).get("network")
                 if not METHODS[method].starts_from_source and scratch_network is None:
                     raise UserError(f"{where}: {method} needs finetune.network when the source is a model folder")
-                for (combo, weighting), seed in itertools.product(method_combos(grid, method), grid.seeds):
+                evaluations: dict[str, str] = {}          # a finetune run's id -> its evaluation's
+                for variant in units(grid, method):
+                    own: set[str] = set()
                     snapshots = sorted(set(snapshots_for(grid, method)) | set(curve_steps_for(grid, method)))
-                    spec = finetune_spec(method, weighting, combo, seed, data, init, scratch_network,
-                                         snapshots, source)
-                    if spec.run_id in runs:
-                        continue
-                    runs[spec.run_id] = PlannedRun(
-                        spec.run_id, "finetune", spec, dataset.name, target.name, method, weighting,
-                        shown_params(spec), deps if METHODS[method].starts_from_source else ())
-                    ev = evaluation_spec("finetuned", str(RunRef(spec.run_id)), source, judged, grid,
-                                         source_eval.run_id, method)
-                    runs[ev.run_id] = PlannedRun(
-                        ev.run_id, "evaluate", ev, dataset.name, target.name, method, weighting,
-                        shown_params(spec), (spec.run_id, source_eval.run_id))
+                    for (combo, weighting), seed in itertools.product(method_combos(grid, method, variant),
+                                                                      grid.seeds):
+                        spec = finetune_spec(method, weighting, combo, seed, data, init, scratch_network,
+                                             snapshots, source)
+                        own.add(spec.run_id)
+                        if spec.run_id in runs:       # shared with another unit: one run, both units'
+                            for run_id in (spec.run_id, evaluations.get(spec.run_id)):
+                                if run_id is not None and variant not in runs[run_id].variants:
+                                    runs[run_id].variants += (variant,)
+                            continue
+                        runs[spec.run_id] = PlannedRun(
+                            spec.run_id, "finetune", spec, dataset.name, target.name, method, weighting,
+                            shown_params(spec), deps if METHODS[method].starts_from_source else (),
+                            variants=(variant,))
+                        ev = evaluation_spec("finetuned", str(RunRef(spec.run_id)), source, judged, grid,
+                                             source_eval.run_id, method)
+                        evaluations[spec.run_id] = ev.run_id
+                        runs[ev.run_id] = PlannedRun(
+                            ev.run_id, "evaluate", ev, dataset.name, target.name, method, weighting,
+                            shown_params(spec), (spec.run_id, source_eval.run_id), variants=(variant,))
+                    if variant and own <= {r for r in evaluations if "" in runs[r].variants}:
+                        key = next(k for k in grid.variants() if variant_name(k) == variant)
+                        raise UserError(f"per_method.{key}: the variant runs exactly what {grid.variants()[key]} "
+                                        f"runs (its settings do not apply to {method}, or equal the method's)")
     evaluations = {r.run_id: (r.dataset, r.target) for r in runs.values() if r.stage == "evaluate"}
+    # which units' rows each evaluation gives, where that is not its method's alone
+    members = {r.run_id: r.variants for r in runs.values() if r.stage == "evaluate" and r.variants != ("",)}
     aggregate = AggregateSpec(stage="aggregate", grid=grid.name, evaluations=dict(sorted(evaluations.items())),
-                              criterion=grid.selection.criterion)
+                              variants=dict(sorted(members.items())), criterion=grid.selection.criterion)
     runs[aggregate.run_id] = PlannedRun(aggregate.run_id, "aggregate", aggregate, "all",
                                         depends_on=tuple(sorted(evaluations)))
     for run in runs.values():        # where training reports: bookkeeping, the run ids stay

@@ -409,6 +409,10 @@ class AggregateSpec(Strict):
     stage: Literal["aggregate"]
     grid: str
     evaluations: dict[str, tuple[str, str]]     # evaluation run id -> (dataset, target) names
+    # evaluation run id -> the units of the grid whose rows it gives, where that is not its
+    # method alone: "" the method, else a named variant ("sdft-noaux"; harness.grid). Empty
+    # without variants, so that it stays out of the run id.
+    variants: dict[str, tuple[str, ...]] = {}
     # what selects each method's candidate on the validation split (grid: selection.criterion;
     # the default stays out of the run id, as every default does)
     criterion: str = "fid"

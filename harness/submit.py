@@ -285,8 +285,9 @@ def plan_table(plan: Plan, todo: Triage | None = None) -> str:
                  else "to submit")
         deps = ",".join(r.depends_on) if len(r.depends_on) <= 2 else f"{len(r.depends_on)} runs"
         rows.append((r.run_id, r.stage, f"{r.dataset}/{r.target}" if r.target else r.dataset,
-                     r.method or "", r.weighting or "", params, deps, state))
-    return tabulate(rows, headers=("run", "stage", "data", "method", "weighting", "parameters",
+                     r.method or "", ", ".join(v or r.weighting or "" for v in r.variants).strip(", "),
+                     params, deps, state))
+    return tabulate(rows, headers=("run", "stage", "data", "method", "weighting / variant", "parameters",
                                    "depends on", "state"), tablefmt="simple", disable_numparse=True)
 
 
@@ -345,7 +346,10 @@ def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path
     raw = grid_mapping(grid_path, overrides)
     grid = validate_grid(raw, grid_path, overrides)
     check_results_root(results, grid_path, grid.name)
-    whole = expand(grid, base_dir=grid_path.resolve().parent)
+    try:
+        whole = expand(grid, base_dir=grid_path.resolve().parent)
+    except UserError as err:          # what only the expansion sees: named with the grid file
+        raise UserError(f"{grid_path}: {err}") from None
     plan = select(whole, list(only), list(runs))
     check_criterion(grid, grid_path)
     counts = check_budgets(whole, grid_path)

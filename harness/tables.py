@@ -1,6 +1,7 @@
 """python -m harness.tables results/<grid> [--format latex|markdown|csv] [--out DIR] [--select-by CRITERION]
 
-The paper's tables of one or more results folders, printed (and written with --out). Where
+The paper's tables of one or more results folders, printed (and written with --out), then the
+aggregate's paired differences and each named variant's ablation tables where it made them. Where
 the rows carry a validation split, each method's candidate is selected on it by CRITERION
 (`[task[@t0]:]metric[/reference]`; default `fid`: unconditional FID against the full domain)
 and reported on the test split. The tables themselves are harness.report's; this only reads
@@ -21,9 +22,10 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> None:
     from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
     from harness.report.curve import curve_table, load_points
-    from harness.report.results import load_cells, load_results
+    from harness.report.results import load_cells, load_differences, load_results
     from harness.report.selection import Criterion
-    from harness.report.tables import paper_tables, write_tables
+    from harness.report.tables import (ablation_tables, difference_table, paper_tables, seed_difference_table,
+                                       write_tables)
 
     parser = argparse.ArgumentParser(prog="python -m harness.tables", description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="*", help="results/<grid> folders (or metrics files)")
@@ -61,6 +63,10 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"--select-by: {err}") from None
         tables = paper_tables(load_results(args.results), load_cells(args.results), criterion=criterion)
         tables += [t for t in (curve_table(load_points(p)) for p in args.results) if t is not None]
+        # the aggregate's paired differences and ablations (each says what selected its candidates)
+        diffs = load_differences(args.results)
+        tables += [t for t in (difference_table(diffs), seed_difference_table(diffs)) if t is not None]
+        tables += ablation_tables(diffs)
         if not tables:
             raise UserError(f"{' '.join(args.results)}: no evaluated runs to tabulate")
         for table in tables:

@@ -5,7 +5,8 @@ trade-off plots, image grids side by side per method, and report.md.
 
 Everything lands in results/<grid>/: metrics.parquet, cells.parquet (the intervals of
 table cells over several runs, jobs/cells.py), tables/ (the paper's tables with
-calibration rows first, and the paired differences against naive), tradeoff.png,
+calibration rows first, the paired differences against naive, and each named variant
+against its method, jobs/ablations.py), tradeoff.png,
 loss_curves.png (jobs/loss_curves.py), images/
 (sample grids, per-class histograms), report.md; with evaluation.curve_steps, the
 forgetting curve (jobs/curve.py: curve.parquet, forgetting_curve.parquet and .png).
@@ -25,11 +26,12 @@ from pathlib import Path
 from harness.errors import UserError, exit_on_user_error
 from harness.report.results import CELLS_FILE, DIFFERENCES_FILE, tidy, write_parquet
 from harness.report.selection import (VALIDATION, Criterion, Selection, has_validation, reported, select,
-                                      split_of)
+                                      split_of, unit_name)
 from harness.spec import AggregateSpec
 from harness.store import RunFolder, atomic_write_bytes, now_iso, store_root_of
-from harness.report.tables import difference_table, paper_tables, prepare, seed_difference_table, write_tables
 from harness.report.curve import curve_table
+from harness.report.tables import (ablation_tables, difference_table, paper_tables, prepare, seed_difference_table,
+                                   write_tables)
 from jobs.curve import collect_curve, forgetting_curve
 from jobs.evaluation.manifest import final, read_manifest
 from jobs.loss_curves import loss_curves_plot
@@ -45,7 +47,9 @@ def collect(spec: AggregateSpec, store_root: Path):
         path = store_root / eval_id / "metrics.parquet"
         if not path.is_file():
             raise UserError(f"{path}: evaluation {eval_id} has no metrics (not done?)")
-        frames.append(pd.read_parquet(path).assign(grid=spec.grid, dataset=dataset, target=target))
+        rows = pd.read_parquet(path).assign(grid=spec.grid, dataset=dataset, target=target)
+        # once per unit of the grid it belongs to: a run a variant shares with its method is both's
+        frames += [rows.assign(variant=variant or None) for variant in spec.variants.get(eval_id, ("",))]
     return tidy(pd.concat(frames, ignore_index=True))
 
 
@@ -110,7 +114,7 @@ def image_grids(df, store_root: Path, out_dir: Path) -> list[tuple[Path, list[st
     df = prepare(df)
     df = df[df.method != "calibration"]
     first_seed = df[(df.seed.isna()) | (df.seed == df.seed.min())]
-    models = first_seed.drop_duplicates("eval_id").sort_values(["order", "model"])
+    models = first_seed.drop_duplicates(["eval_id", "model"]).sort_values(["order", "model"])
     written = []
     # each evaluation's final checkpoint's products, by name (task, t0, seed), of the test
     # split (or of no split): the validation split's have other inputs
@@ -172,7 +176,7 @@ def class_histograms(df, store_root: Path, out_dir: Path) -> list[Path]:
         if floor.is_file():
             with np.load(floor) as f:
                 bars.append(("held-out half (classified)", share(f["predicted"])))
-        models = group[(group.method != "calibration") & ~group.is_early].drop_duplicates("eval_id")
+        models = group[(group.method != "calibration") & ~group.is_early].drop_duplicates(["eval_id", "model"])
         for model, runs in models.sort_values(["order", "model"]).groupby("model", sort=False):
             predicted = []
             for eid in runs.eval_id:
@@ -227,7 +231,7 @@ def selection_lines(selection: Selection) -> list[str]:
     scores = selection.scores
     chosen = selection.chosen().sort_values("_group")
     for _, row in chosen.iterrows():
-        method = row["method"] + (f"/{row['weighting']}" if isinstance(row["weighting"], str) else "")
+        method = unit_name(row["method"], row["weighting"], row["variant"])
         target = f"{row['target']}: " if isinstance(row["target"], str) else ""
         # the settings its candidates differ in
         group = scores[scores["_group"] == row["_group"]]
@@ -286,6 +290,9 @@ def aggregate(spec: AggregateSpec, run_dir: str | Path) -> Path:
     grid_dir = store_root.parent / spec.grid
     df = collect(spec, store_root)
     write_parquet(grid_dir / "metrics.parquet", df)
+    import pandas as pd
+
+    from jobs.ablations import ablations
     from jobs.cells import cells
     from jobs.paired import differences
 
@@ -302,10 +309,16 @@ def aggregate(spec: AggregateSpec, run_dir: str | Path) -> Path:
     diffs = differences(prepare(shown), store_root)
     if selection is not None and not diffs.empty:
         diffs = diffs.assign(selected_by=selection.criterion.describe())
+    # each named variant against its method, matched and selected: rows of the same file
+    variants = ablations(df, store_root, selection)
+    if selection is not None and not variants.empty:
+        variants = variants.assign(selected_by=selection.criterion.describe())
+    diffs = pd.concat([d for d in (diffs, variants) if not d.empty], ignore_index=True) if not variants.empty else diffs
     write_parquet(grid_dir / DIFFERENCES_FILE, diffs)      # the docs' tables re-render it (published)
     tables += [t for t in (difference_table(diffs), seed_difference_table(diffs)) if t is not None]
     found, forgetting = forgetting_curve(df, collect_curve(spec, store_root), shown, store_root, grid_dir)
     tables += [t for t in (curve_table(found),) if t is not None]
+    tables += ablation_tables(diffs)
     written = write_tables(tables, grid_dir / "tables")
     plot = tradeoff_plot(test, grid_dir / "tradeoff.png")
     grids = image_grids(test, store_root, grid_dir / "images")

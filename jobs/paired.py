@@ -207,7 +207,8 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, tag: st
     from harness.report.tables import _extractor, _reference
 
     rows = []
-    models = df[(df["method"] != "calibration") & ~df["is_early"]].drop_duplicates("eval_id")
+    # an evaluation a named variant shares with its method is a model of both (harness.grid)
+    models = df[(df["method"] != "calibration") & ~df["is_early"]].drop_duplicates(["eval_id", "model"])
     if baseline not in set(models["model"]):
         return pd.DataFrame()
     ext, ref = _extractor(df), _reference(df)
@@ -225,12 +226,13 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, tag: st
         settings = EvalSpec.model_validate(RunFolder(store_root / source["eval_id"].iloc[0]).read_spec()).settings
         calibration = calibration_of(refs, settings.confidence)
         # the checkpoint of the rows (a selected earlier checkpoint is an eval id's only one)
-        runs = {eid: final_items(store_root / eid, split, _step(step))
-                for eid, step in zip(group["eval_id"], group["ckpt_step"])}
-        labels = dict(zip(group["eval_id"], group["model"]))
+        # a run: (eval id, checkpoint step); a model (label) may share one with another
+        keys = list(zip(group["eval_id"], map(_step, group["ckpt_step"])))
+        runs = {key: final_items(store_root / key[0], split, key[1]) for key in keys}
+        members = list(zip(keys, group["model"]))
         # the source model is nobody's training run: its seed does not vary (seed_level_difference)
         seeds = group["seed"] if "seed" in group else [None] * len(group)
-        trained = {e: None if m == "source" else s for e, m, s in zip(group["eval_id"], group["method"], seeds)}
+        trained = {k: None if m == "source" else s for k, m, s in zip(keys, group["method"], seeds)}
         order = dict(zip(group["model"], group["order"]))
         prefix = tag + (f"{dataset}/{target} " if len(pairs) > 1 else "")
         for product in sorted({p for r in runs.values() for p in r.products}, key=lambda p: (p[0], p[1] or 0)):
@@ -242,9 +244,10 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, tag: st
                     loaded[eid] = load(found.products[product])
                     stats[eid] = statistics(loaded[eid], task, ext, reference, missing, settings.confidence,
                                             calibration)
-            by_model: dict[str, list[str]] = {}
-            for eid in stats:
-                by_model.setdefault(labels[eid], []).append(eid)
+            by_model: dict[str, list[tuple]] = {}
+            for eid, model in members:
+                if eid in stats and eid not in by_model.get(model, []):
+                    by_model.setdefault(model, []).append(eid)
             if baseline not in by_model:
                 continue
             base_runs = by_model[baseline]
@@ -273,7 +276,7 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, tag: st
     return pd.DataFrame(rows)
 
 
-def _by_seed(eids: list[str], trained: dict, stats: dict) -> dict:
+def _by_seed(eids: list, trained: dict, stats: dict) -> dict:
     """Training seed -> statistics() of a model's runs; keyed by eval id where seeds repeat
     (then the seed-level interval does not pair them by seed)."""
     seeds = [None if trained[e] is None or trained[e] != trained[e] else int(trained[e]) for e in eids]

@@ -1,10 +1,12 @@
 """The tidy results table: one row per measured number (benchopt style).
 
-Columns: grid, run_id, eval_id, stage, dataset, target, method, weighting, seed, eval_seed,
+Columns: grid, run_id, eval_id, stage, dataset, target, method, weighting, variant, seed, eval_seed,
 split, ckpt_step, task, t0, reference, subset, metric, value, ci_low, ci_high, k, n, extractor,
 note, p_<hyper-parameter>..., git_sha, created_at. ci_low/ci_high: a 95 % interval (bootstrap
 or Wilson, the note says which); k: the count behind a share k/n. seed: the training seed;
-eval_seed: the seed of the sampling noise. split: `validation` (rows that settings are
+eval_seed: the seed of the sampling noise. variant: the named variant of the method whose
+row it is (`sdft-noaux`, harness.grid; empty for the method itself): the aggregate gives
+a run that a variant shares with its method once under each. split: `validation` (rows that settings are
 selected on) or `test` (rows that are reported), measured on disjoint evaluation seeds and
 inputs (harness.report.selection); empty in tables made before the split. Calibration rows (real data measured by the same
 code) have stage `calibration`, method `calibration` and the kind of real set as weighting
@@ -23,7 +25,7 @@ from typing import Iterable
 
 from harness.store import CorruptFile, atomic_write_bytes, now_iso
 
-COLUMNS = ["grid", "run_id", "eval_id", "stage", "dataset", "target", "method", "weighting", "seed",
+COLUMNS = ["grid", "run_id", "eval_id", "stage", "dataset", "target", "method", "weighting", "variant", "seed",
            "eval_seed", "split", "ckpt_step", "task", "t0", "reference", "subset", "metric", "value", "ci_low", "ci_high", "k", "n",
            "extractor", "note"]
 TAIL = ["git_sha", "created_at"]
@@ -131,3 +133,15 @@ def load_cells(paths: str | Path | Iterable[str | Path]):
         paths = [paths]
     frames = [read_metrics(Path(p) / CELLS_FILE) for p in paths if (Path(p) / CELLS_FILE).is_file()]
     return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def load_differences(paths: str | Path | Iterable[str | Path]):
+    """The paired differences' rows of the grid folders among `paths` (None when there is none)."""
+    import pandas as pd
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    frames = [read_metrics(Path(p) / DIFFERENCES_FILE) for p in paths if (Path(p) / DIFFERENCES_FILE).is_file()]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else None
+

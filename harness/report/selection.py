@@ -5,7 +5,9 @@ lucky noise on them (docs/architecture.md, "Numbers that can be trusted"). So a 
 in two halves: `select` looks at the `validation` rows only and picks, per method, the
 candidate with the best mean criterion; `reported` keeps the chosen candidates' `test` rows.
 
-- A method is (dataset, target, method, weighting): every weighting of sdft is a method of its own.
+- A method is (dataset, target, method, weighting, variant): every weighting of sdft is a method
+  of its own, and so is every named variant (harness.grid; a run a variant shares with its
+  method is a candidate of both, its rows given once under each).
 - A candidate is one setting (the `p_<name>` columns) at one evaluated checkpoint (`ckpt_step`);
   its score is the mean of the criterion over its validation rows (training seeds x
   evaluation seeds), and candidates without a value do not count.
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 
 VALIDATION, TEST = "validation", "test"
 SPLITS = (VALIDATION, TEST)
-GROUP = ["dataset", "target", "method", "weighting"]
+GROUP = ["dataset", "target", "method", "weighting", "variant"]
 TASKS = ("unconditional", "sdedit", "egsde")
 TASK_NAMES = {"unconditional": "unconditional", "sdedit": "SDEdit", "egsde": "EGSDE"}
 # where the criterion names none: the most demanding reference, the paper's extractor, all images
@@ -172,9 +174,15 @@ class Selection:
         return self.scores.groupby("_group", sort=False).size().to_dict()
 
 
+def with_variant(df: "pd.DataFrame") -> "pd.DataFrame":
+    """df with a `variant` column (empty in tables made before variants existed)."""
+    return df if "variant" in df else df.assign(variant=None)
+
+
 def select(df: "pd.DataFrame", criterion: Criterion | None = None) -> Selection:
     """Per method, the candidate with the best mean criterion on the validation split.
     Reads the validation rows only: nothing measured on the test split can move a choice."""
+    df = with_variant(df)
     validation = df[(split_of(df) == VALIDATION) & (df["method"] != "calibration")]
     criterion = (criterion or Criterion()).resolve(validation)
     columns = candidate_columns(validation)
@@ -195,10 +203,19 @@ def select(df: "pd.DataFrame", criterion: Criterion | None = None) -> Selection:
     return Selection(criterion, columns, scores, unselected)
 
 
+def unit_name(method, weighting, variant) -> str:
+    """'naive', 'sdft/min-snr', 'sdft/sdft-noaux' (a named variant replaces the weighting, or
+    names the method: 'naive-lr3')."""
+    last = variant if isinstance(variant, str) and variant else weighting
+    if isinstance(weighting, str) and weighting:
+        return f"{method}/{last}"
+    return last if isinstance(last, str) and last else str(method)
+
+
 def _name(group: tuple) -> str:
     """'naive', 'sdft/min-snr', with the target where one is named: 'shoes: naive'."""
-    _, target, method, weighting = (_plain(v) for v in group)
-    text = str(method) + (f"/{weighting}" if weighting is not None else "")
+    _, target, method, weighting, variant = (_plain(v) for v in group)
+    text = unit_name(method, weighting, variant)
     return f"{target}: {text}" if target is not None else text
 
 
@@ -208,6 +225,7 @@ def reported(df: "pd.DataFrame", selection: Selection) -> "pd.DataFrame":
     outside the validation split as they are."""
     import pandas as pd
 
+    df = with_variant(df)
     split = split_of(df)
     calibration = df[(df["method"] == "calibration") & (split != VALIDATION)]
     models = df[df["method"] != "calibration"]

@@ -8,9 +8,9 @@ is the row's own (`ci_low`, `ci_high`: bootstrap over images, Wilson for k/n); o
 runs (training seeds, evaluation seeds) it spans the lowest `ci_low` to the highest
 `ci_high` of the runs (INTERVAL_RULE). Calibration rows (real data, same code) open each
 table and are never bold; the best model value is bold. `difference_table` renders paired
-differences against a baseline (jobs/paired.py), bold where the interval excludes 0, and
+differences against a baseline (jobs/paired.py), bold where the interval excludes 0,
 `seed_difference_table` the same differences with their seed-level intervals (training runs
-only).
+only), and `ablation_tables` a named variant against its method (jobs/ablations.py).
 
 A table whose rows carry a validation split is first narrowed by harness.report.selection:
 each method's candidate chosen on the validation rows, its test rows shown; every table then
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from harness.methods import NAMES as METHOD_NAMES
 from harness.params import label as param_label
 from harness.report.selection import (GROUP, VALIDATION, Criterion, Selection, has_validation, reported, select,
-                                      split_of, tags)
+                                      split_of, tags, unit_name, with_variant)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -171,9 +171,10 @@ def _latex_symbols(text: str) -> str:
 
 
 def model_labels(df: "pd.DataFrame") -> "pd.Series":
-    """'naive', 'sdft/min-snr λd=1 λa=1', 'naive @1000': what tells runs apart besides the seed."""
+    """'naive', 'sdft/min-snr λd=1 λa=1', 'naive @1000', 'sdft/sdft-noaux' (a named variant): what
+    tells runs apart besides the seed."""
     params = [c for c in df.columns if c.startswith("p_")]
-    keys = ["method", "weighting"]
+    keys = ["method", "weighting", "variant"]
     varying = []
     for p in params:
         spread = df.groupby(keys, dropna=False)[p].nunique(dropna=True)
@@ -182,7 +183,7 @@ def model_labels(df: "pd.DataFrame") -> "pd.Series":
     def label(row) -> str:
         if row["method"] == "calibration":
             return CALIBRATION_LABELS.get(row["weighting"], f"real: {row['weighting']}")
-        text = row["method"] + (f"/{row['weighting']}" if isinstance(row["weighting"], str) else "")
+        text = unit_name(row["method"], row["weighting"], row["variant"])
         for p in varying:
             if row[p] is not None and not (isinstance(row[p], float) and math.isnan(row[p])):
                 text += f" {param_label(p[2:])}={short(row[p])}"
@@ -202,7 +203,7 @@ def prepare(df: "pd.DataFrame") -> "pd.DataFrame":
     """Label the rows, mark earlier checkpoints, keep the main reference and extractor."""
     import pandas as pd
 
-    df = df.copy()
+    df = with_variant(df).copy()
     for column in ("value", "ci_low", "ci_high", "k", "n"):
         df[column] = pd.to_numeric(df[column], errors="coerce")
     final = df.groupby("eval_id")["ckpt_step"].transform("max")
@@ -384,9 +385,11 @@ def _selection_labels(results: "pd.DataFrame", selection: Selection) -> "pd.Data
 
 def selection_note(selection: Selection, rows: "pd.DataFrame") -> str:
     chosen = rows[rows["chosen"]].drop_duplicates("model").sort_values(["order", "model"])["model"]
-    text = ("Selection: each method's candidate (its setting at one evaluated checkpoint; each sdft weighting "
-            f"is a method) was chosen on the validation split by the {selection.criterion.describe()}, and "
-            f"is reported on the disjoint test split: {'; '.join(chosen)}.")
+    units = "each sdft weighting is a method" + (", and so is each named variant"
+                                                 if "variant" in rows and rows["variant"].notna().any() else "")
+    text = (f"Selection: each method's candidate (its setting at one evaluated checkpoint; {units}) was chosen "
+            f"on the validation split by the {selection.criterion.describe()}, and is reported on the disjoint "
+            f"test split: {'; '.join(chosen)}.")
     if selection.unselected:
         text += (f" Not selected (no validation value of the criterion), all candidates shown: "
                  f"{'; '.join(selection.unselected.values())}.")
@@ -437,7 +440,8 @@ def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=No
                    f"FID/KID against the {ref} set; {METRIC_NAMES.get(distance, distance)} to the source "
                    "model's sample from the same noise)", notes)
     tables += [table3] if table3 else []
-    sdft = df[(df["method"] == "sdft") & ~df["is_early"]]
+    # the weightings themselves: a named variant is an ablation of its own (ablation_tables)
+    sdft = df[(df["method"] == "sdft") & ~df["is_early"] & df["variant"].isna()]
     if sdft["weighting"].nunique() > 1:
         # SDEdit's faithfulness at every t0 the evaluation declared (one column group each)
         sdedit_t0s = sorted(df.loc[df["task"] == "sdedit", "t0"].dropna().unique())
@@ -526,6 +530,7 @@ def difference_table(diffs: "pd.DataFrame", baseline: str = "naive") -> Table | 
     selected on a validation split: then the baseline is the selected one."""
     import pandas as pd
 
+    diffs = _against_baseline(diffs)
     if diffs is None or diffs.empty:
         return None
     order = list(dict.fromkeys(diffs.sort_values(["order", "model"])["model"]))
@@ -558,6 +563,7 @@ def seed_difference_table(diffs: "pd.DataFrame", baseline: str = "naive") -> Tab
     difference has one (one training run, or rows written before they existed)."""
     import pandas as pd
 
+    diffs = _against_baseline(diffs)
     if diffs is None or diffs.empty or "seed_ci_low" not in diffs:
         return None
     diffs = diffs[pd.to_numeric(diffs["seed_ci_low"], errors="coerce").notna()]
@@ -570,6 +576,43 @@ def seed_difference_table(diffs: "pd.DataFrame", baseline: str = "naive") -> Tab
     table.notes = [SEED_LEVEL_NOTE.format(baseline=baseline, methods=methods)] + [
         n for n in table.notes if n.startswith("Each method's candidate")]
     return table
+
+
+def _against_baseline(diffs: "pd.DataFrame | None") -> "pd.DataFrame | None":
+    """The differences against the baseline, without the ablations' rows (ablation_tables)."""
+    if diffs is None or "ablation" not in diffs:
+        return diffs
+    return diffs[diffs["ablation"].isna()]
+
+
+ABLATION_NOTE = ("The variant {name} differs from {baseline} in the settings it gives. Rows: its paired difference "
+                 "from {baseline} (variant minus method; the same noise and source images) at each setting the two "
+                 "share (`matched`: the same checkpoint and the same value of every other setting, so only the "
+                 "variant's own setting differs) and at each one's own candidate selected on the validation split "
+                 "(`selected`: the fair comparison of what each gives). Test split; jobs/ablations.py.")
+
+
+def ablation_tables(diffs: "pd.DataFrame | None") -> list[Table]:
+    """Per named variant (jobs/ablations.py rows, `ablation` set): table `ablation_<variant>`
+    of its differences from its method, matched and selected, with the item-level intervals,
+    and `ablation_<variant>_seeds` with the seed-level ones (paired by training seed)."""
+    if diffs is None or diffs.empty or "ablation" not in diffs:
+        return []
+    out = []
+    for name, rows in diffs[diffs["ablation"].notna()].groupby("ablation", sort=False):
+        baseline = rows["baseline"].iloc[0]
+        rows = rows.drop(columns=["ablation"])
+        slug = f"ablation_{name.rpartition('/')[2]}"
+        note = ABLATION_NOTE.format(name=name, baseline=baseline)
+        for table, suffix, what in ((difference_table(rows, baseline), "", "item-level intervals"),
+                                    (seed_difference_table(rows, baseline), "_seeds", "seed-level intervals")):
+            if table is None:
+                continue
+            table.name = slug + suffix
+            table.title = f"Ablation: {name} against {baseline}, matched and selected ({what})"
+            table.notes = [note] + table.notes
+            out.append(table)
+    return out
 
 
 def write_tables(tables: list[Table], out_dir: Path, formats=("markdown", "latex", "csv")) -> list[Path]:

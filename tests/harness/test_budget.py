@@ -122,7 +122,7 @@ def test_budgets_are_not_checked_unless_asked(tmp_path):
 
 @pytest.mark.parametrize("name, methods", [
     ("reproduce", ["naive", "scratch", "sdft/constant", "sdft/min-snr", "sdft/sdft"]),
-    ("reproduce-aux", ["naive", "sdft/sdft"])])
+    ("reproduce-aux", ["naive", "sdft/sdft", "sdft/sdft-noaux"])])
 def test_the_reproduction_expands_with_equal_budgets(tmp_path, name, methods):
     proc = run_module("harness.submit", str(ROOT / "grids" / f"{name}.yaml"), "--dry-run",
                       "--results", str(tmp_path / "r"))

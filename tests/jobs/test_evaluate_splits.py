@@ -26,7 +26,8 @@ EXPECTED_ROWS = Path(__file__).parents[1] / "data" / "evaluate-plain-rows.csv"
 # expected ones were written from stay as they were
 ADDED_METRICS = ("missing_class_share_corrected", "class_recall", "missing_tpr", "missing_fpr")
 EARLY = 50                       # the naive run's snapshot: its second candidate
-IGNORED = ("eval_id", "run_id", "git_sha", "created_at", "split")       # paths, time, commit; split: empty
+# paths, time, commit; split: empty; variant: the aggregate's column (harness.grid), empty here
+IGNORED = ("eval_id", "run_id", "git_sha", "created_at", "split", "variant")
 
 
 KEY = ["stage", "weighting", "task", "t0", "reference", "subset", "metric", "extractor"]
