@@ -11,6 +11,7 @@ adapter_config.json, adapter_model.safetensors), for whoever wants the small fil
 from __future__ import annotations
 
 import copy
+import sys
 
 import torch
 
@@ -28,11 +29,9 @@ def add_lora(unet: torch.nn.Module, rank: int, alpha: float, targets: str) -> to
 
 
 def is_adapted(model: torch.nn.Module) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:         # no peft installed: no adapted model can exist
-        return False
-    return isinstance(model, PeftModel)
+    # peft not imported: no adapted model exists, and a plain run does not pay for importing it
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
 
 
 def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
