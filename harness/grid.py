@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from harness.config import (BuiltinSourceConfig, BuiltinTargetConfig, DatasetConfig, FinetuneSettings,
                             GridConfig, SameAs, layers)
 from harness.errors import UserError
+from harness.adapters import adapter_block
 from harness.refs import RunRef
 from harness.methods import METHODS
 from harness.spec import AggregateSpec, EvalSpec, RunSpec
@@ -163,6 +164,7 @@ def finetune_spec(method: str, weighting: str | None, combo: dict, seed: int, da
     declared = METHODS[method]
     if declared.starts_from_source:
         spec["init"] = init
+        spec["adapter"] = adapter_block(combo)       # None without one: no key in the run id
     else:
         spec["network"] = scratch_network
     if declared.needs_source_data:
@@ -179,6 +181,9 @@ def shown_params(spec: RunSpec) -> dict[str, Any]:
     out["seed"] = spec.seed
     if spec.settings is not None:
         out.update({k: v for k, v in spec.settings.model_dump().items() if k != "weighting" and v is not None})
+    if spec.adapter is not None:
+        out.update({"adapter": spec.adapter.kind, **{f"lora_{k}": v for k, v in spec.adapter.model_dump().items()
+                                                       if k != "kind"}})
     return out
 
 

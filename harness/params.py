@@ -75,8 +75,10 @@ def label(name: str) -> str:
 def columns(spec: dict) -> dict[str, Any]:
     """The tidy table's `p_<name>` columns of a run spec (as JSON): every declared setting
     that applies to the run, so runs that differ in any of them never share a label."""
+    from harness import adapters
     from harness.methods import settings_of
 
     out = {f"p_{p.name}": spec[p.name] for p in TRAIN if p.identity and p.name in spec}
     out.update({f"p_{name}": value for name, value in settings_of(spec).items() if name != "weighting"})
+    out.update(adapters.columns(spec))
     return out

@@ -19,6 +19,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool,
 
 from harness.numbers import MAX_BATCH, MAX_DDIM_STEPS, MAX_IMAGES, MAX_STEPS, NoBool, Real, Seed, Whole
 
+from harness.adapters import AdapterSpec
 from harness.methods import METHODS, NAMES, Method
 from harness.params import TRAIN, NetworkPreset
 from harness.params import NOT_IN_IDENTITY as PARAM_NOT_IN_IDENTITY
@@ -142,6 +143,8 @@ class _RunChecks(Strict):
     seed: Seed = 0
     # the source model's training data, for a method that reads it (ewc); absent otherwise
     source_data: DataSpec | None = None
+    # a low-rank adapter trained instead of every weight (harness/adapters.py); absent: none
+    adapter: AdapterSpec | None = None
     # Bookkeeping, not identity: when work is saved and logged.
     log_every: Annotated[int, Field(gt=0)] = 50
     snapshot_steps: tuple[int, ...] = ()    # keep the EMA at these steps too (early-stopping baselines)
@@ -170,8 +173,8 @@ class _RunChecks(Strict):
     def _consistent(self) -> "RunSpec":
         if self.stage == "pretrain":
             if (self.method is not None or self.init is not None or self.method_settings_keys()
-                    or self.source_data is not None):
-                raise ValueError("pretrain runs have no method, init, method settings or source_data")
+                    or self.source_data is not None or self.adapter is not None):
+                raise ValueError("pretrain runs have no method, init, method settings, source_data or adapter")
             if self.network is None:
                 raise ValueError("pretrain needs a network preset")
             return self
@@ -191,6 +194,8 @@ class _RunChecks(Strict):
         if not method.starts_from_source:
             if self.init is not None or self.network is None:
                 raise ValueError(f"{self.method} builds its network from a preset and has no init")
+            if self.adapter is not None:
+                raise ValueError(f"{self.method} trains a fresh network: an adapter needs a source model")
         elif self.init is None or self.network is not None:
             raise ValueError(f"{self.method} starts from `init` and takes its network from there")
         return self

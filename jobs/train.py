@@ -127,8 +127,8 @@ def resolve_init(init: str, run_dir: Path) -> Path:
 
 
 def build_networks(spec: RunSpec, run_dir: Path, resolution: int):
-    """The student to train and, for a method that needs one (sdft), a frozen copy of the
-    starting weights as teacher."""
+    """The student to train (wrapped with its adapter, if the spec has one) and, for a method
+    that needs one (sdft), a frozen copy of the starting weights as teacher."""
     import torch
     from models.networks import build_unet, load_unet
 
@@ -140,6 +140,14 @@ def build_networks(spec: RunSpec, run_dir: Path, resolution: int):
         if student.config.sample_size != resolution:
             raise UserError(f"{spec.init}: model resolution {student.config.sample_size} "
                             f"does not match the data's {resolution}")
+    if spec.adapter is not None:
+        from models.adapters import add_lora
+
+        a = spec.adapter
+        try:
+            student = add_lora(student, a.rank, a.alpha, a.targets)
+        except ValueError as err:        # peft's: a target that names no module of this network
+            raise UserError(f"adapter.targets {a.targets!r}: {err}") from None
     teacher = None
     if spec.method is not None and METHODS[spec.method].needs_source_model:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[spec.precision]
@@ -192,6 +200,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
 
     from models.data import open_dataset, to_model_range
     from models.compiling import compile_enabled, compile_in_place
+    from models.adapters import parameter_counts
     from models.networks import as_eps_model
     from jobs import checkpoints
     from jobs.ema import EMA
@@ -213,7 +222,9 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
     ema = EMA(student, spec.ema_decay, warmup=spec.ema_warmup)
     compiled = compile_enabled(spec.compile)        # after the EMA's copy: it stays eager
     compile_in_place(student, compiled)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=spec.lr, weight_decay=0.0)
+    # only what trains (an adapter's weights, or all) goes to the optimizer
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=spec.lr,
+                                  weight_decay=0.0)
     engine, *_ = deepspeed.initialize(model=student, optimizer=optimizer,
                                       config=deepspeed_config(spec, world))
     ema.model.to(engine.device)
@@ -276,6 +287,10 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
             if rank == 0:
                 append_log(folder, {"event": "first_step", "at_step": step + 1, "compile": compiled,
                                     "first_step_s": first_step_s, "time": time.time()})
+                # what trains: the adapter's weights only, or every weight
+                append_log(folder, {"event": "parameters", "at_step": step + 1,
+                                    **{f"{k}_parameters": v for k, v in parameter_counts(engine.module).items()},
+                                    "time": time.time()})
         done_steps = step + 1
         # the first step after a resume is always logged: it shows where the run went on from
         if rank == 0 and (done_steps % spec.log_every == 0 or done_steps == spec.steps
@@ -284,6 +299,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
             row = {"step": done_steps, **{k: v / window_steps for k, v in window.items()},
                    "lr": optimizer.param_groups[0]["lr"], "ema_decay": ema.current_decay(),
                    "images_per_s": timed_steps * spec.batch_size / max(elapsed, 1e-9) if timed_steps else None,
+                   "step_s": elapsed / timed_steps if timed_steps else None,
                    "time": time.time()}
             append_log(folder, row)
             trackers.scalars({k: v for k, v in row.items() if k not in ("step", "time")}, done_steps)

@@ -125,11 +125,17 @@ def load_unet(folder: str | Path, dropout: float | None = None,
 
 def save_unet(model: UNet2DModel, folder: str | Path) -> None:
     """Write the model folder atomically: a crash leaves the old folder or none, never half.
-    The diffusion.json of the folder the model was loaded from goes with it."""
+    The diffusion.json of the folder the model was loaded from goes with it. A LoRA-wrapped
+    UNet is saved merged, its adapter in the folder's `adapter/` (models/adapters.py)."""
+    from models.adapters import ADAPTER_FOLDER, is_adapted, merged
+
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
+    if is_adapted(model):       # a LoRA-wrapped UNet: the merged UNet, and the adapter beside it
+        model.save_pretrained(tmp / ADAPTER_FOLDER, safe_serialization=True)
+        model = merged(model)
     model.save_pretrained(tmp, safe_serialization=True)
     info = getattr(model, "diffusion_info", None)
     if info is not None:

@@ -19,10 +19,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from harness import adapters
 from harness.params import TRAIN, Param
 
 # The package's methods in table order: the baselines first, the paper's method last.
-BUILTIN = ("scratch", "naive", "l2sp", "ewc", "sdft")
+BUILTIN = ("scratch", "naive", "l2sp", "ewc", "replay", "sdft")
 PLUGINS_ENV = "SDFT_METHODS"
 
 
@@ -82,9 +83,9 @@ def _load(modules: list[str]) -> dict[str, Method]:
 
 
 def _all_params(methods: dict[str, Method]) -> dict[str, Param]:
-    """Every declared setting by name: the shared ones and every method's. The grid file has one
+    """Every declared setting by name: the shared ones (an adapter's too) and every method's. The grid file has one
     namespace, so two methods may share a setting only by sharing its declaration."""
-    out = {p.name: p for p in TRAIN}
+    out = {p.name: p for p in (*TRAIN, *adapters.PARAMS)}
     for method in methods.values():
         for p in method.params:
             if out.setdefault(p.name, p) is not p:

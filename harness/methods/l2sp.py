@@ -31,9 +31,18 @@ class PullToSource:
         self.pairs: list = []
 
     def prepare(self, student, source, context=None, importance: dict | None = None) -> None:
-        """Keep the student's weights and fp32 copies of the source's (and their weights F)."""
-        sources = dict(source.named_parameters())
+        """Keep the student's weights and fp32 copies of the source's (and their weights F).
+        A student with an adapter (harness/adapters.py) trains only its LoRA layers, so
+        theta - theta_src is each one's delta (alpha / rank) B A and zero elsewhere."""
+        from models.adapters import is_adapted, lora_layers
+
         self.pairs = []
+        if is_adapted(student):
+            for name, layer in lora_layers(student):
+                weight = None if importance is None else importance[name].to(layer.weight.device, non_blocking=True)
+                self.pairs.append((layer, None, weight))
+            return
+        sources = dict(source.named_parameters())
         for name, p in student.named_parameters():
             if not p.requires_grad:
                 continue
@@ -45,7 +54,7 @@ class PullToSource:
     def penalty(self):
         total = 0.0
         for p, src, weight in self.pairs:
-            gap = (p.float() - src).square()
+            gap = (p.get_delta_weight("default").float() if src is None else p.float() - src).square()
             total = total + (gap if weight is None else weight * gap).sum()
         return total
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.adapters import COLUMNS as ADAPTER_COLUMNS
 from harness.methods import NAMES as METHOD_NAMES
 from harness.params import label as param_label
 from harness.report.selection import (GROUP, VALIDATION, Criterion, Selection, has_validation, reported, select,
@@ -177,7 +178,8 @@ def model_labels(df: "pd.DataFrame") -> "pd.Series":
     keys = ["method", "weighting", "variant"]
     varying = []
     for p in params:
-        spread = df.groupby(keys, dropna=False)[p].nunique(dropna=True)
+        # an adapter's columns are absent (NaN) from the runs without one: that counts too
+        spread = df.groupby(keys, dropna=False)[p].nunique(dropna=p not in ADAPTER_COLUMNS)
         if (spread > 1).any():
             varying.append(p)
     def label(row) -> str:
