@@ -194,7 +194,7 @@ def test_demo_and_reproduce_share_the_pinned_source_model():
     from harness.config import load_grid
     from harness.grid import expand
 
-    for name in ("demo", "reproduce"):
+    for name in ("demo", "reproduce", "forgetting"):
         plan = expand(load_grid(ROOT / "grids" / f"{name}.yaml"), ROOT / "grids")
         assert [r.run_id for r in plan.by_stage("pretrain")] == [RunSpec.model_validate(GOLDEN_PRETRAIN).run_id]
 
