@@ -100,7 +100,7 @@ def test_a_grid_with_a_variant_runs_end_to_end_with_its_ablation_tables(tmp_path
     # the variant is a method of its own in the selection and the tables
     selection = (folder / "tables" / "selection.md").read_text()
     assert "sdft/sdft-noaux" in selection and "sdft/sdft @" in selection
-    assert "- sdft/sdft-noaux: " in (folder / "report.md").read_text()
+    assert "sdft/sdft-noaux: " in (folder / "report.md").read_text()
 
 
 def test_matched_pairs_equal_lambda_distill_and_selected_pairs_each_ones_choice():
