@@ -174,6 +174,8 @@ def _latex_symbols(text: str) -> str:
 def model_labels(df: "pd.DataFrame") -> "pd.Series":
     """'naive', 'sdft/min-snr λd=1 λa=1', 'naive @1000', 'sdft/sdft-noaux' (a named variant): what
     tells runs apart besides the seed."""
+    if "variant" not in df.columns:      # rows written before variants existed
+        df = df.assign(variant="")
     params = [c for c in df.columns if c.startswith("p_")]
     keys = ["method", "weighting", "variant"]
     varying = []
