@@ -135,8 +135,8 @@ def _naive_with_snapshots(store) -> str:
 
 @pytest.mark.slow
 def test_an_evaluation_with_a_curve_end_to_end(tmp_path, ray_env):
-    """Slow: two tiny Ray evaluations (two seeds each) and the aggregate: measured 368 s on the
-    2-core machine while another full test suite ran beside it; not measured alone."""
+    """Slow: two tiny Ray evaluations (two seeds each) and the aggregate: under 56 s in a cold run
+    of the whole suite on the 2-core machine (not among its 10 slowest)."""
     from models.networks import save_unet
 
     store = tmp_path / "_runs"
