@@ -15,8 +15,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 # tests start (subprocesses, Slurm jobs) inherit it.
 _CACHE = tempfile.mkdtemp(prefix="sdft-test-cache-")
 os.environ["SDFT_CACHE_DIR"] = _CACHE
-# inductor's compiled graphs too: cold at the start, then shared by the session's processes
-os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(_CACHE, "inductor")
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
