@@ -23,13 +23,15 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from harness.report import metrics
+from harness.report.metrics import TASKS
+
 if TYPE_CHECKING:
     import pandas as pd
 
 VALIDATION, TEST = "validation", "test"
 SPLITS = (VALIDATION, TEST)
 GROUP = ["dataset", "target", "method", "weighting", "variant"]
-TASKS = ("unconditional", "sdedit", "egsde")
 TASK_NAMES = {"unconditional": "unconditional", "sdedit": "SDEdit", "egsde": "EGSDE"}
 # where the criterion names none: the most demanding reference, the paper's extractor, all images
 PREFERRED = {"reference": ("full-domain", "target"), "extractor": ("inception",), "subset": ("all",)}
@@ -66,10 +68,17 @@ class Criterion:
             raise ValueError(f"{text!r}: t0 applies to sdedit and egsde only")
         return cls(match["metric"], match["task"] or "unconditional", t0, match["reference"])
 
+    def __post_init__(self):
+        """A registered metric (harness.report.metrics), measured on the criterion's task."""
+        measured = metrics.metric(self.metric).tasks
+        if self.task not in measured:
+            where = f"on {', '.join(measured)} only" if measured else "on the classifier's calibration rows only"
+            example = f" (e.g. '{measured[0]}:{self.metric}')" if measured else ""
+            raise ValueError(f"{self.metric} is measured {where}, not on {self.task}{example}")
+
     @property
     def higher_is_better(self) -> bool:
-        from harness.report.tables import HIGHER_IS_BETTER
-        return self.metric in HIGHER_IS_BETTER
+        return metrics.higher_is_better(self.metric)
 
     def describe(self) -> str:
         """'lowest mean unconditional FID against the full-domain set (builtin features)'."""
@@ -77,9 +86,7 @@ class Criterion:
 
     def quantity(self) -> str:
         """'mean unconditional FID against the full-domain set (builtin features)'."""
-        from harness.report.tables import METRIC_NAMES
-
-        text = f"mean {TASK_NAMES.get(self.task, self.task)} {METRIC_NAMES.get(self.metric, self.metric)}"
+        text = f"mean {TASK_NAMES.get(self.task, self.task)} {metrics.label(self.metric)}"
         if self.t0 is not None:
             text += f" at t0 = {self.t0:g}"
         if self.reference:

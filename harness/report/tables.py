@@ -29,15 +29,13 @@ from typing import TYPE_CHECKING
 from harness.adapters import COLUMNS as ADAPTER_COLUMNS
 from harness.methods import NAMES as METHOD_NAMES
 from harness.params import label as param_label
+from harness.report import metrics
 from harness.report.selection import (GROUP, VALIDATION, Criterion, Selection, has_validation, reported, select,
                                       split_of, tags, unit_name, with_variant)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-HIGHER_IS_BETTER = {"psnr", "ssim", "missing_class_share", "missing_class_share_corrected", "class_preservation",
-                    "intra_cluster_lpips", "class_recall", "missing_tpr",
-                    "precision", "recall", "density", "coverage"}
 INTERVAL_RULE = "Intervals: 95 %. A cell of one run and one evaluation seed: bootstrap over images (Wilson for k/n)."
 SPAN_RULE = ("Cells of several runs or evaluation seeds{which}: the mean of their values and the span from the "
              "lowest to the highest of their intervals (no hierarchical bootstrap available).")
@@ -47,12 +45,6 @@ CALIBRATION_LABELS = {"held-out-half": "real: held-out half (floor)", "target-tr
 CALIBRATION_NOTE = ("Real rows: the same measurements of real images at the models' sample count: half of "
                     "the held-out domain against the other half (the noise floor), the target-train set "
                     "and real source images (the style gap) against the held-out domain.")
-METRIC_NAMES = {"fid": "FID", "kid": "KID×1e3", "lpips": "LPIPS", "psnr": "PSNR", "ssim": "SSIM",
-                "intra_cluster_lpips": "intra-LPIPS",
-                "feature_dist_builtin": "FeatDist†", "feature_dist_inception": "FeatDist†",
-                "missing_class_share": "missing-class share", "class_preservation": "class kept",
-                "missing_class_share_corrected": "missing-class share, corrected", "class_recall": "recall",
-                "missing_tpr": "tpr (missing called missing)", "missing_fpr": "fpr (present called missing)"}
 SUBSTITUTE_NOTE = ("† FeatDist: cosine distance of the named extractor's features between paired images, "
                    "reported because LPIPS could not be measured ({reason}). It is a substitute, not LPIPS.")
 
@@ -117,7 +109,7 @@ class Table:
         if len(values) < 2:
             return set()
         metric = column[-1]
-        best = values.max() if metric in HIGHER_IS_BETTER else values.min()
+        best = values.max() if metrics.higher_is_better(metric) else values.min()
         return set(values.index[values == best])
 
     def formatted(self, fmt: str) -> "pd.DataFrame":
@@ -129,7 +121,7 @@ class Table:
             for row in self.means.index:
                 out.loc[row, column] = self.cell(row, column, row in best, fmt)
         out.columns = pd.MultiIndex.from_tuples(
-            [tuple(c[:-1]) + (METRIC_NAMES.get(c[-1], c[-1]),) for c in out.columns])
+            [tuple(c[:-1]) + (metrics.label(c[-1]),) for c in out.columns])
         return out
 
     def render(self, fmt: str) -> str:
@@ -292,7 +284,7 @@ def _pivot(df, columns: list[tuple], name: str, title: str, notes=None, calibrat
                     # the cell's distinct items, not rows x items (jobs/cells.py)
                     agg.loc[model, ["k", "n"]] = [found["k"], found["n"]]
             else:
-                spans.add(METRIC_NAMES.get(metric, metric))
+                spans.add(metrics.label(metric))
         stats[(group, metric)] = agg
     if not stats:
         return None
@@ -441,7 +433,7 @@ def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=No
                                          ("unconditional", {"task": "unconditional", "reference": "target"},
                                           "intra_cluster_lpips")]
     table3 = pivot(df, uncond, "table3", f"Table 3: unconditional generation ({ext} features, "
-                   f"FID/KID against the {ref} set; {METRIC_NAMES.get(distance, distance)} to the source "
+                   f"FID/KID against the {ref} set; {metrics.label(distance)} to the source "
                    "model's sample from the same noise)", notes)
     tables += [table3] if table3 else []
     # the weightings themselves: a named variant is an ablation of its own (ablation_tables)
@@ -543,8 +535,8 @@ def difference_table(diffs: "pd.DataFrame", baseline: str = "naive") -> Table | 
                                           aggfunc="first", dropna=False).reindex(index=order, columns=pd.MultiIndex.from_tuples(columns))
     notes = [f"Each cell: the model's value minus {baseline}'s on the same noise and the same source images, "
              "with a 95 % paired bootstrap interval (the same resampled items for both; over evaluation seeds "
-             "two-level); bold where the interval excludes 0. Lower is better for FID/KID/LPIPS, higher for "
-             "the rest."] + sorted(set(diffs["note"].dropna()))
+             "two-level); bold where the interval excludes 0. " + metrics.directions(m for _, m in columns)
+             ] + sorted(set(diffs["note"].dropna()))
     title = f"Paired differences against {baseline}"
     selected_by = diffs["selected_by"].dropna().unique() if "selected_by" in diffs else []
     if len(selected_by):
