@@ -186,17 +186,16 @@ def with_variant(df: "pd.DataFrame") -> "pd.DataFrame":
     return df if "variant" in df else df.assign(variant=None)
 
 
-def select(df: "pd.DataFrame", criterion: Criterion | None = None) -> Selection:
-    """Per method, the candidate with the best mean criterion on the validation split.
-    Reads the validation rows only: nothing measured on the test split can move a choice."""
-    df = with_variant(df)
-    validation = df[(split_of(df) == VALIDATION) & (df["method"] != "calibration")]
-    criterion = (criterion or Criterion()).resolve(validation)
-    columns = candidate_columns(validation)
-    part = criterion.rows(validation)
+def best_candidates(df: "pd.DataFrame", criterion: Criterion, groups: list[str], columns: list[str]
+                    ) -> "pd.DataFrame":
+    """The selection rule, for `select` and every other choice a table makes: per group (the
+    values of `groups`), the candidate (the values of `columns`) with the best mean of the
+    resolved `criterion` over its rows of df that have a value, ties to the candidate whose
+    key sorts first. Per candidate: groups, columns, score, rows, chosen, _group, _candidate."""
+    part = criterion.rows(df)
     part = part[part["value"].notna()]
-    part = part.assign(_group=tags(part, GROUP), _candidate=tags(part, columns))
-    firsts = {c: (c, "first") for c in GROUP + columns}
+    part = part.assign(_group=tags(part, groups), _candidate=tags(part, columns))
+    firsts = {c: (c, "first") for c in dict.fromkeys(groups + columns)}
     scores = (part.groupby(["_group", "_candidate"], sort=False)
               .agg(score=("value", "mean"), rows=("value", "count"), **firsts).reset_index())
     sign = -1.0 if criterion.higher_is_better else 1.0
@@ -204,6 +203,17 @@ def select(df: "pd.DataFrame", criterion: Criterion | None = None) -> Selection:
     for _, group in scores.groupby("_group", sort=False):
         best = min(group.index, key=lambda i: (sign * group.at[i, "score"], group.at[i, "_candidate"]))
         scores.loc[best, "chosen"] = True
+    return scores
+
+
+def select(df: "pd.DataFrame", criterion: Criterion | None = None) -> Selection:
+    """Per method, the candidate with the best mean criterion on the validation split.
+    Reads the validation rows only: nothing measured on the test split can move a choice."""
+    df = with_variant(df)
+    validation = df[(split_of(df) == VALIDATION) & (df["method"] != "calibration")]
+    criterion = (criterion or Criterion()).resolve(validation)
+    columns = candidate_columns(validation)
+    scores = best_candidates(validation, criterion, GROUP, columns)
     models = df[df["method"] != "calibration"]
     names = dict(zip(tags(models, GROUP), (_name(row) for row in models[GROUP].itertuples(index=False))))
     unselected = {tag: name for tag, name in sorted(names.items()) if tag not in set(scores["_group"])}

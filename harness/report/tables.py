@@ -30,8 +30,8 @@ from harness.adapters import COLUMNS as ADAPTER_COLUMNS
 from harness.methods import NAMES as METHOD_NAMES
 from harness.params import label as param_label
 from harness.report import metrics
-from harness.report.selection import (GROUP, VALIDATION, Criterion, Selection, has_validation, reported, select,
-                                      split_of, tags, unit_name, with_variant)
+from harness.report.selection import (GROUP, VALIDATION, Criterion, Selection, best_candidates, has_validation,
+                                      reported, select, split_of, tags, unit_name, with_variant)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -323,19 +323,30 @@ def _distance(df) -> tuple[str, list[str]]:
     return substitutes[0], [SUBSTITUTE_NOTE.format(reason=reason.removeprefix("not measured: "))]
 
 
-def best_lambda_rows(sdft: "pd.DataFrame", ref: str, ext: str) -> "pd.DataFrame | None":
-    """The sdft rows of each weighting at the lambda with its lowest mean unconditional FID;
-    None when no weighting was swept over lambda."""
+def best_lambda_rows(sdft: "pd.DataFrame", criterion: Criterion | None = None
+                     ) -> "tuple[pd.DataFrame, Criterion] | None":
+    """The sdft rows of each weighting at the lambda with the best mean `criterion` (the
+    grid's selection criterion; default: the lowest mean unconditional FID), resolved and
+    chosen by the selection's rule (harness.report.selection.best_candidates) on these rows,
+    and the resolved criterion; None when no weighting was swept over lambda or no row
+    measures the criterion. These are the rows the table reports: its caption says so."""
+    from harness.errors import UserError
+
     lam = "p_lambda_distill"
     if lam not in sdft or sdft.groupby("weighting")[lam].nunique().max() < 2:
         return None
-    fid = sdft[(sdft.metric == "fid") & (sdft.task == "unconditional") & (sdft.reference == ref)
-               & (sdft.extractor == ext)]
-    if fid.empty:
+    try:
+        criterion = (criterion or Criterion()).resolve(sdft)
+    except UserError:
         return None
-    means = fid.groupby(["weighting", lam])["value"].mean()
-    best = {weighting: value for weighting, value in means.groupby(level=0).idxmin().map(lambda ix: ix[1]).items()}
-    return sdft[sdft.apply(lambda r: best.get(r["weighting"]) == r[lam], axis=1)]
+    scores = best_candidates(sdft, criterion, ["weighting"], [lam])
+    best = {row["weighting"]: row[lam] for _, row in scores[scores["chosen"]].iterrows()}
+    return sdft[sdft.apply(lambda r: best.get(r["weighting"]) == r[lam], axis=1)], criterion
+
+
+REPORTED_DATA_NOTE = ("Each weighting's lambda was chosen on the reported data (the rows this table shows): "
+                      "without a validation split, the choice favours whichever lambda drew lucky noise on them "
+                      "(`evaluation.splits` selects on a disjoint validation split instead).")
 
 
 def paper_tables(results: "pd.DataFrame", cells: "pd.DataFrame | None" = None, *,
@@ -348,10 +359,11 @@ def paper_tables(results: "pd.DataFrame", cells: "pd.DataFrame | None" = None, *
     if results.empty:
         return []
     if not has_validation(results):
-        return _paper_tables(results, cells=cells)
+        return _paper_tables(results, cells=cells, criterion=criterion)
     selection = select(results, criterion)
     chosen = _selection_labels(results, selection)
-    tables = _paper_tables(reported(results, selection), [selection_note(selection, chosen)], cells=cells)
+    tables = _paper_tables(reported(results, selection), [selection_note(selection, chosen)], cells=cells,
+                           criterion=selection.criterion)
     table = selection_table(results, selection, chosen)
     return tables + ([table] if table else [])
 
@@ -404,7 +416,8 @@ def selection_table(results: "pd.DataFrame", selection: Selection, rows: "pd.Dat
     return table
 
 
-def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=None) -> list[Table]:
+def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=None,
+                  criterion: Criterion | None = None) -> list[Table]:
     pivot = lambda *args, **kwargs: _pivot(*args, cells=cells, **kwargs)  # noqa: E731
     df = prepare(results)
     ref, ext = _reference(df), _extractor(df)
@@ -445,12 +458,13 @@ def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=No
                              {"task": "sdedit", "t0": t0, "subset": "all", "reference": "source"}, m)
                             for t0 in sdedit_t0s for m in ("psnr", "ssim")]
         at = f" (SDEdit at t0 = {', '.join(f'{t0:g}' for t0 in sdedit_t0s)})" if sdedit_t0s else ""
-        best = best_lambda_rows(sdft, ref, ext)
-        if best is not None:
+        found = best_lambda_rows(sdft, criterion)
+        if found is not None:
+            best, chosen_by = found
             table4 = pivot(best, columns, "table4", "Table 4: distillation weighting ablation, each weighting "
-                           "at its own best lambda (lowest mean unconditional FID; weights are unnormalised, "
-                           f"so a shared lambda would compare their scale, not their shape){at}", notes,
-                           calibration=False)
+                           f"at its own best lambda (the {chosen_by.describe()}, chosen on the reported data; "
+                           "weights are unnormalised, so a shared lambda would compare their scale, not their "
+                           f"shape){at}", notes + [REPORTED_DATA_NOTE], calibration=False)
             sweep = pivot(sdft, columns, "table4_sweep", f"Table 4, every lambda of the sweep{at}", notes,
                           calibration=False)
             tables += [t for t in (table4, sweep) if t]
