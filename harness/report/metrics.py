@@ -32,11 +32,6 @@ class Metric:
     higher_is_better: bool
     tasks: tuple[str, ...]      # the model tasks it is measured on (empty: calibration rows only)
 
-    @property
-    def better(self) -> str:
-        """'higher' or 'lower'."""
-        return "higher" if self.higher_is_better else "lower"
-
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
     # realism against a reference set, per extractor (KID is stored x1e3)
