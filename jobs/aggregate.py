@@ -34,6 +34,7 @@ from harness.report.tables import (ablation_tables, difference_table, paper_tabl
                                    write_tables)
 from jobs.curve import collect_curve, forgetting_curve
 from jobs.evaluation.manifest import final, read_manifest
+from jobs.figures import pyplot, save_figure
 from jobs.loss_curves import loss_curves_plot
 
 SHOWN_PER_ROW = 12
@@ -65,9 +66,7 @@ def tradeoff_panels(recovery, kept) -> list[tuple]:
 def tradeoff_plot(df, path: Path) -> Path | None:
     """FID against missing-class recovery and against class preservation: one point per run
     (and per earlier checkpoint, so an early-stopped baseline can be compared at equal FID)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     df = prepare(df)
     fid = df[(df.metric == "fid") & (df.task == "unconditional") & (df.reference == "full-domain")]
@@ -96,11 +95,7 @@ def tradeoff_plot(df, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.suptitle("The trade-off: one point per run (x: an earlier checkpoint)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def image_grids(df, store_root: Path, out_dir: Path) -> list[tuple[Path, list[str]]]:
@@ -146,13 +141,12 @@ def class_histograms(df, store_root: Path, out_dir: Path) -> list[Path]:
     labels), the target set's, the held-out half as the classifier sees it, and each model's
     unconditional samples (classified; all its runs' final products pooled, no confidence
     filter). Missing classes are shaded."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     from jobs.evaluation.splits import items_name
     from jobs.paired import final_items, load
+
+    plt = pyplot()
 
     df = prepare(df)
     split = "test" if (split_of(df) == "test").any() else None
@@ -200,12 +194,7 @@ def class_histograms(df, store_root: Path, out_dir: Path) -> list[Path]:
         ax.set_title(f"{dataset}/{target}: classes of the samples beside the full domain (shaded: missing "
                      "from the target set)", fontsize=9)
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-        fig.tight_layout()
-        path = out_dir / f"{dataset}-{target}_classes.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out_dir / f"{dataset}-{target}_classes.png"))
     return written
 
 

@@ -21,10 +21,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from harness.report import metrics
 from harness.report.curve import CURVE_METRICS, POINTS_FILE, SHARE
 from harness.report.results import tidy, write_parquet
 from harness.report.selection import VALIDATION, split_of
 from harness.report.tables import _extractor, _reference, cell_key, model_labels, prepare
+from jobs.figures import pyplot, save_figure
 
 CURVE_FILE = "curve.parquet"
 
@@ -122,9 +124,7 @@ def forgetting_curve(df, curve, shown, store_root: Path, grid_dir: Path):
 def curve_plot(found, path: Path) -> Path:
     """Per (dataset, target): the corrected share against the step (interval bands, the
     source model's share as a dashed level) and FID against the step (error bars)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     pairs = sorted(found.groupby(["dataset", "target"]).groups)
     models = [m for m in found.sort_values(["order", "model"])["model"].unique() if m != "source"]
@@ -146,14 +146,10 @@ def curve_plot(found, path: Path) -> Path:
                 ax.axhspan(row["ci_low"], row["ci_high"], color="black", alpha=0.06)
             ax.set_xlabel("fine-tuning step")
             ax.grid(alpha=0.3)
-        share_ax.set_ylabel("missing-class share, corrected")
+        share_ax.set_ylabel(metrics.label(SHARE))
         fid_ax.set_ylabel("unconditional FID")
         share_ax.set_title(f"{dataset}/{target}: missing classes", fontsize=9)
         fid_ax.set_title(f"{dataset}/{target}: FID", fontsize=9)
         share_ax.legend(fontsize=7)
     fig.suptitle("The forgetting curve (bands: 95 % intervals)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

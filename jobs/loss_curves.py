@@ -13,6 +13,7 @@ from pathlib import Path
 from harness.refs import RunRef
 from harness.spec import AggregateSpec, EvalSpec, RunSpec
 from harness.store import RunFolder
+from jobs.figures import pyplot, save_figure
 
 
 def training_runs(spec: AggregateSpec, store_root: Path) -> dict[str, tuple[str, RunFolder]]:
@@ -52,9 +53,7 @@ def loss_curves_plot(spec: AggregateSpec, store_root: Path, path: Path) -> Path 
     panels = curves(training_runs(spec, store_root))
     if not panels:
         return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = sorted(panels, key=lambda p: (p != "pretraining", p))
     labels = sorted({label for lines in panels.values() for label, *_ in lines})
@@ -73,8 +72,4 @@ def loss_curves_plot(spec: AggregateSpec, store_root: Path, path: Path) -> Path 
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.suptitle(f"{spec.grid}: loss curves (one line per run)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -23,13 +23,15 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from harness.report import metrics
+from harness.report.metrics import TASKS
+
 if TYPE_CHECKING:
     import pandas as pd
 
 VALIDATION, TEST = "validation", "test"
 SPLITS = (VALIDATION, TEST)
 GROUP = ["dataset", "target", "method", "weighting", "variant"]
-TASKS = ("unconditional", "sdedit", "egsde")
 TASK_NAMES = {"unconditional": "unconditional", "sdedit": "SDEdit", "egsde": "EGSDE"}
 # where the criterion names none: the most demanding reference, the paper's extractor, all images
 PREFERRED = {"reference": ("full-domain", "target"), "extractor": ("inception",), "subset": ("all",)}
@@ -66,10 +68,17 @@ class Criterion:
             raise ValueError(f"{text!r}: t0 applies to sdedit and egsde only")
         return cls(match["metric"], match["task"] or "unconditional", t0, match["reference"])
 
+    def __post_init__(self):
+        """A registered metric (harness.report.metrics), measured on the criterion's task."""
+        measured = metrics.metric(self.metric).tasks
+        if self.task not in measured:
+            where = f"on {', '.join(measured)} only" if measured else "on the classifier's calibration rows only"
+            example = f" (e.g. '{measured[0]}:{self.metric}')" if measured else ""
+            raise ValueError(f"{self.metric} is measured {where}, not on {self.task}{example}")
+
     @property
     def higher_is_better(self) -> bool:
-        from harness.report.tables import HIGHER_IS_BETTER
-        return self.metric in HIGHER_IS_BETTER
+        return metrics.higher_is_better(self.metric)
 
     def describe(self) -> str:
         """'lowest mean unconditional FID against the full-domain set (builtin features)'."""
@@ -77,9 +86,7 @@ class Criterion:
 
     def quantity(self) -> str:
         """'mean unconditional FID against the full-domain set (builtin features)'."""
-        from harness.report.tables import METRIC_NAMES
-
-        text = f"mean {TASK_NAMES.get(self.task, self.task)} {METRIC_NAMES.get(self.metric, self.metric)}"
+        text = f"mean {TASK_NAMES.get(self.task, self.task)} {metrics.label(self.metric)}"
         if self.t0 is not None:
             text += f" at t0 = {self.t0:g}"
         if self.reference:
@@ -179,17 +186,16 @@ def with_variant(df: "pd.DataFrame") -> "pd.DataFrame":
     return df if "variant" in df else df.assign(variant=None)
 
 
-def select(df: "pd.DataFrame", criterion: Criterion | None = None) -> Selection:
-    """Per method, the candidate with the best mean criterion on the validation split.
-    Reads the validation rows only: nothing measured on the test split can move a choice."""
-    df = with_variant(df)
-    validation = df[(split_of(df) == VALIDATION) & (df["method"] != "calibration")]
-    criterion = (criterion or Criterion()).resolve(validation)
-    columns = candidate_columns(validation)
-    part = criterion.rows(validation)
+def best_candidates(df: "pd.DataFrame", criterion: Criterion, groups: list[str], columns: list[str]
+                    ) -> "pd.DataFrame":
+    """The selection rule, for `select` and every other choice a table makes: per group (the
+    values of `groups`), the candidate (the values of `columns`) with the best mean of the
+    resolved `criterion` over its rows of df that have a value, ties to the candidate whose
+    key sorts first. Per candidate: groups, columns, score, rows, chosen, _group, _candidate."""
+    part = criterion.rows(df)
     part = part[part["value"].notna()]
-    part = part.assign(_group=tags(part, GROUP), _candidate=tags(part, columns))
-    firsts = {c: (c, "first") for c in GROUP + columns}
+    part = part.assign(_group=tags(part, groups), _candidate=tags(part, columns))
+    firsts = {c: (c, "first") for c in dict.fromkeys(groups + columns)}
     scores = (part.groupby(["_group", "_candidate"], sort=False)
               .agg(score=("value", "mean"), rows=("value", "count"), **firsts).reset_index())
     sign = -1.0 if criterion.higher_is_better else 1.0
@@ -197,6 +203,17 @@ def select(df: "pd.DataFrame", criterion: Criterion | None = None) -> Selection:
     for _, group in scores.groupby("_group", sort=False):
         best = min(group.index, key=lambda i: (sign * group.at[i, "score"], group.at[i, "_candidate"]))
         scores.loc[best, "chosen"] = True
+    return scores
+
+
+def select(df: "pd.DataFrame", criterion: Criterion | None = None) -> Selection:
+    """Per method, the candidate with the best mean criterion on the validation split.
+    Reads the validation rows only: nothing measured on the test split can move a choice."""
+    df = with_variant(df)
+    validation = df[(split_of(df) == VALIDATION) & (df["method"] != "calibration")]
+    criterion = (criterion or Criterion()).resolve(validation)
+    columns = candidate_columns(validation)
+    scores = best_candidates(validation, criterion, GROUP, columns)
     models = df[df["method"] != "calibration"]
     names = dict(zip(tags(models, GROUP), (_name(row) for row in models[GROUP].itertuples(index=False))))
     unselected = {tag: name for tag, name in sorted(names.items()) if tag not in set(scores["_group"])}

@@ -29,15 +29,13 @@ from typing import TYPE_CHECKING
 from harness.adapters import COLUMNS as ADAPTER_COLUMNS
 from harness.methods import NAMES as METHOD_NAMES
 from harness.params import label as param_label
-from harness.report.selection import (GROUP, VALIDATION, Criterion, Selection, has_validation, reported, select,
-                                      split_of, tags, unit_name, with_variant)
+from harness.report import metrics
+from harness.report.selection import (GROUP, VALIDATION, Criterion, Selection, best_candidates, has_validation,
+                                      reported, select, split_of, tags, unit_name, with_variant)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-HIGHER_IS_BETTER = {"psnr", "ssim", "missing_class_share", "missing_class_share_corrected", "class_preservation",
-                    "intra_cluster_lpips", "class_recall", "missing_tpr",
-                    "precision", "recall", "density", "coverage"}
 INTERVAL_RULE = "Intervals: 95 %. A cell of one run and one evaluation seed: bootstrap over images (Wilson for k/n)."
 SPAN_RULE = ("Cells of several runs or evaluation seeds{which}: the mean of their values and the span from the "
              "lowest to the highest of their intervals (no hierarchical bootstrap available).")
@@ -47,12 +45,6 @@ CALIBRATION_LABELS = {"held-out-half": "real: held-out half (floor)", "target-tr
 CALIBRATION_NOTE = ("Real rows: the same measurements of real images at the models' sample count: half of "
                     "the held-out domain against the other half (the noise floor), the target-train set "
                     "and real source images (the style gap) against the held-out domain.")
-METRIC_NAMES = {"fid": "FID", "kid": "KID×1e3", "lpips": "LPIPS", "psnr": "PSNR", "ssim": "SSIM",
-                "intra_cluster_lpips": "intra-LPIPS",
-                "feature_dist_builtin": "FeatDist†", "feature_dist_inception": "FeatDist†",
-                "missing_class_share": "missing-class share", "class_preservation": "class kept",
-                "missing_class_share_corrected": "missing-class share, corrected", "class_recall": "recall",
-                "missing_tpr": "tpr (missing called missing)", "missing_fpr": "fpr (present called missing)"}
 SUBSTITUTE_NOTE = ("† FeatDist: cosine distance of the named extractor's features between paired images, "
                    "reported because LPIPS could not be measured ({reason}). It is a substitute, not LPIPS.")
 
@@ -117,7 +109,7 @@ class Table:
         if len(values) < 2:
             return set()
         metric = column[-1]
-        best = values.max() if metric in HIGHER_IS_BETTER else values.min()
+        best = values.max() if metrics.higher_is_better(metric) else values.min()
         return set(values.index[values == best])
 
     def formatted(self, fmt: str) -> "pd.DataFrame":
@@ -129,7 +121,7 @@ class Table:
             for row in self.means.index:
                 out.loc[row, column] = self.cell(row, column, row in best, fmt)
         out.columns = pd.MultiIndex.from_tuples(
-            [tuple(c[:-1]) + (METRIC_NAMES.get(c[-1], c[-1]),) for c in out.columns])
+            [tuple(c[:-1]) + (metrics.label(c[-1]),) for c in out.columns])
         return out
 
     def render(self, fmt: str) -> str:
@@ -292,7 +284,7 @@ def _pivot(df, columns: list[tuple], name: str, title: str, notes=None, calibrat
                     # the cell's distinct items, not rows x items (jobs/cells.py)
                     agg.loc[model, ["k", "n"]] = [found["k"], found["n"]]
             else:
-                spans.add(METRIC_NAMES.get(metric, metric))
+                spans.add(metrics.label(metric))
         stats[(group, metric)] = agg
     if not stats:
         return None
@@ -331,19 +323,30 @@ def _distance(df) -> tuple[str, list[str]]:
     return substitutes[0], [SUBSTITUTE_NOTE.format(reason=reason.removeprefix("not measured: "))]
 
 
-def best_lambda_rows(sdft: "pd.DataFrame", ref: str, ext: str) -> "pd.DataFrame | None":
-    """The sdft rows of each weighting at the lambda with its lowest mean unconditional FID;
-    None when no weighting was swept over lambda."""
+def best_lambda_rows(sdft: "pd.DataFrame", criterion: Criterion | None = None
+                     ) -> "tuple[pd.DataFrame, Criterion] | None":
+    """The sdft rows of each weighting at the lambda with the best mean `criterion` (the
+    grid's selection criterion; default: the lowest mean unconditional FID), resolved and
+    chosen by the selection's rule (harness.report.selection.best_candidates) on these rows,
+    and the resolved criterion; None when no weighting was swept over lambda or no row
+    measures the criterion. These are the rows the table reports: its caption says so."""
+    from harness.errors import UserError
+
     lam = "p_lambda_distill"
     if lam not in sdft or sdft.groupby("weighting")[lam].nunique().max() < 2:
         return None
-    fid = sdft[(sdft.metric == "fid") & (sdft.task == "unconditional") & (sdft.reference == ref)
-               & (sdft.extractor == ext)]
-    if fid.empty:
+    try:
+        criterion = (criterion or Criterion()).resolve(sdft)
+    except UserError:
         return None
-    means = fid.groupby(["weighting", lam])["value"].mean()
-    best = {weighting: value for weighting, value in means.groupby(level=0).idxmin().map(lambda ix: ix[1]).items()}
-    return sdft[sdft.apply(lambda r: best.get(r["weighting"]) == r[lam], axis=1)]
+    scores = best_candidates(sdft, criterion, ["weighting"], [lam])
+    best = {row["weighting"]: row[lam] for _, row in scores[scores["chosen"]].iterrows()}
+    return sdft[sdft.apply(lambda r: best.get(r["weighting"]) == r[lam], axis=1)], criterion
+
+
+REPORTED_DATA_NOTE = ("Each weighting's lambda was chosen on the reported data (the rows this table shows): "
+                      "without a validation split, the choice favours whichever lambda drew lucky noise on them "
+                      "(`evaluation.splits` selects on a disjoint validation split instead).")
 
 
 def paper_tables(results: "pd.DataFrame", cells: "pd.DataFrame | None" = None, *,
@@ -356,10 +359,11 @@ def paper_tables(results: "pd.DataFrame", cells: "pd.DataFrame | None" = None, *
     if results.empty:
         return []
     if not has_validation(results):
-        return _paper_tables(results, cells=cells)
+        return _paper_tables(results, cells=cells, criterion=criterion)
     selection = select(results, criterion)
     chosen = _selection_labels(results, selection)
-    tables = _paper_tables(reported(results, selection), [selection_note(selection, chosen)], cells=cells)
+    tables = _paper_tables(reported(results, selection), [selection_note(selection, chosen)], cells=cells,
+                           criterion=selection.criterion)
     table = selection_table(results, selection, chosen)
     return tables + ([table] if table else [])
 
@@ -412,7 +416,8 @@ def selection_table(results: "pd.DataFrame", selection: Selection, rows: "pd.Dat
     return table
 
 
-def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=None) -> list[Table]:
+def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=None,
+                  criterion: Criterion | None = None) -> list[Table]:
     pivot = lambda *args, **kwargs: _pivot(*args, cells=cells, **kwargs)  # noqa: E731
     df = prepare(results)
     ref, ext = _reference(df), _extractor(df)
@@ -441,7 +446,7 @@ def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=No
                                          ("unconditional", {"task": "unconditional", "reference": "target"},
                                           "intra_cluster_lpips")]
     table3 = pivot(df, uncond, "table3", f"Table 3: unconditional generation ({ext} features, "
-                   f"FID/KID against the {ref} set; {METRIC_NAMES.get(distance, distance)} to the source "
+                   f"FID/KID against the {ref} set; {metrics.label(distance)} to the source "
                    "model's sample from the same noise)", notes)
     tables += [table3] if table3 else []
     # the weightings themselves: a named variant is an ablation of its own (ablation_tables)
@@ -453,12 +458,13 @@ def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=No
                              {"task": "sdedit", "t0": t0, "subset": "all", "reference": "source"}, m)
                             for t0 in sdedit_t0s for m in ("psnr", "ssim")]
         at = f" (SDEdit at t0 = {', '.join(f'{t0:g}' for t0 in sdedit_t0s)})" if sdedit_t0s else ""
-        best = best_lambda_rows(sdft, ref, ext)
-        if best is not None:
+        found = best_lambda_rows(sdft, criterion)
+        if found is not None:
+            best, chosen_by = found
             table4 = pivot(best, columns, "table4", "Table 4: distillation weighting ablation, each weighting "
-                           "at its own best lambda (lowest mean unconditional FID; weights are unnormalised, "
-                           f"so a shared lambda would compare their scale, not their shape){at}", notes,
-                           calibration=False)
+                           f"at its own best lambda (the {chosen_by.describe()}, chosen on the reported data; "
+                           "weights are unnormalised, so a shared lambda would compare their scale, not their "
+                           f"shape){at}", notes + [REPORTED_DATA_NOTE], calibration=False)
             sweep = pivot(sdft, columns, "table4_sweep", f"Table 4, every lambda of the sweep{at}", notes,
                           calibration=False)
             tables += [t for t in (table4, sweep) if t]
@@ -543,8 +549,8 @@ def difference_table(diffs: "pd.DataFrame", baseline: str = "naive") -> Table | 
                                           aggfunc="first", dropna=False).reindex(index=order, columns=pd.MultiIndex.from_tuples(columns))
     notes = [f"Each cell: the model's value minus {baseline}'s on the same noise and the same source images, "
              "with a 95 % paired bootstrap interval (the same resampled items for both; over evaluation seeds "
-             "two-level); bold where the interval excludes 0. Lower is better for FID/KID/LPIPS, higher for "
-             "the rest."] + sorted(set(diffs["note"].dropna()))
+             "two-level); bold where the interval excludes 0. " + metrics.directions(m for _, m in columns)
+             ] + sorted(set(diffs["note"].dropna()))
     title = f"Paired differences against {baseline}"
     selected_by = diffs["selected_by"].dropna().unique() if "selected_by" in diffs else []
     if len(selected_by):

@@ -46,6 +46,7 @@ from typing import Callable, Mapping, NamedTuple
 import numpy as np
 import torch
 
+from harness.report.metrics import metric as registered
 from harness.spec import EvalSettings, EvalSpec
 from jobs.evaluation import splits
 from models import metrics
@@ -57,7 +58,6 @@ from models.intervals import N_RESAMPLES, Interval, mean_interval, wilson
 from models.manifold import K_NEAREST, manifolds
 from models.sampling import CLIP_TOLERANCE
 
-LOWER_IS_BETTER = {"fid", "kid", "lpips", "feature_dist_builtin", "feature_dist_inception"}
 # Intra-cluster LPIPS (Ojha et al. 2021): the first DIVERSITY_CENTRES target-training images
 # are the cluster centres (their 10-shot setting), the first DIVERSITY_SAMPLES samples are
 # clustered, at most DIVERSITY_PAIRS pairs per cluster. VGG at 64 px costs ~28 ms an image
@@ -312,7 +312,9 @@ class Rows:
         self.base, self.rows = base, []
 
     def add(self, metric, value, reference, subset="all", n=None, extractor=None, note=None, k=None):
-        """value: a number, or an Interval (fills ci_low and ci_high)."""
+        """value: a number, or an Interval (fills ci_low and ci_high). The metric must be in
+        the registry (harness.report.metrics), which gives the tables their label and direction."""
+        registered(metric)
         numbers = value.row() if isinstance(value, Interval) else {"value": float(value)}
         shared = splits.note(reference, self.base.get("split"))
         if shared:

@@ -26,6 +26,15 @@ def test_the_confidence_filter_is_off_by_default_and_says_what_it_kept():
     assert filtered["ci_low"] < 0.5 < filtered["ci_high"]      # Wilson's interval of 1/2
 
 
+def test_a_metric_the_registry_does_not_declare_is_never_written():
+    from harness.report.metrics import UnknownMetric
+
+    out = Rows({})
+    with pytest.raises(UnknownMetric, match="unknown metric 'fid_typo'"):
+        out.add("fid_typo", 1.0, "target")
+    assert out.rows == []
+
+
 def test_reference_subsets_are_seeded_and_shared():
     assert list(reference_subset(5, 10)) == [0, 1, 2, 3, 4]
     chosen = reference_subset(1000, 30)
