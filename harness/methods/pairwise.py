@@ -41,7 +41,7 @@ from harness.params import NonNeg, Param
 
 PARAMS = (
     Param("lambda_pair", NonNeg, "number", 4.0, "λpair", "method"),
-    Param("lambda_hf_pair", NonNeg, "number", 4.0, "λhf", "method"),
+    Param("lambda_hf_pair", NonNeg, "number", 4.0, "λhfpair", "method"),
     Param("lambda_hf_mse", NonNeg, "number", 1.0, "λhfmse", "method"),
     Param("pair_group", Whole(ge=3, le=MAX_IMAGES), "whole number", 3, "pair group", "method"),
 )
