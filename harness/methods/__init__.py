@@ -23,7 +23,7 @@ from harness import adapters
 from harness.params import TRAIN, Param
 
 # The package's methods in table order: the baselines first, the paper's method last.
-BUILTIN = ("scratch", "naive", "l2sp", "ewc", "replay", "sdft")
+BUILTIN = ("scratch", "naive", "l2sp", "ewc", "replay", "pairwise", "sdft")
 PLUGINS_ENV = "SDFT_METHODS"
 
 

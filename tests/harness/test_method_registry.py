@@ -1,4 +1,6 @@
 """The registry of methods (harness/methods/) as the specs and grids see it."""
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -54,3 +56,30 @@ def test_the_grid_sweeps_the_baselines_and_gives_ewc_the_source_data(tmp_path):
     assert by["ewc"][0].source_data.model_dump() == {"kind": "builtin-source", "resolution": 16, "seed": 0}
     assert all(s.source_data is None for m in ("naive", "l2sp", "sdft") for s in by[m])
     assert by["ewc"][0].init == by["naive"][0].init
+
+
+def test_the_grid_sweeps_pairwise_and_labels_its_runs(tmp_path):
+    """pairwise's weights are an axis; its runs carry their own block (empty at the
+    defaults), its ids differ, and the status and table labels come from the registry."""
+    import pandas as pd
+
+    from harness.methods import run_label
+    from harness.params import columns
+    from harness.report.tables import METHOD_ORDER, model_labels
+
+    grid = load_grid(write_grid(tmp_path, smoke_grid(methods=["naive", "pairwise", "sdft"],
+                                                     finetune__lambda_pair=[1.0, 4.0])))
+    runs = [r for r in expand(grid, tmp_path).by_stage("finetune") if r.method == "pairwise"]
+    specs = [json.loads(r.spec.model_dump_json()) for r in runs]
+    assert sorted(s["pairwise"]["lambda_pair"] for s in specs) == [1.0, 4.0]
+    assert len({r.run_id for r in runs}) == 2 and all(r.spec.init for r in runs)
+    default = RunSpec.model_validate(finetune_spec("pairwise", pairwise={}))
+    assert default.settings.pair_group == 3 and default.settings.lambda_hf_mse == 1.0
+    # a setting at its default is not in the id: 4.0 is lambda_pair's
+    assert sorted("lambda_pair" in identity_json(r.spec) for r in runs) == [False, True]
+    assert run_label(specs[0]) == "pairwise"
+    assert METHOD_ORDER["replay"] < METHOD_ORDER["pairwise"] < METHOD_ORDER["sdft"]
+    rows = pd.DataFrame([{"method": "pairwise", "weighting": None, **columns(s)} for s in specs])
+    assert sorted(model_labels(rows)) == ["pairwise λpair=1", "pairwise λpair=4"]
+    with pytest.raises(ValidationError, match="pair_group"):
+        RunSpec.model_validate(finetune_spec("pairwise", pairwise={"pair_group": 2}))
