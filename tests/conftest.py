@@ -23,6 +23,12 @@ os.environ["SDFT_CACHE_DIR"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
+def pytest_collection_modifyitems(items):
+    """The Slurm tests wait on the scheduler more than they compute: they go first, so that
+    under xdist the other worker's files run beside them instead of after them."""
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is None)     # a stable sort
+
+
 @pytest.fixture(scope="session")
 def tiny_source(tmp_path_factory) -> Path:
     """A tiny pretrained source model in a store: finetune specs use init 'run:source'."""
