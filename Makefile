@@ -45,7 +45,7 @@ test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10 tests
 
 test-fast: setup
-	$(PY) -m pytest -q tests -m "not slurm and not slow"
+	$(PY) -m pytest -q -n 2 --dist loadfile tests -m "not slurm and not slow"
 
 slurm-up:
 	bash slurm/local-slurm.sh start
