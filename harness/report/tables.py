@@ -480,8 +480,8 @@ def selection_table(results: "pd.DataFrame", selection: Selection, rows: "pd.Dat
 
 
 def candidates_compute(rows: "pd.DataFrame") -> str | None:
-    """'naive 2 candidates, 0.912; ...': each method's candidates' total training compute in
-    naive kimg, the sum over its candidates (as harness/budget.py counts it)."""
+    """'naive: 2 candidates, 0.912 naive kimg; ...': each method's candidates' total training
+    compute, the sum over its candidates (as harness/budget.py counts it)."""
     import pandas as pd
 
     compute = pd.to_numeric(rows["compute_kimg"], errors="coerce") if "compute_kimg" in rows else None
@@ -504,7 +504,7 @@ def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=No
     df = prepare(results)
     ref, ext = _reference(df), _extractor(df)
     distance, notes = _distance(df)
-    notes = notes + list(extra_notes) + [n for n in [compute_note(df[~df["is_early"]])] if n]
+    notes = notes + list(extra_notes) + [n for n in [compute_note(df)] if n]
     realism = lambda task, **extra: [  # noqa: E731
         (task, {"task": task, "reference": ref, "extractor": ext, **extra}, "fid"),
         (task, {"task": task, "reference": ref, "extractor": ext, **extra}, "kid")]
