@@ -15,6 +15,9 @@ With a constant learning rate (jobs.train has no schedule) the checkpoint at ste
 longer run is the model a run of s steps would have made, so sweeping steps through
 checkpoints costs evaluations only, not training runs.
 
+Under `selection.equal_compute` the methods' candidates must also get the same total
+training compute (candidate_compute; the rule: harness.compute).
+
 Also a rough wall-time estimate of a plan from costs measured on the 2-core development
 machine (RoughCost); it is printed by the dry run and is no more than a guide.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from harness.compute import kimg
 from harness.grid import Plan, PlannedRun, snapshots_for
 from harness.methods import METHODS
 
@@ -49,20 +53,42 @@ def evaluated_steps(run: PlannedRun, grid=None) -> tuple[int, ...]:
     return (*early, run.spec.steps)
 
 
+def _candidates(plan: Plan) -> dict[tuple, float]:
+    """(dataset, target, label, setting, step) of every candidate -> its training compute
+    (naive kimg, harness.compute)."""
+    seen: dict[tuple, float] = {}
+    for run in plan.by_stage("finetune"):
+        setting = tuple(sorted((k, repr(v)) for k, v in run.params.items() if k not in NOT_A_SETTING))
+        for step, variant in ((s, v) for s in evaluated_steps(run, plan.grid) for v in run.variants):
+            key = (run.dataset, run.target, method_label(run, variant), setting, step)
+            seen[key] = kimg(run.method, step, run.spec.batch_size)
+    return seen
+
+
+def _per_label(per_target: dict[tuple, float]) -> dict[str, float]:
+    """The largest value of each label over the targets (every target runs the same sweep)."""
+    out: dict[str, float] = {}
+    for (_, _, label), value in sorted(per_target.items()):
+        out[label] = max(out.get(label, 0), value)
+    return out
+
+
 def candidates(plan: Plan) -> dict[str, int]:
     """Method label -> its number of candidates, per target (every target of a grid runs the
     same sweep). Two runs that differ only in steps share their common checkpoints: a run
     of 300 steps and the 300-step snapshot of a 600-step run are one candidate."""
-    seen: set[tuple] = set()
-    for run in plan.by_stage("finetune"):
-        setting = tuple(sorted((k, repr(v)) for k, v in run.params.items() if k not in NOT_A_SETTING))
-        for step, variant in ((s, v) for s in evaluated_steps(run, plan.grid) for v in run.variants):
-            seen.add((run.dataset, run.target, method_label(run, variant), setting, step))
-    per_target = Counter((dataset, target, label) for dataset, target, label, _, _ in seen)
-    counts: dict[str, int] = {}
-    for (_, _, label), n in sorted(per_target.items()):
-        counts[label] = max(counts.get(label, 0), n)
-    return counts
+    return _per_label(Counter((dataset, target, label) for dataset, target, label, _, _ in _candidates(plan)))
+
+
+def candidate_compute(plan: Plan) -> dict[str, float]:
+    """Method label -> the total training compute of its candidates, per target, in naive kimg:
+    the sum over its candidates of steps x batch x the method's cost per step (harness.compute).
+    A checkpoint that is a candidate counts with the steps it trained, though a longer run
+    shares them: this is the compute that selection chose among, as the budget counts it."""
+    totals: dict[tuple, float] = {}
+    for (dataset, target, label, _, _), compute in _candidates(plan).items():
+        totals[(dataset, target, label)] = totals.get((dataset, target, label), 0.0) + compute
+    return _per_label(totals)
 
 
 def unequal(counts: dict[str, int]) -> str | None:

@@ -402,11 +402,15 @@ Weighting = Literal[WEIGHTINGS]
 class SelectionConfig(Strict):
     """How each method's reported setting is chosen among its candidates (the report layer
     reads `criterion`) and whether the grid must give every method as many (checked at
-    submit by harness.budget; off by default, so existing grids submit as before)."""
+    submit by harness.budget), or as much training compute (harness.compute states the
+    rule); both off by default, so existing grids submit as before."""
     # the report layer's grammar `[task[@t0]:]metric[/reference]` (harness.report.selection);
     # "fid": unconditional FID against the full-domain set where one is measured
     criterion: Annotated[str, Field(pattern=r"^[a-z0-9_.@:/-]+$", max_length=64)] = "fid"
     equal_budget: StrictBool = False
+    # every method's candidates get the same training compute: cheaper methods train longer
+    # (harness.compute states the rule)
+    equal_compute: StrictBool = False
 
 
 class GridConfig(Strict):

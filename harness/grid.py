@@ -17,6 +17,7 @@ from harness.config import (BuiltinSourceConfig, BuiltinTargetConfig, DatasetCon
                             GridConfig, SameAs, layers)
 from harness.errors import UserError
 from harness.adapters import adapter_block
+from harness.compute import matched_steps
 from harness.refs import RunRef
 from harness.methods import METHODS
 from harness.spec import AggregateSpec, EvalSpec, RunSpec
@@ -187,10 +188,19 @@ def shown_params(spec: RunSpec) -> dict[str, Any]:
     return out
 
 
+def matched(grid: GridConfig, method: str | None, steps: list[int], where: str) -> list[int]:
+    """Steps as the method trains them: scaled to equal compute under selection.equal_compute
+    (harness.compute), else as given."""
+    if not grid.selection.equal_compute or method not in METHODS:
+        return steps
+    return sorted({matched_steps(grid.methods, method, s, where) for s in steps})
+
+
 def snapshots_for(grid: GridConfig, method: str | None) -> list[int]:
     """The earlier checkpoints to keep and evaluate for a method (early-stopping baselines)."""
     e = grid.evaluation
-    return sorted(set(e.checkpoint_steps)) if method in e.checkpoint_methods else []
+    chosen = sorted(set(e.checkpoint_steps)) if method in e.checkpoint_methods else []
+    return matched(grid, method, chosen, "evaluation.checkpoint_steps")
 
 
 # the methods whose forgetting curve is drawn (evaluation.curve_steps): the baseline and sdft
@@ -199,7 +209,8 @@ CURVE_METHODS = ("naive", "sdft")
 
 def curve_steps_for(grid: GridConfig, method: str | None) -> list[int]:
     """The earlier checkpoints of a method's forgetting curve (unconditional samples only)."""
-    return sorted(set(grid.evaluation.curve_steps)) if method in CURVE_METHODS else []
+    chosen = sorted(set(grid.evaluation.curve_steps)) if method in CURVE_METHODS else []
+    return matched(grid, method, chosen, "evaluation.curve_steps")
 
 
 def evaluation_spec(role: str, model: str, source: dict, target: dict, grid: GridConfig,
@@ -257,6 +268,8 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
                     snapshots = sorted(set(snapshots_for(grid, method)) | set(curve_steps_for(grid, method)))
                     for (combo, weighting), seed in itertools.product(method_combos(grid, method, variant),
                                                                       grid.seeds):
+                        if grid.selection.equal_compute:
+                            combo = {**combo, "steps": matched_steps(grid.methods, method, combo["steps"])}
                         spec = finetune_spec(method, weighting, combo, seed, data, init, scratch_network,
                                              snapshots, source)
                         own.add(spec.run_id)

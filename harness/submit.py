@@ -26,7 +26,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.budget import candidates, estimate_seconds, unequal
+from harness.budget import candidate_compute, candidates, estimate_seconds, unequal
+from harness.compute import unmatched
 from harness.config import GridConfig, grid_mapping, validate_grid
 from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
 from harness.executors import array_master
@@ -304,17 +305,27 @@ def check_criterion(grid, grid_path: Path) -> None:
 
 def check_budgets(plan: Plan, grid_path: Path) -> dict[str, int]:
     """Each method's candidate count; unequal counts are an error where the grid asks for
-    equal budgets (selection.equal_budget)."""
+    equal budgets (selection.equal_budget), unequal total compute where it asks for equal
+    compute (selection.equal_compute; harness.compute)."""
     counts = candidates(plan)
     if plan.grid.selection.equal_budget and (differ := unequal(counts)):
         raise UserError(f"{grid_path}: selection.equal_budget: the methods have different numbers of "
                         f"candidates (settings x evaluated checkpoints): {differ}")
+    if plan.grid.selection.equal_compute and (differ := unmatched(candidate_compute(plan))):
+        raise UserError(f"{grid_path}: selection.equal_compute: the methods' candidates have different total "
+                        f"training compute (naive kimg): {differ}; give each method as many candidates, "
+                        f"or a cheaper one more of them")
     return counts
 
 
 def budget_lines(plan: Plan, counts: dict[str, int]) -> list[str]:
-    """The dry run's summary: each method's candidates, and a rough wall time."""
+    """The dry run's summary: each method's candidates and their total training compute, and a
+    rough wall time."""
+    compute = candidate_compute(plan)
+    matched = " (compute-matched: selection.equal_compute)" if plan.grid.selection.equal_compute else ""
     lines = [f"candidates {label}: {n}" for label, n in counts.items()]
+    lines += [f"training compute of the candidates {label}: {compute.get(label, 0.0):.3g} naive kimg{matched}"
+              for label in counts]
     seconds = estimate_seconds(plan)
     total = sum(seconds.values())
     lines.append(f"rough wall time, jobs one after another on the 2-core dev machine: {total / 3600:.1f} h "

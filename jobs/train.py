@@ -185,6 +185,13 @@ def truncate_log(folder: RunFolder, step: int, events: list[dict] = ()) -> None:
     folder.log_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def trained_seconds(folder: RunFolder, step: int) -> float:
+    """The measured training seconds of a resumed run up to its checkpoint: the `train_s` of
+    its last log row at or before it (a checkpoint's step is always logged); 0 without one."""
+    rows = [r for r in folder.log_rows() if "train_s" in r and r.get("step", 0) <= step]
+    return rows[-1]["train_s"] if rows else 0.0
+
+
 def append_log(folder: RunFolder, row: dict) -> None:
     with open(folder.log_path, "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -261,6 +268,9 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
                desc=f"{spec.label} {folder.run_id}", dynamic_ncols=True, mininterval=1.0)
     window: dict[str, float] = {}
     window_start, window_steps, timed_steps = time.perf_counter(), 0, 0
+    # the loop's wall seconds so far (steps, EMA, snapshots, checkpoints; not the set-up),
+    # carried over resumes: each log row's `train_s`, the cost the tables show
+    train_s = trained_seconds(folder, start) if start > 0 else 0.0
     for step in bar:
         torch.manual_seed(derived_seed(spec.seed, step, rank, "dropout"))
         indices = global_batch_indices(len(dataset), spec.batch_size, spec.seed, step)
@@ -287,6 +297,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
             if device.type == "cuda":
                 torch.cuda.synchronize()
             first_step_s = time.perf_counter() - window_start
+            train_s += first_step_s
             window_start, timed_steps = time.perf_counter(), 0
             if rank == 0:
                 append_log(folder, {"event": "first_step", "at_step": step + 1, "compile": compiled,
@@ -296,15 +307,18 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
                                     **{f"{k}_parameters": v for k, v in parameter_counts(engine.module).items()},
                                     "time": time.time()})
         done_steps = step + 1
-        # the first step after a resume is always logged: it shows where the run went on from
+        # the first step after a resume is always logged: it shows where the run went on from;
+        # so are snapshots and checkpoints, whose models' training seconds the tables show
         if rank == 0 and (done_steps % spec.log_every == 0 or done_steps == spec.steps
-                          or (start > 0 and step == start)):
+                          or (start > 0 and step == start) or done_steps in spec.snapshot_steps
+                          or done_steps % spec.checkpoint_every == 0):
             elapsed = time.perf_counter() - window_start
+            train_s += elapsed
             row = {"step": done_steps, **{k: v / window_steps for k, v in window.items()},
                    "lr": optimizer.param_groups[0]["lr"], "ema_decay": ema.current_decay(),
                    "images_per_s": timed_steps * spec.batch_size / max(elapsed, 1e-9) if timed_steps else None,
                    "step_s": elapsed / timed_steps if timed_steps else None,
-                   "time": time.time()}
+                   "train_s": train_s, "time": time.time()}
             append_log(folder, row)
             trackers.scalars({k: v for k, v in row.items() if k not in ("step", "time")}, done_steps)
             bar.set_postfix(loss=f"{row['loss']:.4f}")

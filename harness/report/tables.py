@@ -45,6 +45,13 @@ CALIBRATION_LABELS = {"held-out-half": "real: held-out half (floor)", "target-tr
 CALIBRATION_NOTE = ("Real rows: the same measurements of real images at the models' sample count: half of "
                     "the held-out domain against the other half (the noise floor), the target-train set "
                     "and real source images (the style gap) against the held-out domain.")
+# the training cost of each row's model (harness.compute; jobs/train.py measures the seconds):
+# shown beside the metrics of every model table, never ranked
+COST_COLUMNS = {"compute_kimg": "compute (naive kimg)", "train_s": "train s"}
+COST_GROUP = "training cost"
+COST_NOTE = ("Training cost of each model, the mean over its runs: compute = steps × batch × the method's "
+             "measured cost per step relative to naive / 1000 (naive kimg; harness/compute.py), and the "
+             "measured seconds of its training loop up to the checkpoint (train s).")
 SUBSTITUTE_NOTE = ("† FeatDist: cosine distance of the named extractor's features between paired images, "
                    "reported because LPIPS could not be measured ({reason}). It is a substitute, not LPIPS.")
 
@@ -100,6 +107,8 @@ class Table:
         return text
 
     def best(self, column) -> set:
+        if column[0] == COST_GROUP:
+            return set()
         if self.bold_rows is not None:
             return set(self.bold_rows) & set(self.means[column].dropna().index)
         if self.bold_nonzero:
@@ -121,7 +130,7 @@ class Table:
             for row in self.means.index:
                 out.loc[row, column] = self.cell(row, column, row in best, fmt)
         out.columns = pd.MultiIndex.from_tuples(
-            [tuple(c[:-1]) + (metrics.label(c[-1]),) for c in out.columns])
+            [tuple(c[:-1]) + (COST_COLUMNS.get(c[-1]) or metrics.label(c[-1]),) for c in out.columns])
         return out
 
     def render(self, fmt: str) -> str:
@@ -290,16 +299,72 @@ def _pivot(df, columns: list[tuple], name: str, title: str, notes=None, calibrat
         return None
     order = df.drop_duplicates("model").sort_values(["order", "model"])["model"].tolist()
     shown = [m for m in order if any(m in s.index for s in stats.values())]
+    costs = cost_stats(models[models["model"].isin(shown)])
+    stats.update(costs)
     frame = lambda key: pd.DataFrame({c: s[key] for c, s in stats.items()}).reindex(shown)  # noqa: E731
     ks = frame("k")
     ns = frame("n").where(ks.notna())
     labels = set(df.loc[df["method"] == "calibration", "model"])
     extra = [CALIBRATION_NOTE] if labels & set(shown) else []
-    rules = [INTERVAL_RULE] + sorted(hierarchical)
+    rules = [INTERVAL_RULE] + sorted(hierarchical) + ([COST_NOTE] if costs else [])
     if spans:
         rules.append(SPAN_RULE.format(which=f" ({', '.join(sorted(spans))})"))
     return Table(name, title, frame("mean"), frame("low"), frame("high"), frame("count").fillna(0),
                  (notes or []) + extra + rules, ks, ns, tuple(m for m in shown if m in labels))
+
+
+def cost_stats(models: "pd.DataFrame") -> dict[tuple, "pd.DataFrame"]:
+    """(COST_GROUP, column) -> per model the mean cost over its runs (one value per evaluation
+    and checkpoint), for the cost columns the rows carry; no interval."""
+    import pandas as pd
+
+    out = {}
+    runs = models.drop_duplicates(["model", "eval_id", "ckpt_step"])
+    for column in COST_COLUMNS:
+        values = pd.to_numeric(runs[column], errors="coerce") if column in runs else None
+        if values is None or values.isna().all():
+            continue
+        by_model = values.groupby(runs["model"])
+        nothing = by_model.mean() * float("nan")
+        out[(COST_GROUP, column)] = pd.DataFrame({"mean": by_model.mean(), "low": nothing, "high": nothing,
+                                                  "count": by_model.count(), "k": nothing, "n": nothing})
+    return out
+
+
+def _span(values, fmt) -> str:
+    low, high = min(values), max(values)
+    return fmt(low) if low == high else f"{fmt(low)}–{fmt(high)}"
+
+
+def compute_note(df: "pd.DataFrame") -> str | None:
+    """How the methods' training compute compares: each method's steps and compute at the
+    checkpoints shown, and whether it was matched by steps (cheaper methods trained longer,
+    selection.equal_compute) or not; None without cost columns."""
+    import pandas as pd
+
+    from harness.compute import COMPUTE_TOLERANCE
+
+    if "compute_kimg" not in df:
+        return None
+    rows = df[(df["method"] != "calibration") & pd.to_numeric(df["compute_kimg"], errors="coerce").notna()]
+    if rows.empty:
+        return None
+    rows = rows.assign(_unit=[unit_name(*key) for key in zip(rows["method"], rows["weighting"], rows["variant"])])
+    parts, steps, computes = [], {}, {}
+    for unit, group in rows.sort_values(["order", "_unit"]).groupby("_unit", sort=False):
+        steps[unit] = set(group["ckpt_step"].astype(int))
+        computes[unit] = set(pd.to_numeric(group["compute_kimg"]).round(6))
+        parts.append(f"{unit}: {_span(steps[unit], str)} steps, {_span(computes[unit], lambda v: f'{v:.3g}')} "
+                     "naive kimg")
+    text = "Training compute of the models shown: " + "; ".join(parts) + "."
+    highest = [max(c) for c in computes.values()]
+    if len(computes) > 1 and len({frozenset(s) for s in steps.values()}) > 1 \
+            and max(highest) <= (1 + COMPUTE_TOLERANCE) * min(highest):
+        text += " Matched in compute: the methods cheaper per step trained more steps (selection.equal_compute)."
+    elif len(computes) > 1 and max(highest) > (1 + COMPUTE_TOLERANCE) * min(highest):
+        text += " Not matched in compute: the methods differ in training compute by up to " \
+                f"{max(highest) / min(highest):.2f}×."
+    return text
 
 
 def _reference(df) -> str:
@@ -413,7 +478,29 @@ def selection_table(results: "pd.DataFrame", selection: Selection, rows: "pd.Dat
                     "report, on the test split."], calibration=False)
     if table is not None:
         table.bold_rows = tuple(rows.loc[rows["chosen"], "model"].unique())
+        total = candidates_compute(rows)
+        table.notes += [total] if total else []
     return table
+
+
+def candidates_compute(rows: "pd.DataFrame") -> str | None:
+    """'naive: 2 candidates, 0.912 naive kimg; ...': each method's candidates' total training
+    compute, the sum over its candidates (as harness/budget.py counts it)."""
+    import pandas as pd
+
+    compute = pd.to_numeric(rows["compute_kimg"], errors="coerce") if "compute_kimg" in rows else None
+    if compute is None or compute.isna().all():
+        return None
+    each = rows.assign(_compute=compute).groupby(["_group", "_candidate"], sort=False).first()
+    several = rows["target"].nunique(dropna=True) > 1 or rows["dataset"].nunique(dropna=True) > 1
+    parts = []
+    for _, group in each.groupby(level=0, sort=False):
+        first, n = group.iloc[0], len(group)
+        name = (f"{first['target']}: " if several else "") + unit_name(first["method"], first["weighting"],
+                                                                         first["variant"])
+        parts.append((first["order"], name, f"{name}: {n} candidate{'s' if n != 1 else ''}, "
+                                            f"{group['_compute'].sum():.3g} naive kimg"))
+    return "Training compute of each method's candidates in all: " + "; ".join(p for *_, p in sorted(parts)) + "."
 
 
 def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=None,
@@ -422,7 +509,7 @@ def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=No
     df = prepare(results)
     ref, ext = _reference(df), _extractor(df)
     distance, notes = _distance(df)
-    notes = notes + list(extra_notes)
+    notes = notes + list(extra_notes) + [n for n in [compute_note(df)] if n]
     realism = lambda task, **extra: [  # noqa: E731
         (task, {"task": task, "reference": ref, "extractor": ext, **extra}, "fid"),
         (task, {"task": task, "reference": ref, "extractor": ext, **extra}, "kid")]

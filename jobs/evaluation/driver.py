@@ -15,7 +15,7 @@ from harness.spec import EvalSpec
 from harness.store import RunFolder, atomic_write_json
 from jobs.evaluation.manifest import ProductEntry, write_manifest
 from jobs.evaluation.plan import (Batch, Product, calibration_jobs, check_inputs, check_sampler, curve_only,
-                                  plan_batches, plan_products, product_job, resolve_models)
+                                  plan_batches, plan_products, product_job, resolve_models, training_seconds)
 from jobs.evaluation.worker import EvalWorker
 
 IMAGE_GRID_SIZE = 32     # samples shown in the PNG grids
@@ -140,7 +140,8 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
             run.set_state("running", step=done)
         paths = save_products(run, spec, products, batches)
 
-        jobs = [product_job(spec, run, p, train_spec, paths[p.key], clipped_share(run, p, batches))
+        seconds = training_seconds(spec, run.path)
+        jobs = [product_job(spec, run, p, train_spec, paths[p.key], clipped_share(run, p, batches), seconds)
                 for p in products]
         jobs += calibration_jobs(spec, run.path)
         rows, cache = [], {"hits": 0, "lookups": 0}

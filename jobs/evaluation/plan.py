@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from harness import params
+from harness import compute, params
 from harness.methods import weighting_of
 from harness.errors import UserError
 from harness.spec import EvalSpec
@@ -117,6 +117,25 @@ def resolve_models(spec: EvalSpec, run_dir: Path) -> tuple[list[tuple[int | None
     return models, train_spec
 
 
+def training_seconds(spec: EvalSpec, run_dir: Path) -> dict[int, float]:
+    """The trained run's measured training seconds at each logged step (train.jsonl's
+    `train_s`, jobs/train.py); empty for a model folder and for runs trained before it was kept."""
+    ref = spec.model_ref
+    if ref is None:
+        return {}
+    trained = ref.resolve(store_root_of(run_dir))
+    return {r["step"]: r["train_s"] for r in trained.log_rows() if "train_s" in r and "step" in r}
+
+
+def cost_columns(train_spec: dict, step: int | None, seconds: Mapping[int, float]) -> dict:
+    """A fine-tuned model's training cost up to its checkpoint: `compute_kimg` (naive kimg,
+    harness.compute) and the measured `train_s`; none for the source model."""
+    if train_spec.get("stage") != "finetune" or step is None:
+        return {}
+    return {"compute_kimg": compute.kimg(train_spec["method"], step, train_spec["batch_size"]),
+            "train_s": seconds.get(step)}
+
+
 def check_sampler(spec: EvalSpec) -> None:
     """A respacing the schedule cannot hold fails here, before any actor starts."""
     from models.sampling import sampler_timesteps
@@ -187,8 +206,9 @@ def plan_batches(spec: EvalSpec, products: list[Product]) -> list[Batch]:
 
 
 # ---------------------------------------------------------------- what to measure
-def identity(spec: EvalSpec, train_spec: dict, product: Product) -> dict:
-    """The columns that name a product's rows: the model, its training settings, the product."""
+def identity(spec: EvalSpec, train_spec: dict, product: Product,
+             seconds: Mapping[int, float] | None = None) -> dict:
+    """The columns that name a product's rows: the model, its training settings and cost, the product."""
     ref = spec.model_ref
     return {
         "run_id": ref.run_id if ref is not None else spec.model,
@@ -202,12 +222,14 @@ def identity(spec: EvalSpec, train_spec: dict, product: Product) -> dict:
         # absent without splits, so that those rows stay as they were (tidy() fills it in)
         **({"split": product.split} if product.split is not None else {}),
         **params.columns(train_spec),
+        **cost_columns(train_spec, product.ckpt_step, seconds or {}),
     }
 
 
 def product_job(spec: EvalSpec, run: RunFolder, product: Product, train_spec: dict, images: Path,
-                clipped: tuple[float, int] | None = None) -> ProductJob:
-    return ProductJob(product, product.seed(spec), identity(spec, train_spec, product), str(images),
+                clipped: tuple[float, int] | None = None,
+                seconds: Mapping[int, float] | None = None) -> ProductJob:
+    return ProductJob(product, product.seed(spec), identity(spec, train_spec, product, seconds), str(images),
                       str(run.path / "items" / f"{product.key}.npz"), source_samples_path(spec, run.path, product),
                       clipped)
 

@@ -5,10 +5,12 @@ import json
 import pytest
 
 from factories import ROOT, run_module, smoke_grid, write_grid
-from harness.budget import candidates, unequal
+from harness.budget import candidate_compute, candidates, unequal
+from harness.compute import COMPUTE_TOLERANCE, unmatched
 from harness.config import load_grid
 from harness.errors import UserError
 from harness.grid import expand
+from harness.methods import METHODS
 
 LRS = [5e-5, 1e-4, 2e-4]
 LAMBDAS = [0.3, 1.0, 3.0]
@@ -158,3 +160,61 @@ def test_the_selection_criterion_reaches_the_aggregate_and_only_a_set_one_enters
     assert plain.spec.criterion == "fid" and kid.spec.criterion == "kid/target"
     assert "criterion" not in json.dumps(plain.spec.model_dump(mode="json", exclude_defaults=True))
     assert kid.run_id != plain.run_id
+
+
+# ---------------------------------------------------------------- equal compute (harness.compute)
+def compute_grid(tmp_path, equal: bool, **changes):
+    changes = {"evaluation__checkpoint_steps": [10], "evaluation__checkpoint_methods": ["naive", "sdft"], **changes}
+    return expand(load_grid(write_grid(tmp_path, smoke_grid(
+        methods=["naive", "sdft"], selection={"equal_compute": equal}, **changes))))
+
+
+def test_equal_compute_trains_the_cheaper_method_longer(tmp_path):
+    """naive trains sdft's steps times sdft's cost per step (its module's measured ratio),
+    checkpoints included; sdft, the costliest, keeps its steps and its run id."""
+    ratio = METHODS["sdft"].cost / METHODS["naive"].cost
+    assert ratio > 1.5                               # an sdft step is the dearer one
+    plain, matched = compute_grid(tmp_path, False), compute_grid(tmp_path, True)
+    runs = {r.method: r for r in matched.by_stage("finetune")}
+    assert runs["sdft"].spec.steps == 20 and runs["sdft"].spec.snapshot_steps == (10,)
+    assert runs["naive"].spec.steps == round(20 * ratio) and runs["naive"].spec.snapshot_steps == (round(10 * ratio),)
+    evaluated = {r.method: r.spec.settings.checkpoint_steps for r in matched.by_stage("evaluate")}
+    assert evaluated["naive"] == [round(10 * ratio)] and evaluated["sdft"] == [10]
+    before = {r.method: r.run_id for r in plain.by_stage("finetune")}
+    assert runs["sdft"].run_id == before["sdft"] and runs["naive"].run_id != before["naive"]
+    # as many candidates, each with its counterpart's compute: the totals agree
+    assert candidates(matched) == candidates(plain) == {"naive": 2, "sdft/sdft": 2}
+    compute = candidate_compute(matched)
+    assert compute["sdft/sdft"] == pytest.approx((20 + 10) * 16 * METHODS["sdft"].cost / 1000)
+    assert compute["naive"] == pytest.approx(compute["sdft/sdft"], rel=COMPUTE_TOLERANCE)
+    assert unmatched(compute) is None
+    # without it, naive's candidates get about 1/ratio of sdft's compute
+    assert candidate_compute(plain)["naive"] == pytest.approx(compute["sdft/sdft"] / ratio)
+    assert unmatched(candidate_compute(plain)) is not None
+
+
+def test_equal_compute_accepts_more_candidates_instead_of_longer_runs(tmp_path):
+    """naive's two shorter candidates (grid steps are the costliest method's: 10 of them
+    are about 19 of naive's) hold as much compute as sdft's one."""
+    matched = compute_grid(tmp_path, True, evaluation__checkpoint_steps=[],
+                           per_method={"naive": {"lr": [1e-3, 2e-3], "steps": 10}})
+    assert candidates(matched) == {"naive": 2, "sdft/sdft": 1}
+    assert unmatched(candidate_compute(matched)) is None
+
+
+def test_equal_compute_refuses_unequal_totals_at_submit_with_exit_2(tmp_path):
+    results = tmp_path / "results"
+    path = write_grid(tmp_path, smoke_grid(methods=["naive", "sdft"], per_method={"naive": {"lr": LRS}},
+                                           selection={"equal_compute": True}))
+    proc = run_module("harness.submit", str(path), "--results", str(results), "--dry-run")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "selection.equal_compute" in lines[0] and "naive" in lines[0], lines
+    assert not results.exists()
+
+
+def test_equal_compute_must_be_true_or_false(tmp_path):
+    path = write_grid(tmp_path, smoke_grid(selection={"equal_compute": "yes"}))
+    with pytest.raises(UserError, match=r"selection\.equal_compute") as err:
+        load_grid(path)
+    assert "\n" not in str(err.value)

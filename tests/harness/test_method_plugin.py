@@ -104,8 +104,11 @@ def test_a_method_from_outside_runs_through_a_grid_into_the_tables(tmp_path, ray
     metrics = pd.read_parquet(results / "plugin" / "metrics.parquet")
     ours = metrics[metrics["method"] == "lownoise"]
     assert len(ours) and set(ours["p_max_t"]) == {200}
+    # each row carries its model's training cost: 3 steps of 16 images at the declared cost 1,
+    # and the seconds the training job measured
+    assert set(ours["compute_kimg"]) == {3 * 16 / 1000} and (ours["train_s"] > 0).all()
     tables = run_module("harness.tables", str(results / "plugin"), env=plugin_env())
-    assert tables.returncode == 0 and "lownoise" in tables.stdout
+    assert tables.returncode == 0 and "lownoise" in tables.stdout and "compute (naive kimg)" in tables.stdout
     assert "lownoise" in (results / "plugin" / "report.md").read_text()
     status = run_module("harness.status", str(results / "plugin"), env=plugin_env())
     assert "lownoise" in status.stdout

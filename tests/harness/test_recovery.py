@@ -73,6 +73,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(stopped_run, tmp
     else:
         assert skipped == []
     assert "resumed from checkpoint at step 5" in proc.stdout
+    # the measured training seconds go on from the checkpoint's (jobs/train.py: the tables' cost)
+    seconds = [r["train_s"] for r in rows if "train_s" in r]
+    assert len(seconds) == 15 and seconds[0] > 0 and seconds == sorted(seconds)
 
 
 def test_a_checkpoint_that_would_run_code_is_not_loaded(stopped_run, tmp_path):

@@ -178,3 +178,15 @@ def test_tables_cli_takes_the_criterion_and_refuses_a_bad_one(tmp_path):
         proc = run_module("harness.tables", str(grid), "--select-by", bad)
         assert proc.returncode == 2 and named in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
             proc.stderr
+
+
+def test_the_selection_table_shows_each_candidates_cost_and_each_methods_total():
+    df = rows()
+    cost = {"naive": 1.0, "sdft": 1.9}
+    df["compute_kimg"] = [s * 16 * cost[m] / 1000 if m in cost else None for s, m in zip(df["ckpt_step"], df["method"])]
+    sel = {t.name: t for t in paper_tables(df)}["selection"]
+    assert sel.means.loc["naive lr=0.0002 @500", ("training cost", "compute_kimg")] == pytest.approx(8.0)
+    assert ("training cost", "train_s") not in sel.means.columns         # no seconds measured: no column
+    # naive: 2 settings x (500 + 1000 steps); sdft/sdft: 3 candidates of 1000 steps at 1.9
+    assert ("naive: 4 candidates, 48 naive kimg; sdft/constant: 2 candidates, 60.8 naive kimg; "
+            "sdft/sdft: 3 candidates, 91.2 naive kimg") in sel.render("markdown")

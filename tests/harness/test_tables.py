@@ -226,3 +226,40 @@ def test_the_tradeoff_plot_has_a_panel_per_t0(tmp_path):
                                                                         subset="missing-classes")
     drawn = tradeoff_plot(tidy(pd.concat([rows, kept])), tmp_path / "plots" / "tradeoff.png")   # its folder made
     assert drawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def with_costs(df, steps: dict, cost: dict, seconds_per_kimg: float = 50.0):
+    """The rows with their models' training cost columns, as the evaluation writes them
+    (jobs/evaluation/plan.py): method -> its steps and its cost per step relative to naive."""
+    df = df.copy()
+    models = df["method"].isin(list(steps))
+    df.loc[models, "ckpt_step"] = df.loc[models, "method"].map(steps)
+    df["compute_kimg"] = [steps[m] * 16 * cost[m] / 1000 if m in steps else None for m in df["method"]]
+    df["train_s"] = [c * seconds_per_kimg + seed if c == c and c is not None else None
+                     for c, seed in zip(df["compute_kimg"], df["seed"].fillna(0))]
+    return tidy(df)
+
+
+def test_every_model_table_carries_the_training_cost_and_never_ranks_it():
+    steps, cost = {"naive": 100, "scratch": 100, "sdft": 100}, {"naive": 1.0, "scratch": 1.0, "sdft": 1.9}
+    tables = {t.name: t for t in paper_tables(with_costs(rows(), steps, cost))}
+    for name in ("table1_t0.5", "table3", "table4", "attributes"):
+        assert ("training cost", "compute_kimg") in tables[name].means.columns, name
+    t3 = tables["table3"]
+    assert t3.means.loc["sdft/sdft", ("training cost", "compute_kimg")] == pytest.approx(100 * 16 * 1.9 / 1000)
+    # measured seconds: the mean over the model's two runs (seeds 0 and 1 add 0 and 1 s)
+    assert t3.means.loc["naive", ("training cost", "train_s")] == pytest.approx(1.6 * 50 + 0.5)
+    assert math.isnan(t3.means.loc["real: held-out half (floor)", ("training cost", "compute_kimg")])
+    assert t3.best(("training cost", "compute_kimg")) == set()         # a cost is no score
+    markdown = t3.render("markdown")
+    assert "compute (naive kimg)" in markdown and "train s" in markdown and "harness/compute.py" in markdown
+    assert "Not matched in compute" in markdown and "naive: 100 steps, 1.6 naive kimg" in markdown
+    # tables of rows written before the cost columns existed have none
+    assert ("training cost", "compute_kimg") not in paper_tables(rows())[0].means.columns
+
+
+def test_a_compute_matched_table_says_the_cheaper_methods_trained_longer():
+    steps, cost = {"naive": 190, "scratch": 190, "sdft": 100}, {"naive": 1.0, "scratch": 1.0, "sdft": 1.9}
+    markdown = {t.name: t for t in paper_tables(with_costs(rows(), steps, cost))}["table3"].render("markdown")
+    assert "naive: 190 steps, 3.04 naive kimg" in markdown and "sdft/sdft: 100 steps, 3.04 naive kimg" in markdown
+    assert "Matched in compute: the methods cheaper per step trained more steps" in markdown

@@ -51,6 +51,8 @@ def test_loss_falls_on_tiny_preset(tmp_path):
     folder = RunFolder(run_dir)
     assert folder.status == "done" and (folder.model_dir / "config.json").is_file()
     assert {"step", "loss", "loss_diff", "lr", "images_per_s"} <= rows[-1].keys()
+    # the loop's measured seconds so far, what the tables show as the model's training cost
+    assert rows[0]["train_s"] > 0 and [r["train_s"] for r in rows] == sorted(r["train_s"] for r in rows)
     # the same curve in TensorBoard, and the EMA's sample grid at the (only) checkpoint
     acc = tensorboard_events(run_dir)
     assert [e.step for e in acc.Scalars("train/loss")] == [r["step"] for r in rows]

@@ -2,10 +2,14 @@
 and a store folder, with neither Ray nor torch imported."""
 import json
 
+import pytest
+
 from factories import eval_spec, finetune_spec, in_fresh_process, write_spec
 from harness.spec import EvalSpec, RunSpec
 from harness.store import RunFolder
-from jobs.evaluation.plan import Batch, Product, plan_batches, plan_products, product_job, resolve_models
+from harness.methods import METHODS
+from jobs.evaluation.plan import (Batch, Product, plan_batches, plan_products, product_job, resolve_models,
+                                  training_seconds)
 
 
 def _store(tmp_path, trained: dict) -> tuple:
@@ -57,6 +61,17 @@ def test_a_products_job_names_its_rows_and_files(tmp_path):
                                                "t0": 0.7}
     # every declared hyper-parameter that applies has its column (harness.params)
     assert columns["p_lambda_distill"] == 2.0 and columns["p_min_snr_gamma"] == 5.0 and "p_zero_stage" in columns
+    # the training cost up to the checkpoint: no seconds in a run without train.jsonl ...
+    cost = METHODS["sdft"].cost
+    assert columns["compute_kimg"] == pytest.approx(10 * trained["batch_size"] * cost / 1000)
+    assert columns["train_s"] is None
+    # ... and the measured ones at its step where the training logged them
+    log = [{"step": 10, "loss": 1.0, "train_s": 4.5}, {"step": 30, "loss": 0.5, "train_s": 12.0}]
+    (ev.path.parent / "source" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    seconds = training_seconds(spec, ev.path)
+    assert seconds == {10: 4.5, 30: 12.0}
+    job = product_job(spec, ev, product, train_spec, ev.path / "products" / f"{product.key}.npy", None, seconds)
+    assert job.columns["train_s"] == 4.5
 
 
 def test_planning_imports_neither_ray_nor_torch(tmp_path):
