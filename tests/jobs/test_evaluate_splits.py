@@ -27,7 +27,8 @@ EXPECTED_ROWS = Path(__file__).parents[1] / "data" / "evaluate-plain-rows.csv"
 ADDED_METRICS = ("missing_class_share_corrected", "class_recall", "missing_tpr", "missing_fpr")
 EARLY = 50                       # the naive run's snapshot: its second candidate
 # paths, time, commit; split: empty; variant: the aggregate's column (harness.grid), empty here
-IGNORED = ("eval_id", "run_id", "git_sha", "created_at", "split", "variant")
+# compute_kimg, train_s: the model's training cost (harness/compute.py), columns added since
+IGNORED = ("eval_id", "run_id", "git_sha", "created_at", "split", "variant", "compute_kimg", "train_s")
 
 
 KEY = ["stage", "weighting", "task", "t0", "reference", "subset", "metric", "extractor"]
