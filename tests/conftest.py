@@ -11,9 +11,12 @@ from factories import pretrain_spec, run_module, shared_ray, write_spec
 
 # `make test` runs two pytest-xdist workers, one per core, a test file on one worker (its
 # module fixtures are made once; the Slurm tests, one file, run one after another). Each
-# worker, and every job it starts, gets one thread: never four threads on two cores.
+# worker, and every job it starts, gets one thread: never four threads on two cores. That
+# includes the evaluations' Ray (one CPU, one actor of one thread): an actor of two threads
+# beside the other worker's test took 434 s instead of 82 s (OpenMP threads spin-waiting
+# for a core that is busy).
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ.update(OMP_NUM_THREADS="1", SDFT_EVAL_THREADS="1", SDFT_EVAL_CPUS="1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # Every test run starts from empty caches, as CI's clean machine does: nothing a test needs
 # may come from a cache that an earlier run, or the user's demo, left behind. The jobs that
