@@ -8,7 +8,11 @@ from jobs.deepspeed_ops import EXTENSIONS_DIR, use_built_ops
 
 def test_jobs_use_the_op_built_into_the_virtualenv_and_keep_the_users_folder(monkeypatch, tmp_path):
     monkeypatch.setattr(deepspeed_ops, "EXTENSIONS_DIR", tmp_path / "ops")
-    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    # set, then deleted: monkeypatch then restores the variable as it was (use_built_ops sets
+    # it behind monkeypatch's back; a leaked empty folder made this worker's later jobs
+    # build the op again)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", "")
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR")
     use_built_ops()                          # not built: DeepSpeed's own cache, as before
     assert "TORCH_EXTENSIONS_DIR" not in os.environ
     (tmp_path / "ops").mkdir()
