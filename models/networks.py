@@ -9,16 +9,22 @@ A folder converted from an ADM checkpoint (models/adm.py) carries `diffusion.jso
 says the same in words; `load_unet` refuses one that disagrees with what `split_output` and
 the harness's noise schedule will do with the network, and `save_unet` passes it on, so a
 fine-tuned model's folder still says what its channels are.
+
+diffusers is imported where a network is built or loaded, not with this module: it brings
+transformers, peft and torch._dynamo (about 3 s a process on 2 cores), and the samplers,
+the losses and the evaluation's driver need only the eps-model interface.
 """
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
-from diffusers import UNet2DModel
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DModel
 
 # (x, t) -> the network's output in float32: predicted noise in the first C channels of
 # x's C, and for a learned-variance model the variance values in the next C.
@@ -43,6 +49,8 @@ PRESETS: dict[str, dict] = {
 def build_unet(preset: str, resolution: int, dropout: float = 0.0, channels: int = 3,
                learned_variance: bool = False) -> UNet2DModel:
     """`learned_variance`: also predict a learned-range variance (guided-diffusion's learn_sigma)."""
+    from diffusers import UNet2DModel
+
     if preset not in PRESETS:
         raise ValueError(f"unknown network preset {preset!r}; expected one of {sorted(PRESETS)}")
     return UNet2DModel(sample_size=resolution, in_channels=channels,
@@ -111,6 +119,8 @@ def load_unet(folder: str | Path, dropout: float | None = None,
     `dropout` overrides the saved value (the paper fine-tunes with 0.1). A converted folder's
     diffusion.json is checked and kept on the model (`diffusion_info`) for `save_unet`.
     """
+    from diffusers import UNet2DModel
+
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: not a diffusers model folder (no config.json)")

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from factories import run_module, smoke_grid, write_grid
+from factories import from_a_model_folder, run_module, smoke_grid, write_grid
 from harness.budget import candidates
 from harness.config import load_grid
 from harness.grid import expand
@@ -66,16 +66,17 @@ def test_a_variant_of_a_method_without_weightings_is_named_after_it(tmp_path):
 
 @pytest.mark.slow
 def test_a_grid_with_a_variant_runs_end_to_end_with_its_ablation_tables(tmp_path, ray_env):
-    """Pretraining, 4 fine-tunes of 4 steps (sdft and sdft-noaux, 2 training seeds), 5
-    evaluations with splits and a checkpoint at step 2 (2 candidates each) and the aggregate.
-    Slow: 148 s in a cold run of the whole suite on the 2-core machine."""
+    """4 fine-tunes of 4 steps from a saved source model (sdft and sdft-noaux, 2 training
+    seeds), 5 evaluations with splits and a checkpoint at step 2 (2 candidates each) and the
+    aggregate. Slow: 127 s alone on the 2-core machine."""
     results = tmp_path / "results"
     evaluation = {"num_samples": 8, "batch_size": 8, "tasks": ["unconditional"], "ddim_steps": 4,
                   "kid_subset_size": 8, "kid_subsets": 2, "max_reference": 64, "splits": True,
                   "checkpoint_steps": [2], "checkpoint_methods": ["sdft"]}
     grid = write_grid(tmp_path, smoke_grid(name="variants", methods=["sdft"], seeds=[0, 1], finetune__steps=4,
                                            finetune__checkpoint_every=2, evaluation=evaluation,
-                                           per_method={"sdft/sdft-noaux": {"lambda_aux": 0.0}}))
+                                           per_method={"sdft/sdft-noaux": {"lambda_aux": 0.0}},
+                                           **from_a_model_folder(tmp_path)))
     proc = run_module("harness.submit", str(grid), "--results", str(results), "--executor", "local", env=ray_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = results / "variants"
