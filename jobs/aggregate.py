@@ -101,9 +101,7 @@ def tradeoff_plot(df, path: Path) -> Path | None:
 def image_grids(df, store_root: Path, out_dir: Path) -> list[tuple[Path, list[str]]]:
     """Per product (task, t0), one row per model (first seed), the same noise / source images."""
     import numpy as np
-    import torch
 
-    from models.data import to_model_range
     from models.images import save_grid
 
     df = prepare(df)
@@ -128,7 +126,7 @@ def image_grids(df, store_root: Path, out_dir: Path) -> list[tuple[Path, list[st
                 product = finals[row.eval_id].get(key)
                 if product is not None:
                     images = np.load(store_root / row.eval_id / "products" / product.file)[:SHOWN_PER_ROW]
-                    rows.append(to_model_range(torch.from_numpy(images)))
+                    rows.append(images)
                     labels.append(row.model)
             if len(rows) > 1:
                 name = f"{'-'.join(dataset_target)}_{key}.png"
@@ -199,15 +197,16 @@ def class_histograms(df, store_root: Path, out_dir: Path) -> list[Path]:
 
 
 def _sources(eval_dir: Path):
+    """The first translation inputs of the evaluation, uint8 (or None without a dataset)."""
     import torch
 
     from harness.spec import EvalSpec
-    from models.data import open_dataset, to_model_range
+    from models.data import open_dataset, to_uint8
 
     spec = EvalSpec.model_validate(RunFolder(eval_dir).read_spec())
     data = spec.source_data.model_dump()
     ds = open_dataset(data, split="source_test" if data["kind"] == "builtin-source" else None)
-    return to_model_range(torch.stack([ds[i] for i in range(min(SHOWN_PER_ROW, len(ds)))]))
+    return to_uint8(torch.stack([ds[i] for i in range(min(SHOWN_PER_ROW, len(ds)))])).numpy()
 
 
 def selection_lines(selection: Selection) -> list[str]:

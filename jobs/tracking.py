@@ -86,12 +86,11 @@ class Trackers:
     def images(self, tag: str, batch, step: int) -> None:
         """`batch`: (n, c, h, w) in [-1, 1], shown as one grid."""
         from models.data.base import to_uint8
-        from torchvision.utils import make_grid
+        from models.images import grid_array
 
-        grid = make_grid(to_uint8(batch.float().cpu()), nrow=len(batch), padding=2, pad_value=128)
+        hwc = grid_array([to_uint8(batch.float().cpu()).numpy()])
         if self.tensorboard is not None:
-            self.tensorboard.add_image(tag, grid, step)     # CHW uint8
-        hwc = grid.permute(1, 2, 0).numpy()
+            self.tensorboard.add_image(tag, hwc, step, dataformats="HWC")
         if self.wandb is not None:
             import wandb
 

@@ -1,31 +1,42 @@
-"""Image grids people can look at: PNG files from batches in [-1, 1]."""
+"""Image grids people can look at: PNG files from rows of uint8 images.
+
+numpy and PIL, not torchvision's make_grid: the aggregate and the evaluation's driver draw
+grids of images already in uint8, and importing torchvision costs them about 2 s a process
+(it brings torch._dynamo); the tiling itself is a few lines.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
+import numpy as np
 from PIL import Image
-from torchvision.utils import make_grid
 
-from models.data.base import to_uint8
-
-
-def grid_image(rows: list[torch.Tensor], scale: int = 2, pad: int = 2) -> Image.Image:
-    """Each tensor (n, 3, h, w) in [-1, 1] becomes one row; rows are stacked top to bottom."""
-    width = max(r.shape[0] for r in rows)
-    tiles = []
-    for r in rows:
-        filler = torch.full((width - r.shape[0], *r.shape[1:]), -1.0)
-        tiles.append(torch.cat([r.float().cpu(), filler]))
-    grid = make_grid(to_uint8(torch.cat(tiles)), nrow=width, padding=pad, pad_value=128)
-    image = Image.fromarray(grid.permute(1, 2, 0).numpy())
-    return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+PAD_VALUE = 128                 # grey between and around the tiles
 
 
-def save_grid(rows: list[torch.Tensor], path: str | Path, scale: int = 2) -> Path:
+def grid_array(rows: list[np.ndarray], pad: int = 2) -> np.ndarray:
+    """Each array (n, c, h, w) uint8 is one row of tiles, rows top to bottom, `pad` grey
+    pixels between and around the tiles; a row shorter than the widest ends in black tiles.
+    One-channel images are shown grey. Returns (H, W, 3) uint8."""
+    rows = [np.repeat(r, 3, axis=1) if r.shape[1] == 1 else r for r in rows]
+    _, channels, h, w = rows[0].shape
+    width = max(len(r) for r in rows)
+    grid = np.full((len(rows) * (h + pad) + pad, width * (w + pad) + pad, channels), PAD_VALUE, np.uint8)
+    for i, row in enumerate(rows):
+        y = pad + i * (h + pad)
+        for j in range(width):
+            x = pad + j * (w + pad)
+            grid[y:y + h, x:x + w] = row[j].transpose(1, 2, 0) if j < len(row) else 0
+    return grid
+
+
+def save_grid(rows: list[np.ndarray], path: str | Path, scale: int = 2) -> Path:
+    """grid_array's image, each pixel `scale` x `scale`, written atomically as a PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(grid_array(rows))
+    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    grid_image(rows, scale=scale).save(tmp)
+    image.save(tmp)
     tmp.replace(path)
     return path

@@ -235,3 +235,20 @@ def test_evaluation_loads_the_weights_it_names(tmp_path):
     (trained.path / "model-raw").rmdir()
     with pytest.raises(UserError, match="no raw weights.*evaluation.weights: ema"):
         models()
+
+
+def test_sample_rows_put_the_translations_sources_above_them():
+    """The grid's rows: uint8 samples 16 to a row, each translation row under its inputs'."""
+    import numpy as np
+    import torch
+
+    from jobs.evaluation.driver import sample_rows
+    from models.data import to_uint8
+
+    images = np.random.default_rng(0).integers(0, 256, (20, 3, 2, 2), dtype=np.uint8)
+    sources = [torch.full((3, 2, 2), v) for v in torch.linspace(-1, 1, 30).tolist()]
+    assert [len(r) for r in sample_rows(images)] == [16, 4]
+    rows = sample_rows(images, sources, inputs=list(range(10, 30)))
+    assert [len(r) for r in rows] == [16, 16, 4, 4] and all(r.dtype == np.uint8 for r in rows)
+    np.testing.assert_array_equal(rows[3], images[16:])
+    np.testing.assert_array_equal(rows[2], to_uint8(torch.stack(sources[26:30])).numpy())
