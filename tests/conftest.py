@@ -28,8 +28,11 @@ atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 def pytest_collection_modifyitems(items):
     """The Slurm tests wait on the scheduler more than they compute: they go first, so that
-    under xdist the other worker's files run beside them instead of after them."""
-    items.sort(key=lambda item: item.get_closest_marker("slurm") is None)     # a stable sort
+    under xdist the other worker's files run beside them instead of after them. The files
+    with slow tests come next and the quick files last, so that the two workers end
+    together: a slow file left for the end ran alone for 50 s of a cold run."""
+    items.sort(key=lambda item: (item.get_closest_marker("slurm") is None,
+                                 item.get_closest_marker("slow") is None))     # a stable sort
 
 
 @pytest.fixture(scope="session")

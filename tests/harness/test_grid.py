@@ -145,6 +145,7 @@ def test_per_method_overrides(tmp_path):
     assert by_method["scratch"].steps == 99 and by_method["naive"].steps == SMOKE["finetune"]["steps"]
 
 
+@pytest.mark.slow
 def test_two_grids_share_a_run_folder(tmp_path, ray_env):
     """The same settings in two grids: one folder, trained and evaluated once. ~40 s: the
     first submission really trains and evaluates (its two evaluations on one shared Ray,

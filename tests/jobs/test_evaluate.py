@@ -8,6 +8,7 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 
 from factories import ROOT, eval_spec, run_module, tiny_unet, write_spec
 from harness.results import COLUMNS, load_results
@@ -18,6 +19,7 @@ KEYS = ["stage", "weighting", "eval_seed", "task", "t0", "ckpt_step", "reference
         "extractor"]
 
 
+@pytest.mark.slow
 def test_killed_actor_has_its_batch_retried_and_no_row_is_lost(tiny_source, lpips_weights):
     store = tiny_source.parent
     # slow batches (250 DDIM steps) so that the kill lands while an actor holds one
@@ -58,6 +60,7 @@ def test_killed_actor_has_its_batch_retried_and_no_row_is_lost(tiny_source, lpip
     assert RunFolder(run_dir).status == "done"
 
 
+@pytest.mark.slow
 def test_second_evaluation_hits_the_feature_cache(tiny_source, lpips_weights, ray_env):
     """Both evaluations on one shared Ray (conftest.ray_env): the cache is on disk, not in Ray."""
     store = tiny_source.parent
@@ -96,6 +99,7 @@ def test_second_evaluation_hits_the_feature_cache(tiny_source, lpips_weights, ra
     assert len(loaded) == len(a)
 
 
+@pytest.mark.slow
 def test_inception_features_on_a_few_dozen_images(tiny_source, ray_env):
     """The model rows only (role finetuned, the EMA named): Inception's calibration rows, which
     would triple its work here, are checked on folder data in test_folder_labels.py. On the
