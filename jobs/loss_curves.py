@@ -4,22 +4,26 @@ They are read from each run's train.jsonl, the record the harness keeps (the Ten
 event files beside it hold the same values, for people with TensorBoard open). The runs are
 found from the grid's evaluations: each evaluated fine-tune, and the pretraining its source
 model came from. One panel per (dataset, target) and one for the pretrainings; one colour
-per method, so that seeds and swept settings of a method share it.
+per method (a named variant is a method of its own, as in the tables), so that seeds and
+swept settings of a method share it.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from harness.refs import RunRef
+from harness.report.selection import unit_name
 from harness.spec import AggregateSpec, EvalSpec, RunSpec
 from harness.store import RunFolder
 from jobs.figures import pyplot, save_figure
 
 
-def training_runs(spec: AggregateSpec, store_root: Path) -> dict[str, tuple[str, RunFolder]]:
-    """Training run id -> (its panel, its folder), for the runs behind the grid's evaluations
-    that have a spec (a model folder given as the source has no run)."""
-    found: dict[str, tuple[str, RunFolder]] = {}
+def training_runs(spec: AggregateSpec, store_root: Path) -> dict[str, tuple[str, str, RunFolder]]:
+    """Training run id -> (its panel, its label, its folder), for the runs behind the grid's
+    evaluations that have a spec (a model folder given as the source has no run). The label
+    is the tables' name of the unit the evaluation gives rows for: 'sdft/sdft-noaux' for a
+    named variant of sdft."""
+    found: dict[str, tuple[str, str, RunFolder]] = {}
     for eval_id, (dataset, target) in spec.evaluations.items():
         evaluation = EvalSpec.model_validate(RunFolder(store_root / eval_id).read_spec())
         ref = evaluation.model_ref
@@ -27,22 +31,26 @@ def training_runs(spec: AggregateSpec, store_root: Path) -> dict[str, tuple[str,
             continue
         folder = RunFolder(store_root / ref.run_id)
         run = RunSpec.model_validate(folder.read_spec())
-        panel = "pretraining" if run.stage == "pretrain" else f"{dataset} / {target}"
-        found[ref.run_id] = (panel, folder)
+        if run.stage == "pretrain":
+            found[ref.run_id] = ("pretraining", run.label, folder)
+        else:
+            weighting = getattr(run.settings, "weighting", None)
+            units = spec.variants.get(eval_id) or ("",)
+            label = " = ".join(unit_name(run.method, weighting, v) for v in units)
+            found[ref.run_id] = (f"{dataset} / {target}", label, folder)
         source = RunRef.parse(run.init) if run.init else None
         if source is not None and (store_root / source.run_id / "spec.json").is_file():
-            found.setdefault(source.run_id, ("pretraining", RunFolder(store_root / source.run_id)))
+            found.setdefault(source.run_id, ("pretraining", "pretrain", RunFolder(store_root / source.run_id)))
     return found
 
 
-def curves(runs: dict[str, tuple[str, RunFolder]]) -> dict[str, list[tuple[str, list[int], list[float]]]]:
-    """Panel -> [(method label, steps, total loss)], runs with no logged loss left out."""
+def curves(runs: dict[str, tuple[str, str, RunFolder]]) -> dict[str, list[tuple[str, list[int], list[float]]]]:
+    """Panel -> [(label, steps, total loss)], runs with no logged loss left out."""
     panels: dict[str, list] = {}
-    for run_id, (panel, folder) in sorted(runs.items()):
+    for run_id, (panel, label, folder) in sorted(runs.items()):
         rows = [r for r in folder.log_rows() if "loss" in r and "step" in r]
         if not rows:
             continue
-        label = RunSpec.model_validate(folder.read_spec()).label
         panels.setdefault(panel, []).append((label, [r["step"] for r in rows], [r["loss"] for r in rows]))
     return panels
 

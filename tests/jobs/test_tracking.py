@@ -95,19 +95,23 @@ def test_the_report_draws_each_training_run_of_the_grid(tmp_path):
     trained("source", pretrain_spec(steps=20), [1.0, 0.5])
     trained("sdft-a", finetune_spec("sdft", steps=30), [0.3, 0.2, 0.1])
     trained("naive-a", finetune_spec("naive", steps=30), [0.4, 0.3, 0.2])
+    trained("noaux-a", finetune_spec("sdft", steps=30), [0.5, 0.4, 0.3])     # the variant's run
     source_eval = eval_spec()
     write_spec(store / "eval-source", source_eval)
-    for name in ("sdft-a", "naive-a"):
+    for name in ("sdft-a", "naive-a", "noaux-a"):
         write_spec(store / f"eval-{name}", {**source_eval, "role": "finetuned", "model": f"run:{name}"})
     spec = AggregateSpec(stage="aggregate", grid="g", evaluations={
-        f"eval-{n}": ("fmnist", "shoes") for n in ("source", "sdft-a", "naive-a")})
+        f"eval-{n}": ("fmnist", "shoes") for n in ("source", "sdft-a", "naive-a", "noaux-a")},
+        variants={"eval-sdft-a": ("",), "eval-noaux-a": ("sdft-noaux",)})
 
     runs = training_runs(spec, store)
-    assert {run_id: panel for run_id, (panel, _) in runs.items()} == {
-        "source": "pretraining", "sdft-a": "fmnist / shoes", "naive-a": "fmnist / shoes"}
+    assert {run_id: panel for run_id, (panel, _, _) in runs.items()} == {
+        "source": "pretraining", "sdft-a": "fmnist / shoes", "naive-a": "fmnist / shoes",
+        "noaux-a": "fmnist / shoes"}
     panels = curves(runs)
     assert panels["pretraining"] == [("pretrain", [10, 20], [1.0, 0.5])]
+    # a named variant is drawn as a method of its own, named as in the tables
     assert sorted((label, steps) for label, steps, _ in panels["fmnist / shoes"]) == [
-        ("naive", [10, 20, 30]), ("sdft/sdft", [10, 20, 30])]
+        ("naive", [10, 20, 30]), ("sdft/sdft", [10, 20, 30]), ("sdft/sdft-noaux", [10, 20, 30])]
     png = loss_curves_plot(spec, store, tmp_path / "g" / "loss_curves.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
