@@ -33,6 +33,10 @@ def _free_port() -> int:
 
 
 def _start(args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
+    # Ray 2.60 drains a `ray start --block` node on SIGTERM for up to 30 s (for Serve's
+    # replicas); ours are stopped once the evaluation is done, so each job waited out
+    # _stop's 20 s per node. A value of the user's own is kept.
+    env = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", **env}
     log = open(log_path, "ab")
     return subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", *args], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -77,3 +77,16 @@ def test_a_long_per_job_tmpdir_gets_a_short_ray_temp_dir():
     (short,) = short_temp_env(long).values()
     # Ray's longest socket: <temp dir>/ray/session_<date>_<time>_<pid>/sockets/plasma_store
     assert len(f"{short}/ray/session_2026-12-04_14-44-42_123456_1234567/sockets/plasma_store") < 108
+
+
+def test_ray_nodes_are_stopped_without_rays_drain(monkeypatch, tmp_path):
+    """A node started here stops on SIGTERM at once: Ray would otherwise drain it for up to
+    30 s, which the job waited out (20 s per evaluation on two Slurm tasks)."""
+    import jobs.ray_cluster
+
+    started = []
+    monkeypatch.setattr(jobs.ray_cluster.subprocess, "Popen", lambda args, env, **kw: started.append(env))
+    jobs.ray_cluster._start(["--head"], {"PATH": "/bin"}, tmp_path / "ray-start-0.log")
+    jobs.ray_cluster._start(["--head"], {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "5"}, tmp_path / "ray-start-1.log")
+    assert [env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] for env in started] == ["0", "5"]
+    assert started[0]["PATH"] == "/bin"
