@@ -197,7 +197,7 @@ def class_histograms(df, store_root: Path, out_dir: Path) -> list[Path]:
 
 
 def _sources(eval_dir: Path):
-    """The first translation inputs of the evaluation, uint8 (or None without a dataset)."""
+    """The evaluation's first translation inputs (its source test images), uint8."""
     import torch
 
     from harness.spec import EvalSpec
