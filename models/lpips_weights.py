@@ -211,9 +211,13 @@ def build_lpips(net: str = "vgg", folder: Path | None = None):
     if net not in TRUNKS:
         raise ValueError(f"LPIPS trunk must be one of {sorted(TRUNKS)}, not {net!r}")
     trunk = load_converted(net, folder)
-    with warnings.catch_warnings():          # torchvision's notice about `pretrained=`
+    # Built on the meta device: torchvision would first initialise all of VGG16 at random,
+    # its 120 M classifier weights too (about 1.7 s a process), only for us to overwrite it.
+    with warnings.catch_warnings(), torch.device("meta"):   # torchvision's notice about `pretrained=`
         warnings.simplefilter("ignore", UserWarning)
         model = lpips.LPIPS(net=net, pretrained=False, pnet_rand=True, verbose=False)
+    model.to_empty(device="cpu")
+    model.scaling_layer = lpips.ScalingLayer()      # its buffers are constants, not weights
     # lpips slices torchvision's `features`: slice2.3.weight is features.3.weight
     model.net.load_state_dict({name: trunk[f"features.{name.split('.', 1)[1]}"]
                                for name in model.net.state_dict()})
@@ -222,4 +226,9 @@ def build_lpips(net: str = "vgg", folder: Path | None = None):
     if set(heads) != wanted:
         raise LpipsWeightsError(f"lpips {net} heads do not fit: {sorted(heads)} != {sorted(wanted)}")
     model.load_state_dict(heads, strict=False)
+    # every weight was loaded above; what is left is a buffer made on the meta device
+    unset = [k for k, v in model.state_dict().items()
+             if not k.startswith(("net.", "lin", "scaling_layer."))]
+    if unset:
+        raise LpipsWeightsError(f"lpips {net}: no value for {unset}")
     return model.eval().requires_grad_(False)
