@@ -30,6 +30,15 @@ def test_fid_with_a_rank_deficient_reference():
     assert fi.FrechetReplicates(x, r)(idx) == pytest.approx(metrics.fid(x[idx], r), rel=1e-5)
 
 
+def test_the_reference_factor_is_kept_per_reference():
+    """The factored reference is reused for the same features and made again for others."""
+    x, r = gaussians(8)
+    other = r[::-1].copy() * 1.5
+    for reference in (r, other, r):
+        assert fi.FrechetReplicates(x, reference).value() == pytest.approx(metrics.fid(x, reference), rel=1e-9)
+    assert fi.reference_factor(r.copy()) is fi.reference_factor(r)
+
+
 def test_kid_replicate_equals_clean_fid_with_the_same_seed():
     x, r = gaussians(4)
     replicate = fi.KernelReplicates(x, r, subset_size=100, subsets=10, seed=7)
@@ -42,7 +51,7 @@ def test_interval_values_are_clean_fids_and_hold_them():
     x, r = gaussians(6)
     f = fi.fid_interval(x, r, n_resamples=100)
     k, size = fi.kid_interval(x, r, 100, 10, seed=1, n_resamples=100)
-    assert f.value == metrics.fid(x, r) and f.low < f.value < f.high and f.resamples == 100
+    assert f.value == pytest.approx(metrics.fid(x, r), rel=1e-9) and f.low < f.value < f.high and f.resamples == 100
     assert (k.value, size) == metrics.kid(x, r, 100, 10, seed=1) and k.low < k.value < k.high
 
 
