@@ -40,12 +40,14 @@ demo: setup
 	@echo "report: $(CURDIR)/results/demo/report.md"
 
 # Slurm needs root to install and start; elsewhere its tests skip (CI makes a skip a failure).
+# --no-loadscope-reorder: files go to the workers in tests/conftest.py's order (Slurm, then
+# slow files first); xdist would otherwise send the files with the most tests first.
 test: setup
 	@if [ "$$(id -u)" = 0 ]; then bash slurm/local-slurm.sh start; else echo "not root: Slurm tests will skip"; fi
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=10 tests
 
 test-fast: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile tests -m "not slurm and not slow"
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests -m "not slurm and not slow"
 
 slurm-up:
 	bash slurm/local-slurm.sh start

@@ -129,13 +129,17 @@ def test_preempted_training_is_requeued_and_resumes(slurm, tmp_path):
     assert run.status == "running", run.state()
     job_id = run.state()["job_id"]
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)    # how a cluster preempts
-    deadline = time.time() + 300
+    deadline, pending_since = time.time() + 300, None
     while time.time() < deadline and run.status != "done":
-        # Slurm holds a requeued job back for a while (BeginTime); release it now
+        # Slurm holds a requeued job back for a while (BeginTime); release it sooner, but not
+        # within the second of the requeue: slurmd refuses a launch whose credential is no
+        # newer than the revoked one ("Job credential revoked"), and the job fails
         state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True,
                                text=True).stdout.strip()
         if state == "PENDING":
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
+            pending_since = pending_since or time.time()
+            if time.time() - pending_since > 2:
+                subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
         time.sleep(0.5)
     assert run.status == "done", run.state()
     resumes = [r for r in run.log_rows() if r.get("event") == "resume"]
