@@ -24,8 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     from harness.report.curve import curve_table, load_points
     from harness.report.results import load_cells, load_differences, load_results
     from harness.report.selection import Criterion
-    from harness.report.tables import (ablation_tables, difference_table, paper_tables, seed_difference_table,
-                                       write_tables)
+    from harness.report.tables import difference_tables, paper_tables, write_tables
 
     parser = argparse.ArgumentParser(prog="python -m harness.tables", description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="*", help="results/<grid> folders (or metrics files)")
@@ -65,8 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         tables += [t for t in (curve_table(load_points(p)) for p in args.results) if t is not None]
         # the aggregate's paired differences and ablations (each says what selected its candidates)
         diffs = load_differences(args.results)
-        tables += [t for t in (difference_table(diffs), seed_difference_table(diffs)) if t is not None]
-        tables += ablation_tables(diffs)
+        tables += difference_tables(diffs)
         if not tables:
             raise UserError(f"{' '.join(args.results)}: no evaluated runs to tabulate")
         for table in tables:

@@ -30,8 +30,7 @@ from harness.report.selection import (VALIDATION, Criterion, Selection, has_vali
 from harness.spec import AggregateSpec
 from harness.store import RunFolder, atomic_write_bytes, now_iso, store_root_of
 from harness.report.curve import curve_table
-from harness.report.tables import (ablation_tables, difference_table, paper_tables, prepare, seed_difference_table,
-                                   write_tables)
+from harness.report.tables import difference_tables, paper_tables, prepare, write_tables
 from jobs.curve import collect_curve, forgetting_curve
 from jobs.evaluation.manifest import final, read_manifest
 from jobs.figures import pyplot, save_figure
@@ -303,10 +302,9 @@ def aggregate(spec: AggregateSpec, run_dir: str | Path) -> Path:
         variants = variants.assign(selected_by=selection.criterion.describe())
     diffs = pd.concat([d for d in (diffs, variants) if not d.empty], ignore_index=True) if not variants.empty else diffs
     write_parquet(grid_dir / DIFFERENCES_FILE, diffs)      # the docs' tables re-render it (published)
-    tables += [t for t in (difference_table(diffs), seed_difference_table(diffs)) if t is not None]
+    tables += difference_tables(diffs)
     found, forgetting = forgetting_curve(df, collect_curve(spec, store_root), shown, store_root, grid_dir)
     tables += [t for t in (curve_table(found),) if t is not None]
-    tables += ablation_tables(diffs)
     written = write_tables(tables, grid_dir / "tables")
     plot = tradeoff_plot(test, grid_dir / "tradeoff.png")
     grids = image_grids(test, store_root, grid_dir / "images")

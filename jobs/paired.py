@@ -273,7 +273,35 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, tag: st
                                  "note": f"{metric}: {interval.resamples} paired resamples"
                                  + (" (evaluation seeds share their inputs: drawn once)" if units is not None else "")
                                  + (f" ({ext} features, against the {ref} set)" if metric == "fid" else "")})
+                rows += _per_seed_rows(rows[-len(found):] if found else [], _by_seed(eids, trained, stats),
+                                       _by_seed(base_runs, trained, stats), groups, units)
     return pd.DataFrame(rows)
+
+
+def _per_seed_rows(pooled: list[dict], model: dict, baseline: dict, groups, units) -> list[dict]:
+    """One model's differences per training seed, beside its pooled `pooled` rows: its run
+    of seed s against the baseline's run of seed s (the source model, untrained, against
+    each of them), with the item-level paired interval of that pair alone; `training_seed`
+    names the seed. Only where the baseline has several seeds, each once."""
+    seeds = [s for s in baseline if isinstance(s, int)]
+    if len(seeds) < 2 or len(seeds) != len(baseline) or not pooled:
+        return []
+    untrained = list(model) == [None]
+    out = []
+    for seed in seeds:
+        run = model[None] if untrained else model.get(seed)
+        if run is None:
+            continue
+        found = model_difference([run], [baseline[seed]], groups, units=units)
+        for row in pooled:
+            if row["metric"] not in found:
+                continue
+            interval = found[row["metric"]]
+            out.append({**{k: row[k] for k in ("dataset", "target", "model", "order", "group", "metric", "n")},
+                        **interval.row(), "runs": 1, "training_seed": seed,
+                        "baseline_value": run_value(baseline[seed][row["metric"]][0], groups, units),
+                        "note": row["note"]})
+    return out
 
 
 def _by_seed(eids: list, trained: dict, stats: dict) -> dict:

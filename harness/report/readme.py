@@ -8,9 +8,9 @@ A block such as
 
 holds the named tables of `harness.tables`, rendered as Markdown from that tidy table and,
 when they are there, the files beside it: cells.csv.gz (intervals over several runs) and
-differences.csv.gz (the paired differences' rows, tables `differences` and
-`differences_seeds`, their seed-level intervals, and each named variant's `ablation_<name>`
-and `ablation_<name>_seeds`). The path is relative
+differences.csv.gz (the paired differences' rows, tables `differences`,
+`differences_seeds` (their seed-level intervals), `differences_by_seed` (per training seed)
+and each named variant's `ablation_<name>` and `ablation_<name>_seeds`). The path is relative
 to the Markdown file's folder. A block
 
     <!-- schema: grid -->
@@ -48,7 +48,7 @@ def render_block(source: Path, names: list[str]) -> str:
     """The named tables of `source` (a tidy table), as Markdown, one after the other."""
     from harness.report.publish import PUBLISHED_CELLS, PUBLISHED_DIFFERENCES
     from harness.report.results import load_results, read_metrics
-    from harness.report.tables import ablation_tables, difference_table, paper_tables, seed_difference_table
+    from harness.report.tables import difference_tables, paper_tables
 
     if not source.is_file():
         raise UserError(f"{source}: no such tidy table (named by a tables block)")
@@ -56,11 +56,8 @@ def render_block(source: Path, names: list[str]) -> str:
     tables = {table.name: table for table in paper_tables(
         load_results(source), read_metrics(cells) if cells.is_file() else None)}
     diffs = source.with_name(PUBLISHED_DIFFERENCES)
-    if diffs.is_file() and ({"differences", "differences_seeds"} & set(names)
-                            or any(n.startswith("ablation_") for n in names)):
-        rows = read_metrics(diffs)
-        found = [difference_table(rows), seed_difference_table(rows), *ablation_tables(rows)]
-        tables.update({t.name: t for t in found if t is not None})
+    if diffs.is_file() and any(n.startswith(("differences", "ablation_")) for n in names):
+        tables.update({t.name: t for t in difference_tables(read_metrics(diffs))})
     unknown = [name for name in names if name not in tables]
     if unknown:
         raise UserError(f"{source}: no table {unknown[0]!r} (it gives {', '.join(tables) or 'none'})")

@@ -676,10 +676,48 @@ def seed_difference_table(diffs: "pd.DataFrame", baseline: str = "naive") -> Tab
 
 
 def _against_baseline(diffs: "pd.DataFrame | None") -> "pd.DataFrame | None":
-    """The differences against the baseline, without the ablations' rows (ablation_tables)."""
-    if diffs is None or "ablation" not in diffs:
+    """The pooled differences against the baseline: without the ablations' rows
+    (ablation_tables) and the per-seed ones (seed_by_seed_table)."""
+    if diffs is None:
         return diffs
-    return diffs[diffs["ablation"].isna()]
+    if "training_seed" in diffs:
+        diffs = diffs[diffs["training_seed"].isna()]
+    if "ablation" in diffs:
+        diffs = diffs[diffs["ablation"].isna()]
+    return diffs
+
+
+PER_SEED_NOTE = ("Each row: one training seed's run minus {baseline}'s run of the same seed (the source model, "
+                 "untrained, against each of {baseline}'s runs), on the same noise and the same source images, "
+                 "with a 95 % paired bootstrap interval over the evaluation items of that pair alone; bold where "
+                 "it excludes 0. A direction that holds in every row holds in every training seed.")
+
+
+def seed_by_seed_table(diffs: "pd.DataFrame | None", baseline: str = "naive") -> Table | None:
+    """The differences per training seed (jobs/paired.py rows with `training_seed`): table
+    `differences_by_seed`, a row per model and seed; None without such rows."""
+    if diffs is None or diffs.empty or "training_seed" not in diffs:
+        return None
+    rows = diffs[diffs["training_seed"].notna()]
+    if "ablation" in rows:
+        rows = rows[rows["ablation"].isna()]
+    if rows.empty:
+        return None
+    labelled = rows.assign(model=[f"{m}, seed {int(s)}" for m, s in zip(rows["model"], rows["training_seed"])],
+                           order=rows["order"] + rows["training_seed"] / 1000)
+    table = difference_table(labelled.drop(columns=["training_seed"]), baseline)
+    table.name, table.title = "differences_by_seed", table.title + ", per training seed"
+    table.notes = [PER_SEED_NOTE.format(baseline=baseline)] + table.notes[1:]
+    return table
+
+
+def difference_tables(diffs: "pd.DataFrame | None") -> list[Table]:
+    """Every table made from the paired differences' rows: pooled, seed-level, per seed and
+    each named variant's ablation."""
+    if diffs is None or diffs.empty:
+        return []
+    found = [difference_table(diffs), seed_difference_table(diffs), seed_by_seed_table(diffs)]
+    return [t for t in found if t is not None] + ablation_tables(diffs)
 
 
 ABLATION_NOTE = ("The variant {name} differs from {baseline} in the settings it gives. Rows: its paired difference "

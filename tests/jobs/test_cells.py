@@ -229,3 +229,34 @@ def test_a_cell_s_fid_and_the_paired_baseline_are_one_definition(tmp_path):
     table = {t.name: t for t in [seed_difference_table(diffs)]}["differences_seeds"]
     assert table.lows.loc["source", ("unconditional", "fid")] == row.seed_ci_low
     assert "training runs alone" in table.render("markdown")
+
+
+def test_each_training_seed_gets_its_own_paired_difference(tmp_path):
+    """Per training seed: the source model against each naive run alone, on the same items,
+    with the pooled rows (and their tables) unchanged; the per-seed table holds a row per seed."""
+    from harness.report.tables import difference_table, seed_by_seed_table
+    from jobs.paired import differences, final_items, load, model_difference, statistics
+
+    store, df = _store(tmp_path, [3])
+    diffs = differences(prepare(df), store)
+    pooled = diffs[diffs.training_seed.isna()]
+    per_seed = diffs[diffs.training_seed.notna()]
+    fid = per_seed[(per_seed.model == "source") & (per_seed.metric == "fid") & (per_seed.group == "unconditional")]
+    assert sorted(fid.training_seed) == [0, 1, 2] and (fid.runs == 1).all()
+    # seed 2's row: the source against enaive2 alone, as model_difference gives it
+    items = {eid: load(final_items(store / eid, None, step).products[("unconditional", None)])
+             for eid, step in (("esource", None), ("enaive2", 100))}
+    reference = np.load(store / "esource" / "items" / "references.npz")["features_builtin_full-domain"]
+    stats = {e: statistics(i, "unconditional", "builtin", reference, [5], CONFIDENCE) for e, i in items.items()}
+    want = model_difference([stats["esource"]], [stats["enaive2"]], items["esource"]["groups"])["fid"]
+    assert fid[fid.training_seed == 2].value.iloc[0] == pytest.approx(want.value, rel=1e-9)
+    assert (fid[fid.training_seed == 2].ci_low.iloc[0], fid[fid.training_seed == 2].ci_high.iloc[0]) == \
+        pytest.approx((want.low, want.high), rel=1e-9)
+    # the naive runs shift with the seed: the source's lead over naive grows with it
+    assert fid.sort_values("training_seed")["value"].is_monotonic_decreasing
+    # the pooled table does not see the per-seed rows; the per-seed table shows each seed
+    assert difference_table(diffs).means.equals(difference_table(pooled).means)
+    table = seed_by_seed_table(diffs)
+    assert list(table.means.index) == ["source, seed 0", "source, seed 1", "source, seed 2"]
+    assert "every training seed" in table.render("markdown")
+    assert seed_by_seed_table(pooled) is None
