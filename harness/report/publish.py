@@ -1,6 +1,7 @@
 """A grid's report as committed under docs/results/: the report, tables, images, and the tidy
-table as metrics.csv.gz, the cells over several runs as cells.csv.gz and the paired
-differences' rows as differences.csv.gz (text, so a commit shows what changed; the tables of
+table as metrics.csv.gz, the cells over several runs as cells.csv.gz, the paired
+differences' rows as differences.csv.gz and the forgetting curve's points as
+forgetting_curve.csv.gz (text, so a commit shows what changed; the tables of
 README.md and docs/*.md are made from them, harness/report/readme.py)."""
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from harness.errors import UserError
 PUBLISHED = ("report.md", "tradeoff.png", "forgetting_curve.png", "tables", "images", "grid.yaml")
 PUBLISHED_CELLS = "cells.csv.gz"          # beside metrics.csv.gz
 PUBLISHED_DIFFERENCES = "differences.csv.gz"
+PUBLISHED_CURVE = "forgetting_curve.csv.gz"   # the forgetting curve's points
 
 
 def publish(grid_dir: Path, out_dir: Path) -> Path:
     """Replace `out_dir` with the published form of `grid_dir` (an aggregated results/<grid>).
     The new folder is complete before the old one goes, so a failure leaves the old one."""
+    from harness.report.curve import load_points
     from harness.report.results import CELLS_FILE, DIFFERENCES_FILE, load_results, read_metrics, write_csv
 
     grid_dir, out_dir = Path(grid_dir), Path(out_dir)
@@ -40,6 +43,9 @@ def publish(grid_dir: Path, out_dir: Path) -> Path:
     diffs = read_metrics(grid_dir / DIFFERENCES_FILE) if (grid_dir / DIFFERENCES_FILE).is_file() else None
     if diffs is not None and len(diffs):        # the paired differences' rows
         write_csv(staging / PUBLISHED_DIFFERENCES, diffs)
+    points = load_points(grid_dir)
+    if points is not None and len(points):
+        write_csv(staging / PUBLISHED_CURVE, points)
     # the report names where its table was; the published copy names its own
     report = re.sub(r"load_results\('[^']*'\)", "load_results('metrics.csv.gz')",
                     (staging / "report.md").read_text())

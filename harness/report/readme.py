@@ -7,11 +7,12 @@ A block such as
     <!-- end tables -->
 
 holds the named tables of `harness.tables`, rendered as Markdown from that tidy table and,
-when they are there, the files beside it: cells.csv.gz (intervals over several runs) and
+when they are there, the files beside it: cells.csv.gz (intervals over several runs),
 differences.csv.gz (the paired differences' rows, tables `differences`,
 `differences_seeds` (their seed-level intervals), `differences_by_seed` (per training seed)
-and each named variant's `ablation_<name>` and `ablation_<name>_seeds`). The path is relative
-to the Markdown file's folder. A block
+and each named variant's `ablation_<name>` and `ablation_<name>_seeds`) and
+forgetting_curve.csv.gz (the forgetting curve's points, table `forgetting_curve`). The path
+is relative to the Markdown file's folder. A block
 
     <!-- schema: grid -->
     ...
@@ -46,7 +47,8 @@ def has_blocks(text: str) -> bool:
 
 def render_block(source: Path, names: list[str]) -> str:
     """The named tables of `source` (a tidy table), as Markdown, one after the other."""
-    from harness.report.publish import PUBLISHED_CELLS, PUBLISHED_DIFFERENCES
+    from harness.report.curve import curve_table
+    from harness.report.publish import PUBLISHED_CELLS, PUBLISHED_CURVE, PUBLISHED_DIFFERENCES
     from harness.report.results import load_results, read_metrics
     from harness.report.tables import difference_tables, paper_tables
 
@@ -58,6 +60,10 @@ def render_block(source: Path, names: list[str]) -> str:
     diffs = source.with_name(PUBLISHED_DIFFERENCES)
     if diffs.is_file() and any(n.startswith(("differences", "ablation_")) for n in names):
         tables.update({t.name: t for t in difference_tables(read_metrics(diffs))})
+    points = source.with_name(PUBLISHED_CURVE)
+    if points.is_file() and "forgetting_curve" in names:
+        table = curve_table(read_metrics(points))
+        tables.update({table.name: table} if table is not None else {})
     unknown = [name for name in names if name not in tables]
     if unknown:
         raise UserError(f"{source}: no table {unknown[0]!r} (it gives {', '.join(tables) or 'none'})")

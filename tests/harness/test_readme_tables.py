@@ -133,3 +133,28 @@ def test_the_paired_differences_are_published_and_rendered_in_a_block(tmp_path):
     (out / PUBLISHED_DIFFERENCES).unlink()
     with pytest.raises(UserError, match="no table 'differences'"):
         readme.regenerate(block, tmp_path)
+
+
+def test_the_forgetting_curve_is_published_and_rendered_in_a_block(tmp_path):
+    """The curve's points (harness/report/curve.py POINTS_FILE) are published beside the tidy
+    table and a block renders the `forgetting_curve` table from them."""
+    import pandas as pd
+
+    from harness.report.curve import POINTS_FILE
+    from harness.report.publish import PUBLISHED_CURVE, publish
+
+    points = pd.DataFrame({"dataset": ["d"] * 3, "target": ["t"] * 3, "model": ["source", "naive", "naive"],
+                           "order": [0, 1, 1], "step": [None, 600, 2000],
+                           "metric": ["missing_class_share_corrected"] * 3, "value": [0.273, 0.283, 0.082],
+                           "ci_low": [0.204, 0.2, 0.0], "ci_high": [0.348, 0.36, 0.202], "rows": [1, 3, 3]})
+    grid = tmp_path / "results" / "g"
+    grid.mkdir(parents=True)
+    write_parquet(grid / "metrics.parquet", rows())
+    write_parquet(grid / POINTS_FILE, points)
+    (grid / "report.md").write_text("report\n")
+    out = publish(grid, tmp_path / "docs" / "g")
+    assert (out / PUBLISHED_CURVE).is_file()
+    text = readme.regenerate("<!-- tables: docs/g/metrics.csv.gz forgetting_curve -->\n<!-- end tables -->",
+                             tmp_path)
+    assert "The forgetting curve" in text and "naive @600" in text and "0.082 [0.000, 0.202]" in text
+    assert text.index("source") < text.index("naive @600") < text.index("naive @2000")
