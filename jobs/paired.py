@@ -157,7 +157,8 @@ def model_difference(runs: list[dict], baseline: list[dict], groups: np.ndarray,
     averaged over the evaluation seeds (per_group), as the tables' cells are; `units`
     (units_of) crosses the seeds with their shared inputs."""
     out = {}
-    for metric in set.intersection(*(set(r) for r in runs + baseline)):
+    # in statistics()' order, not a set's: the tables' columns stay put from run to run
+    for metric in [m for m in runs[0] if all(m in r for r in runs + baseline)]:
         resamples = runs[0][metric][1]
         a = lambda idx, m=metric: float(np.mean([r[m][0](idx) for r in runs]))  # noqa: E731
         b = lambda idx, m=metric: float(np.mean([r[m][0](idx) for r in baseline]))  # noqa: E731

@@ -703,7 +703,8 @@ def seed_by_seed_table(diffs: "pd.DataFrame | None", baseline: str = "naive") ->
         rows = rows[rows["ablation"].isna()]
     if rows.empty:
         return None
-    labelled = rows.assign(model=[f"{m}, seed {int(s)}" for m, s in zip(rows["model"], rows["training_seed"])],
+    labelled = rows.assign(model=[f"{m}, against {baseline}'s seed {int(s)}" if m == "source" else f"{m}, seed {int(s)}"
+                                  for m, s in zip(rows["model"], rows["training_seed"])],
                            order=rows["order"] + rows["training_seed"] / 1000)
     table = difference_table(labelled.drop(columns=["training_seed"]), baseline)
     table.name, table.title = "differences_by_seed", table.title + ", per training seed"

@@ -257,6 +257,6 @@ def test_each_training_seed_gets_its_own_paired_difference(tmp_path):
     # the pooled table does not see the per-seed rows; the per-seed table shows each seed
     assert difference_table(diffs).means.equals(difference_table(pooled).means)
     table = seed_by_seed_table(diffs)
-    assert list(table.means.index) == ["source, seed 0", "source, seed 1", "source, seed 2"]
+    assert list(table.means.index) == [f"source, against naive's seed {s}" for s in (0, 1, 2)]
     assert "every training seed" in table.render("markdown")
     assert seed_by_seed_table(pooled) is None
