@@ -104,24 +104,32 @@ def test_publish_replaces_the_folder_with_the_grid_s_report_and_its_tidy_table(t
     assert (out / "report.md").is_file()                         # a failed publish leaves the old folder
 
 
+def published_grid(tmp_path, extra_file, extra_rows):
+    """A grid folder with the tidy table, one more aggregate file and a report, published
+    into docs/g under tmp_path; returns the published folder."""
+    from harness.report.publish import publish
+
+    grid = tmp_path / "results" / "g"
+    grid.mkdir(parents=True)
+    write_parquet(grid / "metrics.parquet", rows())
+    write_parquet(grid / extra_file, extra_rows)
+    (grid / "report.md").write_text("report\n")
+    return publish(grid, tmp_path / "docs" / "g")
+
+
 def test_the_paired_differences_are_published_and_rendered_in_a_block(tmp_path):
     """The differences need the per-item files, which are not published: the aggregate keeps
     their rows (DIFFERENCES_FILE), publish copies them, and a block renders them again."""
     import pandas as pd
 
-    from harness.report.publish import PUBLISHED_DIFFERENCES, publish
+    from harness.report.publish import PUBLISHED_DIFFERENCES
     from harness.report.results import DIFFERENCES_FILE
 
     diffs = pd.DataFrame({"model": ["sdft (sdft)", "scratch"], "group": ["unconditional"] * 2,
                           "metric": ["fid"] * 2, "value": [-1.5, 40.0], "ci_low": [-2.5, 30.0],
                           "ci_high": [0.5, 50.0], "note": [None, None], "order": [3, 1],
                           "selected_by": ["lowest FID against the full domain"] * 2})
-    grid = tmp_path / "results" / "g"
-    grid.mkdir(parents=True)
-    write_parquet(grid / "metrics.parquet", rows())
-    write_parquet(grid / DIFFERENCES_FILE, diffs)
-    (grid / "report.md").write_text("report\n")
-    out = publish(grid, tmp_path / "docs" / "g")
+    out = published_grid(tmp_path, DIFFERENCES_FILE, diffs)
     assert (out / PUBLISHED_DIFFERENCES).is_file()
     block = "<!-- tables: docs/g/metrics.csv.gz differences -->\n<!-- end tables -->"
     text = readme.regenerate(block, tmp_path)
@@ -141,18 +149,13 @@ def test_the_forgetting_curve_is_published_and_rendered_in_a_block(tmp_path):
     import pandas as pd
 
     from harness.report.curve import POINTS_FILE
-    from harness.report.publish import PUBLISHED_CURVE, publish
+    from harness.report.publish import PUBLISHED_CURVE
 
     points = pd.DataFrame({"dataset": ["d"] * 3, "target": ["t"] * 3, "model": ["source", "naive", "naive"],
                            "order": [0, 1, 1], "step": [None, 600, 2000],
                            "metric": ["missing_class_share_corrected"] * 3, "value": [0.273, 0.283, 0.082],
                            "ci_low": [0.204, 0.2, 0.0], "ci_high": [0.348, 0.36, 0.202], "rows": [1, 3, 3]})
-    grid = tmp_path / "results" / "g"
-    grid.mkdir(parents=True)
-    write_parquet(grid / "metrics.parquet", rows())
-    write_parquet(grid / POINTS_FILE, points)
-    (grid / "report.md").write_text("report\n")
-    out = publish(grid, tmp_path / "docs" / "g")
+    out = published_grid(tmp_path, POINTS_FILE, points)
     assert (out / PUBLISHED_CURVE).is_file()
     text = readme.regenerate("<!-- tables: docs/g/metrics.csv.gz forgetting_curve -->\n<!-- end tables -->",
                              tmp_path)
