@@ -90,6 +90,7 @@ def test_a_grid_with_a_variant_runs_end_to_end_with_its_ablation_tables(tmp_path
     assert set(ablation["comparison"]) == {"matched", "selected"}
     matched = ablation.loc[ablation["comparison"] == "matched", "model"].unique()
     assert sorted(matched) == ["matched @2 (λa=0 against λa=1)", "matched @4 (λa=0 against λa=1)"]
+    assert "training_seed" not in ablation or ablation["training_seed"].isna().all()   # pooled rows only
     fid = ablation[ablation["metric"] == "fid"]       # paired over the 2 training seeds
     assert len(fid) == 3 and fid["seed_runs"].eq(2).all()
     assert fid["seed_interval"].str.contains("paired by training seed").all()
