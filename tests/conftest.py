@@ -20,10 +20,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # Every test run starts from empty caches, as CI's clean machine does: nothing a test needs
 # may come from a cache that an earlier run, or the user's demo, left behind. The jobs that
-# tests start (subprocesses, Slurm jobs) inherit it.
-_CACHE = tempfile.mkdtemp(prefix="sdft-test-cache-")
-os.environ["SDFT_CACHE_DIR"] = _CACHE
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+# tests start (subprocesses, Slurm jobs) inherit it. One cache for the run: pytest loads this
+# file before xdist starts its workers, which inherit the folder and share what either one
+# builds (the built-in pair, the classifiers, features: each written atomically or under a
+# lock), instead of building it once each. The process that made it removes it.
+if "SDFT_TEST_CACHE_OWNER" not in os.environ:
+    _CACHE = tempfile.mkdtemp(prefix="sdft-test-cache-")
+    os.environ.update(SDFT_CACHE_DIR=_CACHE, SDFT_TEST_CACHE_OWNER=str(os.getpid()))
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):
