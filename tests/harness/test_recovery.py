@@ -157,7 +157,7 @@ def submit(grid: Path, results: Path, *extra, env: dict | None = None) -> tuple[
 def killed_and_resumed(tmp_path_factory, ray_env):
     """The grid submitted; its pretraining killed with SIGKILL once it has checkpointed step
     20; then a plain resubmit. Module-scoped: the damage tests below start from the result.
-    The evaluations join the module's shared Ray (conftest.ray_env)."""
+    The evaluations join the worker's shared Ray (conftest.ray_env)."""
     tmp = tmp_path_factory.mktemp("faults")
     grid_path = tmp / "faults.yaml"
     grid_path.write_text(yaml.safe_dump(GRID))

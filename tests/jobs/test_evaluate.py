@@ -103,7 +103,7 @@ def test_second_evaluation_hits_the_feature_cache(tiny_source, lpips_weights, ra
 def test_inception_features_on_a_few_dozen_images(tiny_source, ray_env):
     """The model rows only (role finetuned, the EMA named): Inception's calibration rows, which
     would triple its work here, are checked on folder data in test_folder_labels.py. On the
-    module's shared Ray (conftest.ray_env)."""
+    worker's shared Ray (conftest.ray_env)."""
     spec = eval_spec(num_samples=24, batch_size=24, extractors=["inception"], max_reference=24,
                      kid_subset_size=24, weights="ema")
     run_dir = write_spec(tiny_source.parent / "eval-inception", {**spec, "role": "finetuned"})
