@@ -49,12 +49,12 @@ def ablations(df, store_root: Path, selection: Selection | None = None):
             continue
         name, baseline = unit_name(method, weighting, variant), unit_name(method, weighting, None)
         for label, pair in comparisons(base, rows, selection):
-            found = differences(prepare(pd.concat([here, *pair])), store_root, baseline)
-            if found.empty:
-                continue
             # the pooled rows only: the ablation tables pair by training seed in their seed-level
             # table, and a per-seed row would share its model's label there
-            found = found[(found["model"] == name) & _pooled(found)]
+            found = differences(prepare(pd.concat([here, *pair])), store_root, baseline, per_seed=False)
+            if found.empty:
+                continue
+            found = found[found["model"] == name]
             frames.append(found.assign(ablation=name, baseline=baseline, model=label[1], order=len(frames),
                                        comparison=label[0]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -64,11 +64,6 @@ def comparisons(base, variant, selection: Selection | None = None) -> list[tuple
     """((comparison, row label), (method rows, variant rows)) of one variant: matched at every
     shared setting, then selected (with a selection)."""
     return _matched(base, variant) + _selected(base, variant, selection)
-
-
-def _pooled(found):
-    """Rows over all training seeds (paired.differences adds per-seed rows, `training_seed`)."""
-    return found["training_seed"].isna() if "training_seed" in found else True
 
 
 def _same(column, value):

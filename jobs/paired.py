@@ -188,20 +188,21 @@ def _step(value) -> int | None:
     return None if value is None or value != value else int(value)
 
 
-def differences(df, store_root: Path, baseline: str = "naive"):
+def differences(df, store_root: Path, baseline: str = "naive", per_seed: bool = True):
     """The paired-differences table's rows (a DataFrame; empty without the baseline).
     `df` is harness.report.tables.prepare()'d tidy results; each split in it is paired on
-    its own (its group names the split when there are two)."""
+    its own (its group names the split when there are two). per_seed: also the rows of each
+    training seed on its own (`training_seed` set; _per_seed_rows)."""
     import pandas as pd
 
     splits = sorted({_split(v) for v in df.get("split", pd.Series([None] * len(df)))}, key=str)
     if len(splits) > 1:
         return pd.concat([_differences(df[[_split(v) == split for v in df["split"]]], store_root, baseline, split,
-                                       f"{split}: ") for split in splits], ignore_index=True)
-    return _differences(df, store_root, baseline, splits[0] if splits else None)
+                                       per_seed, f"{split}: ") for split in splits], ignore_index=True)
+    return _differences(df, store_root, baseline, splits[0] if splits else None, per_seed)
 
 
-def _differences(df, store_root: Path, baseline: str, split: str | None, tag: str = ""):
+def _differences(df, store_root: Path, baseline: str, split: str | None, per_seed: bool, tag: str = ""):
     import pandas as pd
 
     from harness.spec import EvalSpec
@@ -274,8 +275,9 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, tag: st
                                  "note": f"{metric}: {interval.resamples} paired resamples"
                                  + (" (evaluation seeds share their inputs: drawn once)" if units is not None else "")
                                  + (f" ({ext} features, against the {ref} set)" if metric == "fid" else "")})
-                rows += _per_seed_rows(rows[-len(found):] if found else [], _by_seed(eids, trained, stats),
-                                       _by_seed(base_runs, trained, stats), groups, units)
+                if per_seed:
+                    rows += _per_seed_rows(rows[-len(found):] if found else [], _by_seed(eids, trained, stats),
+                                           _by_seed(base_runs, trained, stats), groups, units)
     return pd.DataFrame(rows)
 
 
