@@ -4,7 +4,7 @@ naive and sdft, each on every weight and with LoRA (rank 8, alpha 8, the default
 
     python bench/adapter_step.py [--preset small] [--resolution 16] [--batch 32] [--repeats 15]
 
-harness/compute.py counts an adapter's run at its method's cost per step on this measurement.
+runs/compute.py counts an adapter's run at its method's cost per step on this measurement.
 The last line printed is one JSON object.
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
 
-    from harness.adapters import DEFAULT_TARGETS
-    from harness.methods import get as method
+    from runs.adapters import DEFAULT_TARGETS
+    from runs.methods import get as method
     from models.adapters import add_lora
     from models.networks import as_eps_model, build_unet
 

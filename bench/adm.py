@@ -51,7 +51,7 @@ import time
 
 import torch
 
-from harness.runtime import reexec_with_job_environment
+from runs.runtime import reexec_with_job_environment
 
 # Dense bf16 tensor-core peaks (FLOP/s, no sparsity) from the vendors' data sheets, matched
 # on torch.cuda.get_device_name(); the first matching entry wins, so specific names go first.
@@ -163,7 +163,7 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
     from torch.utils.flop_counter import FlopCounterMode
 
     from models.adm import build_unet
-    from harness.methods import get as method
+    from runs.methods import get as method
     from models.compiling import compile_in_place
     from models.layouts import group_norm_in_working_precision, to_channels_last
     from models.sampling import ddim_sample

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.runtime import reexec_with_job_environment
+from runs.runtime import reexec_with_job_environment
 
 
 def write_folder(path: Path, n: int, resolution: int, seed: int = 0) -> Path:
@@ -68,8 +68,8 @@ def main() -> None:
     if args.cpu_smoke:
         args.num_samples, args.resolution, args.width, args.steps, args.batch_size = 8, 32, 32, 2, 4
 
-    from harness.spec import EvalSpec
-    from harness.store import RunFolder
+    from runs.spec import EvalSpec
+    from runs.store import RunFolder
     from jobs.evaluation.driver import run
 
     root = Path(args.workdir or tempfile.mkdtemp(prefix="adm-evaluate-"))

@@ -33,7 +33,7 @@ def main() -> None:
 
     import pandas as pd
 
-    from harness.spec import EvalSpec
+    from runs.spec import EvalSpec
     from jobs.evaluate import EvalWorker, calibration_jobs
     from models.features import inception_weights
 

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from harness.runtime import reexec_with_job_environment
+from runs.runtime import reexec_with_job_environment
 
 
 def best_of(fn, repeats: int) -> float:

@@ -59,7 +59,7 @@ def squeue_state(job_id: str) -> str:
 
 def time_slurm(tmp: Path, repeats: int = 3) -> tuple[float | None, float | None]:
     from harness.executors import slurm_available
-    from harness.store import Store
+    from runs.store import Store
 
     if not slurm_available():
         print("no Slurm here (sinfo does not answer): `make slurm-up` first for the submit figures",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from harness.runtime import reexec_with_job_environment
+from runs.runtime import reexec_with_job_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from harness.runtime import reexec_with_job_environment
+from runs.runtime import reexec_with_job_environment
 
 
 def timed(step, repeats: int, warmup: int) -> float:
@@ -46,7 +46,7 @@ def main() -> None:
 
     import deepspeed
     from jobs.train import init_distributed
-    from harness.methods import get as method
+    from runs.methods import get as method
     from models.networks import as_eps_model, build_unet
 
     torch.set_flush_denormal(True)

@@ -4,7 +4,7 @@ Every run of the grid (or of --runs) that is not done is recorded as cancelled b
 first, then its job is stopped: Slurm jobs with one `scancel` for all of them (submitit's
 Job.cancel runs scancel once per job), local jobs with SIGTERM (SIGKILL after a grace
 time). Recording first means that neither the job's last progress line nor a local
-submission that sees its job end can record anything else (harness.store.set_state). A
+submission that sees its job end can record anything else (runs.store.set_state). A
 plain resubmission leaves these runs, and the runs that need them, alone;
 `sdft submit GRID.yaml --retry-cancelled` runs them again, and `sdft run ID` runs one.
 """
@@ -18,9 +18,9 @@ import subprocess
 import sys
 import time
 
-from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
+from runs.errors import UserError, exit_on_user_error, quiet_broken_pipe
 from harness.status import grid_folder
-from harness.store import USER_CANCEL, RunFolder, Store, now_iso
+from runs.store import USER_CANCEL, RunFolder, Store, now_iso
 from harness.subset import find_run_id
 
 GRACE_S = 15.0        # a local job's time to end after SIGTERM (a Ray evaluation shuts its Ray down)

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.errors import UserError, exit_on_user_error
+from runs.errors import UserError, exit_on_user_error
 
 # subcommand -> (module whose main(argv) it runs, one line for --help); the modules are
 # imported only when their command runs

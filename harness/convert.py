@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from harness.errors import UserError, exit_on_user_error
+from runs.errors import UserError, exit_on_user_error
 
 # guided-diffusion's script flags: (type, help). Defaults stay in models.adm.ADMConfig.
 ADM_FLAGS: dict[str, tuple[object, str]] = {

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from harness.config import ClusterConfig
-from harness.grid import STAGE_JOBS, PlannedRun
-from harness.runtime import JOB_ENV, job_environment
-from harness.store import USER_CANCEL, RunFolder, now_iso
+from runs.config import ClusterConfig
+from runs.grid import STAGE_JOBS, PlannedRun
+from runs.runtime import JOB_ENV, job_environment
+from runs.store import USER_CANCEL, RunFolder, now_iso
 
 JOB_MODULES = STAGE_JOBS
 

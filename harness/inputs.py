@@ -15,10 +15,10 @@ import sys
 import zipfile
 from pathlib import Path
 
-from harness.config import GridConfig
-from harness.errors import UserError
-from harness.grid import resolve_path
-from harness.store import RUNS_DIR
+from runs.config import GridConfig
+from runs.errors import UserError
+from runs.grid import resolve_path
+from runs.store import RUNS_DIR
 
 # the weight files diffusers' from_pretrained reads from a model folder, in its order
 SAFETENSORS = "diffusion_pytorch_model.safetensors"

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
-from harness.store import RunFolder, Store
+from runs.errors import UserError, exit_on_user_error, quiet_broken_pipe
+from runs.store import RunFolder, Store
 from harness.subset import find_run_id
 
 

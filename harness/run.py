@@ -13,10 +13,10 @@ import json
 import os
 import sys
 
-from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
+from runs.errors import UserError, exit_on_user_error, quiet_broken_pipe
 from harness.logs import find_run
-from harness.refs import RunRef
-from harness.store import RunFolder, Store
+from runs.refs import RunRef
+from runs.store import RunFolder, Store
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,7 +70,7 @@ def check_runnable(store: Store, folder: RunFolder) -> str:
 def run(store: Store, folder: RunFolder) -> str:
     """Run the job; return the state it ended in."""
     from harness.executors import local_outcome, oom_kills, run_job
-    from harness.runtime import job_environment
+    from runs.runtime import job_environment
 
     module = check_runnable(store, folder)
     state = folder.state()

@@ -1,7 +1,7 @@
 """python -m harness.schema (`sdft schema`): every field of a grid file, with its type,
 default and notes, one row per place the file can hold it.
 
-The rows are harness.grid_reference's, which docs/grid.md's reference is made of too, so a
+The rows are runs.grid_reference's, which docs/grid.md's reference is made of too, so a
 field is described by one piece of code, read from the grid's own pydantic models: the list
 cannot drift from what submit accepts. A section that is one of several kinds (a dataset's
 source, its targets) names the kind in the path: `datasets[].source[kind=folder].path`.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.errors import exit_on_user_error, quiet_broken_pipe
+from runs.errors import exit_on_user_error, quiet_broken_pipe
 
 NOTES_WIDTH = 60          # the plain table wraps the notes, so that a row stays readable
 
@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def schema_table(fmt: str = "text") -> str:
     from tabulate import tabulate
 
-    from harness.grid_reference import flat_rows
+    from runs.grid_reference import flat_rows
 
     rows = [(f"`{r.field}`", r.type, r.default, r.notes) if fmt == "markdown"
             else (r.field, r.type.replace("`", ""), r.default.replace("`", ""), r.notes.replace("`", ""))

@@ -13,9 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.errors import UserError, clean_text, exit_on_user_error, quiet_broken_pipe
-from harness.methods import run_label
-from harness.store import CorruptFile, RunFolder, Store
+from runs.errors import UserError, clean_text, exit_on_user_error, quiet_broken_pipe
+from runs.methods import run_label
+from runs.store import CorruptFile, RunFolder, Store
 
 
 def _job_id(folder: RunFolder) -> str | None:

@@ -6,7 +6,7 @@
                                        [--retry-failed] [--retry-cancelled]
                                        [--no-shipped-weights]
 
-KEY=VALUE overrides a setting of the file (harness.overrides: `finetune.lr=3e-4`); the
+KEY=VALUE overrides a setting of the file (runs.overrides: `finetune.lr=3e-4`); the
 grid record (results/<grid>/grid.yaml, grid.json) keeps the grid as resolved, and
 --print shows it without submitting. --only and --runs submit a part of the grid
 (harness.subset). Only what is not done or running is submitted: a finished grid submits
@@ -26,15 +26,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.budget import candidate_compute, candidates, estimate_seconds, unequal
-from harness.compute import unmatched
-from harness.config import GridConfig, grid_mapping, validate_grid
-from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
+from runs.budget import candidate_compute, candidates, estimate_seconds, unequal
+from runs.compute import unmatched
+from runs.config import GridConfig, grid_mapping, validate_grid
+from runs.errors import UserError, exit_on_user_error, quiet_broken_pipe
 from harness.executors import array_master
-from harness.grid import STAGES, Plan, PlannedRun, expand
+from runs.grid import STAGES, Plan, PlannedRun, expand
 from harness.inputs import check_inputs, check_results_root
-from harness.overrides import grid_text
-from harness.store import USER_CANCEL, Store
+from runs.overrides import grid_text
+from runs.store import USER_CANCEL, Store
 from harness.subset import select
 
 
@@ -268,7 +268,7 @@ def plan_table(plan: Plan, todo: Triage | None = None) -> str:
     """One row per run: id, stage, data, method, weighting, the hyper-parameters that vary, deps."""
     from tabulate import tabulate
 
-    from harness.report.tables import short
+    from report.tables import short
 
     finetune = [r for r in plan.runs if r.stage == "finetune"]
     keys = sorted({k for r in finetune for k in r.params})
@@ -295,7 +295,7 @@ def plan_table(plan: Plan, todo: Triage | None = None) -> str:
 
 def check_criterion(grid, grid_path: Path) -> None:
     """The selection criterion in the report's grammar, before anything is written."""
-    from harness.report.selection import Criterion
+    from report.selection import Criterion
 
     try:
         Criterion.parse(grid.selection.criterion)
@@ -306,7 +306,7 @@ def check_criterion(grid, grid_path: Path) -> None:
 def check_budgets(plan: Plan, grid_path: Path) -> dict[str, int]:
     """Each method's candidate count; unequal counts are an error where the grid asks for
     equal budgets (selection.equal_budget), unequal total compute where it asks for equal
-    compute (selection.equal_compute; harness.compute)."""
+    compute (selection.equal_compute; runs.compute)."""
     counts = candidates(plan)
     if plan.grid.selection.equal_budget and (differ := unequal(counts)):
         raise UserError(f"{grid_path}: selection.equal_budget: the methods have different numbers of "

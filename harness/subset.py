@@ -11,10 +11,10 @@ from typing import Any, Iterable
 
 import yaml
 
-from harness.errors import UserError
-from harness.grid import Plan, PlannedRun
+from runs.errors import UserError
+from runs.grid import Plan, PlannedRun
 
-# what `--only` matches besides the hyper-parameters a run shows (harness.grid.shown_params)
+# what `--only` matches besides the hyper-parameters a run shows (runs.grid.shown_params)
 FIELDS = ("stage", "method", "weighting", "dataset", "target")
 
 

@@ -4,7 +4,7 @@ The paper's tables of one or more results folders, printed (and written with --o
 aggregate's paired differences and each named variant's ablation tables where it made them. Where
 the rows carry a validation split, each method's candidate is selected on it by CRITERION
 (`[task[@t0]:]metric[/reference]`; default `fid`: unconditional FID against the full domain)
-and reported on the test split. The tables themselves are harness.report's; this only reads
+and reported on the test split. The tables themselves are report's; this only reads
 the arguments.
   --publish DIR       copy a grid's report, tables, images and tidy table (metrics.csv.gz)
                       into DIR (how docs/results/ is made)
@@ -20,11 +20,11 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
-    from harness.errors import UserError, exit_on_user_error, quiet_broken_pipe
-    from harness.report.curve import curve_table, load_points
-    from harness.report.results import load_cells, load_differences, load_results
-    from harness.report.selection import Criterion
-    from harness.report.tables import difference_tables, paper_tables, write_tables
+    from runs.errors import UserError, exit_on_user_error, quiet_broken_pipe
+    from report.curve import curve_table, load_points
+    from report.results import load_cells, load_differences, load_results
+    from report.selection import Criterion
+    from report.tables import difference_tables, paper_tables, write_tables
 
     parser = argparse.ArgumentParser(prog="python -m harness.tables", description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="*", help="results/<grid> folders (or metrics files)")
@@ -42,13 +42,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give results folders, or --readme FILE")
     with quiet_broken_pipe(), exit_on_user_error(FileNotFoundError):
         if args.publish:
-            from harness.report.publish import publish
+            from report.publish import publish
 
             if len(args.results) != 1:
                 raise UserError("--publish: give exactly one results/<grid> folder")
             print(f"published {args.results[0]} -> {publish(Path(args.results[0]), Path(args.publish))}")
         if args.readme is not None:
-            from harness.report.readme import documents, has_blocks, update
+            from report.readme import documents, has_blocks, update
 
             files = [Path(f) for f in args.readme] or [p for p in documents() if has_blocks(p.read_text())]
             for path in files:

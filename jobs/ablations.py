@@ -1,6 +1,6 @@
 """A named variant against its method, reported twice (docs/intervals.md, "Ablations").
 
-A variant (harness.grid: `sdft/sdft-noaux: {lambda_aux: 0}`) differs from its method in the
+A variant (runs.grid: `sdft/sdft-noaux: {lambda_aux: 0}`) differs from its method in the
 settings it gives. Its effect is read two ways, both as paired differences (variant minus
 method, jobs/paired.py: the same noise and source images, the item-level interval and the
 seed-level one, paired by training seed):
@@ -11,7 +11,7 @@ seed-level one, paired by training seed):
   against the method's tied values) are the variant's own. What this isolates is the one
   setting, at equal everything else.
 - selected: each at its own setting selected on the validation split (the fair selection,
-  harness.report.selection): what a user of either gets.
+  report.selection): what a user of either gets.
 
 Both read the test split (or, without splits, every row; then there is no selected
 comparison). A candidate the variant shares with its method (one run) is no comparison.
@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.params import label as param_label
-from harness.report.selection import GROUP, Selection, split_of, tags, unit_name, with_variant
-from harness.report.tables import prepare, short
+from runs.params import label as param_label
+from report.selection import GROUP, Selection, split_of, tags, unit_name, with_variant
+from report.tables import prepare, short
 
 MATCHED, SELECTED = "matched", "selected"
 

@@ -12,7 +12,7 @@ loss_curves.png (jobs/loss_curves.py), images/
 forgetting curve (jobs/curve.py: curve.parquet, forgetting_curve.parquet and .png).
 
 With evaluation splits (`evaluation.splits`), each method's candidate is selected on the
-validation rows (harness.report.selection, FID by default): the tables, the paired
+validation rows (report.selection, FID by default): the tables, the paired
 differences (against the selected naive) and report.md show the selected candidates'
 test rows and say which candidate was selected from how many; the cells, the trade-off plot,
 the image grids and the histograms read the test split only.
@@ -23,14 +23,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.errors import UserError, exit_on_user_error
-from harness.report.results import CELLS_FILE, DIFFERENCES_FILE, tidy, write_parquet
-from harness.report.selection import (VALIDATION, Criterion, Selection, has_validation, reported, select,
+from runs.errors import UserError, exit_on_user_error
+from report.results import CELLS_FILE, DIFFERENCES_FILE, tidy, write_parquet
+from report.selection import (VALIDATION, Criterion, Selection, has_validation, reported, select,
                                       split_of, unit_name)
-from harness.spec import AggregateSpec
-from harness.store import RunFolder, atomic_write_bytes, now_iso, store_root_of
-from harness.report.curve import curve_table
-from harness.report.tables import difference_tables, paper_tables, prepare, write_tables
+from runs.spec import AggregateSpec
+from runs.store import RunFolder, atomic_write_bytes, now_iso, store_root_of
+from report.curve import curve_table
+from report.tables import difference_tables, paper_tables, prepare, write_tables
 from jobs.curve import collect_curve, forgetting_curve
 from jobs.evaluation.manifest import final, read_manifest
 from jobs.figures import pyplot, save_figure
@@ -199,7 +199,7 @@ def _sources(eval_dir: Path):
     """The evaluation's first translation inputs (its source test images), uint8."""
     import torch
 
-    from harness.spec import EvalSpec
+    from runs.spec import EvalSpec
     from models.data import open_dataset, to_uint8
 
     spec = EvalSpec.model_validate(RunFolder(eval_dir).read_spec())

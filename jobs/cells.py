@@ -32,7 +32,7 @@ per-item values (intra-cluster LPIPS, FeatDist, P/R/D/C): the tables then show t
 the rows' intervals and say so.
 
 The aggregate writes the result as results/<grid>/cells.parquet beside metrics.parquet;
-harness.report.tables matches its rows to table cells by `cell_key`.
+report.tables matches its rows to table cells by `cell_key`.
 """
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.report.tables import CELL_KEYS, _extractor, _reference, cell_key
-from harness.store import RunFolder
+from report.tables import CELL_KEYS, _extractor, _reference, cell_key
+from runs.store import RunFolder
 from jobs.evaluation.splits import items_name
 from jobs.paired import _mean, _ratio, calibration_of, final_items, load, units_of
 from models.class_share import CorrectedShare
@@ -97,7 +97,7 @@ class _Store:
 
     def settings(self, eval_id: str):
         if eval_id not in self._settings:
-            from harness.spec import EvalSpec
+            from runs.spec import EvalSpec
 
             self._settings[eval_id] = EvalSpec.model_validate(RunFolder(self.root / eval_id).read_spec()).settings
         return self._settings[eval_id]
@@ -163,7 +163,7 @@ def _measurable(df, ext: str, ref: str):
 
 def cells(df, store_root: Path, seed: int = 0):
     """The cells table (a DataFrame): one row per cell of several rows that the items can
-    give. `df` is harness.report.tables.prepare()'d tidy results."""
+    give. `df` is report.tables.prepare()'d tidy results."""
     import pandas as pd
 
     store, out = _Store(Path(store_root)), []

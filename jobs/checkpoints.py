@@ -24,8 +24,8 @@ import os
 import shutil
 from pathlib import Path
 
-from harness.errors import one_line
-from harness.store import RunFolder, atomic_write_bytes, atomic_write_json
+from runs.errors import one_line
+from runs.store import RunFolder, atomic_write_bytes, atomic_write_json
 
 MANIFEST = "sha256.json"
 TMP_PREFIX = ".tmp-"

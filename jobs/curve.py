@@ -13,7 +13,7 @@ calibration drawn in each replicate, docs/evaluation-classes.md; FID's centred b
 for several runs or seeds the hierarchical bootstrap of jobs/cells.py.
 
 The aggregate writes results/<grid>/curve.parquet (the curve's own tidy rows),
-forgetting_curve.parquet (the points, read by harness.report.curve for the table) and
+forgetting_curve.parquet (the points, read by report.curve for the table) and
 forgetting_curve.png.
 """
 from __future__ import annotations
@@ -21,11 +21,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from harness.report import metrics
-from harness.report.curve import CURVE_METRICS, POINTS_FILE, SHARE
-from harness.report.results import tidy, write_parquet
-from harness.report.selection import VALIDATION, split_of
-from harness.report.tables import _extractor, _reference, cell_key, model_labels, prepare
+from report import metrics
+from report.curve import CURVE_METRICS, POINTS_FILE, SHARE
+from report.results import tidy, write_parquet
+from report.selection import VALIDATION, split_of
+from report.tables import _extractor, _reference, cell_key, model_labels, prepare
 from jobs.figures import pyplot, save_figure
 
 CURVE_FILE = "curve.parquet"

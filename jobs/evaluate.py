@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.errors import exit_on_user_error
-from harness.runtime import reexec_with_job_environment
+from runs.errors import exit_on_user_error
+from runs.runtime import reexec_with_job_environment
 from jobs.evaluation.driver import run, slurm_run
 
 __all__ = ["main", "run", "slurm_run"]

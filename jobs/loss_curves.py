@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.refs import RunRef
-from harness.report.selection import unit_name
-from harness.spec import AggregateSpec, EvalSpec, RunSpec
-from harness.store import RunFolder
+from runs.refs import RunRef
+from report.selection import unit_name
+from runs.spec import AggregateSpec, EvalSpec, RunSpec
+from runs.store import RunFolder
 from jobs.figures import pyplot, save_figure
 
 

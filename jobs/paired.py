@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.store import RunFolder
+from runs.store import RunFolder
 from jobs.evaluation.manifest import final, read_manifest
 from jobs.evaluation.splits import items_name
 from models.class_share import Calibration, CorrectedShare
@@ -190,7 +190,7 @@ def _step(value) -> int | None:
 
 def differences(df, store_root: Path, baseline: str = "naive", per_seed: bool = True):
     """The paired-differences table's rows (a DataFrame; empty without the baseline).
-    `df` is harness.report.tables.prepare()'d tidy results; each split in it is paired on
+    `df` is report.tables.prepare()'d tidy results; each split in it is paired on
     its own (its group names the split when there are two). per_seed: also the rows of each
     training seed on its own (`training_seed` set; _per_seed_rows)."""
     import pandas as pd
@@ -205,11 +205,11 @@ def differences(df, store_root: Path, baseline: str = "naive", per_seed: bool = 
 def _differences(df, store_root: Path, baseline: str, split: str | None, per_seed: bool, tag: str = ""):
     import pandas as pd
 
-    from harness.spec import EvalSpec
-    from harness.report.tables import _extractor, _reference
+    from runs.spec import EvalSpec
+    from report.tables import _extractor, _reference
 
     rows = []
-    # an evaluation a named variant shares with its method is a model of both (harness.grid)
+    # an evaluation a named variant shares with its method is a model of both (runs.grid)
     models = df[(df["method"] != "calibration") & ~df["is_early"]].drop_duplicates(["eval_id", "model"])
     if baseline not in set(models["model"]):
         return pd.DataFrame()

@@ -15,10 +15,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from harness.config import load_grid
-from harness.errors import UserError, exit_on_user_error
-from harness.grid import expand
-from harness.store import Store
+from runs.config import load_grid
+from runs.errors import UserError, exit_on_user_error
+from runs.grid import expand
+from runs.store import Store
 from models.shipped import write_provenance
 
 MODEL_FILES = ("config.json", "diffusion_pytorch_model.safetensors")

@@ -12,7 +12,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from runs.errors import UserError
 
 # report_to name -> the module it needs (the pip package has the same name)
 MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}

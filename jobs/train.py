@@ -23,12 +23,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import UserError, exit_on_user_error
-from harness.runtime import reexec_with_job_environment
-from harness.methods import METHODS
-from harness.refs import RunRef
-from harness.spec import RunSpec
-from harness.store import RunFolder, store_root_of
+from runs.errors import UserError, exit_on_user_error
+from runs.runtime import reexec_with_job_environment
+from runs.methods import METHODS
+from runs.refs import RunRef
+from runs.spec import RunSpec
+from runs.store import RunFolder, store_root_of
 from models.seeding import derived_seed
 
 
@@ -160,7 +160,7 @@ def build_networks(spec: RunSpec, run_dir: Path, resolution: int):
 
 
 def build_loss(spec: RunSpec):
-    """The method's loss from its settings (harness.methods); pretraining trains as naive does."""
+    """The method's loss from its settings (runs.methods); pretraining trains as naive does."""
     method = METHODS[spec.method or "naive"]
     settings = spec.settings.model_dump() if spec.settings is not None else {}
     # the settings a weighting does not use are absent from the spec and from the loss

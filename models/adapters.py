@@ -1,4 +1,4 @@
-"""LoRA on the UNet through peft (the settings: harness/adapters.py).
+"""LoRA on the UNet through peft (the settings: runs/adapters.py).
 
 The training job wraps the student in a peft model (`add_lora`); the engine, the EMA and
 the checkpoints hold that wrapped model, so a checkpoint holds the adapter (A, B) beside

@@ -1,4 +1,4 @@
-"""The plain diffusion loss and what every method's loss shares (harness/methods/ holds the
+"""The plain diffusion loss and what every method's loss shares (runs/methods/ holds the
 methods' losses, each beside its settings).
 
 L_diff is guided-diffusion's eps MSE at t ~ U{0..T-1}. A learned-variance network (6

@@ -1,5 +1,5 @@
 """Distillation weightings as pure functions of SNR(t). Not normalised, as in the official code.
-Their settings' defaults are declared with sdft's settings (harness/methods/sdft.py)."""
+Their settings' defaults are declared with sdft's settings (runs/methods/sdft.py)."""
 from __future__ import annotations
 
 from typing import Callable

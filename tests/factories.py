@@ -52,7 +52,7 @@ def finetune_spec(method: str = "sdft", **changes) -> dict:
 
 def eval_spec(**settings) -> dict:
     """The source model's evaluation at 16 px, small enough for seconds per product."""
-    from harness.spec import EvalSpec
+    from runs.spec import EvalSpec
 
     base = {"num_samples": 48, "batch_size": 16, "num_translations": 16, "ddim_steps": 10,
             "tasks": ["unconditional"], "kid_subset_size": 16, "kid_subsets": 5, "max_reference": 200}
@@ -216,7 +216,7 @@ def shared_ray(folder: Path, timeout: float = 120):
     jobs (or a submission) with. Each job still gets its own actors; only the daemons are
     shared. Token authentication as in jobs/ray_cluster.py; on exit the helper shuts its
     Ray down, and its process group is killed if it lingers."""
-    from harness.runtime import job_environment
+    from runs.runtime import job_environment
     from jobs.ray_cluster import auth_env, write_token
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,8 @@ import os
 import socket
 from pathlib import Path
 
-from harness.spec import EvalSpec
-from harness.store import RunFolder, atomic_write_json
+from runs.spec import EvalSpec
+from runs.store import RunFolder, atomic_write_json
 from jobs.evaluation.manifest import ProductEntry, write_manifest
 from jobs.evaluation.plan import (Batch, Product, calibration_jobs, check_inputs, check_sampler, curve_only,
                                   plan_batches, plan_products, product_job, resolve_models, training_seconds)
@@ -114,7 +114,7 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
     metrics; a requeued or restarted evaluation skips the batches it has."""
     from tqdm.auto import tqdm
 
-    from harness.report.results import write_metrics
+    from report.results import write_metrics
 
     run = RunFolder(run_dir)
     check_sampler(spec)
@@ -151,7 +151,7 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
             cache = {k: cache[k] + counts[k] for k in cache}
     finally:
         ray.shutdown()
-    # the curve's rows first: an evaluation with its metrics written is done (harness.store)
+    # the curve's rows first: an evaluation with its metrics written is done (runs.store)
     curve_steps = {p.ckpt_step for p in products if curve_only(spec, p.ckpt_step, models[0][0])}
     curve_rows = [r for r in rows if r.get("ckpt_step") in curve_steps]
     if curve_rows:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.errors import UserError
-from harness.store import CorruptFile, RunFolder, atomic_write_json, read_json
+from runs.errors import UserError
+from runs.store import CorruptFile, RunFolder, atomic_write_json, read_json
 
 VERSION = 1
 

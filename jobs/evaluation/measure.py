@@ -46,8 +46,8 @@ from typing import Callable, Mapping, NamedTuple
 import numpy as np
 import torch
 
-from harness.report.metrics import metric as registered
-from harness.spec import EvalSettings, EvalSpec
+from report.metrics import metric as registered
+from runs.spec import EvalSettings, EvalSpec
 from jobs.evaluation import splits
 from models import metrics
 from models.class_share import Calibration, corrected_interval, describe
@@ -313,7 +313,7 @@ class Rows:
 
     def add(self, metric, value, reference, subset="all", n=None, extractor=None, note=None, k=None):
         """value: a number, or an Interval (fills ci_low and ci_high). The metric must be in
-        the registry (harness.report.metrics), which gives the tables their label and direction."""
+        the registry (report.metrics), which gives the tables their label and direction."""
         registered(metric)
         numbers = value.row() if isinstance(value, Interval) else {"value": float(value)}
         shared = splits.note(reference, self.base.get("split"))

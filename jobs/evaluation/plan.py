@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from harness import compute, params
-from harness.methods import weighting_of
-from harness.errors import UserError
-from harness.spec import EvalSpec
-from harness.store import RunFolder, store_root_of
+from runs import compute, params
+from runs.methods import weighting_of
+from runs.errors import UserError
+from runs.spec import EvalSpec
+from runs.store import RunFolder, store_root_of
 from jobs.evaluation import splits
 from jobs.evaluation.manifest import final, read_manifest
 from jobs.weights import raw_twin
@@ -129,7 +129,7 @@ def training_seconds(spec: EvalSpec, run_dir: Path) -> dict[int, float]:
 
 def cost_columns(train_spec: dict, step: int | None, seconds: Mapping[int, float]) -> dict:
     """A fine-tuned model's training cost up to its checkpoint: `compute_kimg` (naive kimg,
-    harness.compute) and the measured `train_s`; none for the source model."""
+    runs.compute) and the measured `train_s`; none for the source model."""
     if train_spec.get("stage") != "finetune" or step is None:
         return {}
     return {"compute_kimg": compute.kimg(train_spec["method"], step, train_spec["batch_size"]),

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.spec import EvalSettings
+from runs.spec import EvalSettings
 from jobs.evaluation import splits
 from jobs.evaluation.plan import Batch
 from models.data import to_uint8

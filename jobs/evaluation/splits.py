@@ -1,5 +1,5 @@
 """The two evaluation splits (`evaluation.splits: true`): settings are selected on the
-`validation` split and reported on the disjoint `test` split (harness.report.selection).
+`validation` split and reported on the disjoint `test` split (report.selection).
 
 What each split measures, and why they are disjoint:
 - sampling noise: the test split draws the streams every evaluation draws ("unconditional",

@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from harness.spec import EvalSpec
+from runs.spec import EvalSpec
 from jobs.evaluation.plan import Batch, CalibrationJob, ProductJob
 
 

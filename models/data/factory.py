@@ -1,4 +1,4 @@
-"""From a data spec (a plain mapping, as in harness.spec) to a dataset."""
+"""From a data spec (a plain mapping, as in runs.spec) to a dataset."""
 from __future__ import annotations
 
 from typing import Any, Mapping

@@ -1,4 +1,4 @@
-"""`adapter: lora` in a grid and a run spec (harness/adapters.py): an axis like any setting,
+"""`adapter: lora` in a grid and a run spec (runs/adapters.py): an axis like any setting,
 in the run id only when on, refused where there is no source to adapt."""
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import pytest
 from pydantic import ValidationError
 
 from factories import finetune_spec, pretrain_spec, smoke_grid, write_grid
-from harness.config import load_grid
-from harness.errors import UserError
-from harness.grid import expand
-from harness.params import columns
-from harness.spec import RunSpec
+from runs.config import load_grid
+from runs.errors import UserError
+from runs.grid import expand
+from runs.params import columns
+from runs.spec import RunSpec
 
 
 def finetunes(tmp_path, **changes):

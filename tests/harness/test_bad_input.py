@@ -11,8 +11,8 @@ import json
 import pytest
 
 from factories import ROOT, SMOKE_GRID, run_module
-from harness.errors import UserError
-from harness.store import Store
+from runs.errors import UserError
+from runs.store import Store
 from harness.submit import submit
 
 BAD_GRIDS = ROOT / "tests" / "data" / "bad-grids"

@@ -1,16 +1,16 @@
-"""Per-method sweeps and equal tuning budgets (harness.budget): the candidates each method
+"""Per-method sweeps and equal tuning budgets (runs.budget): the candidates each method
 chooses from, counted from the expanded plan, and the submit-time check that they match."""
 import json
 
 import pytest
 
 from factories import ROOT, run_module, smoke_grid, write_grid
-from harness.budget import candidate_compute, candidates, unequal
-from harness.compute import COMPUTE_TOLERANCE, unmatched
-from harness.config import load_grid
-from harness.errors import UserError
-from harness.grid import expand
-from harness.methods import METHODS
+from runs.budget import candidate_compute, candidates, unequal
+from runs.compute import COMPUTE_TOLERANCE, unmatched
+from runs.config import load_grid
+from runs.errors import UserError
+from runs.grid import expand
+from runs.methods import METHODS
 
 LRS = [5e-5, 1e-4, 2e-4]
 LAMBDAS = [0.3, 1.0, 3.0]
@@ -162,7 +162,7 @@ def test_the_selection_criterion_reaches_the_aggregate_and_only_a_set_one_enters
     assert kid.run_id != plain.run_id
 
 
-# ---------------------------------------------------------------- equal compute (harness.compute)
+# ---------------------------------------------------------------- equal compute (runs.compute)
 def compute_grid(tmp_path, equal: bool, **changes):
     changes = {"evaluation__checkpoint_steps": [10], "evaluation__checkpoint_methods": ["naive", "sdft"], **changes}
     return expand(load_grid(write_grid(tmp_path, smoke_grid(

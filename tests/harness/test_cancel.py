@@ -12,9 +12,9 @@ import time
 import pytest
 
 from factories import ROOT, SMOKE_GRID, run_module, smoke_grid, write_grid
-from harness.config import load_grid
-from harness.grid import expand
-from harness.store import USER_CANCEL, Store
+from runs.config import load_grid
+from runs.grid import expand
+from runs.store import USER_CANCEL, Store
 
 
 @pytest.fixture
@@ -152,7 +152,7 @@ def test_logs_follow_prints_what_is_added_until_the_run_ends(tmp_path):
     import threading
 
     from harness.logs import show
-    from harness.store import RunFolder
+    from runs.store import RunFolder
 
     folder = RunFolder(tmp_path / "_runs" / "abc")
     folder.path.mkdir(parents=True)

@@ -2,8 +2,8 @@
 raw one in the attribute table."""
 import pandas as pd
 
-from harness.report.results import tidy
-from harness.report.tables import paper_tables
+from report.results import tidy
+from report.tables import paper_tables
 
 
 def _rows():

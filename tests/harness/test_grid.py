@@ -5,9 +5,9 @@ import os
 import pytest
 
 from factories import DELETE, ROOT, SMOKE_GRID, from_a_model_folder, run_module, smoke_grid, write_grid
-from harness.config import load_grid
-from harness.errors import UserError
-from harness.grid import expand, sweep
+from runs.config import load_grid
+from runs.errors import UserError
+from runs.grid import expand, sweep
 
 SMOKE = smoke_grid()
 
@@ -101,7 +101,7 @@ def test_same_name_different_experiment_is_refused_with_the_way_out(tmp_path):
 def test_cluster_settings_and_added_runs_keep_the_grid(tmp_path):
     """Changing timeout_min, or adding a seed, is the same grid (a dry run checks the name
     as a submission does); dropping a method is not."""
-    from harness.store import Store
+    from runs.store import Store
 
     grid = load_grid(SMOKE_GRID)
     store = Store(tmp_path / "results")
@@ -226,7 +226,7 @@ def test_failed_runs_are_resubmitted_only_when_asked(tmp_path):
     summary = json.loads(first.stdout.strip().splitlines()[-1])
     assert summary["submitted"] == 1            # the pretrain ran and failed; nothing after it
     assert summary["failed"] == 1 and summary["cancelled"] == summary["runs"] - 1 and summary["done"] == 0
-    from harness.store import Store
+    from runs.store import Store
     runs = {f.read_spec()["stage"] + str(f.read_spec().get("role", "")): f.state()
             for f in Store(results).grid_runs("fails")}
     pretrain = runs.pop("pretrain")
@@ -285,8 +285,8 @@ def test_a_zero_stage_sweep_gives_two_model_rows(tmp_path):
     not be averaged together as if they were seeds (they once were)."""
     import pandas as pd
 
-    from harness.params import columns
-    from harness.report.tables import model_labels
+    from runs.params import columns
+    from report.tables import model_labels
 
     grid = load_grid(write_grid(tmp_path, smoke_grid(methods=["naive"], finetune__zero_stage=[0, 2])))
     specs = [r.spec for r in expand(grid, tmp_path).by_stage("finetune")]

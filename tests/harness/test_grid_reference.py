@@ -3,10 +3,10 @@ the comments beside each field, one table per mapping of the file."""
 from typing import Literal
 
 from factories import run_module
-from harness import grid_reference
-from harness.config import Strict
-from harness.numbers import Real, Whole
-from harness.report import readme
+from runs import grid_reference
+from runs.config import Strict
+from runs.numbers import Real, Whole
+from report import readme
 
 
 class Inner(Strict):
@@ -47,7 +47,7 @@ def test_the_finetune_section_says_a_setting_can_be_swept_or_tied():
     finetune = next(s for s in grid_reference.sections() if s.path == "finetune")
     lr = next(r for r in finetune.rows if r.field == "lr")
     assert lr.type == "number, > 0; a list of them is an axis; or `{same_as: <setting>}`"
-    # the notes of settings declared in harness.params come from the comments there
+    # the notes of settings declared in runs.params come from the comments there
     clip = next(r for r in finetune.rows if r.field == "grad_clip")
     assert clip.notes == "none in the official code"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from factories import ROOT, from_a_model_folder, in_fresh_process, run_module, smoke_grid, write_grid
-from harness.methods import Method
-from harness.numbers import Whole
-from harness.params import Param
+from runs.methods import Method
+from runs.numbers import Whole
+from runs.params import Param
 
 HERE = Path(__file__).resolve().parent
 
@@ -55,9 +55,9 @@ def test_a_grid_takes_a_method_from_outside_the_package(tmp_path):
     grid = write_grid(tmp_path, smoke_grid(methods=["naive", "lownoise"], finetune__max_t=[100, 500]))
     code = f"""
         import json
-        from harness.config import load_grid
-        from harness.grid import expand
-        from harness.methods import METHODS
+        from runs.config import load_grid
+        from runs.grid import expand
+        from runs.methods import METHODS
         plan = expand(load_grid({str(grid)!r}))
         runs = plan.by_stage("finetune")
         print(json.dumps({{"names": list(METHODS), "naive": [r.run_id for r in runs if r.method == "naive"],
@@ -70,8 +70,8 @@ def test_a_grid_takes_a_method_from_outside_the_package(tmp_path):
     # the grid without the plugin: naive's run is the very same run
     base = write_grid(tmp_path, smoke_grid(methods=["naive"]), "base.yaml")
     naive_alone = in_fresh_process(f"""
-        from harness.config import load_grid
-        from harness.grid import expand
+        from runs.config import load_grid
+        from runs.grid import expand
         print(expand(load_grid({str(base)!r})).by_stage("finetune")[0].run_id)
     """)
     assert found["naive"] == [naive_alone]

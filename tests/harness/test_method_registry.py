@@ -1,14 +1,14 @@
-"""The registry of methods (harness/methods/) as the specs and grids see it."""
+"""The registry of methods (runs/methods/) as the specs and grids see it."""
 import json
 
 import pytest
 from pydantic import ValidationError
 
 from factories import finetune_spec, smoke_grid, write_grid
-from harness.config import load_grid
-from harness.grid import expand
-from harness.methods import ALL_PARAMS, METHODS
-from harness.spec import RunSpec, identity_json
+from runs.config import load_grid
+from runs.grid import expand
+from runs.methods import ALL_PARAMS, METHODS
+from runs.spec import RunSpec, identity_json
 
 SOURCE = {"kind": "builtin-source", "resolution": 16}
 
@@ -63,9 +63,9 @@ def test_the_grid_sweeps_pairwise_and_labels_its_runs(tmp_path):
     defaults), its ids differ, and the status and table labels come from the registry."""
     import pandas as pd
 
-    from harness.methods import run_label
-    from harness.params import columns
-    from harness.report.tables import METHOD_ORDER, model_labels
+    from runs.methods import run_label
+    from runs.params import columns
+    from report.tables import METHOD_ORDER, model_labels
 
     grid = load_grid(write_grid(tmp_path, smoke_grid(methods=["naive", "pairwise", "sdft"],
                                                      finetune__lambda_pair=[1.0, 4.0])))

@@ -4,9 +4,9 @@ is an error that names the known ones."""
 import pandas as pd
 import pytest
 
-from harness.report import metrics
-from harness.report.selection import Criterion
-from harness.report.tables import Table
+from report import metrics
+from report.selection import Criterion
+from report.tables import Table
 
 
 def test_a_criterion_takes_its_direction_and_label_from_the_registry():

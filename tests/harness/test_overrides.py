@@ -6,11 +6,11 @@ import pytest
 import yaml
 
 from factories import SMOKE_GRID, run_module
-from harness.config import load_grid
-from harness.errors import UserError
-from harness.grid import expand
-from harness.params import PARAMS
-from harness.store import Store
+from runs.config import load_grid
+from runs.errors import UserError
+from runs.grid import expand
+from runs.params import PARAMS
+from runs.store import Store
 from harness.subset import select
 
 
@@ -103,7 +103,7 @@ def _as_written(text: str):
 
 
 def test_schema_lists_every_setting_from_the_models():
-    from harness.grid_reference import flat_rows
+    from runs.grid_reference import flat_rows
 
     rows = {row.field: row for row in flat_rows()}
     for p in PARAMS:

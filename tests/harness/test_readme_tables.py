@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from factories import ROOT, run_module
-from harness.errors import UserError
-from harness.report import readme
-from harness.report.results import load_results, write_csv, write_parquet
+from runs.errors import UserError
+from report import readme
+from report.results import load_results, write_csv, write_parquet
 from test_tables import rows
 
 
@@ -31,7 +31,7 @@ def test_every_generated_block_in_the_readme_and_docs_is_what_its_source_gives()
 def test_the_grids_the_readme_and_docs_show_are_valid_grids():
     """Every YAML example that is a whole grid (it has `name:` and `datasets:`) passes the
     schema, so a newcomer's copy of it fails on their data paths at most."""
-    from harness.config import GridConfig
+    from runs.config import GridConfig
 
     shown = []
     for path in readme.documents(ROOT):
@@ -82,8 +82,8 @@ def test_an_unknown_table_or_file_is_one_line_naming_it(tmp_path):
 
 
 def test_publish_replaces_the_folder_with_the_grid_s_report_and_its_tidy_table(tmp_path):
-    from harness.report.publish import publish
-    from harness.report.results import CELLS_FILE
+    from report.publish import publish
+    from report.results import CELLS_FILE
 
     grid = tmp_path / "results" / "demo"
     (grid / "tables").mkdir(parents=True)
@@ -107,7 +107,7 @@ def test_publish_replaces_the_folder_with_the_grid_s_report_and_its_tidy_table(t
 def published_grid(tmp_path, extra_file, extra_rows):
     """A grid folder with the tidy table, one more aggregate file and a report, published
     into docs/g under tmp_path; returns the published folder."""
-    from harness.report.publish import publish
+    from report.publish import publish
 
     grid = tmp_path / "results" / "g"
     grid.mkdir(parents=True)
@@ -122,8 +122,8 @@ def test_the_paired_differences_are_published_and_rendered_in_a_block(tmp_path):
     their rows (DIFFERENCES_FILE), publish copies them, and a block renders them again."""
     import pandas as pd
 
-    from harness.report.publish import PUBLISHED_DIFFERENCES
-    from harness.report.results import DIFFERENCES_FILE
+    from report.publish import PUBLISHED_DIFFERENCES
+    from report.results import DIFFERENCES_FILE
 
     diffs = pd.DataFrame({"model": ["sdft (sdft)", "scratch"], "group": ["unconditional"] * 2,
                           "metric": ["fid"] * 2, "value": [-1.5, 40.0], "ci_low": [-2.5, 30.0],
@@ -144,12 +144,12 @@ def test_the_paired_differences_are_published_and_rendered_in_a_block(tmp_path):
 
 
 def test_the_forgetting_curve_is_published_and_rendered_in_a_block(tmp_path):
-    """The curve's points (harness/report/curve.py POINTS_FILE) are published beside the tidy
+    """The curve's points (report/curve.py POINTS_FILE) are published beside the tidy
     table and a block renders the `forgetting_curve` table from them."""
     import pandas as pd
 
-    from harness.report.curve import POINTS_FILE
-    from harness.report.publish import PUBLISHED_CURVE
+    from report.curve import POINTS_FILE
+    from report.publish import PUBLISHED_CURVE
 
     points = pd.DataFrame({"dataset": ["d"] * 3, "target": ["t"] * 3, "model": ["source", "naive", "naive"],
                            "order": [0, 1, 1], "step": [None, 600, 2000],

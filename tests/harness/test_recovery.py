@@ -14,11 +14,11 @@ import torch
 import yaml
 
 from factories import ROOT, TINY_PRETRAIN, run_module, write_spec
-from harness.config import load_grid
-from harness.errors import one_line
+from runs.config import load_grid
+from runs.errors import one_line
 from harness.executors import local_outcome, slurm_outcome
-from harness.grid import expand
-from harness.store import RunFolder, Store
+from runs.grid import expand
+from runs.store import RunFolder, Store
 
 
 # ---------------------------------------------------------------- checkpoints (the job alone)

@@ -4,8 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from factories import eval_spec, finetune_spec
-from harness.refs import RunRef
-from harness.spec import EvalSpec, RunSpec
+from runs.refs import RunRef
+from runs.spec import EvalSpec, RunSpec
 
 
 def test_a_reference_parses_and_writes_back_the_same_text(tmp_path):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ClusterConfig, GridConfig
+from runs.config import ClusterConfig, GridConfig
 from harness.executors import SlurmExecutor
 from factories import smoke_grid
 
@@ -63,8 +63,8 @@ def test_without_stage_blocks_the_jobs_ask_for_what_they_did_before():
 ])
 def test_a_bad_stage_block_names_its_field(tmp_path, block, field, message):
     from factories import write_grid
-    from harness.config import load_grid
-    from harness.errors import UserError
+    from runs.config import load_grid
+    from runs.errors import UserError
 
     with pytest.raises(UserError) as err:
         load_grid(write_grid(tmp_path, smoke_grid(cluster=block)))

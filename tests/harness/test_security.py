@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from factories import ROOT, run_module, smoke_grid, write_grid
-from harness.config import ClusterConfig, load_grid
-from harness.errors import UserError
+from runs.config import ClusterConfig, load_grid
+from runs.errors import UserError
 
 
 def grid_with_cluster(tmp_path, cluster: dict) -> Path:

@@ -1,4 +1,4 @@
-"""Selection on the validation split, reporting on the test split (harness.report.selection):
+"""Selection on the validation split, reporting on the test split (report.selection):
 the choice reads no test row, candidates are counted per method (each sdft weighting one),
 the criterion is a setting and the tables name it; tables without a split read as before."""
 import numpy as np
@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 from factories import run_module
-from harness.errors import UserError
-from harness.report.results import load_results, tidy, write_parquet
-from harness.report.selection import Criterion, reported, select
-from harness.report.tables import paper_tables
+from runs.errors import UserError
+from report.results import load_results, tidy, write_parquet
+from report.selection import Criterion, reported, select
+from report.tables import paper_tables
 
 # per method: its candidates as (settings, checkpoint); 4 + 3 + 2 of them
 CANDIDATES = {

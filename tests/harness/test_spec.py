@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from factories import eval_spec, finetune_spec, in_fresh_process, pretrain_spec
-from harness.spec import DistillSpec, EvalSpec, RunSpec, identity_json
+from runs.spec import DistillSpec, EvalSpec, RunSpec, identity_json
 
 SOURCE = {"kind": "builtin-source"}
 TARGET = {"kind": "builtin-target"}
@@ -17,7 +17,7 @@ def finetune(method, **extra) -> RunSpec:
 # Golden run ids. A run id names a run's folder, so a changed id orphans every finished run
 # of that kind, and an id that stays while the computation changes lets an old run pass for
 # a new one. If one of these fails, decide: what is computed changed -> bump RECIPE_VERSION
-# (harness/spec.py) and update the ids here; only the code's shape changed -> the ids stay.
+# (runs/spec.py) and update the ids here; only the code's shape changed -> the ids stay.
 GOLDEN_SPECS = {
     "pretrain": (pretrain_spec(steps=60), "88f577261d"),
     "naive": (finetune_spec("naive"), "606d39d63a"),
@@ -44,7 +44,7 @@ def test_run_ids_are_the_same_in_a_fresh_process():
     here = {name: validated(spec).run_id for name, (spec, _) in GOLDEN_SPECS.items()}
     there = in_fresh_process(f"""
         import json
-        from harness.spec import EvalSpec, RunSpec
+        from runs.spec import EvalSpec, RunSpec
         specs = json.loads({json.dumps({name: spec for name, (spec, _) in GOLDEN_SPECS.items()})!r})
         print(json.dumps({{name: (EvalSpec if spec["stage"] == "evaluate" else RunSpec).model_validate(spec).run_id
                           for name, spec in specs.items()}}))
@@ -90,18 +90,21 @@ def test_harness_does_not_import_torch():
     import pkgutil
 
     import harness
-    import harness.report
+    import report
+    import runs
 
-    # every harness module, found rather than listed, so a new one cannot slip past
-    modules = [m.name for m in pkgutil.walk_packages(harness.__path__, "harness.")]
-    assert {"harness.submit", "harness.report.tables", "harness.slurm_job", "harness.params"} <= set(modules)
+    # every module of the three torch-free packages, found rather than listed, so a new one
+    # cannot slip past
+    modules = [m.name for package in (harness, report, runs)
+               for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
+    assert {"harness.submit", "report.tables", "harness.slurm_job", "runs.params"} <= set(modules)
     code = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_sampler_settings_default_to_the_paper_and_stay_out_of_the_run_id():
-    from harness.spec import EvalSettings, run_id
+    from runs.spec import EvalSettings, run_id
 
     s = EvalSettings()
     assert (s.sampler, s.respacing, s.clip_denoised) == ("ddim", None, True)
@@ -111,7 +114,7 @@ def test_sampler_settings_default_to_the_paper_and_stay_out_of_the_run_id():
 
 
 def test_sampler_settings_are_checked():
-    from harness.spec import EvalSettings
+    from runs.spec import EvalSettings
 
     with pytest.raises(ValidationError, match="respacing"):
         EvalSettings(respacing="ddim 40")
@@ -124,7 +127,7 @@ def test_sampler_settings_are_checked():
 
 
 def test_solver_samplers_take_their_own_steps_and_leave_ddim_to_the_translations():
-    from harness.spec import EvalSettings, run_id
+    from runs.spec import EvalSettings, run_id
 
     s = EvalSettings(sampler="dpm-solver++", sampler_steps=15)
     assert (s.solver_steps, s.ddim_steps) == (15, 40)
@@ -138,7 +141,7 @@ def test_solver_samplers_take_their_own_steps_and_leave_ddim_to_the_translations
 
 def test_compile_changes_no_run_id():
     from factories import eval_spec, finetune_spec
-    from harness.spec import EvalSpec, RunSpec
+    from runs.spec import EvalSpec, RunSpec
 
     assert EvalSpec.model_validate(eval_spec(compile=True)).run_id == EvalSpec.model_validate(eval_spec()).run_id
     assert RunSpec.model_validate(finetune_spec(compile=False)).run_id == \
@@ -148,7 +151,7 @@ def test_compile_changes_no_run_id():
 # ---------------------------------------------------------------- pinned run ids
 # Three fixed specs and their run ids. A change of any of these values means that runs made
 # before it are no longer found (or, worse, that runs computed differently are found as
-# done): decide whether harness.spec.RECIPE_VERSION must be bumped (a default that alters
+# done): decide whether runs.spec.RECIPE_VERSION must be bumped (a default that alters
 # what is computed), or the identity code was changed by mistake, before updating them.
 # The pretrain is the demo's (its id is what the shipped source weights are adopted by).
 GOLDEN_PRETRAIN = {"stage": "pretrain", "data": {"kind": "builtin-source", "resolution": 16},
@@ -167,9 +170,9 @@ GOLDEN_EVALUATION = {"stage": "evaluate", "role": "finetuned", "model": "run:012
 
 
 def test_demo_and_paper_run_ids_are_pinned():
-    from harness.spec import EvalSpec
+    from runs.spec import EvalSpec
 
-    # (recipe 2 with the run spec's defaults taken from harness.params, flips resolved;
+    # (recipe 2 with the run spec's defaults taken from runs.params, flips resolved;
     # evaluation recipe 3: EGSDE's per-location realism energy)
     assert RunSpec.model_validate(GOLDEN_PRETRAIN).run_id == "1c7160e2d1"
     assert RunSpec.model_validate(GOLDEN_FINETUNE).run_id == "0e686149e7"
@@ -177,7 +180,7 @@ def test_demo_and_paper_run_ids_are_pinned():
 
 
 def test_egsde_low_pass_factor_enters_the_id_only_when_set():
-    from harness.spec import EvalSpec, identity_json
+    from runs.spec import EvalSpec, identity_json
 
     default = EvalSpec.model_validate(eval_spec())
     assert default.settings.egsde_low_pass_factor is None
@@ -191,8 +194,8 @@ def test_egsde_low_pass_factor_enters_the_id_only_when_set():
 
 def test_demo_and_reproduce_share_the_pinned_source_model():
     from factories import ROOT
-    from harness.config import load_grid
-    from harness.grid import expand
+    from runs.config import load_grid
+    from runs.grid import expand
 
     for name in ("demo", "reproduce", "forgetting"):
         plan = expand(load_grid(ROOT / "grids" / f"{name}.yaml"), ROOT / "grids")
@@ -200,7 +203,7 @@ def test_demo_and_reproduce_share_the_pinned_source_model():
 
 
 def test_evaluated_weights_enter_the_id_only_where_they_apply():
-    from harness.spec import EvalSpec, identity_json
+    from runs.spec import EvalSpec, identity_json
 
     finetuned = EvalSpec.model_validate(GOLDEN_EVALUATION)
     assert finetuned.settings.weights == "raw"                      # the official scripts' choice

@@ -4,11 +4,11 @@ import os
 import pytest
 
 from factories import SMOKE_GRID, run_module
-from harness.config import load_grid
-from harness.errors import UserError
-from harness.grid import expand
+from runs.config import load_grid
+from runs.errors import UserError
+from runs.grid import expand
 from harness.status import status_table
-from harness.store import CorruptFile, RunFolder, Store, atomic_write_json, read_json
+from runs.store import CorruptFile, RunFolder, Store, atomic_write_json, read_json
 from harness.submit import submit
 
 

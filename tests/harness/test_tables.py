@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from factories import ROOT, run_module
-from harness.report.results import tidy, write_parquet
-from harness.report.tables import paper_tables
+from report.results import tidy, write_parquet
+from report.tables import paper_tables
 
 
 def rows():
@@ -129,7 +129,7 @@ def test_weighting_ablation_takes_each_weighting_at_its_best_lambda():
 
 
 def test_the_best_lambda_is_chosen_by_the_grids_criterion():
-    from harness.report.selection import Criterion
+    from report.selection import Criterion
 
     tables = {t.name: t for t in paper_tables(_lambda_sweep(), criterion=Criterion.parse("sdedit:psnr"))}
     assert set(tables["table4"].means.index) == {"sdft/sdft λd=1", "sdft/constant λd=10"}   # higher is better
@@ -212,7 +212,7 @@ def test_the_ablation_shows_sdedit_at_every_declared_t0_and_says_which():
 
 
 def test_the_tradeoff_plot_has_a_panel_per_t0(tmp_path):
-    from harness.report.tables import prepare
+    from report.tables import prepare
     from jobs.aggregate import tradeoff_panels, tradeoff_plot
 
     df = prepare(_at_t0s(0.3, 0.5))
@@ -252,7 +252,7 @@ def test_every_model_table_carries_the_training_cost_and_never_ranks_it():
     assert math.isnan(t3.means.loc["real: held-out half (floor)", ("training cost", "compute_kimg")])
     assert t3.best(("training cost", "compute_kimg")) == set()         # a cost is no score
     markdown = t3.render("markdown")
-    assert "compute (naive kimg)" in markdown and "train s" in markdown and "harness/compute.py" in markdown
+    assert "compute (naive kimg)" in markdown and "train s" in markdown and "runs/compute.py" in markdown
     assert "Not matched in compute" in markdown and "naive: 100 steps, 1.6 naive kimg" in markdown
     # tables of rows written before the cost columns existed have none
     assert ("training cost", "compute_kimg") not in paper_tables(rows())[0].means.columns

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from factories import from_a_model_folder, run_module, smoke_grid, write_grid
-from harness.budget import candidates
-from harness.config import load_grid
-from harness.grid import expand
+from runs.budget import candidates
+from runs.config import load_grid
+from runs.grid import expand
 
 LAMBDAS = [0.1, 1.0]
 
@@ -107,8 +107,8 @@ def test_matched_pairs_equal_lambda_distill_and_selected_pairs_each_ones_choice(
     """The ablation's two comparisons on tidy rows: matched pairs the variant's candidates with
     the method's at the same lambda_distill (lambda_aux, whose values they never share, is the
     variant's own), selected pairs each one's candidate chosen on the validation split."""
-    from harness.report.results import tidy
-    from harness.report.selection import select, with_variant
+    from report.results import tidy
+    from report.selection import select, with_variant
     from jobs.ablations import comparisons
 
     # validation FID: the method is best at lambda 1, the variant at 0.1; the test split reversed

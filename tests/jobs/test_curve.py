@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 
 from factories import eval_spec, finetune_spec, run_module, smoke_grid, tiny_unet, write_grid, write_spec
-from harness.budget import candidates
-from harness.config import load_grid
-from harness.errors import UserError
-from harness.grid import expand
-from harness.report.curve import SHARE, curve_table
-from harness.report.results import tidy
-from harness.spec import AggregateSpec, EvalSpec, RunSpec
-from harness.store import RunFolder
+from runs.budget import candidates
+from runs.config import load_grid
+from runs.errors import UserError
+from runs.grid import expand
+from report.curve import SHARE, curve_table
+from report.results import tidy
+from runs.spec import AggregateSpec, EvalSpec, RunSpec
+from runs.store import RunFolder
 from jobs.evaluation.plan import plan_products
 from jobs.weights import raw_twin
 

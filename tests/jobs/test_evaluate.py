@@ -12,8 +12,8 @@ import pytest
 
 from factories import ROOT, eval_spec, run_module, tiny_unet, write_spec
 from harness.results import COLUMNS, load_results
-from harness.spec import EvalSpec
-from harness.store import RunFolder
+from runs.spec import EvalSpec
+from runs.store import RunFolder
 
 KEYS = ["stage", "weighting", "eval_seed", "task", "t0", "ckpt_step", "reference", "subset", "metric",
         "extractor"]
@@ -135,7 +135,7 @@ def test_sampler_settings_reach_the_samples_and_the_clipped_share(tmp_path):
     import numpy as np
     import pytest
 
-    from harness.errors import UserError
+    from runs.errors import UserError
     from jobs.evaluation.driver import clipped_share
     from jobs.evaluation.plan import Batch, Product, check_sampler
     from jobs.evaluation.worker import EvalWorker
@@ -218,7 +218,7 @@ def test_evaluation_loads_the_weights_it_names(tmp_path):
     same for its snapshots; a run trained before raw weights were kept is a one-line error."""
     import pytest
 
-    from harness.errors import UserError
+    from runs.errors import UserError
     from jobs.evaluation.plan import resolve_models
 
     store = tmp_path / "_runs"

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from factories import eval_spec, finetune_spec, run_module, tiny_unet, write_spec
-from harness.spec import AggregateSpec, EvalSpec, RunSpec
-from harness.store import RunFolder
+from runs.spec import AggregateSpec, EvalSpec, RunSpec
+from runs.store import RunFolder
 from jobs.weights import raw_twin
 
 SETTINGS = dict(tasks=["unconditional", "sdedit"], num_samples=24, batch_size=12, num_translations=12,
@@ -26,8 +26,8 @@ EXPECTED_ROWS = Path(__file__).parents[1] / "data" / "evaluate-plain-rows.csv"
 # expected ones were written from stay as they were
 ADDED_METRICS = ("missing_class_share_corrected", "class_recall", "missing_tpr", "missing_fpr")
 EARLY = 50                       # the naive run's snapshot: its second candidate
-# paths, time, commit; split: empty; variant: the aggregate's column (harness.grid), empty here
-# compute_kimg, train_s: the model's training cost (harness/compute.py), columns added since
+# paths, time, commit; split: empty; variant: the aggregate's column (runs.grid), empty here
+# compute_kimg, train_s: the model's training cost (runs/compute.py), columns added since
 IGNORED = ("eval_id", "run_id", "git_sha", "created_at", "split", "variant", "compute_kimg", "train_s")
 
 
@@ -135,7 +135,7 @@ def test_every_row_carries_its_split_and_the_test_split_is_the_plain_evaluation(
 @pytest.mark.slow
 def test_the_aggregate_selects_on_validation_and_reports_test(evaluations):
     """Slow: the module's three tiny Ray evaluations (about 43 s together on 2 cores) and the aggregate."""
-    from harness.report.selection import reported, select
+    from report.selection import reported, select
 
     store, runs = evaluations
     names = {RunFolder(runs[n]).run_id: ("fmnist", "shoes") for n in ("source", "eval-naive")}
@@ -164,7 +164,7 @@ def test_the_aggregate_selects_on_validation_and_reports_test(evaluations):
 def test_the_report_names_each_methods_selected_candidate():
     """report.md's selection section from a table of two naive candidates (lr) and one
     source: the chosen one by its validation FID, and from how many."""
-    from harness.report.selection import select
+    from report.selection import select
     from jobs.aggregate import selection_lines
 
     rows = []

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from factories import class_image, run_module, write_spec
-from harness.errors import UserError
-from harness.store import Store
+from runs.errors import UserError
+from runs.store import Store
 from harness.submit import submit
 
 CLASSES = 3
@@ -94,7 +94,7 @@ def test_a_bad_labels_file_exits_2_from_the_command_line(tmp_path):
 
 
 def test_labels_need_a_reference_and_give_the_missing_classes(tmp_path):
-    from harness.config import load_grid
+    from runs.config import load_grid
     from models.data.labels import folder_labels
 
     root = make_folder_pair(tmp_path / "data")
@@ -115,7 +115,7 @@ def test_a_folder_pair_with_labels_is_measured_like_the_builtin_pair(tmp_path):
     reach every measurement that the built-in pair has."""
     import torch
 
-    from harness.spec import EvalSpec
+    from runs.spec import EvalSpec
     from models.networks import build_unet, save_unet
 
     root = make_folder_pair(tmp_path / "data", per_class=(4, 8, 6))
@@ -172,8 +172,8 @@ def test_a_folder_pair_with_labels_is_measured_like_the_builtin_pair(tmp_path):
 
 
 def test_reference_and_labels_reach_the_evaluations_but_leave_training_ids_alone(tmp_path):
-    from harness.config import load_grid
-    from harness.grid import expand
+    from runs.config import load_grid
+    from runs.grid import expand
 
     root = make_folder_pair(tmp_path / "data")
     grid = tmp_path / "grid.yaml"

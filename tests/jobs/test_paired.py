@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from harness.results import tidy
-from harness.spec import EvalSpec
-from harness.store import RunFolder
-from harness.report.tables import difference_table, prepare
+from runs.spec import EvalSpec
+from runs.store import RunFolder
+from report.tables import difference_table, prepare
 from jobs.evaluation.manifest import ProductEntry, write_manifest
 from jobs.paired import differences, final_items
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from factories import smoke_grid
-from harness.config import GridConfig
-from harness.errors import UserError
-from harness.grid import expand
+from runs.config import GridConfig
+from runs.errors import UserError
+from runs.grid import expand
 from jobs.tracking import MODULES, Trackers, check_installed
-from harness.spec import Tracker
+from runs.spec import Tracker
 from typing import get_args
 
 
@@ -82,7 +82,7 @@ def test_the_report_draws_each_training_run_of_the_grid(tmp_path):
     import json
 
     from factories import eval_spec, finetune_spec, pretrain_spec, write_spec
-    from harness.spec import AggregateSpec
+    from runs.spec import AggregateSpec
     from jobs.loss_curves import curves, loss_curves_plot, training_runs
 
     store = tmp_path / "_runs"

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from factories import ROOT, finetune_spec, pretrain_spec, run_module, tiny_unet, write_spec
-from harness.store import RunFolder
+from runs.store import RunFolder
 
 
 def ema_weights(run_dir: Path) -> dict:

@@ -1,4 +1,4 @@
-"""LoRA adapters (harness/adapters.py, models/adapters.py): what trains, what is saved, and
+"""LoRA adapters (runs/adapters.py, models/adapters.py): what trains, what is saved, and
 that the merged UNet an evaluation loads computes what the adapted one did."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from factories import finetune_spec, images, run_module, tiny_unet, write_spec
-from harness.adapters import DEFAULT_TARGETS
-from harness.store import RunFolder
+from runs.adapters import DEFAULT_TARGETS
+from runs.store import RunFolder
 
 
 def lora_unet(rank: int = 4, alpha: float = 8.0, targets: str = DEFAULT_TARGETS):
@@ -73,7 +73,7 @@ def test_the_merged_unet_computes_what_the_adapted_one_does(tmp_path):
 
 def test_l2sp_with_an_adapter_pulls_the_merged_weights():
     """The penalty of a LoRA student is sum (theta_merged - theta_src)^2 over every weight."""
-    from harness.methods.l2sp import l2sp_loss
+    from runs.methods.l2sp import l2sp_loss
     from models.adapters import merged
 
     model, source = lora_unet(), tiny_unet()

@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("guided_diffusion.script_util")
 
 from factories import run_module, write_spec  # noqa: E402
-from harness.store import RunFolder  # noqa: E402
+from runs.store import RunFolder  # noqa: E402
 from models.networks import ModelFolderError, as_eps_model, load_unet, read_diffusion_info, split_output  # noqa: E402
 from test_adm import convert, reference  # noqa: E402
 
@@ -76,7 +76,7 @@ def test_converted_model_finetunes_with_sdft_and_samples_from_its_raw_weights(co
     """bf16, as the paper's runs use half precision (fp16 needs a GPU); about 12 s here."""
     from safetensors.torch import load_file
 
-    from harness.spec import EvalSpec
+    from runs.spec import EvalSpec
     from jobs.evaluation.plan import Batch, Product, resolve_models
     from jobs.evaluation.worker import EvalWorker
     from models.data import to_uint8

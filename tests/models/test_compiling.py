@@ -14,7 +14,7 @@ import torch
 
 import factories
 from factories import pretrain_spec, run_module, tiny_unet, write_spec
-from harness.store import RunFolder
+from runs.store import RunFolder
 from models.compiling import compile_enabled, compile_in_place
 
 

@@ -8,7 +8,7 @@ import torch
 from factories import tiny_unet
 from guided_reference import randomise, sdk_diffusion, sdk_unet
 from guided_reference import eps_model as sdk_eps_model
-from harness.methods import get
+from runs.methods import get
 from models.loss import DiffusionLoss
 from models.networks import as_eps_model, split_output
 from models.weighting import sdft

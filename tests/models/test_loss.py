@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from factories import images, tiny_unet
-from harness.methods import get
-from harness.methods.sdft import SDFTLoss
+from runs.methods import get
+from runs.methods.sdft import SDFTLoss
 from models.networks import as_eps_model
 from models.schedule import NoiseSchedule
 
 
 def sdft_loss(**settings) -> SDFTLoss:
-    """SDFTLoss at the declared settings (harness/methods/sdft.py) with these changes."""
+    """SDFTLoss at the declared settings (runs/methods/sdft.py) with these changes."""
     return get("sdft").build_loss(**settings)
 
 

@@ -1,5 +1,5 @@
 """The baselines' losses against their closed forms: l2sp, ewc (and its Fisher), and sdft's
-distillation targets (harness/methods/)."""
+distillation targets (runs/methods/)."""
 import copy
 import json
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from factories import finetune_spec, images, run_module, tiny_unet, write_spec
-from harness.methods import get
-from harness.methods.ewc import diagonal_fisher, source_fisher
+from runs.methods import get
+from runs.methods.ewc import diagonal_fisher, source_fisher
 from models.networks import as_eps_model
 from models.schedule import NoiseSchedule
 
@@ -86,7 +86,7 @@ def test_the_diagonal_fisher_is_the_mean_squared_batch_gradient():
 
 
 def test_the_fisher_is_computed_once_and_cached_by_the_source_run(tmp_path, monkeypatch):
-    from harness.spec import RunSpec
+    from runs.spec import RunSpec
     from jobs.train import LossContext
 
     spec = RunSpec.model_validate(finetune_spec("ewc", ewc={"fisher_batches": 2}, batch_size=4,
@@ -97,7 +97,7 @@ def test_the_fisher_is_computed_once_and_cached_by_the_source_run(tmp_path, monk
     cached = list((tmp_path / "_cache" / "ewc-fisher").iterdir())
     assert len(cached) == 1 and set(first) == {n for n, _ in source.named_parameters()}
     assert all(float(f.sum()) > 0 for f in first.values())
-    monkeypatch.setattr("harness.methods.ewc.diagonal_fisher", lambda *a: pytest.fail("recomputed"))
+    monkeypatch.setattr("runs.methods.ewc.diagonal_fisher", lambda *a: pytest.fail("recomputed"))
     again = source_fisher(source, context, 2)
     assert all(torch.equal(first[n], again[n]) for n in first)
 

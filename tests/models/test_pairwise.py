@@ -1,4 +1,4 @@
-"""pairwise (harness/methods/pairwise.py): the Haar split, the in-group similarity KL and the
+"""pairwise (runs/methods/pairwise.py): the Haar split, the in-group similarity KL and the
 whole loss against computations written here in numpy, the gradient reaching the student
 only, and a run through the training job."""
 import copy
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from factories import finetune_spec, images, run_module, tiny_unet, write_spec
-from harness.methods import get
-from harness.methods.pairwise import group_similarities, haar_bands, high_frequency, relative_kl
+from runs.methods import get
+from runs.methods.pairwise import group_similarities, haar_bands, high_frequency, relative_kl
 from models.networks import as_eps_model
 from models.schedule import NoiseSchedule
 

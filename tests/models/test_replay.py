@@ -1,4 +1,4 @@
-"""replay (harness/methods/replay.py): its loss against the closed form, the replay set made
+"""replay (runs/methods/replay.py): its loss against the closed form, the replay set made
 once by the source and shared through the store's cache, and a run through the training job."""
 import json
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from factories import finetune_spec, run_module, tiny_unet, write_spec
-from harness.methods import get
-from harness.methods.replay import generate_replay, replay_set
+from runs.methods import get
+from runs.methods.replay import generate_replay, replay_set
 from models.schedule import NoiseSchedule
 
 
@@ -58,7 +58,7 @@ def test_each_step_draws_its_replay_batch_from_the_set():
 
 
 def test_the_replay_set_is_generated_once_and_shared_by_source_and_settings(tmp_path, monkeypatch):
-    from harness.spec import RunSpec
+    from runs.spec import RunSpec
     from jobs.train import LossContext
 
     spec = RunSpec.model_validate(finetune_spec("replay", replay={}))
@@ -69,7 +69,7 @@ def test_the_replay_set_is_generated_once_and_shared_by_source_and_settings(tmp_
         calls.append(args[1])
         return generate_replay(*args, **kwargs)
 
-    monkeypatch.setattr("harness.methods.replay.generate_replay", counted)
+    monkeypatch.setattr("runs.methods.replay.generate_replay", counted)
     first = replay_set(source, LossContext(spec, tmp_path / "_runs" / "a", torch.device("cpu")), 3, 2, (3, 16, 16))
     # another run of the same source and settings: the cache, not a second generation
     again = replay_set(source, LossContext(spec, tmp_path / "_runs" / "b", torch.device("cpu")), 3, 2, (3, 16, 16))

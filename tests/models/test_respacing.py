@@ -29,7 +29,7 @@ def test_bad_syntax_is_refused(bad):
 
 @pytest.mark.parametrize("respacing", STRINGS + ["ddim37", "", "ddim", "0", "10,", " 10", "1.5"])
 def test_settings_accept_the_same_grammar(respacing):
-    from harness.spec import RESPACING
+    from runs.spec import RESPACING
     from models.respacing import GRAMMAR
 
     assert bool(RESPACING.fullmatch(respacing)) == bool(GRAMMAR.fullmatch(respacing))

@@ -43,8 +43,8 @@ SOURCE = "fmnist16-source"
 
 
 def demo_pretrain():
-    from harness.config import load_grid
-    from harness.grid import expand
+    from runs.config import load_grid
+    from runs.grid import expand
 
     (pretrain,) = expand(load_grid(ROOT / "grids" / "demo.yaml"), ROOT / "grids").by_stage("pretrain")
     return pretrain.spec

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from factories import from_a_model_folder, run_module, smoke_grid, write_grid
-from harness.store import Store
+from runs.store import Store
 from tests.slurm.conftest import sacct_states
 
 pytestmark = pytest.mark.slurm

@@ -29,7 +29,7 @@ def _pair(root):
 
 @pytest.fixture(scope="module")
 def instrument(tmp_path_factory):
-    from harness.spec import EvalSpec
+    from runs.spec import EvalSpec
     from jobs.evaluation import measure
     from models import evaluation_nets
 

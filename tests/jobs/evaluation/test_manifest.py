@@ -3,8 +3,8 @@ evaluation folder made before manifests existed (a one-line error naming it; the
 for it again)."""
 import pytest
 
-from harness.errors import UserError
-from harness.store import RunFolder
+from runs.errors import UserError
+from runs.store import RunFolder
 from jobs.evaluation.manifest import ProductEntry, final, read_manifest, write_manifest
 from jobs.paired import final_items
 

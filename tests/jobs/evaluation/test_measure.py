@@ -12,7 +12,7 @@ def _classes(probabilities):
 
 
 def test_the_confidence_filter_is_off_by_default_and_says_what_it_kept():
-    from harness.spec import EvalSettings
+    from runs.spec import EvalSettings
 
     assert EvalSettings().confidence == 0
     probabilities = np.array([[0.9, 0.05, 0.05], [0.2, 0.2, 0.6], [0.1, 0.1, 0.8], [0.4, 0.3, 0.3]])
@@ -27,7 +27,7 @@ def test_the_confidence_filter_is_off_by_default_and_says_what_it_kept():
 
 
 def test_a_metric_the_registry_does_not_declare_is_never_written():
-    from harness.report.metrics import UnknownMetric
+    from report.metrics import UnknownMetric
 
     out = Rows({})
     with pytest.raises(UnknownMetric, match="unknown metric 'fid_typo'"):
@@ -64,7 +64,7 @@ def test_measure_takes_images_and_typed_inputs_only(lpips_weights):
 
     import torch
 
-    from harness.spec import EvalSettings
+    from runs.spec import EvalSettings
     from jobs.evaluation.measure import Pairs, References, ReferenceSet, Settings, measure
 
     g = torch.Generator().manual_seed(0)

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from factories import eval_spec, finetune_spec, in_fresh_process, write_spec
-from harness.spec import EvalSpec, RunSpec
-from harness.store import RunFolder
-from harness.methods import METHODS
+from runs.spec import EvalSpec, RunSpec
+from runs.store import RunFolder
+from runs.methods import METHODS
 from jobs.evaluation.plan import (Batch, Product, plan_batches, plan_products, product_job, resolve_models,
                                   training_seconds)
 
@@ -59,7 +59,7 @@ def test_a_products_job_names_its_rows_and_files(tmp_path):
                                     "t0")} == {"run_id": "source", "method": "sdft", "weighting": "min-snr",
                                                "seed": 3, "eval_seed": 2, "ckpt_step": 10, "task": "egsde",
                                                "t0": 0.7}
-    # every declared hyper-parameter that applies has its column (harness.params)
+    # every declared hyper-parameter that applies has its column (runs.params)
     assert columns["p_lambda_distill"] == 2.0 and columns["p_min_snr_gamma"] == 5.0 and "p_zero_stage" in columns
     # the training cost up to the checkpoint: no seconds in a run without train.jsonl ...
     cost = METHODS["sdft"].cost
@@ -79,7 +79,7 @@ def test_planning_imports_neither_ray_nor_torch(tmp_path):
     found = in_fresh_process(f"""
         import json, sys
         from pathlib import Path
-        from harness.spec import EvalSpec, RunSpec
+        from runs.spec import EvalSpec, RunSpec
         from jobs.evaluation.plan import plan_batches, plan_products, resolve_models
         spec = EvalSpec.model_validate(json.loads({json.dumps(json.dumps(SPEC))}))
         models, _ = resolve_models(spec, Path({str(tmp_path / '_runs' / 'ev')!r}))

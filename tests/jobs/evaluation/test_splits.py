@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from factories import Recorder, eval_spec
-from harness.errors import UserError
-from harness.spec import EvalSpec
-from harness.store import RunFolder
+from runs.errors import UserError
+from runs.spec import EvalSpec
+from runs.store import RunFolder
 from jobs.evaluation import splits
 from jobs.evaluation.manifest import ProductEntry, read_manifest, write_manifest
 from jobs.evaluation.plan import Batch, Product, calibration_jobs, check_inputs, plan_batches, plan_products

@@ -3,8 +3,8 @@
 A declaration holds the name, the type of one value, the default, where it applies (the
 settings of some weightings only), the short label tables use, and whether it counts for
 a run's identity. The settings every method shares are declared here; a method's own
-settings are declared beside its loss, in its module under harness/methods/. The grid
-schema (harness.config), the run spec (harness.spec), the grid's expansion (harness.grid),
+settings are declared beside its loss, in its module under runs/methods/. The grid
+schema (runs.config), the run spec (runs.spec), the grid's expansion (runs.grid),
 the loss's arguments (jobs.train), the result columns `p_<name>` and the table labels are
 all derived from these declarations, so a new setting is one line.
 """
@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import StrictBool
 
-from harness.numbers import MAX_BATCH, MAX_STEPS, NoBool, Real, Whole
+from runs.numbers import MAX_BATCH, MAX_STEPS, NoBool, Real, Whole
 
 Precision = Literal["fp32", "bf16", "fp16"]
 NetworkPreset = Literal["tiny", "small", "base"]
@@ -67,7 +67,7 @@ NOT_IN_IDENTITY = frozenset(p.name for p in PARAMS if not p.identity)
 
 
 def label(name: str) -> str:
-    from harness.methods import ALL_PARAMS
+    from runs.methods import ALL_PARAMS
 
     return ALL_PARAMS[name].label if name in ALL_PARAMS else name
 
@@ -75,8 +75,8 @@ def label(name: str) -> str:
 def columns(spec: dict) -> dict[str, Any]:
     """The tidy table's `p_<name>` columns of a run spec (as JSON): every declared setting
     that applies to the run, so runs that differ in any of them never share a label."""
-    from harness import adapters
-    from harness.methods import settings_of
+    from runs import adapters
+    from runs.methods import settings_of
 
     out = {f"p_{p.name}": spec[p.name] for p in TRAIN if p.identity and p.name in spec}
     out.update({f"p_{name}": value for name, value in settings_of(spec).items() if name != "weighting"})

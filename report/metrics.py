@@ -1,12 +1,12 @@
 """The metrics the evaluation measures, declared once: name, label, which way is better, tasks.
 
-The tables print a metric by its label and bold its best value, selection (harness.report.selection)
+The tables print a metric by its label and bold its best value, selection (report.selection)
 picks the candidate with the best criterion, the grid's `selection.criterion` is checked against
 the tasks a metric is measured on, and the evaluation (jobs/evaluation/measure.py) writes only
 metrics declared here. All of them read this registry; none keeps its own list. An unknown
 name is an error (`UnknownMetric`, naming the known ones), never a silent default.
 
-Tasks are the model tasks a metric is measured on (harness.spec.Task). The class instrument's
+Tasks are the model tasks a metric is measured on (runs.spec.Task). The class instrument's
 own rates (`class_recall`, `missing_tpr`, `missing_fpr`) belong to no task: only its
 calibration rows carry them, so no criterion can name them.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import get_args
 
-from harness.spec import Task
+from runs.spec import Task
 
 TASKS: tuple[str, ...] = get_args(Task)
 TRANSLATION = ("sdedit", "egsde")

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from harness.errors import UserError
+from runs.errors import UserError
 
 KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_/-]*|[0-9]+")
 

@@ -1,7 +1,7 @@
 """One training run's settings: what `jobs.train` takes. Pydantic only, no torch.
 
 Settings that do not apply to a run are absent from it (None), so that they cannot
-change its identity: a method's own settings sit in its block (harness.methods; sdft's is
+change its identity: a method's own settings sit in its block (runs.methods; sdft's is
 `distill`), which only its runs have, and a `constant` weighting has no gamma. The run id
 is a short hash of the settings that differ from the defaults (facebookresearch/dora
 style): the same settings always land in the same folder.
@@ -17,13 +17,13 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError,
                       create_model, field_validator, model_validator)
 
-from harness.numbers import MAX_BATCH, MAX_DDIM_STEPS, MAX_IMAGES, MAX_STEPS, NoBool, Real, Seed, Whole
+from runs.numbers import MAX_BATCH, MAX_DDIM_STEPS, MAX_IMAGES, MAX_STEPS, NoBool, Real, Seed, Whole
 
-from harness.adapters import AdapterSpec
-from harness.methods import METHODS, NAMES, Method
-from harness.params import TRAIN, NetworkPreset
-from harness.params import NOT_IN_IDENTITY as PARAM_NOT_IN_IDENTITY
-from harness.refs import RunRef
+from runs.adapters import AdapterSpec
+from runs.methods import METHODS, NAMES, Method
+from runs.params import TRAIN, NetworkPreset
+from runs.params import NOT_IN_IDENTITY as PARAM_NOT_IN_IDENTITY
+from runs.refs import RunRef
 
 
 class Strict(BaseModel):
@@ -86,7 +86,7 @@ MethodName = Literal[NAMES]
 
 
 class _MethodSettingsChecks(Strict):
-    """A method's own settings (harness.methods). A weighting's own settings (sdft's gamma, k)
+    """A method's own settings (runs.methods). A weighting's own settings (sdft's gamma, k)
     are present only under that weighting, so they cannot change the identity of a run that
     does not use them."""
     declared: ClassVar[tuple] = ()          # the method's Params
@@ -132,9 +132,9 @@ Tracker = Literal["tensorboard", "wandb", "mlflow"]
 
 class _RunChecks(Strict):
     """Everything one training run needs; nothing it does not. The hyper-parameters come
-    from their declarations (harness.params); these are the run's own fields."""
+    from their declarations (runs.params); these are the run's own fields."""
     stage: Literal["pretrain", "finetune"]
-    method: MethodName | None = None        # finetune only (harness.methods)
+    method: MethodName | None = None        # finetune only (runs.methods)
     data: DataSpec
     # Where the weights start (and, for sdft, the frozen teacher): "run:<id>" for a run of
     # the same results store, or a diffusers model folder (`save_pretrained` layout).
@@ -143,7 +143,7 @@ class _RunChecks(Strict):
     seed: Seed = 0
     # the source model's training data, for a method that reads it (ewc); absent otherwise
     source_data: DataSpec | None = None
-    # a low-rank adapter trained instead of every weight (harness/adapters.py); absent: none
+    # a low-rank adapter trained instead of every weight (runs/adapters.py); absent: none
     adapter: AdapterSpec | None = None
     # Bookkeeping, not identity: when work is saved and logged.
     log_every: Annotated[int, Field(gt=0)] = 50
@@ -235,7 +235,7 @@ _SEED = TypeAdapter(Seed)
 
 
 def _seed_or_seeds(value: Any) -> Any:
-    """One seed, or a non-empty list of them; each checked as harness.numbers.Seed."""
+    """One seed, or a non-empty list of them; each checked as runs.numbers.Seed."""
     def one(v, where=""):
         try:
             return _SEED.validate_python(v)
@@ -305,7 +305,7 @@ class EvalSettings(Strict):
     # true: every model is evaluated twice, on a `validation` and a disjoint `test` split
     # (other noise, other translation inputs, the other half of a held-out reference;
     # jobs/evaluation/splits.py), so that settings are chosen on rows that are not reported
-    # (harness.report.selection). false (the default) stays out of the run id.
+    # (report.selection). false (the default) stays out of the run id.
     splits: StrictBool = False
 
     @property
@@ -415,7 +415,7 @@ class AggregateSpec(Strict):
     grid: str
     evaluations: dict[str, tuple[str, str]]     # evaluation run id -> (dataset, target) names
     # evaluation run id -> the units of the grid whose rows it gives, where that is not its
-    # method alone: "" the method, else a named variant ("sdft-noaux"; harness.grid). Empty
+    # method alone: "" the method, else a named variant ("sdft-noaux"; runs.grid). Empty
     # without variants, so that it stays out of the run id.
     variants: dict[str, tuple[str, ...]] = {}
     # what selects each method's candidate on the validation split (grid: selection.criterion;

@@ -6,7 +6,7 @@ in two halves: `select` looks at the `validation` rows only and picks, per metho
 candidate with the best mean criterion; `reported` keeps the chosen candidates' `test` rows.
 
 - A method is (dataset, target, method, weighting, variant): every weighting of sdft is a method
-  of its own, and so is every named variant (harness.grid; a run a variant shares with its
+  of its own, and so is every named variant (runs.grid; a run a variant shares with its
   method is a candidate of both, its rows given once under each).
 - A candidate is one setting (the `p_<name>` columns) at one evaluated checkpoint (`ckpt_step`);
   its score is the mean of the criterion over its validation rows (training seeds x
@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from harness.report import metrics
-from harness.report.metrics import TASKS
+from report import metrics
+from report.metrics import TASKS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,7 +69,7 @@ class Criterion:
         return cls(match["metric"], match["task"] or "unconditional", t0, match["reference"])
 
     def __post_init__(self):
-        """A registered metric (harness.report.metrics), measured on the criterion's task."""
+        """A registered metric (report.metrics), measured on the criterion's task."""
         measured = metrics.metric(self.metric).tasks
         if self.task not in measured:
             where = f"on {', '.join(measured)} only" if measured else "on the classifier's calibration rows only"
@@ -106,7 +106,7 @@ class Criterion:
 
     def resolve(self, validation: "pd.DataFrame") -> "Criterion":
         """Every field fixed, from the validation rows alone; UserError when none measure it."""
-        from harness.errors import UserError
+        from runs.errors import UserError
 
         part = validation[(validation["metric"] == self.metric) & (validation["task"] == self.task)
                           & validation["value"].notna()]

@@ -2,14 +2,14 @@
 table as metrics.csv.gz, the cells over several runs as cells.csv.gz, the paired
 differences' rows as differences.csv.gz and the forgetting curve's points as
 forgetting_curve.csv.gz (text, so a commit shows what changed; the tables of
-README.md and docs/*.md are made from them, harness/report/readme.py)."""
+README.md and docs/*.md are made from them, report/readme.py)."""
 from __future__ import annotations
 
 import re
 import shutil
 from pathlib import Path
 
-from harness.errors import UserError
+from runs.errors import UserError
 
 PUBLISHED = ("report.md", "tradeoff.png", "forgetting_curve.png", "tables", "images", "grid.yaml")
 PUBLISHED_CELLS = "cells.csv.gz"          # beside metrics.csv.gz
@@ -20,8 +20,8 @@ PUBLISHED_CURVE = "forgetting_curve.csv.gz"   # the forgetting curve's points
 def publish(grid_dir: Path, out_dir: Path) -> Path:
     """Replace `out_dir` with the published form of `grid_dir` (an aggregated results/<grid>).
     The new folder is complete before the old one goes, so a failure leaves the old one."""
-    from harness.report.curve import load_points
-    from harness.report.results import CELLS_FILE, DIFFERENCES_FILE, load_results, read_metrics, write_csv
+    from report.curve import load_points
+    from report.results import CELLS_FILE, DIFFERENCES_FILE, load_results, read_metrics, write_csv
 
     grid_dir, out_dir = Path(grid_dir), Path(out_dir)
     if not (grid_dir / "metrics.parquet").is_file() or not (grid_dir / "report.md").is_file():

@@ -10,8 +10,8 @@ sample's loss: the batch mean carries it once.
 """
 from __future__ import annotations
 
-from harness.methods import Method
-from harness.params import NonNeg, Param
+from runs.methods import Method
+from runs.params import NonNeg, Param
 
 PARAMS = (
     Param("lambda_l2sp", NonNeg, "number", 0.01, "λl2sp", "method"),
@@ -32,7 +32,7 @@ class PullToSource:
 
     def prepare(self, student, source, context=None, importance: dict | None = None) -> None:
         """Keep the student's weights and fp32 copies of the source's (and their weights F).
-        A student with an adapter (harness/adapters.py) trains only its LoRA layers, so
+        A student with an adapter (runs/adapters.py) trains only its LoRA layers, so
         theta - theta_src is each one's delta (alpha / rank) B A and zero elsewhere."""
         from models.adapters import is_adapted, lora_layers
 

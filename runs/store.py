@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError, one_line
+from runs.errors import UserError, one_line
 
 # lost: the job died without a word of its own (a signal, a node gone): resumed by the next
 # submission; failed: its own error (or out of memory): only with --retry-failed;

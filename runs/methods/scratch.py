@@ -2,7 +2,7 @@
 diffusion loss: what the target set teaches without any source model."""
 from __future__ import annotations
 
-from harness.methods import Method
-from harness.methods.naive import diffusion_loss
+from runs.methods import Method
+from runs.methods.naive import diffusion_loss
 
 METHOD = Method(name="scratch", loss=diffusion_loss, starts_from_source=False)

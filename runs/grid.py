@@ -1,6 +1,6 @@
 """Grid expansion: a validated grid file -> the runs it asks for, with their dependencies.
 
-Each run is identified by the hash of the settings that apply to it (harness.spec.run_id),
+Each run is identified by the hash of the settings that apply to it (runs.spec.run_id),
 so the same settings always land in the same folder and duplicates collapse: `naive`
 under three weightings is one run, not three.
 """
@@ -13,15 +13,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from harness.config import (BuiltinSourceConfig, BuiltinTargetConfig, DatasetConfig, FinetuneSettings,
+from runs.config import (BuiltinSourceConfig, BuiltinTargetConfig, DatasetConfig, FinetuneSettings,
                             GridConfig, SameAs, layers)
-from harness.errors import UserError
-from harness.adapters import adapter_block
-from harness.compute import matched_steps
-from harness.refs import RunRef
-from harness.methods import METHODS
-from harness.spec import AggregateSpec, EvalSpec, RunSpec
-from harness.params import TRAIN
+from runs.errors import UserError
+from runs.adapters import adapter_block
+from runs.compute import matched_steps
+from runs.refs import RunRef
+from runs.methods import METHODS
+from runs.spec import AggregateSpec, EvalSpec, RunSpec
+from runs.params import TRAIN
 
 # The stages in the order they run, each with the job module that runs one of its runs
 # (`python -m <module> RUN_DIR`; on Slurm harness/slurm_job.py calls the module's slurm_run).
@@ -190,7 +190,7 @@ def shown_params(spec: RunSpec) -> dict[str, Any]:
 
 def matched(grid: GridConfig, method: str | None, steps: list[int], where: str) -> list[int]:
     """Steps as the method trains them: scaled to equal compute under selection.equal_compute
-    (harness.compute), else as given."""
+    (runs.compute), else as given."""
     if not grid.selection.equal_compute or method not in METHODS:
         return steps
     return sorted({matched_steps(grid.methods, method, s, where) for s in steps})

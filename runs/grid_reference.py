@@ -1,7 +1,7 @@
-"""The grid file's fields as Markdown tables, made from the schema itself (harness.config).
+"""The grid file's fields as Markdown tables, made from the schema itself (runs.config).
 
 docs/grid.md holds this reference between `<!-- schema: grid -->` and `<!-- end schema -->`;
-harness/report/readme.py fills the block and tests/harness/test_readme_tables.py fails when
+report/readme.py fills the block and tests/harness/test_readme_tables.py fails when
 the committed text is not what the schema gives, so the reference cannot fall behind the
 code. Types, bounds and defaults come from pydantic (each field's JSON schema); the notes
 are the field's `description` or, where it has none, the comments written beside the field
@@ -81,7 +81,7 @@ def _variant(model: type[BaseModel]) -> str:
 def sections(root: type[BaseModel] | None = None, path: str = "") -> list[Section]:
     """Every mapping of a grid file, top level first, each with its fields' rows."""
     if root is None:
-        from harness.config import GridConfig
+        from runs.config import GridConfig
         root = GridConfig
     out: list[Section] = []
     seen: dict[type[BaseModel], Section] = {}
@@ -128,7 +128,7 @@ def _schema(annotation: Any) -> dict:
         return {}
 
 
-# JSON schema's names, and pydantic's own where a validator runs before the bound (harness.numbers)
+# JSON schema's names, and pydantic's own where a validator runs before the bound (runs.numbers)
 _BOUNDS = (("minimum", "≥"), ("ge", "≥"), ("exclusiveMinimum", ">"), ("gt", ">"),
            ("maximum", "≤"), ("le", "≤"), ("exclusiveMaximum", "<"), ("lt", "<"))
 
@@ -162,7 +162,7 @@ def _describe(schema: dict) -> str:
 
 
 def _type(info) -> str:
-    from harness.config import Axis
+    from runs.config import Axis
 
     axis = next((m for m in info.metadata if isinstance(m, Axis)), None)
     if axis is None:
@@ -224,9 +224,9 @@ def _comments_of(owner: type) -> dict[str, str] | None:
 @cache
 def _declared_comment(name: str) -> str | None:
     """The comments beside a setting declared in a module's table of declarations
-    (harness.params: `Param("lr", ...)`), for the fields create_model makes from it; or a
+    (runs.params: `Param("lr", ...)`), for the fields create_model makes from it; or a
     comment of the form "`name`: text" in the module that builds the model."""
-    for module in ("harness.params", "harness.adapters", "harness.config"):
+    for module in ("runs.params", "runs.adapters", "runs.config"):
         source = inspect.getsource(sys.modules[module]) if module in sys.modules else ""
         found = _comments(source.splitlines(keepends=True),
                           re.compile(r"^\s*\w+\(\s*[\"'](\w+)[\"']")).get(name)

@@ -3,7 +3,7 @@
 A step of sdft costs more than a step of naive (a teacher forward, and a student pass over
 the doubled batch), so comparing them at equal steps gives sdft more compute per model.
 Each method module declares its measured cost per step relative to naive
-(harness.methods, `Method.cost`), and from it:
+(runs.methods, `Method.cost`), and from it:
 
     compute (naive kimg) = steps x batch_size x cost / 1000
 
@@ -24,16 +24,16 @@ methods train longer, so each candidate of one method has trained with the compu
 counterpart in every other; with the same number of candidates (`selection.equal_budget`),
 every method's candidates then get the same total compute. At submit, the total compute of
 each method's candidates (the sum over its candidates of their compute, per target,
-harness.budget) must agree within COMPUTE_TOLERANCE (what rounding to whole steps leaves);
+runs.budget) must agree within COMPUTE_TOLERANCE (what rounding to whole steps leaves);
 otherwise the grid is refused, naming each method's total. A grid may thus match compute
 with more candidates for a cheaper method instead (a `per_method` sweep of shorter runs):
 what is checked is the total. Off by default: grids without it keep their steps and run ids.
 """
 from __future__ import annotations
 
-from harness.errors import UserError
-from harness.methods import METHODS
-from harness.numbers import MAX_STEPS
+from runs.errors import UserError
+from runs.methods import METHODS
+from runs.numbers import MAX_STEPS
 
 # the totals may differ by this share: rounding 10 matched steps to whole ones moves them by < 3 %
 COMPUTE_TOLERANCE = 0.05

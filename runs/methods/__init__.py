@@ -1,8 +1,8 @@
 """The registry of fine-tuning methods: a method is one module.
 
-Each module under harness/methods/ (and each module named in $SDFT_METHODS, a comma-separated
+Each module under runs/methods/ (and each module named in $SDFT_METHODS, a comma-separated
 list of importable modules: methods kept outside the package) defines `METHOD`, a `Method`
-that declares the method's name, its settings (harness.params.Param, beside the loss that
+that declares the method's name, its settings (runs.params.Param, beside the loss that
 uses them, as benchopt declares a solver's parameters), whether it starts from the source
 model and needs a frozen copy of it, its cost per step relative to naive, and its loss (a
 small class, as NVlabs/edm's training/loss.py). The grid schema, the run spec and its id,
@@ -19,8 +19,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from harness import adapters
-from harness.params import TRAIN, Param
+from runs import adapters
+from runs.params import TRAIN, Param
 
 # The package's methods in table order: the baselines first, the paper's method last.
 BUILTIN = ("scratch", "naive", "l2sp", "ewc", "replay", "pairwise", "sdft")
@@ -32,7 +32,7 @@ class Method:
     """What the harness needs to know of a fine-tuning method.
 
     `params`: the method's own settings (every method also takes the shared ones of
-    harness.params). They live in the run spec's `block` (default: the method's name), so
+    runs.params). They live in the run spec's `block` (default: the method's name), so
     that no other method's run id can depend on them. `weightings`: the variants the grid's
     `weightings` list sweeps (sdft's distillation weightings); a run spec of such a method
     names its weighting, and a setting declared with `weightings` applies under those only.
@@ -95,7 +95,7 @@ def _all_params(methods: dict[str, Method]) -> dict[str, Param]:
 
 
 _plugins = [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
-METHODS: dict[str, Method] = _load([f"harness.methods.{name}" for name in BUILTIN] + _plugins)
+METHODS: dict[str, Method] = _load([f"runs.methods.{name}" for name in BUILTIN] + _plugins)
 NAMES: tuple[str, ...] = tuple(METHODS)
 ALL_PARAMS: dict[str, Param] = _all_params(METHODS)
 # the variants of every method that has them, in declaration order

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.report.tables import Table
+from report.tables import Table
 
 SHARE = "missing_class_share_corrected"
 CURVE_METRICS = (SHARE, "fid")
@@ -54,7 +54,7 @@ def curve_table(found) -> Table | None:
 
 def load_points(folder: Path):
     """A grid folder's curve points, or None where it has none."""
-    from harness.report.results import read_metrics
+    from report.results import read_metrics
 
     path = Path(folder) / POINTS_FILE
     return read_metrics(path) if path.is_file() else None

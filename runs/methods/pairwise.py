@@ -35,9 +35,9 @@ number per step, added to each image's loss (the batch mean carries them once), 
 """
 from __future__ import annotations
 
-from harness.methods import Method
-from harness.numbers import MAX_IMAGES, Whole
-from harness.params import NonNeg, Param
+from runs.methods import Method
+from runs.numbers import MAX_IMAGES, Whole
+from runs.params import NonNeg, Param
 
 PARAMS = (
     Param("lambda_pair", NonNeg, "number", 4.0, "λpair", "method"),
@@ -138,7 +138,7 @@ class PairwiseLoss:
                          extra={"pair": pair, "hf_pair": hf_pair, "hf_mse": hf_mse.mean()})
 
 
-# measured as l2sp's (harness/methods/l2sp.py): the `small` preset at 16 px, batch 32, a plain
+# measured as l2sp's (runs/methods/l2sp.py): the `small` preset at 16 px, batch 32, a plain
 # torch AdamW step on the 2-core machine, median of 10 steps interleaved with naive's, twice:
 # 0.183 s against 0.133 s (1.37) and 0.180 s against 0.126 s (1.43); the extra is one source
 # forward without gradient, and the similarities

@@ -4,9 +4,9 @@ Any hyper-parameter given as a list is an axis of the grid; `{same_as: other}` t
 hyper-parameter to another's axis (lambda_aux moving with lambda_distill, say). Under
 `per_method` a method, or one weighting of sdft (`sdft/min-snr`), gets values and axes of
 its own. `selection` says how the tables pick each method's candidate and whether every
-method must get as many (harness.budget).
+method must get as many (runs.budget).
 Errors come out as one line naming the file, the field path and what was expected.
-Numbers are strict (harness.numbers: no booleans, finite, bounded), a key given twice is
+Numbers are strict (runs.numbers: no booleans, finite, bounded), a key given twice is
 an error, and the cluster settings that reach the sbatch script are checked (see ClusterConfig).
 """
 from __future__ import annotations
@@ -22,13 +22,13 @@ import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
                       StrictBool, create_model, field_validator, model_validator)
 
-from harness.errors import UserError
-from harness.overrides import apply_overrides
-from harness.numbers import MAX_BATCH, MAX_RESOLUTION, MAX_STEPS, NoBool, Real, Seed, Whole
-from harness.spec import EvalSettings as EvaluationConfig
-from harness.methods import ALL_PARAMS, METHODS, WEIGHTINGS
-from harness.params import Batch, NetworkPreset, Precision, Steps, ZeroStage
-from harness.spec import MethodName, Tracker, missing_classes
+from runs.errors import UserError
+from runs.overrides import apply_overrides
+from runs.numbers import MAX_BATCH, MAX_RESOLUTION, MAX_STEPS, NoBool, Real, Seed, Whole
+from runs.spec import EvalSettings as EvaluationConfig
+from runs.methods import ALL_PARAMS, METHODS, WEIGHTINGS
+from runs.params import Batch, NetworkPreset, Precision, Steps, ZeroStage
+from runs.spec import MethodName, Tracker, missing_classes
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 
@@ -181,8 +181,8 @@ class _FinetuneChecks(Strict):
         return self
 
 
-# The fine-tuning hyper-parameters, from their declarations (harness.params and each method's,
-# harness.methods); a list on any axis is a sweep. `network`: scratch's network when the source is a model folder.
+# The fine-tuning hyper-parameters, from their declarations (runs.params and each method's,
+# runs.methods); a list on any axis is a sweep. `network`: scratch's network when the source is a model folder.
 FinetuneSettings = create_model(
     "FinetuneSettings", __base__=_FinetuneChecks,
     network=(NetworkPreset | None, None),
@@ -329,7 +329,7 @@ class ClusterConfig(Strict):
         for key, option in value.items():
             if key.replace("-", "_") not in SBATCH_OPTIONS:
                 raise AtField((key,), "not an sbatch option that may be passed through (the allowed ones "
-                                      "are SBATCH_OPTIONS in harness/config.py)")
+                                      "are SBATCH_OPTIONS in runs/config.py)")
             if option is False:
                 raise AtField((key,), "false: leave the option out instead")
             if isinstance(option, str):
@@ -402,14 +402,14 @@ Weighting = Literal[WEIGHTINGS]
 class SelectionConfig(Strict):
     """How each method's reported setting is chosen among its candidates (the report layer
     reads `criterion`) and whether the grid must give every method as many (checked at
-    submit by harness.budget), or as much training compute (harness.compute states the
+    submit by runs.budget), or as much training compute (runs.compute states the
     rule); both off by default, so existing grids submit as before."""
-    # the report layer's grammar `[task[@t0]:]metric[/reference]` (harness.report.selection);
+    # the report layer's grammar `[task[@t0]:]metric[/reference]` (report.selection);
     # "fid": unconditional FID against the full-domain set where one is measured
     criterion: Annotated[str, Field(pattern=r"^[a-z0-9_.@:/-]+$", max_length=64)] = "fid"
     equal_budget: StrictBool = False
     # every method's candidates get the same training compute: cheaper methods train longer
-    # (harness.compute states the rule)
+    # (runs.compute states the rule)
     equal_compute: StrictBool = False
 
 
@@ -582,7 +582,7 @@ def read_grid_text(path: Path) -> str:
 
 
 def load_grid(path: str | Path, overrides: list[str] = ()) -> GridConfig:
-    """The grid file, with command-line overrides (harness.overrides) applied, validated."""
+    """The grid file, with command-line overrides (runs.overrides) applied, validated."""
     return validate_grid(grid_mapping(path, overrides), path, overrides)
 
 

@@ -5,12 +5,12 @@ split, ckpt_step, task, t0, reference, subset, metric, value, ci_low, ci_high, k
 note, compute_kimg, train_s, p_<hyper-parameter>..., git_sha, created_at. ci_low/ci_high: a 95 % interval (bootstrap
 or Wilson, the note says which); k: the count behind a share k/n. seed: the training seed;
 eval_seed: the seed of the sampling noise. compute_kimg and train_s: the training cost of a fine-tuned
-model up to its checkpoint, in naive kimg (harness.compute) and in measured seconds (empty for
+model up to its checkpoint, in naive kimg (runs.compute) and in measured seconds (empty for
 the source model, and train_s for runs trained before it was logged). variant: the named variant of the method whose
-row it is (`sdft-noaux`, harness.grid; empty for the method itself): the aggregate gives
+row it is (`sdft-noaux`, runs.grid; empty for the method itself): the aggregate gives
 a run that a variant shares with its method once under each. split: `validation` (rows that settings are
 selected on) or `test` (rows that are reported), measured on disjoint evaluation seeds and
-inputs (harness.report.selection); empty in tables made before the split. Calibration rows (real data measured by the same
+inputs (report.selection); empty in tables made before the split. Calibration rows (real data measured by the same
 code) have stage `calibration`, method `calibration` and the kind of real set as weighting
 (`target-train`, `source`, `held-out-half`).
 `load_results` reads a grid folder (or several, or one run's file). Beside a grid's table,
@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-from harness.store import CorruptFile, atomic_write_bytes, now_iso
+from runs.store import CorruptFile, atomic_write_bytes, now_iso
 
 COLUMNS = ["grid", "run_id", "eval_id", "stage", "dataset", "target", "method", "weighting", "variant", "seed",
            "eval_seed", "split", "ckpt_step", "task", "t0", "reference", "subset", "metric", "value", "ci_low", "ci_high", "k", "n",

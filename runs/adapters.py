@@ -12,7 +12,7 @@ The default, `to_q,to_k,to_v,to_out.0,conv1,conv2`, is every attention projectio
 Left frozen: the input/output convolutions, the down/up-samplers, the skip 1x1 convs, the
 time embedding and the norms.
 
-The settings are declared once here, as the shared training settings are (harness.params):
+The settings are declared once here, as the shared training settings are (runs.params):
 the grid takes them under `finetune:` (a list sweeps them: `adapter: [none, lora]`). A
 run spec holds them in its `adapter` block only when the adapter is on, so that every run
 without one keeps its id. scratch trains a fresh network, which has no source to adapt:
@@ -25,8 +25,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from harness.numbers import Whole
-from harness.params import Param, Pos
+from runs.numbers import Whole
+from runs.params import Param, Pos
 
 DEFAULT_TARGETS = "to_q,to_k,to_v,to_out.0,conv1,conv2"
 _TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.store import RunFolder
+from runs.store import RunFolder
 
 PREFIX = "run:"
 

@@ -16,7 +16,7 @@ longer run is the model a run of s steps would have made, so sweeping steps thro
 checkpoints costs evaluations only, not training runs.
 
 Under `selection.equal_compute` the methods' candidates must also get the same total
-training compute (candidate_compute; the rule: harness.compute).
+training compute (candidate_compute; the rule: runs.compute).
 
 Also a rough wall-time estimate of a plan from costs measured on the 2-core development
 machine (RoughCost); it is printed by the dry run and is no more than a guide.
@@ -26,9 +26,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from harness.compute import kimg
-from harness.grid import Plan, PlannedRun, snapshots_for
-from harness.methods import METHODS
+from runs.compute import kimg
+from runs.grid import Plan, PlannedRun, snapshots_for
+from runs.methods import METHODS
 
 # what repeats a candidate rather than making a new one, and what the checkpoint axis replaces
 NOT_A_SETTING = frozenset({"seed", "steps"})
@@ -55,7 +55,7 @@ def evaluated_steps(run: PlannedRun, grid=None) -> tuple[int, ...]:
 
 def _candidates(plan: Plan) -> dict[tuple, float]:
     """(dataset, target, label, setting, step) of every candidate -> its training compute
-    (naive kimg, harness.compute)."""
+    (naive kimg, runs.compute)."""
     seen: dict[tuple, float] = {}
     for run in plan.by_stage("finetune"):
         setting = tuple(sorted((k, repr(v)) for k, v in run.params.items() if k not in NOT_A_SETTING))
@@ -82,7 +82,7 @@ def candidates(plan: Plan) -> dict[str, int]:
 
 def candidate_compute(plan: Plan) -> dict[str, float]:
     """Method label -> the total training compute of its candidates, per target, in naive kimg:
-    the sum over its candidates of steps x batch x the method's cost per step (harness.compute).
+    the sum over its candidates of steps x batch x the method's cost per step (runs.compute).
     A checkpoint that is a candidate counts with the steps it trained, though a longer run
     shares them: this is the compute that selection chose among, as the budget counts it."""
     totals: dict[tuple, float] = {}
@@ -104,7 +104,7 @@ class RoughCost:
     """Seconds on the 2-core development machine, measured on the demo's settings (16 px,
     batch 32, 600 steps; 500 samples, 300 SDEdit + 300 EGSDE translations at t0 0.5, all
     metrics). Training scales with steps x batch x pixels, times the method's cost per step
-    relative to naive (harness.methods); an evaluation with the images it makes times their
+    relative to naive (runs.methods); an evaluation with the images it makes times their
     DDIM steps (a translation runs t0 of them), once per evaluation seed."""
     train_naive: float = 47.0 / (600 * 32 * 16 * 16)      # per step x image x pixel
     sample: float = 25.0 / (500 * 16 * 16)                # unconditional half of the 50 s

@@ -18,7 +18,7 @@ is relative to the Markdown file's folder. A block
     ...
     <!-- end schema -->
 
-holds the grid file's reference, made from its pydantic schema (harness.grid_reference).
+holds the grid file's reference, made from its pydantic schema (runs.grid_reference).
 `python -m harness.tables --readme` rewrites every block of README.md and docs/*.md (or of
 the files it is given); tests/harness/test_readme_tables.py fails when a block of any of them
 differs from what its source gives.
@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.errors import UserError
+from runs.errors import UserError
 
 BLOCK = re.compile(r"(?P<open><!-- tables: (?P<source>\S+) (?P<names>[^>]*?) -->\n)(?P<body>.*?)"
                    r"(?P<close><!-- end tables -->)", re.S)
@@ -47,10 +47,10 @@ def has_blocks(text: str) -> bool:
 
 def render_block(source: Path, names: list[str]) -> str:
     """The named tables of `source` (a tidy table), as Markdown, one after the other."""
-    from harness.report.curve import curve_table
-    from harness.report.publish import PUBLISHED_CELLS, PUBLISHED_CURVE, PUBLISHED_DIFFERENCES
-    from harness.report.results import load_results, read_metrics
-    from harness.report.tables import difference_tables, paper_tables
+    from report.curve import curve_table
+    from report.publish import PUBLISHED_CELLS, PUBLISHED_CURVE, PUBLISHED_DIFFERENCES
+    from report.results import load_results, read_metrics
+    from report.tables import difference_tables, paper_tables
 
     if not source.is_file():
         raise UserError(f"{source}: no such tidy table (named by a tables block)")
@@ -78,7 +78,7 @@ def regenerate(text: str, root: Path) -> str:
         return match["open"] + body + match["close"]
 
     def schema(match: re.Match) -> str:
-        from harness.grid_reference import render as grid_reference
+        from runs.grid_reference import render as grid_reference
 
         return match["open"] + "\n" + grid_reference() + "\n" + match["close"]
 
@@ -87,7 +87,7 @@ def regenerate(text: str, root: Path) -> str:
 
 def update(path: Path) -> bool:
     """Rewrite the blocks of a Markdown file in place; True when anything changed."""
-    from harness.store import atomic_write_bytes
+    from runs.store import atomic_write_bytes
 
     path = Path(path)
     text = path.read_text()

@@ -32,9 +32,9 @@ import json
 import os
 from typing import Literal
 
-from harness.methods import Method
-from harness.numbers import MAX_DDIM_STEPS, MAX_IMAGES, Whole
-from harness.params import NonNeg, Param
+from runs.methods import Method
+from runs.numbers import MAX_DDIM_STEPS, MAX_IMAGES, Whole
+from runs.params import NonNeg, Param
 
 PARAMS = (
     Param("lambda_replay", NonNeg, "number", 1.0, "λreplay", "method"),       # DreamBooth's lambda
@@ -79,7 +79,7 @@ def replay_set(source, context, images: int, ddim_steps: int, shape: tuple[int, 
     """The cached replay images of the run's source model, generated (and cached) if absent."""
     from safetensors.torch import load_file, save_file
 
-    from harness.store import store_root_of
+    from runs.store import store_root_of
 
     key = replay_key(context.spec.init, shape, images, ddim_steps)
     cache = store_root_of(context.run_dir).parent / "_cache" / "replay" / f"{key}.safetensors"
@@ -159,7 +159,7 @@ class ReplayLoss:
                          extra={"replay": replay_term.mean()})
 
 
-# measured as l2sp's (harness/methods/l2sp.py): the `small` preset at 16 px, batch 32 (and 32
+# measured as l2sp's (runs/methods/l2sp.py): the `small` preset at 16 px, batch 32 (and 32
 # replay images), a plain torch AdamW step on the 2-core machine, median of 10 steps
 # interleaved with naive's: 1.028 s against 0.508 s (the machine was shared, so both were
 # slow; the ratio is what counts). The one-off generation of the replay set is not counted.

@@ -21,10 +21,10 @@ import json
 import os
 from pathlib import Path
 
-from harness.methods import Method
-from harness.methods.l2sp import PullToSource
-from harness.numbers import Whole
-from harness.params import NonNeg, Param
+from runs.methods import Method
+from runs.methods.l2sp import PullToSource
+from runs.numbers import Whole
+from runs.params import NonNeg, Param
 
 PARAMS = (
     Param("lambda_ewc", NonNeg, "number", 100.0, "λewc", "method"),
@@ -66,7 +66,7 @@ def source_fisher(source, context, fisher_batches: int) -> dict:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from harness.store import store_root_of
+    from runs.store import store_root_of
     from models.data import open_dataset, to_model_range
     from models.loss import DiffusionLoss
     from models.networks import as_eps_model
@@ -109,7 +109,7 @@ class EWCLoss(PullToSource):
         super().prepare(student, source, context, importance=importance)
 
 
-# measured as l2sp's (harness/methods/l2sp.py): 0.178 s a step against naive's 0.158 s, the
+# measured as l2sp's (runs/methods/l2sp.py): 0.178 s a step against naive's 0.158 s, the
 # one-off Fisher estimate (fisher_batches forward-backward passes) not counted
 METHOD = Method(name="ewc", loss=EWCLoss, params=PARAMS, needs_source_model=True, needs_source_data=True,
                 cost=1.13)

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from harness.methods import Method
-from harness.params import NonNeg, Param, Pos
+from runs.methods import Method
+from runs.params import NonNeg, Param, Pos
 
 Weighting = Literal["sdft", "constant", "min-snr"]
 
@@ -132,6 +132,6 @@ class SDFTLoss:
 
 
 # measured on the 2-core development machine: the demo's 600 steps (16 px, batch 32) took
-# 90 s with sdft and 47 s naive (harness/budget.py's RoughCost)
+# 90 s with sdft and 47 s naive (runs/budget.py's RoughCost)
 METHOD = Method(name="sdft", loss=SDFTLoss, params=PARAMS, needs_source_model=True, cost=90.0 / 47.0,
                 block="distill", weightings=get_args(Weighting))

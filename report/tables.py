@@ -12,7 +12,7 @@ differences against a baseline (jobs/paired.py), bold where the interval exclude
 `seed_difference_table` the same differences with their seed-level intervals (training runs
 only), and `ablation_tables` a named variant against its method (jobs/ablations.py).
 
-A table whose rows carry a validation split is first narrowed by harness.report.selection:
+A table whose rows carry a validation split is first narrowed by report.selection:
 each method's candidate chosen on the validation rows, its test rows shown; every table then
 says what was selected, by which criterion and from how many candidates, and the `selection`
 table lists every candidate's validation value.
@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.adapters import COLUMNS as ADAPTER_COLUMNS
-from harness.methods import NAMES as METHOD_NAMES
-from harness.params import label as param_label
-from harness.report import metrics
-from harness.report.selection import (GROUP, VALIDATION, Criterion, Selection, best_candidates, has_validation,
+from runs.adapters import COLUMNS as ADAPTER_COLUMNS
+from runs.methods import NAMES as METHOD_NAMES
+from runs.params import label as param_label
+from report import metrics
+from report.selection import (GROUP, VALIDATION, Criterion, Selection, best_candidates, has_validation,
                                       reported, select, split_of, tags, unit_name, with_variant)
 
 if TYPE_CHECKING:
@@ -45,12 +45,12 @@ CALIBRATION_LABELS = {"held-out-half": "real: held-out half (floor)", "target-tr
 CALIBRATION_NOTE = ("Real rows: the same measurements of real images at the models' sample count: half of "
                     "the held-out domain against the other half (the noise floor), the target-train set "
                     "and real source images (the style gap) against the held-out domain.")
-# the training cost of each row's model (harness.compute; jobs/train.py measures the seconds):
+# the training cost of each row's model (runs.compute; jobs/train.py measures the seconds):
 # shown beside the metrics of every model table, never ranked
 COST_COLUMNS = {"compute_kimg": "compute (naive kimg)", "train_s": "train s"}
 COST_GROUP = "training cost"
 COST_NOTE = ("Training cost of each model, the mean over its runs: compute = steps × batch × the method's "
-             "measured cost per step relative to naive / 1000 (naive kimg; harness/compute.py), and the "
+             "measured cost per step relative to naive / 1000 (naive kimg; runs/compute.py), and the "
              "measured seconds of its training loop up to the checkpoint (train s).")
 SUBSTITUTE_NOTE = ("† FeatDist: cosine distance of the named extractor's features between paired images, "
                    "reported because LPIPS could not be measured ({reason}). It is a substitute, not LPIPS.")
@@ -199,7 +199,7 @@ def model_labels(df: "pd.DataFrame") -> "pd.Series":
     return df.apply(label, axis=1)
 
 
-# the source model, then the methods in the registry's order (harness.methods)
+# the source model, then the methods in the registry's order (runs.methods)
 METHOD_ORDER = {"source": 0, **{name: i for i, name in enumerate(METHOD_NAMES, start=1)}}
 CALIBRATION_ORDER = {"classifier-calibration": -4, "held-out-half": -3, "target-train": -2, "source": -1}
 
@@ -342,7 +342,7 @@ def compute_note(df: "pd.DataFrame") -> str | None:
     selection.equal_compute) or not; None without cost columns."""
     import pandas as pd
 
-    from harness.compute import COMPUTE_TOLERANCE
+    from runs.compute import COMPUTE_TOLERANCE
 
     if "compute_kimg" not in df:
         return None
@@ -392,10 +392,10 @@ def best_lambda_rows(sdft: "pd.DataFrame", criterion: Criterion | None = None
                      ) -> "tuple[pd.DataFrame, Criterion] | None":
     """The sdft rows of each weighting at the lambda with the best mean `criterion` (the
     grid's selection criterion; default: the lowest mean unconditional FID), resolved and
-    chosen by the selection's rule (harness.report.selection.best_candidates) on these rows,
+    chosen by the selection's rule (report.selection.best_candidates) on these rows,
     and the resolved criterion; None when no weighting was swept over lambda or no row
     measures the criterion. These are the rows the table reports: its caption says so."""
-    from harness.errors import UserError
+    from runs.errors import UserError
 
     lam = "p_lambda_distill"
     if lam not in sdft or sdft.groupby("weighting")[lam].nunique().max() < 2:
@@ -485,7 +485,7 @@ def selection_table(results: "pd.DataFrame", selection: Selection, rows: "pd.Dat
 
 def candidates_compute(rows: "pd.DataFrame") -> str | None:
     """'naive: 2 candidates, 0.912 naive kimg; ...': each method's candidates' total training
-    compute, the sum over its candidates (as harness/budget.py counts it)."""
+    compute, the sum over its candidates (as runs/budget.py counts it)."""
     import pandas as pd
 
     compute = pd.to_numeric(rows["compute_kimg"], errors="coerce") if "compute_kimg" in rows else None
@@ -752,7 +752,7 @@ def ablation_tables(diffs: "pd.DataFrame | None") -> list[Table]:
 
 
 def write_tables(tables: list[Table], out_dir: Path, formats=("markdown", "latex", "csv")) -> list[Path]:
-    from harness.store import atomic_write_bytes
+    from runs.store import atomic_write_bytes
 
     suffix = {"markdown": "md", "latex": "tex", "csv": "csv"}
     written = []

@@ -2,7 +2,7 @@
 loss (models/loss.py's DiffusionLoss), nothing else. The baseline every method is compared with."""
 from __future__ import annotations
 
-from harness.methods import Method
+from runs.methods import Method
 
 
 def diffusion_loss():
