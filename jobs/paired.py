@@ -236,6 +236,7 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, per_see
         seeds = group["seed"] if "seed" in group else [None] * len(group)
         trained = {k: None if m == "source" else s for k, m, s in zip(keys, group["method"], seeds)}
         order = dict(zip(group["model"], group["order"]))
+        costs = _training_costs(group)
         prefix = tag + (f"{dataset}/{target} " if len(pairs) > 1 else "")
         for product in sorted({p for r in runs.values() for p in r.products}, key=lambda p: (p[0], p[1] or 0)):
             task, t0 = product
@@ -272,6 +273,7 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, per_see
                     rows.append({"dataset": dataset, "target": target, "model": model, "order": order[model],
                                  "group": name, "metric": metric, **interval.row(), "n": distinct,
                                  "baseline_value": baseline_value, "runs": len(eids), **seeded,
+                                 **_cost_columns(costs, model, baseline),
                                  "note": f"{metric}: {interval.resamples} paired resamples"
                                  + (" (evaluation seeds share their inputs: drawn once)" if units is not None else "")
                                  + (f" ({ext} features, against the {ref} set)" if metric == "fid" else "")})
@@ -279,6 +281,33 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, per_see
                     rows += _per_seed_rows(rows[-len(found):] if found else [], _by_seed(eids, trained, stats),
                                            _by_seed(base_runs, trained, stats), groups, units)
     return pd.DataFrame(rows)
+
+
+def _training_costs(group) -> dict[str, dict[str, float]]:
+    """Model -> the mean over its runs of each training-cost column the rows carry
+    (report.tables.COST_COLUMNS: compute in naive kimg, the training loop's seconds)."""
+    import pandas as pd
+
+    from report.tables import COST_COLUMNS
+
+    out: dict[str, dict[str, float]] = {}
+    for column in COST_COLUMNS:
+        if column not in group:
+            continue
+        means = pd.to_numeric(group[column], errors="coerce").groupby(group["model"]).mean()
+        for model, value in means.dropna().items():
+            out.setdefault(model, {})[column] = float(value)
+    return out
+
+
+def _cost_columns(costs: dict, model: str, baseline: str) -> dict[str, float]:
+    """A pooled difference row's training cost: the model's, and its seconds over the
+    baseline's (`train_ratio`), so a difference is read beside what it cost."""
+    own = dict(costs.get(model, {}))
+    base_s = costs.get(baseline, {}).get("train_s")
+    if own.get("train_s") and base_s:
+        own["train_ratio"] = own["train_s"] / base_s
+    return own
 
 
 def _per_seed_rows(pooled: list[dict], model: dict, baseline: dict, groups, units) -> list[dict]:

@@ -49,6 +49,11 @@ CALIBRATION_NOTE = ("Real rows: the same measurements of real images at the mode
 # shown beside the metrics of every model table, never ranked
 COST_COLUMNS = {"compute_kimg": "compute (naive kimg)", "train_s": "train s"}
 COST_GROUP = "training cost"
+# a paired difference's cost beside its model's: its training seconds over the baseline's
+RATIO_COLUMN = {"train_ratio": "× baseline's train s"}
+DIFFERENCE_COST_NOTE = ("Training cost of each model (not a difference): the mean over its runs of its compute "
+                        "(naive kimg; runs/compute.py) and of its training loop's measured seconds, and those "
+                        "seconds over the baseline's ({baseline}).")
 COST_NOTE = ("Training cost of each model, the mean over its runs: compute = steps × batch × the method's "
              "measured cost per step relative to naive / 1000 (naive kimg; runs/compute.py), and the "
              "measured seconds of its training loop up to the checkpoint (train s).")
@@ -130,7 +135,8 @@ class Table:
             for row in self.means.index:
                 out.loc[row, column] = self.cell(row, column, row in best, fmt)
         out.columns = pd.MultiIndex.from_tuples(
-            [tuple(c[:-1]) + (COST_COLUMNS.get(c[-1]) or metrics.label(c[-1]),) for c in out.columns])
+            [tuple(c[:-1]) + (COST_COLUMNS.get(c[-1]) or RATIO_COLUMN.get(c[-1]) or metrics.label(c[-1]),)
+             for c in out.columns])
         return out
 
     def render(self, fmt: str) -> str:
@@ -644,8 +650,29 @@ def difference_table(diffs: "pd.DataFrame", baseline: str = "naive") -> Table | 
         title = f"Paired differences against the selected {baseline} (test split)"
         notes.append(f"Each method's candidate selected on the validation split by the {selected_by[0]}; "
                      "differences on the test split.")
-    return Table("differences", title, frame("value"), frame("ci_low"), frame("ci_high"),
-                 frame("value").notna().astype(int), notes, bold_nonzero=True)
+    table = Table("differences", title, frame("value"), frame("ci_low"), frame("ci_high"),
+                  frame("value").notna().astype(int), notes, bold_nonzero=True)
+    return _with_costs(table, diffs, baseline)
+
+
+def _with_costs(table: Table, diffs: "pd.DataFrame", baseline: str) -> Table:
+    """The differences' table with its models' training cost (jobs/paired.py `_cost_columns`)
+    as a last group of columns, never bold; unchanged where the rows carry no cost."""
+    import pandas as pd
+
+    columns = [c for c in (*COST_COLUMNS, *RATIO_COLUMN) if c in diffs
+               and pd.to_numeric(diffs[c], errors="coerce").notna().any()]
+    if not columns:
+        return table
+    costs = diffs.groupby("model")[columns].first().reindex(table.means.index).apply(pd.to_numeric, errors="coerce")
+    costs.columns = pd.MultiIndex.from_tuples([(COST_GROUP, c) for c in columns])
+    nothing = costs * float("nan")
+    table.means, table.lows, table.highs = (pd.concat([table.means, costs], axis=1),
+                                            pd.concat([table.lows, nothing], axis=1),
+                                            pd.concat([table.highs, nothing], axis=1))
+    table.counts = pd.concat([table.counts, costs.notna().astype(int)], axis=1)
+    table.notes = table.notes + [DIFFERENCE_COST_NOTE.format(baseline=baseline)]
+    return table
 
 
 SEED_LEVEL_NOTE = ("Each cell: the same difference (model minus {baseline}, mean over training runs) with a "
@@ -671,7 +698,7 @@ def seed_difference_table(diffs: "pd.DataFrame", baseline: str = "naive") -> Tab
     methods = "; ".join(sorted(set(diffs["seed_interval"].dropna())))
     table.name, table.title = "differences_seeds", table.title + ": seed-level intervals"
     table.notes = [SEED_LEVEL_NOTE.format(baseline=baseline, methods=methods)] + [
-        n for n in table.notes if n.startswith("Each method's candidate")]
+        n for n in table.notes if n.startswith(("Each method's candidate", "Training cost"))]
     return table
 
 

@@ -70,6 +70,27 @@ def test_paired_differences_see_a_shift_that_unpaired_spreads_would_hide(tmp_pat
     assert f"**{sdft.value:.3f} [{sdft.ci_low:.3f}, {sdft.ci_high:.3f}]**" in markdown   # excludes 0: bold
 
 
+
+def test_each_difference_is_shown_beside_its_models_training_cost(tmp_path):
+    store, df = _store(tmp_path, [0], shift=0.5)
+    cost = {"naive": (64.0, 100.0), "sdft": (122.6, 228.0)}        # (naive kimg, seconds)
+    df["compute_kimg"] = [cost.get(m, (np.nan, np.nan))[0] for m in df["method"]]
+    df["train_s"] = [cost.get(m, (np.nan, np.nan))[1] for m in df["method"]]
+    diffs = differences(df, store)
+    sdft = diffs[(diffs.model == "sdft/sdft") & (diffs.metric == "psnr")].iloc[0]
+    assert (sdft.compute_kimg, sdft.train_s) == (122.6, 228.0)
+    assert sdft.train_ratio == pytest.approx(2.28)
+    assert np.isnan(diffs[diffs.model == "source"]["train_ratio"]).all()     # the source model did not train
+    table = difference_table(diffs)
+    assert table.means.loc["sdft/sdft", ("training cost", "train_ratio")] == pytest.approx(2.28)
+    assert table.best(("training cost", "train_ratio")) == set()            # a cost, never bold
+    markdown = table.render("markdown")
+    assert "× baseline's train s" in markdown and "2.280" in markdown and "**2.280" not in markdown
+    assert "over the baseline's (naive)" in markdown
+    # without cost in the rows the table is as before
+    plain = difference_table(differences(df.drop(columns=["compute_kimg", "train_s"]), store))
+    assert "training cost" not in {c[0] for c in plain.means.columns}
+
 def test_final_items_take_the_last_checkpoint_of_each_seed(tmp_path):
     store, _ = _store(tmp_path, [3, 4], shift=0.0)
     found = final_items(store / "enaive").products
