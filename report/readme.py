@@ -33,7 +33,7 @@ from runs.errors import UserError
 BLOCK = re.compile(r"(?P<open><!-- tables: (?P<source>\S+) (?P<names>[^>]*?) -->\n)(?P<body>.*?)"
                    r"(?P<close><!-- end tables -->)", re.S)
 SCHEMA_BLOCK = re.compile(r"(?P<open><!-- schema: grid -->\n)(?P<body>.*?)(?P<close><!-- end schema -->)", re.S)
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def documents(root: Path = ROOT) -> list[Path]:
