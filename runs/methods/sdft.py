@@ -131,7 +131,9 @@ class SDFTLoss:
                          distill=distill_each.mean(), aux=aux)
 
 
-# measured on the 2-core development machine: the demo's 600 steps (16 px, batch 32) took
-# 90 s with sdft and 47 s naive (runs/budget.py's RoughCost)
-METHOD = Method(name="sdft", loss=SDFTLoss, params=PARAMS, needs_source_model=True, cost=90.0 / 47.0,
+# measured on the 2-core development machine, side by side (bench/train_step.py --resolution 16
+# --batch 32: the small preset, plain torch): 2.27, 2.43 and 2.27 times naive's step; whole
+# 4,000-step runs of grids/forgetting.yaml took 1,076-1,152 s against naive's 460-562 s (2,000
+# steps: 2.28x). The demo's 600-step jobs had given 90 s / 47 s = 1.91, start-up included.
+METHOD = Method(name="sdft", loss=SDFTLoss, params=PARAMS, needs_source_model=True, cost=2.27,
                 block="distill", weightings=get_args(Weighting))
