@@ -36,6 +36,26 @@ SCHEMA_BLOCK = re.compile(r"(?P<open><!-- schema: grid -->\n)(?P<body>.*?)(?P<cl
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# a result as the tables print it below 10: three decimals (report/tables.py Table.cell)
+QUOTED = re.compile(r"(?<![\d.])\d+\.\d{3}(?!\d)")
+FENCE = re.compile(r"```.*?```", re.S)
+
+
+def unquoted_results(text: str, heading: str | None = None) -> list[str]:
+    """The results the prose of `text` quotes (numbers with three decimals, outside its
+    generated blocks and code) that none of its generated blocks holds: each should be
+    copied from a table, never typed. With `heading`, only its section: from the line that
+    starts with it to the next heading of the same level."""
+    if heading is not None:
+        level = heading.split(" ", 1)[0] + " "
+        start = text.index("\n" + heading) + 1
+        end = text.find("\n" + level, start + len(heading))
+        text = text[start:] if end < 0 else text[start:end]
+    tables = {m.group() for block in BLOCK.finditer(text) for m in QUOTED.finditer(block.group())}
+    prose = FENCE.sub("", BLOCK.sub("", text))
+    return [m.group() for m in QUOTED.finditer(prose) if m.group() not in tables]
+
+
 def documents(root: Path = ROOT) -> list[Path]:
     """The project's Markdown files that may hold generated blocks: README.md and docs/*.md."""
     return [root / "README.md", *sorted((root / "docs").glob("*.md"))]

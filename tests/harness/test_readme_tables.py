@@ -161,3 +161,19 @@ def test_the_forgetting_curve_is_published_and_rendered_in_a_block(tmp_path):
                              tmp_path)
     assert "The forgetting curve" in text and "naive @600" in text and "0.082 [0.000, 0.202]" in text
     assert text.index("source") < text.index("naive @600") < text.index("naive @2000")
+
+
+# the documents that answer the paper's questions, and the section of each that does
+ANSWERS = (("docs/results.md", None), ("docs/evaluation-classes.md", "## 7."))
+
+
+def test_every_result_the_answers_quote_is_in_one_of_their_generated_tables():
+    assert readme.documents()[0] == ROOT / "README.md"          # its default root is the project's
+    for path, heading in ANSWERS:
+        assert readme.unquoted_results((ROOT / path).read_text(), heading) == [], path
+    # a number typed by hand is seen, in prose but not in code, and only in the section asked for
+    block = "<!-- tables: x.csv.gz t -->\n| naive | 0.273 [0.204, 0.348] |\n<!-- end tables -->\n"
+    text = f"# A\n\n## 1. one\n\n{block}naive 0.273, sdft 0.301.\n```\n0.999\n```\n## 2. two\n\n1.234\n"
+    assert readme.unquoted_results(text) == ["0.301", "1.234"]
+    assert readme.unquoted_results(text, "## 1.") == ["0.301"]
+    assert readme.unquoted_results(text, "## 2.") == ["1.234"]
