@@ -183,7 +183,8 @@ def test_dry_run_prints_the_plan(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("name", ["metfaces", "aahq", "demo", "reproduce", "reproduce-aux", "forgetting"])
+@pytest.mark.parametrize("name", ["metfaces", "aahq", "demo", "reproduce", "reproduce-aux", "forgetting",
+                                  "benchmark"])
 def test_shipped_grids_validate_and_expand(name, tmp_path):
     """The paper's grids name data this machine lacks: warnings in a dry run, not errors."""
     proc = run_module("harness.submit", str(ROOT / "grids" / f"{name}.yaml"), "--dry-run",

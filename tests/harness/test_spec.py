@@ -197,9 +197,35 @@ def test_demo_and_reproduce_share_the_pinned_source_model():
     from runs.config import load_grid
     from runs.grid import expand
 
-    for name in ("demo", "reproduce", "forgetting"):
+    for name in ("demo", "reproduce", "forgetting", "benchmark"):
         plan = expand(load_grid(ROOT / "grids" / f"{name}.yaml"), ROOT / "grids")
         assert [r.run_id for r in plan.by_stage("pretrain")] == [RunSpec.model_validate(GOLDEN_PRETRAIN).run_id]
+
+
+def test_the_benchmark_trains_the_forgetting_grids_runs_once_for_both():
+    """grids/benchmark.yaml's naive and sdft/sdft are grids/forgetting.yaml's runs (the same
+    settings, so the same ids), and it runs every method of the registry with a LoRA variant
+    of naive and of sdft, one candidate each, at 3 training seeds."""
+    from factories import ROOT
+    from runs.config import load_grid
+    from runs.grid import expand
+    from runs.methods import NAMES
+
+    plans = {name: expand(load_grid(ROOT / "grids" / f"{name}.yaml"), ROOT / "grids")
+             for name in ("forgetting", "benchmark")}
+    finetunes = {name: plan.by_stage("finetune") for name, plan in plans.items()}
+    shared = {r.run_id for r in finetunes["forgetting"]}
+    assert len(shared) == 6 and shared <= {r.run_id for r in finetunes["benchmark"]}
+    units = {}
+    for r in finetunes["benchmark"]:
+        for variant in r.variants:
+            units.setdefault((r.method, variant), []).append(r.spec)
+    assert {m for m, _ in units} == set(NAMES) - {"scratch"}
+    assert {v for _, v in units if v} == {"naive-lora", "sdft-lora"}
+    assert all(len(specs) == 3 for specs in units.values())            # one candidate x 3 seeds
+    lora = units[("naive", "naive-lora")] + units[("sdft", "sdft-lora")]
+    assert all(s.adapter is not None for s in lora)
+    assert all(s.adapter is None for key, specs in units.items() if not key[1] for s in specs)
 
 
 def test_evaluated_weights_enter_the_id_only_where_they_apply():
