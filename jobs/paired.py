@@ -284,18 +284,13 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, per_see
 
 
 def _training_costs(group) -> dict[str, dict[str, float]]:
-    """Model -> the mean over its runs of each training-cost column the rows carry
-    (report.tables.COST_COLUMNS: compute in naive kimg, the training loop's seconds)."""
-    import pandas as pd
-
-    from report.tables import COST_COLUMNS
+    """Model -> its training cost as the model tables show it (report.tables.cost_stats: the
+    mean over its runs of compute in naive kimg and of the training loop's seconds)."""
+    from report.tables import cost_stats
 
     out: dict[str, dict[str, float]] = {}
-    for column in COST_COLUMNS:
-        if column not in group:
-            continue
-        means = pd.to_numeric(group[column], errors="coerce").groupby(group["model"]).mean()
-        for model, value in means.dropna().items():
+    for (_, column), stats in cost_stats(group).items():
+        for model, value in stats["mean"].dropna().items():
             out.setdefault(model, {})[column] = float(value)
     return out
 
