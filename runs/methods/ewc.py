@@ -7,7 +7,9 @@ networks", PNAS 2017):
 F is the diagonal Fisher of the diffusion loss on the source's own data, estimated once
 before fine-tuning: the mean over `fisher_batches` batches (the run's batch size, eps
 MSE at random t and noise, the source model in eval mode) of the squared gradient of the
-batch loss. F is not normalised, so lambda_ewc carries its scale: sweep it.
+batch loss. F is not normalised, so lambda_ewc carries its scale: sweep it. On the built-in
+pair's source model mean(F) is 8.3e-9, so the default 100 barely pulls; lambda_ewc =
+lambda_l2sp / mean(F) gives l2sp's mean pull, spread by F (grids/benchmark.yaml: 1.2e6).
 
 The estimate depends on the source model, its data, the number of batches and the batch
 size only, so every ewc run that shares them shares it: it is cached in the results
