@@ -9,8 +9,9 @@ A block such as
 holds the named tables of `harness.tables`, rendered as Markdown from that tidy table and,
 when they are there, the files beside it: cells.csv.gz (intervals over several runs),
 differences.csv.gz (the paired differences' rows, tables `differences`,
-`differences_seeds` (their seed-level intervals), `differences_by_seed` (per training seed)
-and each named variant's `ablation_<name>` and `ablation_<name>_seeds`) and
+`differences_seeds` (their seed-level intervals), `differences_by_seed` (per training seed),
+the same with `_vs_<baseline>` added for each further baseline (selection.baselines), and
+each named variant's `ablation_<name>` and `ablation_<name>_seeds`) and
 forgetting_curve.csv.gz (the forgetting curve's points, table `forgetting_curve`). The path
 is relative to the Markdown file's folder. A block
 

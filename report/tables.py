@@ -740,12 +740,32 @@ def seed_by_seed_table(diffs: "pd.DataFrame | None", baseline: str = "naive") ->
 
 
 def difference_tables(diffs: "pd.DataFrame | None") -> list[Table]:
-    """Every table made from the paired differences' rows: pooled, seed-level, per seed and
-    each named variant's ablation."""
+    """Every table made from the paired differences' rows: pooled, seed-level and per seed
+    against each baseline (the first's named `differences*`, the others' with
+    `_vs_<baseline>` added), and each named variant's ablation."""
     if diffs is None or diffs.empty:
         return []
-    found = [difference_table(diffs), seed_difference_table(diffs), seed_by_seed_table(diffs)]
-    return [t for t in found if t is not None] + ablation_tables(diffs)
+    found = []
+    for i, (baseline, rows) in enumerate(_by_baseline(diffs)):
+        for table in (difference_table(rows, baseline), seed_difference_table(rows, baseline),
+                      seed_by_seed_table(rows, baseline)):
+            if table is not None:
+                table.name += f"_vs_{baseline.replace('/', '_')}" if i else ""
+                found.append(table)
+    return found + ablation_tables(diffs)
+
+
+def _by_baseline(diffs: "pd.DataFrame"):
+    """(baseline, its rows) of the differences that are not an ablation's, in the order the
+    aggregate wrote them (grid: selection.baselines); rows written before the column
+    existed are naive's."""
+    import pandas as pd
+
+    if "ablation" in diffs:
+        diffs = diffs[diffs["ablation"].isna()]
+    names = diffs.get("baseline", pd.Series("naive", index=diffs.index)).fillna("naive")
+    for name in dict.fromkeys(names):
+        yield name, diffs[names == name]
 
 
 ABLATION_NOTE = ("The variant {name} differs from {baseline} in the settings it gives. Rows: its paired difference "

@@ -411,6 +411,10 @@ class SelectionConfig(Strict):
     # every method's candidates get the same training compute: cheaper methods train longer
     # (runs.compute states the rule)
     equal_compute: StrictBool = False
+    # the models the paired-difference tables compare every other model with, each in tables
+    # of its own (the first: `differences`; then `differences_vs_<name>`): a benchmark adds
+    # its reference method, e.g. [naive, sdft/sdft], to ask what beats it
+    baselines: Annotated[list[str], Field(min_length=1)] = ["naive"]
 
 
 class GridConfig(Strict):
@@ -475,6 +479,24 @@ class GridConfig(Strict):
             leader = base[name].same_as
             where = f"per_method.{below[name]}" if name in below else "finetune"
             raise AtField(("per_method", key, leader), f"{where}.{name} is tied to {leader}: {problem}")
+        return self
+
+    @model_validator(mode="after")
+    def _baselines_are_models(self):
+        """Each baseline named is a model the grid trains: a method, one weighting of one
+        (`sdft/sdft`), or a named variant. (The default, naive, may be absent: then the grid
+        has no paired differences, as before.)"""
+        if "baselines" not in self.selection.model_fields_set:
+            return self
+        models = [f"{m}/{w}" if METHODS[m].weightings else m for m in self.methods
+                  for w in ([w for w in self.weightings if w in METHODS[m].weightings] or [None])]
+        models += list(self.variants())
+        for i, name in enumerate(self.selection.baselines):
+            if name not in models:
+                raise AtField(("selection", "baselines", i), f"{name!r} is not a model of this grid "
+                                                              f"({', '.join(models)})")
+        if len(set(self.selection.baselines)) != len(self.selection.baselines):
+            raise AtField(("selection", "baselines"), f"repeat: {self.selection.baselines}")
         return self
 
     def variants(self) -> dict[str, str]:

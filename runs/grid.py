@@ -296,7 +296,8 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
     # which units' rows each evaluation gives, where that is not its method's alone
     members = {r.run_id: r.variants for r in runs.values() if r.stage == "evaluate" and r.variants != ("",)}
     aggregate = AggregateSpec(stage="aggregate", grid=grid.name, evaluations=dict(sorted(evaluations.items())),
-                              variants=dict(sorted(members.items())), criterion=grid.selection.criterion)
+                              variants=dict(sorted(members.items())), criterion=grid.selection.criterion,
+                              baselines=tuple(grid.selection.baselines))
     runs[aggregate.run_id] = PlannedRun(aggregate.run_id, "aggregate", aggregate, "all",
                                         depends_on=tuple(sorted(evaluations)))
     for run in runs.values():        # where training reports: bookkeeping, the run ids stay

@@ -421,6 +421,8 @@ class AggregateSpec(Strict):
     # what selects each method's candidate on the validation split (grid: selection.criterion;
     # the default stays out of the run id, as every default does)
     criterion: str = "fid"
+    # the models the paired differences are taken against (grid: selection.baselines)
+    baselines: tuple[str, ...] = ("naive",)
 
 
 # Bumped by every change of a default that alters what is computed, so that a run made

@@ -76,6 +76,7 @@ def test_a_grid_with_a_variant_runs_end_to_end_with_its_ablation_tables(tmp_path
     grid = write_grid(tmp_path, smoke_grid(name="variants", methods=["sdft"], seeds=[0, 1], finetune__steps=4,
                                            finetune__checkpoint_every=2, evaluation=evaluation,
                                            per_method={"sdft/sdft-noaux": {"lambda_aux": 0.0}},
+                                           selection={"baselines": ["sdft/sdft", "sdft/sdft-noaux"]},
                                            **from_a_model_folder(tmp_path)))
     proc = run_module("harness.submit", str(grid), "--results", str(results), "--executor", "local", env=ray_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -101,6 +102,11 @@ def test_a_grid_with_a_variant_runs_end_to_end_with_its_ablation_tables(tmp_path
     selection = (folder / "tables" / "selection.md").read_text()
     assert "sdft/sdft-noaux" in selection and "sdft/sdft @" in selection
     assert "sdft/sdft-noaux: " in (folder / "report.md").read_text()
+    # selection.baselines: the differences against each, the first's under the usual names
+    assert set(diffs.loc[diffs["ablation"].isna(), "baseline"]) == {"sdft/sdft", "sdft/sdft-noaux"}
+    assert "against the selected sdft/sdft " in (folder / "tables" / "differences.md").read_text()
+    assert "sdft/sdft-noaux" in (folder / "tables" / "differences_seeds.md").read_text()
+    assert "against the selected sdft/sdft-noaux " in (folder / "tables" / "differences_vs_sdft_sdft-noaux.md").read_text()
 
 
 def test_matched_pairs_equal_lambda_distill_and_selected_pairs_each_ones_choice():

@@ -91,6 +91,30 @@ def test_each_difference_is_shown_beside_its_models_training_cost(tmp_path):
     plain = difference_table(differences(df.drop(columns=["compute_kimg", "train_s"]), store))
     assert "training cost" not in {c[0] for c in plain.means.columns}
 
+def test_each_baseline_gets_tables_of_its_own_and_swapping_the_pair_mirrors_the_difference(tmp_path):
+    """selection.baselines [naive, sdft/sdft], as the aggregate writes them: the rows against
+    sdft are the rows against naive seen from the other side (the same resampled items)."""
+    from report.tables import difference_tables
+
+    store, df = _store(tmp_path, [0, 1], shift=0.5)
+    by = {b: differences(df, store, b).assign(baseline=b) for b in ("naive", "sdft/sdft")}
+    psnr = {b: d[d.metric == "psnr"].set_index("model") for b, d in by.items()}
+    sdft, naive = psnr["naive"].loc["sdft/sdft"], psnr["sdft/sdft"].loc["naive"]
+    assert naive.value == pytest.approx(-sdft.value, abs=1e-9)
+    assert (naive.ci_low, naive.ci_high) == pytest.approx((-sdft.ci_high, -sdft.ci_low), abs=1e-9)
+    # PSNR is a mean: the source against sdft is the source against naive less sdft's lead
+    assert psnr["sdft/sdft"].loc["source"].value == pytest.approx(psnr["naive"].loc["source"].value - sdft.value)
+    tables = {t.name: t for t in difference_tables(pd.concat(by.values(), ignore_index=True))}
+    assert {"differences", "differences_vs_sdft_sdft"} <= set(tables)
+    assert list(tables["differences"].means.index) == ["source", "sdft/sdft"]
+    assert list(tables["differences_vs_sdft_sdft"].means.index) == ["source", "naive"]
+    assert "against sdft/sdft" in tables["differences_vs_sdft_sdft"].render("markdown")
+    # rows written before the column existed are naive's, and make the same table
+    old = difference_tables(by["naive"].drop(columns=["baseline"]))
+    assert [t.name for t in old] == [t for t in tables if "_vs_" not in t]
+    assert old[0].means.equals(tables["differences"].means)
+
+
 def test_final_items_take_the_last_checkpoint_of_each_seed(tmp_path):
     store, _ = _store(tmp_path, [3, 4], shift=0.0)
     found = final_items(store / "enaive").products
