@@ -294,7 +294,8 @@ def aggregate(spec: AggregateSpec, run_dir: str | Path) -> Path:
     tables = paper_tables(df, cell_table, criterion=criterion)
     shown = reported(df, selection) if selection is not None else df
     # against each baseline in its own rows (`baseline`), the first's as before
-    diffs = [differences(prepare(shown), store_root, b).assign(baseline=b) for b in spec.baselines]
+    prepared = prepare(shown)
+    diffs = [differences(prepared, store_root, b).assign(baseline=b) for b in spec.baselines]
     diffs = pd.concat([d for d in diffs if not d.empty] or [pd.DataFrame()], ignore_index=True)
     if selection is not None and not diffs.empty:
         diffs = diffs.assign(selected_by=selection.criterion.describe())
