@@ -51,7 +51,7 @@ def ablations(df, store_root: Path, selection: Selection | None = None):
         for label, pair in comparisons(base, rows, selection):
             # the pooled rows only: the ablation tables pair by training seed in their seed-level
             # table, and a per-seed row would share its model's label there
-            found = differences(prepare(pd.concat([here, *pair])), store_root, baseline, per_seed=False)
+            found = differences(prepare(pd.concat([here, *pair])), store_root, (baseline,), per_seed=False)
             if found.empty:
                 continue
             found = found[found["model"] == name]

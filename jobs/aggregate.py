@@ -294,9 +294,7 @@ def aggregate(spec: AggregateSpec, run_dir: str | Path) -> Path:
     tables = paper_tables(df, cell_table, criterion=criterion)
     shown = reported(df, selection) if selection is not None else df
     # against each baseline in its own rows (`baseline`), the first's as before
-    prepared = prepare(shown)
-    diffs = [differences(prepared, store_root, b).assign(baseline=b) for b in spec.baselines]
-    diffs = pd.concat([d for d in diffs if not d.empty] or [pd.DataFrame()], ignore_index=True)
+    diffs = differences(prepare(shown), store_root, spec.baselines)
     if selection is not None and not diffs.empty:
         diffs = diffs.assign(selected_by=selection.criterion.describe())
     # each named variant against its method, matched and selected: rows of the same file

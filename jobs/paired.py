@@ -33,6 +33,7 @@ filter's kept items in the denominator).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,21 +189,23 @@ def _step(value) -> int | None:
     return None if value is None or value != value else int(value)
 
 
-def differences(df, store_root: Path, baseline: str = "naive", per_seed: bool = True):
-    """The paired-differences table's rows (a DataFrame; empty without the baseline).
-    `df` is report.tables.prepare()'d tidy results; each split in it is paired on
-    its own (its group names the split when there are two). per_seed: also the rows of each
-    training seed on its own (`training_seed` set; _per_seed_rows)."""
+def differences(df, store_root: Path, baselines: Sequence[str] = ("naive",), per_seed: bool = True):
+    """The paired-differences table's rows against each of `baselines` (its name in the
+    `baseline` column; a DataFrame, empty without any of them). Each evaluation's items are
+    loaded once for all baselines. `df` is report.tables.prepare()'d tidy results; each split
+    in it is paired on its own (its group names the split when there are two). per_seed: also
+    the rows of each training seed on its own (`training_seed` set; _per_seed_rows)."""
     import pandas as pd
 
     splits = sorted({_split(v) for v in df.get("split", pd.Series([None] * len(df)))}, key=str)
     if len(splits) > 1:
-        return pd.concat([_differences(df[[_split(v) == split for v in df["split"]]], store_root, baseline, split,
+        return pd.concat([_differences(df[[_split(v) == split for v in df["split"]]], store_root, baselines, split,
                                        per_seed, f"{split}: ") for split in splits], ignore_index=True)
-    return _differences(df, store_root, baseline, splits[0] if splits else None, per_seed)
+    return _differences(df, store_root, baselines, splits[0] if splits else None, per_seed)
 
 
-def _differences(df, store_root: Path, baseline: str, split: str | None, per_seed: bool, tag: str = ""):
+def _differences(df, store_root: Path, baselines: Sequence[str], split: str | None, per_seed: bool,
+                 tag: str = ""):
     import pandas as pd
 
     from runs.spec import EvalSpec
@@ -211,7 +214,8 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, per_see
     rows = []
     # an evaluation a named variant shares with its method is a model of both (runs.grid)
     models = df[(df["method"] != "calibration") & ~df["is_early"]].drop_duplicates(["eval_id", "model"])
-    if baseline not in set(models["model"]):
+    baselines = [b for b in baselines if b in set(models["model"])]
+    if not baselines:
         return pd.DataFrame()
     ext, ref = _extractor(df), _reference(df)
     pairs = models.groupby(["dataset", "target"])
@@ -251,35 +255,35 @@ def _differences(df, store_root: Path, baseline: str, split: str | None, per_see
             for eid, model in members:
                 if eid in stats and eid not in by_model.get(model, []):
                     by_model.setdefault(model, []).append(eid)
-            if baseline not in by_model:
-                continue
-            base_runs = by_model[baseline]
-            groups = loaded[base_runs[0]]["groups"]
-            units = units_of(loaded[base_runs[0]], task)
             name = f"{prefix}{task}" + (f" t0={t0:g}" if t0 is not None else "")
-            for model, eids in by_model.items():
-                if model == baseline or any(not np.array_equal(loaded[e]["groups"], groups) for e in eids):
-                    continue
-                found = model_difference([stats[e] for e in eids], [stats[e] for e in base_runs], groups,
-                                         units=units)
-                for metric, interval in found.items():
-                    # distinct items; of a share, those in a denominator of either model's runs
-                    masks = [getattr(stats[e][metric][0], "kept", None) for e in eids + base_runs]
-                    distinct = distinct_units(len(groups), groups, units, [m for m in masks if m is not None])
-                    baseline_value = float(np.mean([run_value(stats[e][metric][0], groups, units)
-                                                    for e in base_runs]))
-                    seeded = seed_columns(_by_seed(eids, trained, stats), _by_seed(base_runs, trained, stats),
-                                          metric, groups, units)
-                    rows.append({"dataset": dataset, "target": target, "model": model, "order": order[model],
-                                 "group": name, "metric": metric, **interval.row(), "n": distinct,
-                                 "baseline_value": baseline_value, "runs": len(eids), **seeded,
-                                 **_cost_columns(costs, model, baseline),
-                                 "note": f"{metric}: {interval.resamples} paired resamples"
-                                 + (" (evaluation seeds share their inputs: drawn once)" if units is not None else "")
-                                 + (f" ({ext} features, against the {ref} set)" if metric == "fid" else "")})
-                if per_seed:
-                    rows += _per_seed_rows(rows[-len(found):] if found else [], _by_seed(eids, trained, stats),
-                                           _by_seed(base_runs, trained, stats), groups, units)
+            for baseline in [b for b in baselines if b in by_model]:
+                base_runs = by_model[baseline]
+                groups = loaded[base_runs[0]]["groups"]
+                units = units_of(loaded[base_runs[0]], task)
+                for model, eids in by_model.items():
+                    if model == baseline or any(not np.array_equal(loaded[e]["groups"], groups) for e in eids):
+                        continue
+                    found = model_difference([stats[e] for e in eids], [stats[e] for e in base_runs], groups,
+                                             units=units)
+                    for metric, interval in found.items():
+                        # distinct items; of a share, those in a denominator of either model's runs
+                        masks = [getattr(stats[e][metric][0], "kept", None) for e in eids + base_runs]
+                        distinct = distinct_units(len(groups), groups, units, [m for m in masks if m is not None])
+                        baseline_value = float(np.mean([run_value(stats[e][metric][0], groups, units)
+                                                        for e in base_runs]))
+                        seeded = seed_columns(_by_seed(eids, trained, stats), _by_seed(base_runs, trained, stats),
+                                              metric, groups, units)
+                        rows.append({"dataset": dataset, "target": target, "model": model, "order": order[model],
+                                     "group": name, "baseline": baseline, "metric": metric, **interval.row(),
+                                     "n": distinct,
+                                     "baseline_value": baseline_value, "runs": len(eids), **seeded,
+                                     **_cost_columns(costs, model, baseline),
+                                     "note": f"{metric}: {interval.resamples} paired resamples"
+                                     + (" (evaluation seeds share their inputs: drawn once)" if units is not None else "")
+                                     + (f" ({ext} features, against the {ref} set)" if metric == "fid" else "")})
+                    if per_seed:
+                        rows += _per_seed_rows(rows[-len(found):] if found else [], _by_seed(eids, trained, stats),
+                                               _by_seed(base_runs, trained, stats), groups, units)
     return pd.DataFrame(rows)
 
 
@@ -324,7 +328,8 @@ def _per_seed_rows(pooled: list[dict], model: dict, baseline: dict, groups, unit
             if row["metric"] not in found:
                 continue
             interval = found[row["metric"]]
-            out.append({**{k: row[k] for k in ("dataset", "target", "model", "order", "group", "metric", "n")},
+            out.append({**{k: row[k] for k in ("dataset", "target", "model", "order", "group", "baseline", "metric",
+                                                    "n")},
                         **interval.row(), "runs": 1, "training_seed": seed,
                         "baseline_value": run_value(baseline[seed][row["metric"]][0], groups, units),
                         "note": row["note"]})
