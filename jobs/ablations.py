@@ -21,7 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from runs.params import label as param_label
-from report.selection import GROUP, Selection, split_of, tags, unit_name, with_variant
+from report.selection import GROUP, Selection, split_of, tags, with_variant
+from runs.methods import unit_name
 from report.tables import prepare, short
 
 MATCHED, SELECTED = "matched", "selected"

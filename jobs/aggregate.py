@@ -26,7 +26,8 @@ from pathlib import Path
 from runs.errors import UserError, exit_on_user_error
 from report.results import CELLS_FILE, DIFFERENCES_FILE, tidy, write_parquet
 from report.selection import (VALIDATION, Criterion, Selection, has_validation, reported, select,
-                                      split_of, unit_name)
+                                      split_of)
+from runs.methods import unit_name
 from runs.spec import AggregateSpec
 from runs.store import RunFolder, atomic_write_bytes, now_iso, store_root_of
 from report.curve import curve_table

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from runs.refs import RunRef
-from report.selection import unit_name
+from runs.methods import unit_name
 from runs.spec import AggregateSpec, EvalSpec, RunSpec
 from runs.store import RunFolder
 from jobs.figures import pyplot, save_figure

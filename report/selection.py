@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from report import metrics
+from runs.methods import unit_name
 from report.metrics import TASKS
 
 if TYPE_CHECKING:
@@ -218,15 +219,6 @@ def select(df: "pd.DataFrame", criterion: Criterion | None = None) -> Selection:
     names = dict(zip(tags(models, GROUP), (_name(row) for row in models[GROUP].itertuples(index=False))))
     unselected = {tag: name for tag, name in sorted(names.items()) if tag not in set(scores["_group"])}
     return Selection(criterion, columns, scores, unselected)
-
-
-def unit_name(method, weighting, variant) -> str:
-    """'naive', 'sdft/min-snr', 'sdft/sdft-noaux' (a named variant replaces the weighting, or
-    names the method: 'naive-lr3')."""
-    last = variant if isinstance(variant, str) and variant else weighting
-    if isinstance(weighting, str) and weighting:
-        return f"{method}/{last}"
-    return last if isinstance(last, str) and last else str(method)
 
 
 def _name(group: tuple) -> str:

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runs.adapters import COLUMNS as ADAPTER_COLUMNS
-from runs.methods import NAMES as METHOD_NAMES
+from runs.methods import NAMES as METHOD_NAMES, unit_name
 from runs.params import label as param_label
 from report import metrics
 from report.selection import (GROUP, VALIDATION, Criterion, Selection, best_candidates, has_validation,
-                                      reported, select, split_of, tags, unit_name, with_variant)
+                                      reported, select, split_of, tags, with_variant)
 
 if TYPE_CHECKING:
     import pandas as pd

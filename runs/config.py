@@ -26,7 +26,7 @@ from runs.errors import UserError
 from runs.overrides import apply_overrides
 from runs.numbers import MAX_BATCH, MAX_RESOLUTION, MAX_STEPS, NoBool, Real, Seed, Whole
 from runs.spec import EvalSettings as EvaluationConfig
-from runs.methods import ALL_PARAMS, METHODS, WEIGHTINGS
+from runs.methods import ALL_PARAMS, METHODS, WEIGHTINGS, unit_name
 from runs.params import Batch, NetworkPreset, Precision, Steps, ZeroStage
 from runs.spec import MethodName, Tracker, missing_classes
 
@@ -488,7 +488,7 @@ class GridConfig(Strict):
         has no paired differences, as before.)"""
         if "baselines" not in self.selection.model_fields_set:
             return self
-        models = [f"{m}/{w}" if METHODS[m].weightings else m for m in self.methods
+        models = [unit_name(m, w, None) for m in self.methods
                   for w in ([w for w in self.weightings if w in METHODS[m].weightings] or [None])]
         models += list(self.variants())
         for i, name in enumerate(self.selection.baselines):

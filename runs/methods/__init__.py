@@ -66,6 +66,16 @@ class Method:
         return self.loss(**full)
 
 
+def unit_name(method, weighting, variant) -> str:
+    """A model's name in the grid, its tables and `selection.baselines`: 'naive',
+    'sdft/min-snr', 'sdft/sdft-noaux' (a named variant replaces the weighting, or names the
+    method: 'naive-lr3')."""
+    last = variant if isinstance(variant, str) and variant else weighting
+    if isinstance(weighting, str) and weighting:
+        return f"{method}/{last}"
+    return last if isinstance(last, str) and last else str(method)
+
+
 def _load(modules: list[str]) -> dict[str, Method]:
     methods: dict[str, Method] = {}
     for module_name in modules:
