@@ -211,12 +211,12 @@ def _differences(df, store_root: Path, baselines: Sequence[str], split: str | No
     from runs.spec import EvalSpec
     from report.tables import _extractor, _reference
 
-    rows = []
     # an evaluation a named variant shares with its method is a model of both (runs.grid)
     models = df[(df["method"] != "calibration") & ~df["is_early"]].drop_duplicates(["eval_id", "model"])
     baselines = [b for b in baselines if b in set(models["model"])]
     if not baselines:
         return pd.DataFrame()
+    rows_of: dict[str, list[dict]] = {b: [] for b in baselines}   # in the order asked for
     ext, ref = _extractor(df), _reference(df)
     pairs = models.groupby(["dataset", "target"])
     for (dataset, target), group in pairs:
@@ -257,7 +257,7 @@ def _differences(df, store_root: Path, baselines: Sequence[str], split: str | No
                     by_model.setdefault(model, []).append(eid)
             name = f"{prefix}{task}" + (f" t0={t0:g}" if t0 is not None else "")
             for baseline in [b for b in baselines if b in by_model]:
-                base_runs = by_model[baseline]
+                base_runs, rows = by_model[baseline], rows_of[baseline]
                 groups = loaded[base_runs[0]]["groups"]
                 units = units_of(loaded[base_runs[0]], task)
                 for model, eids in by_model.items():
@@ -284,7 +284,7 @@ def _differences(df, store_root: Path, baselines: Sequence[str], split: str | No
                     if per_seed:
                         rows += _per_seed_rows(rows[-len(found):] if found else [], _by_seed(eids, trained, stats),
                                                _by_seed(base_runs, trained, stats), groups, units)
-    return pd.DataFrame(rows)
+    return pd.DataFrame([row for rows in rows_of.values() for row in rows])
 
 
 def _training_costs(group) -> dict[str, dict[str, float]]:
