@@ -201,12 +201,12 @@ def _sources(eval_dir: Path):
     import torch
 
     from runs.spec import EvalSpec
-    from models.data import open_dataset, to_uint8
+    from models.data import open_dataset
 
     spec = EvalSpec.model_validate(RunFolder(eval_dir).read_spec())
     data = spec.source_data.model_dump()
     ds = open_dataset(data, split="source_test" if data["kind"] == "builtin-source" else None)
-    return to_uint8(torch.stack([ds[i] for i in range(min(SHOWN_PER_ROW, len(ds)))])).numpy()
+    return torch.stack([ds[i] for i in range(min(SHOWN_PER_ROW, len(ds)))]).numpy()    # already uint8
 
 
 def selection_lines(selection: Selection) -> list[str]:

@@ -53,17 +53,15 @@ def actor_layout(nodes: list[dict]) -> tuple[int, int, int]:
 def sample_rows(images, sources=None, per_row: int = 16, inputs=None) -> list:
     """PNG rows of uint8 images: samples 16 to a row; translations as pairs of rows, source
     above translation (inputs: the indices of the translations' sources, by default the
-    first ones; `sources` a dataset of images in [-1, 1])."""
+    first ones; `sources` a dataset of uint8 images, models.data.ImageSet)."""
     import torch
-
-    from models.data import to_uint8
 
     shown = images[:IMAGE_GRID_SIZE]
     rows = [shown[i:i + per_row] for i in range(0, len(shown), per_row)]
     if sources is None:
         return rows
     inputs = range(len(shown)) if inputs is None else inputs[:len(shown)]
-    inputs = to_uint8(torch.stack([sources[i] for i in inputs])).numpy()
+    inputs = torch.stack([sources[i] for i in inputs]).numpy()
     return [r for i, row in enumerate(rows) for r in (inputs[i * per_row:i * per_row + len(row)], row)]
 
 

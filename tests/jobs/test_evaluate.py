@@ -241,18 +241,35 @@ def test_evaluation_loads_the_weights_it_names(tmp_path):
         models()
 
 
+def test_the_reports_input_row_is_the_evaluations_source_test_images(tmp_path):
+    """The aggregate's image grids put the translations' inputs on top, as they are (uint8)."""
+    import numpy as np
+    import torch
+
+    from jobs.aggregate import SHOWN_PER_ROW, _sources
+    from models.data import open_dataset
+
+    shown = _sources(write_spec(tmp_path / "e", eval_spec(tasks=["sdedit"])))
+    ds = open_dataset({"kind": "builtin-source", "resolution": 16}, split="source_test")
+    assert shown.dtype == np.uint8 and shown.shape == (SHOWN_PER_ROW, 3, 16, 16)
+    np.testing.assert_array_equal(shown, torch.stack([ds[i] for i in range(SHOWN_PER_ROW)]).numpy())
+
+
 def test_sample_rows_put_the_translations_sources_above_them():
     """The grid's rows: uint8 samples 16 to a row, each translation row under its inputs'."""
     import numpy as np
     import torch
 
     from jobs.evaluation.driver import sample_rows
-    from models.data import to_uint8
+    from models.data.base import ArrayImages
 
-    images = np.random.default_rng(0).integers(0, 256, (20, 3, 2, 2), dtype=np.uint8)
-    sources = [torch.full((3, 2, 2), v) for v in torch.linspace(-1, 1, 30).tolist()]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (20, 3, 2, 2), dtype=np.uint8)
+    # the driver's sources: a dataset as open_dataset gives it, uint8 CHW
+    sources = ArrayImages(rng.integers(0, 256, (30, 2, 2, 3), dtype=np.uint8))
     assert [len(r) for r in sample_rows(images)] == [16, 4]
     rows = sample_rows(images, sources, inputs=list(range(10, 30)))
     assert [len(r) for r in rows] == [16, 16, 4, 4] and all(r.dtype == np.uint8 for r in rows)
     np.testing.assert_array_equal(rows[3], images[16:])
-    np.testing.assert_array_equal(rows[2], to_uint8(torch.stack(sources[26:30])).numpy())
+    np.testing.assert_array_equal(rows[2], torch.stack([sources[i] for i in range(26, 30)]).numpy())
+    np.testing.assert_array_equal(rows[0], torch.stack([sources[i] for i in range(10, 26)]).numpy())
