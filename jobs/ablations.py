@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runs.methods import unit_name
 from runs.params import label as param_label
 from report.selection import GROUP, Selection, split_of, tags, with_variant
-from runs.methods import unit_name
 from report.tables import prepare, short
 
 MATCHED, SELECTED = "matched", "selected"
