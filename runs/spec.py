@@ -453,6 +453,9 @@ def identity_json(spec: BaseModel) -> str:
         if not payload["settings"]:
             del payload["settings"]
     head = {"type": type(spec).__name__, "recipe": RECIPE_VERSION}
+    method = METHODS[spec.method] if isinstance(spec, _RunChecks) and spec.method else None
+    if method is not None and method.revision:
+        head["method_revision"] = method.revision
     if isinstance(spec, (EvalSpec, AggregateSpec)):
         head["eval_recipe"] = EVAL_RECIPE_VERSION
     return json.dumps({**head, **payload}, sort_keys=True, separators=(",", ":"))

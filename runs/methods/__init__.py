@@ -39,6 +39,9 @@ class Method:
     `loss(**settings)` builds the loss from the method's settings; every declared setting is
     passed, so a loss states no defaults of its own. A loss with a `prepare(student, source,
     context)` method is given the two networks (torch modules) before the first step (l2sp).
+    `revision`: bumped when the loss comes to compute something else under the same settings;
+    when nonzero it is part of the id of the method's runs, so that a run made by an older
+    loss is never taken as done (runs.spec.identity_json).
     """
     name: str
     loss: Callable[..., Any]
@@ -49,6 +52,7 @@ class Method:
     cost: float = 1.0                   # seconds per step relative to naive, measured
     block: str | None = None
     weightings: tuple[str, ...] = ()
+    revision: int = 0
 
     @property
     def settings_key(self) -> str | None:

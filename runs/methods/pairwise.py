@@ -29,24 +29,33 @@ has one entry, and the KL is 0.
 Defaults: lambda_pair 4, lambda_hf_pair 4, lambda_hf_mse 1 and groups of 3 are the official
 unconditional code's (DomainStudio's `pair_weight`, `hf_pair_weight`, `hf_mse_weight` in its
 guided_diffusion/script_util.py and its README's training flags, `sim_size` in
-gaussian_diffusion.py). Unlike that code, which adds the high-frequency terms only for a
-learned-variance network, they apply to every network here; the two pairwise terms are one
-number per step, added to each image's loss (the batch mean carries them once), as there.
-On the built-in pair's fixed-variance 16 px network these defaults fail: L_hf_mse, whose x̂0
-error is the eps error / sqrt(SNR), ends at 0.75-0.86 against an L_diff of 0.05, and the
-samples leave the target domain (docs/methods.md, "The benchmark grid").
+gaussian_diffusion.py). The two pairwise terms are one number per step, added to each
+image's loss (the batch mean carries them once), as there.
+
+`hf_terms`: as the official code, the high-frequency terms are added only for a network
+that learns its variance (`learned-variance`, the default); `always` adds them for every
+network. On the built-in pair's fixed-variance 16 px network `always` fails: L_hf_mse,
+whose x̂0 error is the eps error / sqrt(SNR), ends at 0.75-0.86 against an L_diff of 0.05,
+and the samples leave the target domain (docs/methods.md, "The benchmark grid"). Before
+revision 1 every network got them, as `always` does now.
 """
 from __future__ import annotations
+
+from typing import Literal
 
 from runs.methods import Method
 from runs.numbers import MAX_IMAGES, Whole
 from runs.params import NonNeg, Param
+
+# for which networks the high-frequency terms are added
+HighFrequencyTerms = Literal["learned-variance", "always"]
 
 PARAMS = (
     Param("lambda_pair", NonNeg, "number", 4.0, "λpair", "method"),
     Param("lambda_hf_pair", NonNeg, "number", 4.0, "λhfpair", "method"),
     Param("lambda_hf_mse", NonNeg, "number", 1.0, "λhfmse", "method"),
     Param("pair_group", Whole(ge=3, le=MAX_IMAGES), "whole number", 3, "pair group", "method"),
+    Param("hf_terms", HighFrequencyTerms, "hf_terms", "learned-variance", "HF terms", "method"),
 )
 
 
@@ -93,13 +102,15 @@ def relative_kl(source_sims, adapted_sims):
 # The loss.
 
 class PairwiseLoss:
-    def __init__(self, *, lambda_pair: float, lambda_hf_pair: float, lambda_hf_mse: float, pair_group: int):
+    def __init__(self, *, lambda_pair: float, lambda_hf_pair: float, lambda_hf_mse: float, pair_group: int,
+                 hf_terms: str):
         from models.loss import DiffusionLoss
 
         self.base = DiffusionLoss()
         self.schedule = self.base.schedule
         self.lambda_pair, self.lambda_hf_pair, self.lambda_hf_mse = lambda_pair, lambda_hf_pair, lambda_hf_mse
         self.group = pair_group
+        self.hf_terms = hf_terms
 
     def predicted_x0(self, x_t, t, eps):
         abar = self.schedule.alpha_bar(t).view(-1, *([1] * (eps.dim() - 1)))
@@ -126,23 +137,28 @@ class PairwiseLoss:
         eps, var_values = split_output(student(x_t, t), channels)
         per_sample, diff, vb = self.base.diffusion(images, x_t, t, noise, eps, var_values)
         x0 = self.predicted_x0(x_t, t, eps.float())
+        with_hf = self.hf_terms == "always" or var_values is not None
         with torch.no_grad():            # the source only gives the target distributions
             eps_source, _ = split_output(teacher(x_t, t), channels)    # sigma channels dropped
             x0_source = self.predicted_x0(x_t, t, eps_source.float())
             sims_source = group_similarities(x0_source, self.group)
-            sims_source_hf = group_similarities(high_frequency(x0_source), self.group)
-        x0_hf = high_frequency(x0)
+            sims_source_hf = group_similarities(high_frequency(x0_source), self.group) if with_hf else None
         pair = relative_kl(sims_source, group_similarities(x0, self.group))
-        hf_pair = relative_kl(sims_source_hf, group_similarities(x0_hf, self.group))
-        hf_mse = per_sample_mean((x0_hf - high_frequency(images.float())).square())
-        per_sample = (per_sample + self.lambda_hf_mse * hf_mse
-                      + self.lambda_pair * pair + self.lambda_hf_pair * hf_pair)
-        return LossTerms(total=per_sample.mean(), diff=diff, per_sample=per_sample, vb=vb,
-                         extra={"pair": pair, "hf_pair": hf_pair, "hf_mse": hf_mse.mean()})
+        per_sample = per_sample + self.lambda_pair * pair
+        extra = {"pair": pair}
+        if with_hf:
+            x0_hf = high_frequency(x0)
+            hf_pair = relative_kl(sims_source_hf, group_similarities(x0_hf, self.group))
+            hf_mse = per_sample_mean((x0_hf - high_frequency(images.float())).square())
+            per_sample = per_sample + self.lambda_hf_mse * hf_mse + self.lambda_hf_pair * hf_pair
+            extra.update(hf_pair=hf_pair, hf_mse=hf_mse.mean())
+        return LossTerms(total=per_sample.mean(), diff=diff, per_sample=per_sample, vb=vb, extra=extra)
 
 
 # measured as l2sp's (runs/methods/l2sp.py): the `small` preset at 16 px, batch 32, a plain
 # torch AdamW step on the 2-core machine, median of 10 steps interleaved with naive's, twice:
 # 0.183 s against 0.133 s (1.37) and 0.180 s against 0.126 s (1.43); the extra is one source
-# forward without gradient, and the similarities
-METHOD = Method(name="pairwise", loss=PairwiseLoss, params=PARAMS, needs_source_model=True, cost=1.40)
+# forward without gradient, and the similarities (measured with the high-frequency terms)
+# revision 1: the high-frequency terms follow `hf_terms` (before, every network had them)
+METHOD = Method(name="pairwise", loss=PairwiseLoss, params=PARAMS, needs_source_model=True, cost=1.40,
+                revision=1)

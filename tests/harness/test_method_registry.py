@@ -77,6 +77,10 @@ def test_the_grid_sweeps_pairwise_and_labels_its_runs(tmp_path):
     assert default.settings.pair_group == 3 and default.settings.lambda_hf_mse == 1.0
     # a setting at its default is not in the id: 4.0 is lambda_pair's
     assert sorted("lambda_pair" in identity_json(r.spec) for r in runs) == [False, True]
+    # its loss was revised once: the revision is in its ids, so runs of the older loss are not
+    # taken as done; a method never revised has none
+    assert json.loads(identity_json(default))["method_revision"] == 1
+    assert "method_revision" not in identity_json(RunSpec.model_validate(finetune_spec("naive")))
     assert run_label(specs[0]) == "pairwise"
     assert METHOD_ORDER["replay"] < METHOD_ORDER["pairwise"] < METHOD_ORDER["sdft"]
     rows = pd.DataFrame([{"method": "pairwise", "weighting": None, **columns(s)} for s in specs])

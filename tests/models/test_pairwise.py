@@ -82,7 +82,7 @@ def test_the_similarity_kl_against_numpy():
 def test_the_pairwise_loss_is_its_closed_form():
     """A student eps = x_t / 2 and a source eps = tanh(2 x_t), 4 images in groups of 3."""
     lp, lh, lm = 0.7, 1.3, 0.2
-    loss = get("pairwise").build_loss(lambda_pair=lp, lambda_hf_pair=lh, lambda_hf_mse=lm)
+    loss = get("pairwise").build_loss(lambda_pair=lp, lambda_hf_pair=lh, lambda_hf_mse=lm, hf_terms="always")
     g = torch.Generator().manual_seed(5)
     x, n = torch.rand(4, 3, 4, 4, generator=g) * 2 - 1, torch.randn(4, 3, 4, 4, generator=g)
     t = torch.tensor([3, 250, 600, 900])
@@ -110,11 +110,28 @@ def test_the_pairwise_loss_is_its_closed_form():
     eps_hf = (np_high_frequency(eps_ada - noise) ** 2).reshape(4, -1).mean(1)
     np.testing.assert_allclose(hf_mse, eps_hf / snr, rtol=1e-9)
 
+    # by default, as the official code, a fixed-variance network gets no high-frequency terms
+    plain = get("pairwise").build_loss(lambda_pair=lp, lambda_hf_pair=lh, lambda_hf_mse=lm)
+    fixed = plain.terms(lambda x_t, t: 0.5 * x_t, x, t, n, lambda x_t, t: torch.tanh(2 * x_t))
+    assert set(fixed.extra) == {"pair"}
+    np.testing.assert_allclose(fixed.per_sample.numpy(), diff + lp * pair, rtol=2e-4)
+    # and a learned-variance one (eps and the variance's 3 channels) gets them: the same
+    # terms as above, beside the variance's own bound
+    def learned(x_t, t):
+        return torch.cat([0.5 * x_t, torch.zeros_like(x_t)], dim=1)
+
+    with_hf = plain.terms(learned, x, t, n, lambda x_t, t: torch.tanh(2 * x_t))
+    no_hf = get("pairwise").build_loss(lambda_pair=lp, lambda_hf_pair=0.0, lambda_hf_mse=0.0).terms(
+        learned, x, t, n, lambda x_t, t: torch.tanh(2 * x_t))
+    assert float(with_hf.extra["hf_pair"]) == pytest.approx(hf_pair, rel=2e-4)
+    np.testing.assert_allclose((with_hf.per_sample - no_hf.per_sample).numpy(), lm * hf_mse + lh * hf_pair,
+                               rtol=2e-4, atol=1e-6)
+
 
 def test_the_gradient_reaches_the_student_only_and_the_source_itself_is_no_distance():
     source = tiny_unet(seed=0).requires_grad_(True)         # would collect gradients if any reached it
     twin = copy.deepcopy(source)
-    loss = get("pairwise").build_loss()
+    loss = get("pairwise").build_loss(hf_terms="always")
     x = images(4)
     same = loss(as_eps_model(twin), x, as_eps_model(source), generator=torch.Generator().manual_seed(0))
     assert same.as_floats()["loss_pair"] == pytest.approx(0.0, abs=1e-6)
@@ -139,7 +156,8 @@ def test_a_batch_smaller_than_a_group_is_refused():
 
 
 def test_a_pairwise_run_trains_and_logs_its_terms(tiny_source):
-    spec = finetune_spec("pairwise", pairwise={"lambda_pair": 1.0}, steps=2, log_every=1, batch_size=6)
+    spec = finetune_spec("pairwise", pairwise={"lambda_pair": 1.0, "hf_terms": "always"}, steps=2, log_every=1,
+                         batch_size=6)
     run_dir = write_spec(tiny_source.parent / "pairwise", spec)
     run_module("jobs.train", str(run_dir), check=True)
     rows = [json.loads(line) for line in (run_dir / "train.jsonl").read_text().splitlines()]
