@@ -158,7 +158,8 @@ class PairwiseLoss:
 # measured as l2sp's (runs/methods/l2sp.py): the `small` preset at 16 px, batch 32, a plain
 # torch AdamW step on the 2-core machine, median of 10 steps interleaved with naive's, twice:
 # 0.183 s against 0.133 s (1.37) and 0.180 s against 0.126 s (1.43); the extra is one source
-# forward without gradient, and the similarities (measured with the high-frequency terms)
+# forward without gradient, and the similarities. Again at revision 1, without the
+# high-frequency terms (their default on this network): 1.38 and 1.42
 # revision 1: the high-frequency terms follow `hf_terms` (before, every network had them)
 METHOD = Method(name="pairwise", loss=PairwiseLoss, params=PARAMS, needs_source_model=True, cost=1.40,
                 revision=1)
