@@ -37,20 +37,31 @@ N_RESAMPLES_FEATURE = 200     # replicates of FID / KID: each costs an eigen-dec
 
 # ---------------------------------------------------------------- FID
 _FACTORS: dict[tuple, tuple[np.ndarray, float, np.ndarray]] = {}
+KEPT_FACTORS = 4      # an evaluation's reference sets (full domain, target, held-out, ...), at most
+                      # 32 MB each at Inception's 2048 dimensions
 
 
 def reference_factor(reference: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     """(mean, trace of the covariance, F with Sigma_r = F F^T) of a reference set's features.
     Kept per process by the features' digest: an evaluation measures many sample sets against
-    one reference, and at Inception's 2048 dimensions the eigen-decomposition is seconds."""
+    a few references, and at Inception's 2048 dimensions an eigen-decomposition is seconds.
+    A reference of fewer images than dimensions (a few-shot target's) is factored from the
+    thin SVD of its centred rows instead: the same non-zero eigenpairs, without the d x d
+    eigen-decomposition."""
     r = np.ascontiguousarray(reference, dtype=np.float64)
     key = (r.shape, hashlib.blake2b(r.tobytes(), digest_size=16).hexdigest())
     if key not in _FACTORS:
-        sigma_r = np.cov(r, rowvar=False)
-        lam, vec = np.linalg.eigh(sigma_r)
-        keep = lam > lam.max() * len(lam) * np.finfo(float).eps
-        _FACTORS.clear()                                  # one reference at a time is the common case
-        _FACTORS[key] = (r.mean(0), float(np.trace(sigma_r)), vec[:, keep] * np.sqrt(lam[keep]))
+        n, d = r.shape
+        centred = r - r.mean(0)
+        if n < d:
+            _, s, vt = np.linalg.svd(centred, full_matrices=False)
+            lam, vec = s * s / (n - 1), vt.T
+        else:
+            lam, vec = np.linalg.eigh(centred.T @ centred / (n - 1))
+        keep = lam > lam.max() * d * np.finfo(float).eps
+        while len(_FACTORS) >= KEPT_FACTORS:
+            _FACTORS.pop(next(iter(_FACTORS)))            # the oldest
+        _FACTORS[key] = (r.mean(0), float((centred * centred).sum() / (n - 1)), vec[:, keep] * np.sqrt(lam[keep]))
     return _FACTORS[key]
 
 

@@ -103,10 +103,11 @@ def test_cluster_settings_and_added_runs_keep_the_grid(tmp_path):
     as a submission does); dropping a method is not."""
     from runs.store import Store
 
-    grid = load_grid(SMOKE_GRID)
+    first = write_grid(tmp_path, smoke_grid(), "first.yaml")
+    grid = load_grid(first)
     store = Store(tmp_path / "results")
-    store.write_grid(grid.name, SMOKE_GRID.read_text(), grid.canonical_json())
-    for run in expand(grid, base_dir=SMOKE_GRID.parent).runs:
+    store.write_grid(grid.name, first.read_text(), grid.canonical_json())
+    for run in expand(grid, base_dir=first.parent).runs:
         store.add_run(grid.name, run.run_id, run.spec.model_dump(mode="json"))
     for changes, ok in ((dict(cluster__timeout_min=30), True), (dict(seeds=[0, 1]), True),
                         (dict(methods=["naive", "sdft"]), False)):

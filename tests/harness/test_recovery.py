@@ -142,7 +142,8 @@ GRID = {
     "methods": ["naive"],
     "finetune": {"steps": 6, "batch_size": 16, "lr": 1.0e-3, "checkpoint_every": 3},
     "evaluation": {"num_samples": 8, "batch_size": 8, "tasks": ["unconditional"], "ddim_steps": 4,
-                   "kid_subset_size": 8, "kid_subsets": 2, "max_reference": 64},
+                   "kid_subset_size": 8, "kid_subsets": 2, "max_reference": 64,
+                   "lpips_net": "alex"},     # the cheaper trunk: faults, not the metric, are tested here
     "cluster": {"cpus_per_task": 1, "mem_gb": 2, "timeout_min": 10},
 }
 

@@ -129,7 +129,8 @@ def test_a_folder_pair_with_labels_is_measured_like_the_builtin_pair(tmp_path):
                     # all 18 source images are translated: the sorted listing groups the classes
                     settings={"num_samples": 12, "num_translations": 18, "batch_size": 12, "ddim_steps": 4,
                               "tasks": ["unconditional", "sdedit"], "extractors": ["inception"],
-                              "kid_subset_size": 8, "kid_subsets": 5, "max_reference": 24})
+                              "kid_subset_size": 8, "kid_subsets": 5, "max_reference": 24,
+                              "lpips_net": "alex"})      # VGG is measured in test_evaluate.py
     run_dir = write_spec(tmp_path / "_runs" / "eval", spec.model_dump(mode="json"))
     run_module("jobs.evaluate", str(run_dir), check=True)
     rows = pd.read_parquet(run_dir / "metrics.parquet")

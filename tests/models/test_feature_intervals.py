@@ -28,6 +28,13 @@ def test_fid_with_a_rank_deficient_reference():
     x, r = rng.normal(size=(200, 40)), rng.normal(size=(30, 40))    # reference covariance of rank 29
     idx = rng.integers(0, 200, 200)
     assert fi.FrechetReplicates(x, r)(idx) == pytest.approx(metrics.fid(x[idx], r), rel=1e-5)
+    # fewer images than dimensions (the SVD of the rows) and more (the covariance's
+    # eigen-decomposition): F F^T is the covariance either way
+    for reference in (r, x):
+        mean, trace, factor = fi.reference_factor(reference)
+        assert factor.shape[1] == min(len(reference) - 1, reference.shape[1])
+        np.testing.assert_allclose(factor @ factor.T, np.cov(reference, rowvar=False), atol=1e-10)
+        assert trace == pytest.approx(np.trace(np.cov(reference, rowvar=False)), rel=1e-12)
 
 
 def test_the_reference_factor_is_kept_per_reference():
@@ -37,6 +44,9 @@ def test_the_reference_factor_is_kept_per_reference():
     for reference in (r, other, r):
         assert fi.FrechetReplicates(x, reference).value() == pytest.approx(metrics.fid(x, reference), rel=1e-9)
     assert fi.reference_factor(r.copy()) is fi.reference_factor(r)
+    first = fi.reference_factor(r)          # an evaluation's few references are all kept
+    fi.reference_factor(other)
+    assert fi.reference_factor(r) is first
 
 
 def test_kid_replicate_equals_clean_fid_with_the_same_seed():
