@@ -141,7 +141,8 @@ def test_an_evaluation_with_a_curve_end_to_end(tmp_path, ray_env):
 
     store = tmp_path / "_runs"
     save_unet(tiny_unet(0), tmp_path / "source-model")
-    settings = dict(num_samples=24, batch_size=12, ddim_steps=5, max_reference=64, kid_subset_size=12, seed=[0, 1])
+    settings = dict(num_samples=24, batch_size=12, ddim_steps=5, max_reference=64, kid_subset_size=12, seed=[0, 1],
+                    lpips_net="alex")      # the cheaper trunk (tests/factories.py, smoke_grid)
     source = write_spec(store / "src", {**eval_spec(**settings), "model": str(tmp_path / "source-model")})
     spec = EvalSpec.model_validate({**eval_spec(**settings, curve_steps=[50]), "role": "finetuned",
                                     "model": _naive_with_snapshots(store), "source_samples": "run:src"})

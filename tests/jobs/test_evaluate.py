@@ -23,7 +23,7 @@ KEYS = ["stage", "weighting", "eval_seed", "task", "t0", "ckpt_step", "reference
 def test_killed_actor_has_its_batch_retried_and_no_row_is_lost(tiny_source, lpips_weights):
     store = tiny_source.parent
     # slow batches (250 DDIM steps) so that the kill lands while an actor holds one
-    run_dir = write_spec(store / "eval-kill", eval_spec(ddim_steps=250, num_samples=48))
+    run_dir = write_spec(store / "eval-kill", eval_spec(ddim_steps=250, num_samples=48, lpips_net="alex"))
     proc = subprocess.Popen([sys.executable, "-m", "jobs.evaluate", str(run_dir)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     attempts, work = run_dir / "attempts", run_dir / "work"
