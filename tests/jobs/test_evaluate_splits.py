@@ -65,17 +65,20 @@ def _naive_run(store, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def evaluations(tmp_path_factory, lpips_weights, ray_env):
-    """The three evaluations, on one shared Ray (conftest.ray_env)."""
+    """The three evaluations, on one shared Ray (conftest.ray_env). The two with splits
+    measure LPIPS with AlexNet, the cheaper trunk: no test here compares their LPIPS rows
+    with the plain evaluation's, whose committed rows are VGG's."""
     from models.networks import save_unet
 
     root = tmp_path_factory.mktemp("splits")
     store = root / "_runs"
     save_unet(tiny_unet(0), root / "source-model")
     runs = {}
-    for name, splits in (("plain", False), ("source", True)):
-        spec = {**eval_spec(**SETTINGS, splits=splits), "model": str(root / "source-model")}
+    for name, extra in (("plain", {"splits": False}), ("source", {"splits": True, "lpips_net": "alex"})):
+        spec = {**eval_spec(**SETTINGS, **extra), "model": str(root / "source-model")}
         runs[name] = write_spec(store / name, spec)
-    base = eval_spec(**{**SETTINGS, "tasks": ["unconditional"]}, splits=True, checkpoint_steps=[EARLY])
+    base = eval_spec(**{**SETTINGS, "tasks": ["unconditional"]}, splits=True, checkpoint_steps=[EARLY],
+                     lpips_net="alex")
     spec = EvalSpec.model_validate({**base, "role": "finetuned", "model": _naive_run(store, "naive")})
     runs["eval-naive"] = write_spec(store / "eval-naive", spec.model_dump(mode="json"))
     for run_dir in runs.values():
