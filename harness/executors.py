@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from harness import warm
 from runs.config import ClusterConfig
 from runs.grid import STAGE_JOBS, PlannedRun
 from runs.runtime import JOB_ENV, job_environment
@@ -128,12 +129,22 @@ def cancelled_by_user(folder: RunFolder) -> bool:
 def run_job(module: str, folder: RunFolder, env: dict, echo: bool = False) -> int:
     """`python -m module RUN_DIR` to its end, its stdout and stderr appended to the run's
     job.log (a header line per attempt), and with `echo` shown on this terminal as well.
-    The job's pid is recorded before it starts its work, so that `sdft cancel` can stop it."""
+    The job's pid is recorded before it starts its work, so that `sdft cancel` can stop it.
+    On Linux it is forked from a process that has imported torch once (harness/warm.py);
+    with `echo`, and elsewhere, it is a fresh interpreter."""
     log = folder.job_log_path
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         out.write(f"==== {now_iso()} {module} {folder.path} on {socket.gethostname()}\n".encode())
         out.flush()
+        if warm.available(module) and not echo:
+            process = warm.start(module, folder, env)
+            try:
+                process.join()
+                return process.exitcode
+            except BaseException:        # Ctrl-C: the job does not outlive its submission
+                process.kill()
+                raise
         with subprocess.Popen([sys.executable, "-m", module, str(folder.path)], env=env,
                               stdout=subprocess.PIPE if echo else out, stderr=subprocess.STDOUT) as proc:
             folder.set_state("submitted", executor="local", job_id=None, host=socket.gethostname(),
@@ -151,8 +162,8 @@ def run_job(module: str, folder: RunFolder, env: dict, echo: bool = False) -> in
 
 
 class LocalExecutor:
-    """Runs each job to the end before returning, as a subprocess (a crash stays contained),
-    its output in the run folder's job.log. A run whose job fails or dies is recorded so
+    """Runs each job to the end before returning, as a process of its own (a crash stays
+    contained), its output in the run folder's job.log. A run whose job fails or dies is recorded so
     (local_outcome); the orchestrator skips its dependants. A run cancelled by the user
     (`sdft cancel`, also while this submission runs) is left as it is."""
 
