@@ -22,6 +22,7 @@ GOALS = {  # figure -> (comparison, goal)
     "dry_run_10k_s": ("<=", 2.0),
     "ddim_over_diffusers": ("<=", 1.05),
     "cached_speedup": (">=", 5.0),
+    "forked_speedup": (">=", 3.0),        # bench/local_jobs.py: a local job forked, not started
     # bench/calibration_inception.py: floor < target-train < style gap in Inception FID
     "inception_target_train_over_floor": (">=", 1.0),
     "inception_gap_over_target_train": (">=", 1.0),
@@ -32,7 +33,7 @@ GOALS = {  # figure -> (comparison, goal)
         ("deepspeed_over_torch", ("<=", 1.10)),
         ("ddim40_10k_projected_s", ("<=", 600.0)))},
 }
-SCRIPTS = ("train_step", "grid_overhead", "evaluate", "adm", "calibration_inception")
+SCRIPTS = ("train_step", "grid_overhead", "evaluate", "adm", "calibration_inception", "local_jobs")
 
 
 def verdict(key: str, value, values: dict) -> str:
