@@ -163,9 +163,9 @@ def run_job(module: str, folder: RunFolder, env: dict, echo: bool = False) -> in
 
 class LocalExecutor:
     """Runs each job to the end before returning, as a process of its own (a crash stays
-    contained), its output in the run folder's job.log. A run whose job fails or dies is recorded so
-    (local_outcome); the orchestrator skips its dependants. A run cancelled by the user
-    (`sdft cancel`, also while this submission runs) is left as it is."""
+    contained), its output in the run folder's job.log. A run whose job fails or dies is
+    recorded so (local_outcome); the orchestrator skips its dependants. A run cancelled by the
+    user (`sdft cancel`, also while this submission runs) is left as it is."""
 
     name = "local"
 
