@@ -49,15 +49,17 @@ def main() -> None:
     env = job_environment(threads=1)
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "_runs"
-        # the built-in pair is made once, by a job outside the timing
-        subprocess.run([sys.executable, "-m", "jobs.train", str(new_run(store, "warmup").path)], cwd=ROOT,
-                       env=env, capture_output=True, check=True)
-        fresh = [timed(lambda i=i: subprocess.run([sys.executable, "-m", "jobs.train", str(new_run(store, f"f{i}").path)],
-                                                  cwd=ROOT, env=env, capture_output=True).returncode)
-                 for i in range(REPEATS)]
-        forked = [timed(lambda i=i: run_job("jobs.train", new_run(store, f"w{i}"), env)) for i in range(REPEATS + 1)]
+        def fresh_job(name: str) -> int:
+            command = [sys.executable, "-m", "jobs.train", str(new_run(store, name).path)]
+            return subprocess.run(command, cwd=ROOT, env=env, capture_output=True).returncode
+
+        fresh_job("warmup")          # the built-in pair is made once, outside the timing
+        fresh = [timed(lambda i=i: fresh_job(f"f{i}")) for i in range(REPEATS)]
+        forked = [timed(lambda i=i: run_job("jobs.train", new_run(store, f"w{i}"), env))
+                  for i in range(REPEATS + 1)]
     out = {"fresh_job_s": round(statistics.median(fresh), 2), "first_forked_job_s": round(forked[0], 2),
-           "forked_job_s": round(statistics.median(forked[1:]), 2), "forked_available": warm.available("jobs.train")}
+           "forked_job_s": round(statistics.median(forked[1:]), 2),
+           "forked_available": warm.available("jobs.train")}
     out["forked_speedup"] = round(out["fresh_job_s"] / out["forked_job_s"], 2)
     print(json.dumps(out))
 
