@@ -397,8 +397,8 @@ def main() -> None:
     for precision in filter(None, args.precisions.split(",")):
         for compile in compiles:
             for i, batch in enumerate(int(b) for b in args.batches.split(",")):
-                # the first setting keeps the old keys (gpu_bf16_mfu ...): the README's table reads them
-                prefix = f"gpu_{precision}" + (f"_b{batch}" if i else "") + ("_compiled" if compile else "")
+                # the paper's batch keeps the old keys (gpu_bf16_mfu ...): the README's table reads them
+                prefix = f"gpu_{precision}" + (f"_b{batch}" if batch != 16 else "") + ("_compiled" if compile else "")
                 if not use_gpu:
                     record(prefix, {"resolution": args.gpu_resolution, "num_channels": 128, **null_figures(NO_GPU)})
                     continue

@@ -84,7 +84,10 @@ def main() -> None:
                               "tasks": ["unconditional"], "extractors": ["inception"], "sampler": args.sampler,
                               **steps, "compile": {"auto": None, "on": True, "off": False}[args.compile],
                               "kid_subset_size": min(1000, args.num_samples), "kid_subsets": 10,
-                              "max_reference": args.num_samples})
+                              "max_reference": args.num_samples,
+                              # AlexNet's trunk (10 MB) travels to an offline GPU node where VGG's
+                              # (59 MB) would need a transfer of its own (bench/gpu_kit.py)
+                              "lpips_net": "alex"})
     run_dir = root / "_runs" / "evaluate"
     run_dir.mkdir(parents=True)
     (run_dir / "spec.json").write_text(json.dumps(spec.model_dump(mode="json")))

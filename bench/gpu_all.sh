@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
-# Every GPU figure of docs/speed.md in one go: about 8 minutes on one H200.
+# Every GPU figure of docs/speed.md in one go: at most 570 s on one H200 (BUDGET), install included.
 #
 #   bash bench/gpu_all.sh               # on a GPU machine; figures in $OUT_DIR (default bench/)
 #   bash bench/gpu_all.sh --cpu-smoke   # the same code paths at a tiny size on a CPU: do they run?
-#   PARTS=step bash bench/gpu_all.sh    # one part only (step or evaluate), e.g. when a machine's
-#                                       # packages arrive in several calls
+#   PARTS=step,evaluate bash bench/gpu_all.sh    # some parts only (step, compiled, evaluate, b64)
 #
-# 1. bench/adm.py: ffhq_p2's network at 256 px, bf16, ZeRO stage 0 (the harness's default):
-#    the SDFT step at global batch 16 and 64, eager and compiled (MFU, DeepSpeed/torch
-#    ratio, peak memory, the first compiled step apart), DDIM-40, dpm-solver++ and unipc at
-#    20 steps (samples/s, 10k projected), eager and compiled.
-# 2. bench/adm_evaluate.py: one evaluate job of that network, 1,000 samples by dpm-solver++
-#    (20 steps), FID against a folder, end to end.
-# Each part appends its figures to adm-gpu-speed.jsonl as it ends, so a part that runs out of
-# time loses only itself. The measured files of earlier sessions (adm-gpu.json ...) are not touched.
+# On a node without internet, the packages it lacks travel as bench/gpu_kit.py's kits in .whl/;
+# where .whl/ is there, this script installs what it holds first (docs/speed.md: the calls).
+#
+# ffhq_p2's network at 256 px, bf16, ZeRO stage 0 (the harness's default), in the order of
+# what the figures decide, each part with its own time limit:
+#   step      bench/adm.py eager at global batch 16: MFU, DeepSpeed/torch, peak memory, the
+#             profile's time shares; DDIM-40, dpm-solver++ and unipc at 20 and 10 steps
+#             (samples/s, 10k projected)
+#   compiled  the same step compiled (torch arm): the first, compiling step apart, then MFU;
+#             dpm-solver++ 10 compiled
+#   evaluate  bench/adm_evaluate.py: one evaluate job, 1,000 samples by dpm-solver++ (20
+#             steps), FID against a folder, end to end
+#   b64       batch 64 (torch arm), eager then compiled, in what is left of BUDGET (570 s)
+# Each part appends its figures to adm-gpu-speed.jsonl as each setting ends, so a part that
+# runs out of time loses only itself. The measured files of earlier sessions (adm-gpu.json ...)
+# are not touched.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"     # this checkout's code, installed or not
@@ -25,27 +32,48 @@ if [ "${1:-}" = "--cpu-smoke" ]; then
 fi
 OUT_DIR=${OUT_DIR:-bench}
 mkdir -p "$OUT_DIR"
-PARTS=${PARTS:-step,evaluate}
+PARTS=${PARTS:-step,compiled,evaluate,b64}
+# packages carried to a node without internet (bench/gpu_kit.py): installed, then on the path
+SITE=${KIT_SITE:-/tmp/site}
+if [ -d .whl ] && [ ${#SMOKE[@]} = 0 ]; then "$PY" bench/gpu_kit.py install --site "$SITE" || exit 2; fi
+if [ -d "$SITE/.kits" ]; then
+    export PYTHONPATH="$PYTHONPATH:$SITE"
+    [ -d "$SITE/lpips-weights" ] && export SDFT_LPIPS_DIR=${SDFT_LPIPS_DIR:-$SITE/lpips-weights}
+fi
 JSONL=$OUT_DIR/adm-gpu-speed.jsonl
 LOG=$OUT_DIR/adm-gpu-speed.log
 touch "$JSONL"     # appended to: one part per call keeps the other's figures
 echo "# $(date -u +%FT%TZ) bench/gpu_all.sh ${SMOKE[*]:-} parts $PARTS" | tee -a "$LOG"
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$LOG"
 
-# (1) the step and the samplers: ~5 min (compiling the 256 px network takes most of it)
-if [[ ,$PARTS, == *,step,* ]]; then
-timeout "${STEP_TIMEOUT:-330}" "$PY" bench/adm.py --gpu-only --precisions bf16 --batches 16,64 --compile both \
-    --compiled-arms torch --zero-stage 0 --samplers ddim:40,dpm-solver++:20,unipc:20 \
-    --jsonl "$JSONL" "${SMOKE[@]}" 2>> "$LOG" | tail -1 > "$OUT_DIR/adm-gpu-speed-step.json"
-echo "# adm.py rc ${PIPESTATUS[0]}" | tee -a "$LOG"
-fi
+# one bench/adm.py measurement: its figures go to the jsonl as each setting ends, its final
+# JSON object to adm-gpu-speed-NAME.json; a part past its time loses only itself
+adm() {
+    local name=$1 seconds=$2; shift 2
+    [[ ,$PARTS, == *,$name,* ]] || return 0
+    timeout "$seconds" "$PY" bench/adm.py --gpu-only --precisions bf16 --zero-stage 0 --jsonl "$JSONL" \
+        "$@" "${SMOKE[@]}" 2>> "$LOG" | tail -1 > "$OUT_DIR/adm-gpu-speed-$name.json"
+    echo "# adm.py ($name) rc ${PIPESTATUS[0]}" | tee -a "$LOG"
+}
 
-# (2) one evaluate job end to end: ~2 min
+# (1) eager, batch 16: MFU, DeepSpeed/torch, the profile, every sampler (~1.5 min)
+adm step "${STEP_TIMEOUT:-120}" --batches 16 --compile off \
+    --samplers ddim:40,dpm-solver++:20,unipc:20,dpm-solver++:10,unipc:10
+# (2) compiled, batch 16, the torch arm: the first step's compile time apart, then MFU;
+#     one compiled solver (the compile is the network's, whichever solver calls it)
+adm compiled "${COMPILED_TIMEOUT:-210}" --batches 16 --compile on --compiled-arms torch --samplers dpm-solver++:10
+
+# (3) one evaluate job end to end, eager (the compiled figures are (2)'s): ~2 min
 if [[ ,$PARTS, == *,evaluate,* ]]; then
 timeout "${EVALUATE_TIMEOUT:-150}" "$PY" bench/adm_evaluate.py --num-samples 1000 --sampler dpm-solver++ --steps 20 \
-    "${SMOKE[@]}" 2>> "$LOG" | tail -1 | tee "$OUT_DIR/adm-gpu-speed-evaluate.json"
+    --compile off "${SMOKE[@]}" 2>> "$LOG" | tail -1 | tee "$OUT_DIR/adm-gpu-speed-evaluate.json"
 echo "# adm_evaluate.py rc ${PIPESTATUS[0]}" | tee -a "$LOG"
 [ -s "$OUT_DIR/adm-gpu-speed-evaluate.json" ] && \
     sed 's/^/{"setting": "evaluate", "figures": /; s/$/}/' "$OUT_DIR/adm-gpu-speed-evaluate.json" >> "$JSONL"
 fi
+
+# (4) batch 64, the torch arm, eager then compiled, in what is left of BUDGET seconds (eager at
+#     64 ran out of the H200's memory with both arms resident; a setting that does is null)
+adm b64 "$(( ${BUDGET:-570} - SECONDS > 30 ? ${BUDGET:-570} - SECONDS : 30 ))" --batches 64 --compile both \
+    --arms torch --samplers ""
 echo "# figures: $JSONL" | tee -a "$LOG"
