@@ -360,6 +360,7 @@ def main() -> None:
     options = dict(zero_stage=args.zero_stage, channels_last=args.channels_last, gn_working=args.gn_working_precision,
                    samplers=samplers)
     use_gpu = torch.cuda.is_available() and not args.cpu_only and not args.cpu_smoke
+    layout_suffix = ("_nhwc" if args.channels_last else "") + ("_gnwp" if args.gn_working_precision else "")
     figures: dict = {"threads": torch.get_num_threads()}
     if use_gpu and not args.gpu_only:
         figures.update(cpu_figures_in_child([a for a in sys.argv[1:] if a not in ("--gpu-only", "--cpu-only")]))
@@ -380,7 +381,7 @@ def main() -> None:
     if args.cpu_smoke:       # every GPU setting's code, at a size a CPU runs in seconds (compiled: traced only)
         for compile in compiles:
             for batch in (int(b) for b in args.batches.split(",")):
-                record(f"smoke_fp32_b{batch}" + ("_compiled" if compile else ""),
+                record(f"smoke_fp32_b{batch}" + layout_suffix + ("_compiled" if compile else ""),
                        measure(torch.device("cpu"), 32, 32, "fp32", min(batch, 2), 1, 2, compile=compile,
                                arms=compiled_arms if compile else arms, compile_backend="eager",
                                **{**options, "samplers": [(n, min(k, 3)) for n, k in samplers]}))
@@ -398,7 +399,8 @@ def main() -> None:
         for compile in compiles:
             for i, batch in enumerate(int(b) for b in args.batches.split(",")):
                 # the paper's batch keeps the old keys (gpu_bf16_mfu ...): the README's table reads them
-                prefix = f"gpu_{precision}" + (f"_b{batch}" if batch != 16 else "") + ("_compiled" if compile else "")
+                prefix = (f"gpu_{precision}" + (f"_b{batch}" if batch != 16 else "") + layout_suffix
+                          + ("_compiled" if compile else ""))
                 if not use_gpu:
                     record(prefix, {"resolution": args.gpu_resolution, "num_channels": 128, **null_figures(NO_GPU)})
                     continue

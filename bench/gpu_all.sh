@@ -3,7 +3,7 @@
 #
 #   bash bench/gpu_all.sh               # on a GPU machine; figures in $OUT_DIR (default bench/)
 #   bash bench/gpu_all.sh --cpu-smoke   # the same code paths at a tiny size on a CPU: do they run?
-#   PARTS=step,evaluate bash bench/gpu_all.sh    # some parts only (step, compiled, evaluate, b64)
+#   PARTS=step,evaluate bash bench/gpu_all.sh    # some parts only (step, nhwc, compiled, evaluate, b64)
 #
 # On a node without internet, the packages it lacks travel as bench/gpu_kit.py's kits in .whl/;
 # where .whl/ is there, this script installs what it holds first (docs/speed.md: the calls).
@@ -13,6 +13,7 @@
 #   step      bench/adm.py eager at global batch 16: MFU, DeepSpeed/torch, peak memory, the
 #             profile's time shares; DDIM-40, dpm-solver++ and unipc at 20 and 10 steps
 #             (samples/s, 10k projected)
+#   nhwc      the eager step and dpm-solver++ 10 in channels_last (torch arm)
 #   compiled  the same step compiled (torch arm): the first, compiling step apart, then MFU;
 #             dpm-solver++ 10 compiled
 #   evaluate  bench/adm_evaluate.py: one evaluate job, 1,000 samples by dpm-solver++ (20
@@ -32,7 +33,7 @@ if [ "${1:-}" = "--cpu-smoke" ]; then
 fi
 OUT_DIR=${OUT_DIR:-bench}
 mkdir -p "$OUT_DIR"
-PARTS=${PARTS:-step,compiled,evaluate,b64}
+PARTS=${PARTS:-step,nhwc,compiled,evaluate,b64}
 # packages carried to a node without internet (bench/gpu_kit.py): installed, then on the path
 SITE=${KIT_SITE:-/tmp/site}
 if [ -d .whl ] && [ ${#SMOKE[@]} = 0 ]; then "$PY" bench/gpu_kit.py install --site "$SITE" || exit 2; fi
@@ -59,6 +60,8 @@ adm() {
 # (1) eager, batch 16: MFU, DeepSpeed/torch, the profile, every sampler (~1.5 min)
 adm step "${STEP_TIMEOUT:-120}" --batches 16 --compile off \
     --samplers ddim:40,dpm-solver++:20,unipc:20,dpm-solver++:10,unipc:10
+# (1b) the same in NHWC (channels_last), the torch arm, one solver: does cuDNN's NHWC pay? (1 min)
+adm nhwc "${NHWC_TIMEOUT:-60}" --batches 16 --compile off --arms torch --channels-last --samplers dpm-solver++:10
 # (2) compiled, batch 16, the torch arm: the first step's compile time apart, then MFU;
 #     one compiled solver (the compile is the network's, whichever solver calls it)
 adm compiled "${COMPILED_TIMEOUT:-210}" --batches 16 --compile on --compiled-arms torch --samplers dpm-solver++:10
