@@ -11,13 +11,14 @@
 # ffhq_p2's network at 256 px, bf16, ZeRO stage 0 (the harness's default), in the order of
 # what the figures decide, each part with its own time limit:
 #   step      bench/adm.py eager at global batch 16: MFU, DeepSpeed/torch, peak memory, the
-#             profile's time shares; DDIM-40, dpm-solver++ and unipc at 20 and 10 steps
-#             (samples/s, 10k projected)
-#   nhwc      the eager step and dpm-solver++ 10 in channels_last (torch arm)
+#             profile's time shares; DDIM-40, dpm-solver++ and unipc at 20 steps, dpm-solver++
+#             at 10 and unipc at 8 (the built-in pair's fewest no worse than DDIM-40); samples/s,
+#             10k projected
+#   nhwc      the eager step and unipc 8 in channels_last (torch arm)
 #   compiled  the same step compiled (torch arm): the first, compiling step apart, then MFU;
-#             dpm-solver++ 10 compiled
-#   evaluate  bench/adm_evaluate.py: one evaluate job, 1,000 samples by dpm-solver++ (20
-#             steps), FID against a folder, end to end
+#             unipc 8 compiled
+#   evaluate  bench/adm_evaluate.py: one evaluate job, 1,000 samples by unipc (8 steps), FID
+#             against a folder, end to end
 #   b64       batch 64 (torch arm), eager then compiled, in what is left of BUDGET (570 s)
 # Each part appends its figures to adm-gpu-speed.jsonl as each setting ends, so a part that
 # runs out of time loses only itself. The measured files of earlier sessions (adm-gpu.json ...)
@@ -59,16 +60,16 @@ adm() {
 
 # (1) eager, batch 16: MFU, DeepSpeed/torch, the profile, every sampler (~1.5 min)
 adm step "${STEP_TIMEOUT:-120}" --batches 16 --compile off \
-    --samplers ddim:40,dpm-solver++:20,unipc:20,dpm-solver++:10,unipc:10
+    --samplers ddim:40,dpm-solver++:20,unipc:20,dpm-solver++:10,unipc:8
 # (1b) the same in NHWC (channels_last), the torch arm, one solver: does cuDNN's NHWC pay? (1 min)
-adm nhwc "${NHWC_TIMEOUT:-60}" --batches 16 --compile off --arms torch --channels-last --samplers dpm-solver++:10
+adm nhwc "${NHWC_TIMEOUT:-60}" --batches 16 --compile off --arms torch --channels-last --samplers unipc:8
 # (2) compiled, batch 16, the torch arm: the first step's compile time apart, then MFU;
 #     one compiled solver (the compile is the network's, whichever solver calls it)
-adm compiled "${COMPILED_TIMEOUT:-210}" --batches 16 --compile on --compiled-arms torch --samplers dpm-solver++:10
+adm compiled "${COMPILED_TIMEOUT:-210}" --batches 16 --compile on --compiled-arms torch --samplers unipc:8
 
 # (3) one evaluate job end to end, eager (the compiled figures are (2)'s): ~2 min
 if [[ ,$PARTS, == *,evaluate,* ]]; then
-timeout "${EVALUATE_TIMEOUT:-150}" "$PY" bench/adm_evaluate.py --num-samples 1000 --sampler dpm-solver++ --steps 20 \
+timeout "${EVALUATE_TIMEOUT:-150}" "$PY" bench/adm_evaluate.py --num-samples 1000 --sampler unipc --steps 8 \
     --compile off "${SMOKE[@]}" 2>> "$LOG" | tail -1 | tee "$OUT_DIR/adm-gpu-speed-evaluate.json"
 echo "# adm_evaluate.py rc ${PIPESTATUS[0]}" | tee -a "$LOG"
 [ -s "$OUT_DIR/adm-gpu-speed-evaluate.json" ] && \

@@ -1,12 +1,17 @@
-"""At how many steps does each solver's FID match DDIM-40's? The shipped source model of the
-built-in pair (models/weights/fmnist16-source, 16 px), its builtin-feature FID against the
+"""At how many steps is each solver's FID as good as DDIM-40's? The shipped source model of
+the built-in pair (models/weights/fmnist16-source, 16 px), its builtin-feature FID against the
 source domain (the first --reference images of its train split), with the instrument's
 centred bootstrap intervals (models/feature_intervals.py).
 
-    python bench/solver_steps.py [--num-samples 1000] [--steps 10,15,20,25]
+    python bench/solver_steps.py [--num-samples 1000] [--steps 5,8,10,15,20,25]
 
-The same noise for every sampler (models.sampling.indexed_noise). A solver "matches" at a
-step count when its FID interval overlaps DDIM-40's. The last line printed is one JSON object.
+The same noise for every sampler (models.sampling.indexed_noise), so sample i of a solver and
+sample i of DDIM-40 share their noise: the difference FID(solver) - FID(DDIM-40) gets a paired
+bootstrap interval (models.intervals.paired_difference, the harness's method for differences
+between models), which is far narrower than the two FIDs' own intervals. A solver is "no worse"
+at a step count when that interval's low end is <= 0 (not significantly worse; a solver that
+is significantly better counts too), and "equal" when the interval holds 0. The last line
+printed is one JSON object.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--reference", type=int, default=10_000)
-    parser.add_argument("--steps", default="10,15,20,25")
+    parser.add_argument("--steps", default="5,8,10,15,20,25")
     parser.add_argument("--batch", type=int, default=250)
     args = parser.parse_args()
     reexec_with_job_environment(sys.argv)
@@ -35,7 +40,8 @@ def main() -> None:
 
     from models.data import to_uint8
     from models.data.builtin import builtin_split
-    from models.feature_intervals import fid_interval
+    from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates, fid_interval
+    from models.intervals import paired_difference
     from models.features import BuiltinExtractor
     from models.networks import as_eps_model, load_unet
     from models.sampling import ddim_sample, indexed_noise
@@ -52,26 +58,37 @@ def main() -> None:
             images = torch.cat([to_uint8(draw(noise[i:i + args.batch]).images)
                                 for i in range(0, args.num_samples, args.batch)])
         seconds = time.perf_counter() - start
-        found = fid_interval(extractor(images), reference)
+        features[len(features)] = extractor(images)
+        found = fid_interval(features[len(features) - 1], reference)
         return {"fid": round(found.value, 3), "low": round(found.low, 3), "high": round(found.high, 3),
-                "sampling_s": round(seconds, 1)}
+                "sampling_s": round(seconds, 1), "features": len(features) - 1}
 
+    features: dict[int, object] = {}
     rows = {"ddim40": fid_of(lambda x: ddim_sample(model, x, 40))}
     for solver in ("dpm-solver++", "unipc"):
         for n in (int(s) for s in args.steps.split(",")):
             rows[f"{solver}{n}"] = fid_of(lambda x, n=n, solver=solver: solver_sample(model, x, solver, n))
-    ddim = rows["ddim40"]
-    matches = {}
-    for solver in ("dpm-solver++", "unipc"):
-        fits = [int(k[len(solver):]) for k, r in rows.items() if k.startswith(solver)
-                and r["low"] <= ddim["high"] and ddim["low"] <= r["high"]]
-        matches[solver] = min(fits) if fits else None
+    ddim = FrechetReplicates(features[rows["ddim40"].pop("features")], reference)
     for key, row in rows.items():
-        print(f"{key:>16}  FID {row['fid']:7.3f}  [{row['low']:.3f}, {row['high']:.3f}]  {row['sampling_s']:6.1f} s",
-              file=sys.stderr)
-    print(json.dumps({"num_samples": args.num_samples, "reference": len(reference), "rows": rows,
-                      "fewest_steps_matching_ddim40": matches}))
+        if key != "ddim40":
+            diff = paired_difference(FrechetReplicates(features[row.pop("features")], reference), ddim,
+                                     args.num_samples, n_resamples=N_RESAMPLES_FEATURE, seed=0)
+            row.update({"minus_ddim40": round(diff.value, 3), "minus_ddim40_low": round(diff.low, 3),
+                        "minus_ddim40_high": round(diff.high, 3)})
 
+    def fewest(solver: str, test) -> int | None:
+        fits = [int(k[len(solver):]) for k, r in rows.items() if k.startswith(solver) and test(r)]
+        return min(fits) if fits else None
+    no_worse = {s: fewest(s, lambda r: r["minus_ddim40_low"] <= 0) for s in ("dpm-solver++", "unipc")}
+    equal = {s: fewest(s, lambda r: r["minus_ddim40_low"] <= 0 <= r["minus_ddim40_high"])
+             for s in ("dpm-solver++", "unipc")}
+    for key, row in rows.items():
+        paired = (f"  - DDIM-40 {row['minus_ddim40']:+.3f} [{row['minus_ddim40_low']:+.3f}, "
+                  f"{row['minus_ddim40_high']:+.3f}]" if "minus_ddim40" in row else "")
+        print(f"{key:>16}  FID {row['fid']:7.3f}  [{row['low']:.3f}, {row['high']:.3f}]  "
+              f"{row['sampling_s']:6.1f} s{paired}", file=sys.stderr)
+    print(json.dumps({"num_samples": args.num_samples, "reference": len(reference), "rows": rows,
+                      "fewest_steps_no_worse_than_ddim40": no_worse, "fewest_steps_equal_to_ddim40": equal}))
 
 if __name__ == "__main__":
     main()
