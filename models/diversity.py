@@ -59,8 +59,8 @@ def intra_cluster_lpips(lpips, samples, train, value_range=(-1.0, 1.0), max_pair
     kept, nearest = [], []
     for i in range(0, len(samples), batch_size):
         embedded = lpips.embed(samples[i:i + batch_size], value_range)
-        nearest.append(torch.cdist(embedded, centres).argmin(1))
-        kept.append(embedded.half())
+        nearest.append(torch.cdist(embedded, centres).argmin(1).cpu())
+        kept.append(embedded.half().cpu())      # off the GPU: 200 samples of VGG at 256 px are 3 GB
     embedded, nearest = torch.cat(kept), torch.cat(nearest).numpy()
     rng = np.random.default_rng(seed)
     means, total = [], 0

@@ -79,15 +79,22 @@ class Lpips:
     weights folder is a one-line error naming the folder and the command that makes it.
 
     Inputs smaller than MIN_SIZE px are resized up to it (bilinear): at 16 px AlexNet's
-    third slice fails and VGG's deepest maps are 1x1. `note(shape)` says when that happened."""
+    third slice fails and VGG's deepest maps are 1x1. `note(shape)` says when that happened.
+
+    It runs where the evaluation's networks run (models.devices): on a GPU, in chunks that fit
+    its free memory, probed once per image size. At 256 px VGG costs about 80 GFLOP a pair,
+    which on a GPU node's CPU would outlast the sampling."""
 
     MIN_SIZE = 64
 
     def __init__(self, net: str = "vgg", folder: str | Path | None = None):
+        from models.devices import eval_device
         from models.lpips_weights import build_lpips
 
         self.net = net
-        self.model = build_lpips(net, Path(folder) if folder else None)
+        self.device = eval_device()
+        self.model = build_lpips(net, Path(folder) if folder else None).to(self.device)
+        self._chunks: dict[tuple, int] = {}
 
     @property
     def extractor(self) -> str:
@@ -107,45 +114,63 @@ class Lpips:
         return f"inputs resized from {h}x{w} to {size[0]}x{size[1]} px (bilinear) before LPIPS"
 
     def prepare(self, images, value_range=(-1.0, 1.0)) -> torch.Tensor:
-        """Float images in [-1, 1] at the size LPIPS sees."""
+        """Float images in [-1, 1] at the size LPIPS sees, on its device."""
         lo, hi = value_range
-        x = torch.as_tensor(images).float().sub(lo).div(hi - lo).mul(2).sub(1)
+        x = torch.as_tensor(images).to(self.device).float().sub(lo).div(hi - lo).mul(2).sub(1)
         size = self.size_for(x.shape)
         if size != tuple(x.shape[-2:]):
             x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return x
 
+    def chunk(self, images, wanted: int) -> int:
+        """Pairs per call: `wanted` on a CPU; on a GPU at most what its free memory holds at the
+        probed cost of one pair of these images."""
+        if self.device.type != "cuda" or not len(images):
+            return wanted
+        key = tuple(images.shape[1:])
+        if key not in self._chunks:
+            from models.devices import chunk_size
+            one = self.prepare(images[:1])
+            self._chunks[key] = chunk_size(lambda x: self.model(x, x), one, 1 << 20)
+        return min(wanted, self._chunks[key])
+
     @torch.no_grad()
     def __call__(self, reference, test, value_range=(-1.0, 1.0), batch_size: int = 100) -> np.ndarray:
         """Per-pair LPIPS of two equally long image batches (N, 3, H, W) in `value_range`."""
-        out = [self.model(self.prepare(reference[i:i + batch_size], value_range),
-                          self.prepare(test[i:i + batch_size], value_range)).flatten()
-               for i in range(0, len(reference), batch_size)]
-        return torch.cat(out).numpy()
+        size = self.chunk(reference, batch_size)
+        out = [self.model(self.prepare(reference[i:i + size], value_range),
+                          self.prepare(test[i:i + size], value_range)).flatten()
+               for i in range(0, len(reference), size)]
+        return torch.cat(out).cpu().numpy()
 
     @torch.no_grad()
     def embed(self, images, value_range=(-1.0, 1.0)) -> torch.Tensor:
         """(N, D) vectors whose squared distances are the LPIPS distances: each layer's unit-
         normalised features times sqrt(head weight / (H W)). The v0.1 heads are non-negative,
-        so LPIPS(a, b) = ||e(a) - e(b)||^2 (lpips' own forward, rearranged for all pairs at once)."""
+        so LPIPS(a, b) = ||e(a) - e(b)||^2 (lpips' own forward, rearranged for all pairs at once).
+        On the LPIPS device."""
         import lpips
 
-        x = self.prepare(images, value_range)
-        parts = []
-        for feat, lin in zip(self.model.net(self.model.scaling_layer(x)), self.model.lins):
-            weight = lin.model[-1].weight.view(1, -1, 1, 1)
-            if (weight < 0).any():
-                raise ValueError("LPIPS heads with negative weights: no embedding reproduces them")
-            scale = (weight / (feat.shape[2] * feat.shape[3])).sqrt()
-            parts.append((lpips.normalize_tensor(feat) * scale).flatten(1))
-        return torch.cat(parts, 1)
+        size = self.chunk(images, len(images))
+        out = []
+        for i in range(0, len(images), max(1, size)):
+            x = self.prepare(images[i:i + size], value_range)
+            parts = []
+            for feat, lin in zip(self.model.net(self.model.scaling_layer(x)), self.model.lins):
+                weight = lin.model[-1].weight.view(1, -1, 1, 1)
+                if (weight < 0).any():
+                    raise ValueError("LPIPS heads with negative weights: no embedding reproduces them")
+                scale = (weight / (feat.shape[2] * feat.shape[3])).sqrt()
+                parts.append((lpips.normalize_tensor(feat) * scale).flatten(1))
+            out.append(torch.cat(parts, 1))
+        return torch.cat(out)
 
     def cross(self, a, b, value_range=(-1.0, 1.0), batch_size: int = 50) -> np.ndarray:
         """(len(a), len(b)) LPIPS between every image of `a` and every image of `b`. Holds b's
         embeddings in memory (len(b) x D floats; D is about 0.5 M for VGG at 64 px). Distances
         come from matrix products (cdist), exact to about 1e-5, not to the last bit."""
         eb = torch.cat([self.embed(b[i:i + batch_size], value_range) for i in range(0, len(b), batch_size)])
-        rows = [torch.cdist(self.embed(a[i:i + batch_size], value_range), eb).square()
+        rows = [torch.cdist(self.embed(a[i:i + batch_size], value_range), eb).square().cpu()
                 for i in range(0, len(a), batch_size)]
         return torch.cat(rows).numpy()
 

@@ -159,6 +159,30 @@ def test_pairwise_embedding_distances_are_lpips(lpips_weights):
     assert np.allclose(cross, direct, rtol=1e-4, atol=1e-5)
 
 
+def test_lpips_in_chunks_equals_one_call(lpips_weights, monkeypatch):
+    """A GPU takes the pairs in chunks that fit its memory: the values are those of one call."""
+    lpips = Lpips("alex")
+    reference, distorted = calibration(step=4)
+    whole, embedded = lpips(reference, distorted, (0, 255)), lpips.embed(reference, (0, 255))
+    monkeypatch.setattr(lpips, "chunk", lambda images, wanted: 2)
+    assert np.allclose(lpips(reference, distorted, (0, 255)), whole, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(lpips.embed(reference, (0, 255)), embedded)
+
+
+def test_the_chunk_is_probed_on_a_gpu_once_per_image_size(lpips_weights, monkeypatch):
+    import models.devices
+
+    lpips = Lpips("alex")
+    assert lpips.chunk(torch.zeros(5, 3, 64, 64), 100) == 100          # a CPU: the planned batch
+    probes = []
+    monkeypatch.setattr(models.devices, "chunk_size", lambda call, one, wanted: probes.append(one.shape) or 7)
+    monkeypatch.setattr(lpips, "device", torch.device("cuda"))
+    monkeypatch.setattr(lpips, "prepare", lambda images, value_range=None: images.float())
+    assert [lpips.chunk(torch.zeros(9, 3, 64, 64), 100), lpips.chunk(torch.zeros(9, 3, 64, 64), 5),
+            lpips.chunk(torch.zeros(2, 3, 32, 32), 100)] == [7, 5, 7]
+    assert probes == [(1, 3, 64, 64), (1, 3, 32, 32)]
+
+
 # ---------------------------------------------------------------- intra-cluster LPIPS
 def test_pairs_are_all_pairs_or_a_seeded_distinct_choice():
     rng = np.random.default_rng(0)
