@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=250, help="the evaluation's planned batch")
     parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="evaluation.precision (bench/adm.py's sampler figures are bf16)")
     parser.add_argument("--workdir", default=None, help="where the model, the folder and the run go (default: a temporary folder)")
     parser.add_argument("--cpu-smoke", action="store_true", help="32 px, width 32, 8 samples, 2 steps")
     args = parser.parse_args()
@@ -83,6 +85,7 @@ def main() -> None:
                     settings={"num_samples": args.num_samples, "batch_size": min(args.batch_size, args.num_samples),
                               "tasks": ["unconditional"], "extractors": ["inception"], "sampler": args.sampler,
                               **steps, "compile": {"auto": None, "on": True, "off": False}[args.compile],
+                              "precision": args.precision,
                               "kid_subset_size": min(1000, args.num_samples), "kid_subsets": 10,
                               "max_reference": args.num_samples,
                               # AlexNet's trunk (10 MB) travels to an offline GPU node where VGG's
@@ -100,7 +103,7 @@ def main() -> None:
     fid = rows[(rows.metric == "fid") & (rows.stage == "evaluate")]
     print(json.dumps({
         "num_samples": args.num_samples, "resolution": args.resolution, "num_channels": args.width,
-        "sampler": args.sampler, "steps": args.steps, "compile": args.compile,
+        "sampler": args.sampler, "steps": args.steps, "compile": args.compile, "precision": args.precision,
         "inputs_made_s": round(made_s, 1), "evaluate_s": round(seconds, 1),
         "samples_per_s_end_to_end": round(args.num_samples / seconds, 3),
         "fid": [round(float(v), 3) for v in fid.value], "eval": json.loads((run_dir / "eval.json").read_text()),

@@ -70,7 +70,7 @@ adm compiled "${COMPILED_TIMEOUT:-210}" --batches 16 --compile on --compiled-arm
 # (3) one evaluate job end to end, eager (the compiled figures are (2)'s): ~2 min
 if [[ ,$PARTS, == *,evaluate,* ]]; then
 timeout "${EVALUATE_TIMEOUT:-150}" "$PY" bench/adm_evaluate.py --num-samples 1000 --sampler unipc --steps 8 \
-    --compile off "${SMOKE[@]}" 2>> "$LOG" | tail -1 | tee "$OUT_DIR/adm-gpu-speed-evaluate.json"
+    --compile off --precision bf16 "${SMOKE[@]}" 2>> "$LOG" | tail -1 | tee "$OUT_DIR/adm-gpu-speed-evaluate.json"
 echo "# adm_evaluate.py rc ${PIPESTATUS[0]}" | tee -a "$LOG"
 [ -s "$OUT_DIR/adm-gpu-speed-evaluate.json" ] && \
     sed 's/^/{"setting": "evaluate", "figures": /; s/$/}/' "$OUT_DIR/adm-gpu-speed-evaluate.json" >> "$JSONL"

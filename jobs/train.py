@@ -134,7 +134,7 @@ def build_networks(spec: RunSpec, run_dir: Path, resolution: int):
     """The student to train (wrapped with its adapter, if the spec has one) and, for a method
     that needs one (sdft), a frozen copy of the starting weights as teacher."""
     import torch
-    from models.networks import build_unet, load_unet
+    from models.networks import DTYPES, build_unet, load_unet
 
     torch.manual_seed(derived_seed(spec.seed, "init"))
     if spec.init is None:
@@ -154,8 +154,7 @@ def build_networks(spec: RunSpec, run_dir: Path, resolution: int):
             raise UserError(f"adapter.targets {a.targets!r}: {err}") from None
     teacher = None
     if spec.method is not None and METHODS[spec.method].needs_source_model:
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[spec.precision]
-        teacher = load_unet(resolve_init(spec.init, run_dir), dtype=dtype).eval().requires_grad_(False)
+        teacher = load_unet(resolve_init(spec.init, run_dir), dtype=DTYPES[spec.precision]).eval().requires_grad_(False)
     return student, teacher
 
 

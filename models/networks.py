@@ -157,13 +157,22 @@ def save_unet(model: UNet2DModel, folder: str | Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def as_eps_model(module: torch.nn.Module, dtype: torch.dtype | None = None):
-    """Wrap a UNet (or a DeepSpeed engine around one) as an `EpsModel`: (x, t) -> output in float32."""
+# the `precision` settings (training and evaluation) as torch dtypes
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def as_eps_model(module: torch.nn.Module, dtype: torch.dtype | None = None, autocast: str = "fp32"):
+    """Wrap a UNet (or a DeepSpeed engine around one) as an `EpsModel`: (x, t) -> output in float32.
+    `autocast` "bf16"/"fp16": the network runs under torch.autocast in that dtype (convolutions
+    and matmuls in half precision; GroupNorm and softmax stay in float32 on a GPU, as autocast
+    keeps them)."""
     if dtype is None:
         dtype = next(module.parameters()).dtype
+    half = DTYPES[autocast] if autocast != "fp32" else None
 
     def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return module(x.to(dtype), t).sample.float()
+        with torch.autocast(x.device.type, dtype=half, enabled=half is not None):
+            return module(x.to(dtype), t).sample.float()
 
     return eps
 

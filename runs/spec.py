@@ -21,7 +21,7 @@ from runs.numbers import MAX_BATCH, MAX_DDIM_STEPS, MAX_IMAGES, MAX_STEPS, NoBoo
 
 from runs.adapters import AdapterSpec
 from runs.methods import METHODS, NAMES, Method
-from runs.params import TRAIN, NetworkPreset
+from runs.params import TRAIN, NetworkPreset, Precision
 from runs.params import NOT_IN_IDENTITY as PARAM_NOT_IN_IDENTITY
 from runs.refs import RunRef
 
@@ -299,6 +299,11 @@ class EvalSettings(Strict):
     # existed (of the EMA) is taken for one of the raw weights.
     weights: Literal["ema", "raw"] | None = None
     lpips_net: Literal["vgg", "alex"] = "vgg"   # LPIPS trunk; VGG as the official metric notebook
+    # The sampled networks under torch.autocast in bf16 or fp16: convolutions and matmuls in
+    # half precision on a GPU's tensor cores, GroupNorm in fp32 (on a GPU), as guided-diffusion's
+    # use_fp16 keeps it. It changes the samples slightly, so it enters the run id when not
+    # fp32, and the hardware never chooses it.
+    precision: Precision = "fp32"
     # The sampling noise (and translation noise). A list: one set of products per seed, so
     # that the intervals cover the spread over sampling noise, not only over images.
     seed: Annotated[int | list[int], BeforeValidator(_seed_or_seeds)] = 0

@@ -46,7 +46,8 @@ class EvalWorker:
             net = load_unet(path).eval().to(self.device)
             # `forward` itself stays eager after an in-place compile: for the memory probe
             self._eager[path] = lambda x, t, net=net: net.forward(x, t).sample
-            self._models[path] = as_eps_model(compile_in_place(net, compile_enabled(self.spec.settings.compile)))
+            self._models[path] = as_eps_model(compile_in_place(net, compile_enabled(self.spec.settings.compile)),
+                                              autocast=self.spec.settings.precision)
         return self._models[path]
 
     def sources(self):

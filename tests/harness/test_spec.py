@@ -139,6 +139,19 @@ def test_solver_samplers_take_their_own_steps_and_leave_ddim_to_the_translations
         EvalSettings(sampler_steps=20)
 
 
+def test_evaluation_precision_is_fp32_unless_asked_and_then_in_the_run_id():
+    from factories import eval_spec
+    from runs.spec import EvalSettings, EvalSpec
+
+    assert EvalSettings().precision == "fp32"
+    plain = EvalSpec.model_validate(eval_spec()).run_id
+    assert EvalSpec.model_validate(eval_spec(precision="fp32")).run_id == plain
+    assert EvalSpec.model_validate(eval_spec(precision="bf16")).run_id not in (
+        plain, EvalSpec.model_validate(eval_spec(precision="fp16")).run_id)
+    with pytest.raises(ValidationError, match="precision"):
+        EvalSettings(precision="fp8")
+
+
 def test_compile_changes_no_run_id():
     from factories import eval_spec, finetune_spec
     from runs.spec import EvalSpec, RunSpec

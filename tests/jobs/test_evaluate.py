@@ -193,6 +193,27 @@ def test_a_solver_sampler_reaches_the_samples_in_chunks_that_change_no_image(tmp
     assert np.abs(images.astype(int) - to_uint8(expected.images).numpy().astype(int)).max() <= 1
 
 
+def test_the_worker_samples_in_the_evaluation_precision(tmp_path):
+    """precision: bf16 runs the network under autocast: the same samples within bf16 rounding,
+    not the float32 ones to the bit."""
+    import numpy as np
+
+    from jobs.evaluation.plan import Batch, Product
+    from jobs.evaluation.worker import EvalWorker
+    from models.networks import save_unet
+
+    save_unet(tiny_unet(), tmp_path / "model")
+    images = {}
+    for precision in ("fp32", "bf16"):
+        spec = EvalSpec.model_validate({**eval_spec(ddim_steps=8, precision=precision), "model": str(tmp_path / "model")})
+        (tmp_path / precision).mkdir()
+        worker = EvalWorker(spec.model_dump_json(), str(tmp_path / precision), threads=1)
+        product = Product("unconditional", None, None, str(tmp_path / "model"))
+        images[precision] = np.load(worker.sample(Batch(product, 0, 4))).astype(int)
+    difference = np.abs(images["bf16"] - images["fp32"])
+    assert difference.max() > 0 and difference.mean() < 2       # uint8 levels
+
+
 def test_the_clipped_share_counts_samples_beyond_the_tolerance_only(tmp_path):
     """Overshoots every sane model makes (a few hundredths) are not divergence; colour noise
     (whole units) is. One product in two batches: 2 of 5 samples beyond 0.1."""
