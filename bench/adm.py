@@ -48,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import torch
 
@@ -158,7 +159,7 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
             ddim_batch: int, profile: bool = False, top_ops: int = 0, *, compile: bool = False,
             zero_stage: int = 0, channels_last: bool = False, gn_working: bool = False,
             samplers: list[tuple[str, int]] = (("ddim", 40),), arms: tuple[str, ...] = ("deepspeed", "torch"),
-            compile_backend: str = "inductor") -> dict:
+            compile_backend: str = "inductor", step_done: Callable[[dict], None] | None = None) -> dict:
     import deepspeed
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -278,6 +279,8 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
         out["time_share"] = time_shares(next(iter(steps.values())), device, top_ops,
                                         label=f"{device.type} {precision}")
     del engine, student_ds, steps
+    if step_done is not None and samplers:     # the step's figures kept, should the samplers run out of time
+        step_done({**out, "samplers": "not finished"})
 
     # the samplers from the frozen network in the run's precision (they take the eps channels)
     sampler = eps_channels(teacher, dtype)
@@ -381,10 +384,11 @@ def main() -> None:
     if args.cpu_smoke:       # every GPU setting's code, at a size a CPU runs in seconds (compiled: traced only)
         for compile in compiles:
             for batch in (int(b) for b in args.batches.split(",")):
-                record(f"smoke_fp32_b{batch}" + layout_suffix + ("_compiled" if compile else ""),
-                       measure(torch.device("cpu"), 32, 32, "fp32", min(batch, 2), 1, 2, compile=compile,
-                               arms=compiled_arms if compile else arms, compile_backend="eager",
-                               **{**options, "samplers": [(n, min(k, 3)) for n, k in samplers]}))
+                prefix = f"smoke_fp32_b{batch}" + layout_suffix + ("_compiled" if compile else "")
+                record(prefix, measure(torch.device("cpu"), 32, 32, "fp32", min(batch, 2), 1, 2, compile=compile,
+                                       arms=compiled_arms if compile else arms, compile_backend="eager",
+                                       step_done=lambda values, prefix=prefix: record(prefix, values),
+                                       **{**options, "samplers": [(n, min(k, 3)) for n, k in samplers]}))
         figures["wall_s"] = round(time.perf_counter() - start, 1)
         print(json.dumps(figures))
         return
@@ -408,6 +412,7 @@ def main() -> None:
                     values = measure(torch.device("cuda"), args.gpu_resolution, 128, precision, batch,
                                      max(args.repeats, 5), args.gpu_ddim_batch, profile=not compile,
                                      top_ops=args.top_ops, compile=compile, arms=compiled_arms if compile else arms,
+                                     step_done=lambda values, prefix=prefix: record(prefix, values),
                                      **{**options, "samplers": samplers if i == 0 else []})
                 except torch.OutOfMemoryError as error:
                     # one setting too large for the card (both arms' models stay resident) must not

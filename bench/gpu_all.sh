@@ -20,8 +20,9 @@
 #   evaluate  bench/adm_evaluate.py: one evaluate job, 1,000 samples by unipc (8 steps), FID
 #             against a folder, end to end
 #   b64       batch 64 (torch arm), eager then compiled, in what is left of BUDGET (570 s)
-# Each part appends its figures to adm-gpu-speed.jsonl as each setting ends, so a part that
-# runs out of time loses only itself. The measured files of earlier sessions (adm-gpu.json ...)
+# Each part appends its figures to adm-gpu-speed.jsonl as each setting ends (a step's figures
+# also once the step is timed, before its samplers), so a part that runs out of time loses
+# only what it had not finished. The measured files of earlier sessions (adm-gpu.json ...)
 # are not touched.
 set -uo pipefail
 cd "$(dirname "$0")/.."
