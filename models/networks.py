@@ -168,10 +168,12 @@ def as_eps_model(module: torch.nn.Module, dtype: torch.dtype | None = None, auto
     keeps them)."""
     if dtype is None:
         dtype = next(module.parameters()).dtype
-    half = DTYPES[autocast] if autocast != "fp32" else None
+    half = None if autocast == "fp32" else DTYPES[autocast]
 
     def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, dtype=half, enabled=half is not None):
+        if half is None:       # no autocast of its own (a caller's still applies)
+            return module(x.to(dtype), t).sample.float()
+        with torch.autocast(x.device.type, dtype=half):
             return module(x.to(dtype), t).sample.float()
 
     return eps
