@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from runs.runtime import reexec_with_job_environment
@@ -52,26 +53,27 @@ def main() -> None:
     reference = extractor(builtin_split("source", 16).images[:args.reference])
     noise = indexed_noise(0, "unconditional", range(args.num_samples), (3, 16, 16))
 
-    def fid_of(draw) -> dict:
+    features: dict[str, np.ndarray] = {}       # each setting's, for the paired differences
+
+    def fid_of(key: str, draw) -> dict:
         start = time.perf_counter()
         with torch.no_grad():
             images = torch.cat([to_uint8(draw(noise[i:i + args.batch]).images)
                                 for i in range(0, args.num_samples, args.batch)])
         seconds = time.perf_counter() - start
-        features[len(features)] = extractor(images)
-        found = fid_interval(features[len(features) - 1], reference)
+        features[key] = extractor(images)
+        found = fid_interval(features[key], reference)
         return {"fid": round(found.value, 3), "low": round(found.low, 3), "high": round(found.high, 3),
-                "sampling_s": round(seconds, 1), "features": len(features) - 1}
+                "sampling_s": round(seconds, 1)}
 
-    features: dict[int, object] = {}
-    rows = {"ddim40": fid_of(lambda x: ddim_sample(model, x, 40))}
+    rows = {"ddim40": fid_of("ddim40", lambda x: ddim_sample(model, x, 40))}
     for solver in ("dpm-solver++", "unipc"):
         for n in (int(s) for s in args.steps.split(",")):
-            rows[f"{solver}{n}"] = fid_of(lambda x, n=n, solver=solver: solver_sample(model, x, solver, n))
-    ddim = FrechetReplicates(features[rows["ddim40"].pop("features")], reference)
+            rows[f"{solver}{n}"] = fid_of(f"{solver}{n}", lambda x, n=n, solver=solver: solver_sample(model, x, solver, n))
+    ddim = FrechetReplicates(features["ddim40"], reference)
     for key, row in rows.items():
         if key != "ddim40":
-            diff = paired_difference(FrechetReplicates(features[row.pop("features")], reference), ddim,
+            diff = paired_difference(FrechetReplicates(features[key], reference), ddim,
                                      args.num_samples, n_resamples=N_RESAMPLES_FEATURE, seed=0)
             row.update({"minus_ddim40": round(diff.value, 3), "minus_ddim40_low": round(diff.low, 3),
                         "minus_ddim40_high": round(diff.high, 3)})
@@ -89,6 +91,7 @@ def main() -> None:
               f"{row['sampling_s']:6.1f} s{paired}", file=sys.stderr)
     print(json.dumps({"num_samples": args.num_samples, "reference": len(reference), "rows": rows,
                       "fewest_steps_no_worse_than_ddim40": no_worse, "fewest_steps_equal_to_ddim40": equal}))
+
 
 if __name__ == "__main__":
     main()
