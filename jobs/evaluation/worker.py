@@ -44,10 +44,12 @@ class EvalWorker:
             from models.compiling import compile_enabled, compile_in_place
             from models.networks import as_eps_model, load_unet
             net = load_unet(path).eval().to(self.device)
-            # `forward` itself stays eager after an in-place compile: for the memory probe
-            self._eager[path] = lambda x, t, net=net: net.forward(x, t).sample
+            precision = self.spec.settings.precision
+            # `forward` itself stays eager after an in-place compile: the memory probe runs it,
+            # in the sampling precision (bf16 activations take half the memory of fp32's)
+            self._eager[path] = as_eps_model(net.forward, next(net.parameters()).dtype, autocast=precision)
             self._models[path] = as_eps_model(compile_in_place(net, compile_enabled(self.spec.settings.compile)),
-                                              autocast=self.spec.settings.precision)
+                                              autocast=precision)
         return self._models[path]
 
     def sources(self):

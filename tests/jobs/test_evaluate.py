@@ -197,6 +197,7 @@ def test_the_worker_samples_in_the_evaluation_precision(tmp_path):
     """precision: bf16 runs the network under autocast: the same samples within bf16 rounding,
     not the float32 ones to the bit."""
     import numpy as np
+    import torch
 
     from jobs.evaluation.plan import Batch, Product
     from jobs.evaluation.worker import EvalWorker
@@ -210,6 +211,9 @@ def test_the_worker_samples_in_the_evaluation_precision(tmp_path):
         worker = EvalWorker(spec.model_dump_json(), str(tmp_path / precision), threads=1)
         product = Product("unconditional", None, None, str(tmp_path / "model"))
         images[precision] = np.load(worker.sample(Batch(product, 0, 4))).astype(int)
+        # the GPU's memory probe runs the eager network as the sampler does, in its precision
+        x, t = torch.randn(2, 3, 16, 16), torch.full((2,), 500)
+        assert torch.equal(worker._eager[product.model_dir](x, t), worker.model(product.model_dir)(x, t))
     difference = np.abs(images["bf16"] - images["fp32"])
     assert difference.max() > 0 and difference.mean() < 2       # uint8 levels
 
