@@ -268,7 +268,7 @@ def plan_table(plan: Plan, todo: Triage | None = None) -> str:
     """One row per run: id, stage, data, method, weighting, the hyper-parameters that vary, deps."""
     from tabulate import tabulate
 
-    from report.tables import short
+    from report.table import short
 
     finetune = [r for r in plan.runs if r.stage == "finetune"]
     keys = sorted({k for r in finetune for k in r.params})

@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     from report.curve import curve_table, load_points
     from report.results import load_cells, load_differences, load_results
     from report.selection import Criterion
-    from report.tables import difference_tables, paper_tables, write_tables
+    from report.differences import difference_tables
+    from report.table import write_tables
+    from report.tables import paper_tables
 
     parser = argparse.ArgumentParser(prog="python -m harness.tables", description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="*", help="results/<grid> folders (or metrics files)")

@@ -23,7 +23,8 @@ from pathlib import Path
 from runs.methods import unit_name
 from runs.params import label as param_label
 from report.selection import GROUP, Selection, split_of, tags, with_variant
-from report.tables import prepare, short
+from report.table import short
+from report.tables import prepare
 
 MATCHED, SELECTED = "matched", "selected"
 

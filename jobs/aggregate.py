@@ -31,7 +31,9 @@ from runs.methods import unit_name
 from runs.spec import AggregateSpec
 from runs.store import RunFolder, atomic_write_bytes, now_iso, store_root_of
 from report.curve import curve_table
-from report.tables import difference_tables, paper_tables, prepare, write_tables
+from report.differences import difference_tables
+from report.table import write_tables
+from report.tables import paper_tables, prepare
 from jobs.curve import collect_curve, forgetting_curve
 from jobs.evaluation.manifest import final, read_manifest
 from jobs.figures import pyplot, save_figure

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from report.tables import CELL_KEYS, _extractor, _reference, cell_key
+from report.tables import CELL_KEYS, cell_key, reported_extractor, reported_reference
 from runs.store import RunFolder
 from jobs.evaluation.splits import items_name
 from jobs.paired import _mean, _ratio, calibration_of, final_items, load, units_of
@@ -170,7 +170,7 @@ def cells(df, store_root: Path, seed: int = 0):
     models = df[df["method"] != "calibration"]
     if models.empty:
         return pd.DataFrame()
-    ext, ref = _extractor(df), _reference(df)
+    ext, ref = reported_extractor(df), reported_reference(df)
     models = models.assign(_split=[_split(v) for v in models["split"]] if "split" in models else None)
     for (dataset, target, split), pair in _measurable(models, ext, ref).groupby(["dataset", "target", "_split"],
                                                                                  dropna=False):

@@ -25,7 +25,7 @@ from report import metrics
 from report.curve import CURVE_METRICS, POINTS_FILE, SHARE
 from report.results import tidy, write_parquet
 from report.selection import VALIDATION, split_of
-from report.tables import _extractor, _reference, cell_key, model_labels, prepare
+from report.tables import cell_key, model_labels, prepare, reported_extractor, reported_reference
 from jobs.figures import pyplot, save_figure
 
 CURVE_FILE = "curve.parquet"
@@ -54,7 +54,7 @@ def curve_rows(df, curve, shown):
     rows = pd.concat([df[df["eval_id"].isin(ids)], curve[curve["eval_id"].isin(ids)], source], ignore_index=True)
     rows = rows[(split_of(rows) != VALIDATION) & (rows["task"] == "unconditional")
                 & rows["metric"].isin(CURVE_METRICS)]
-    ext, ref = _extractor(rows), _reference(rows)
+    ext, ref = reported_extractor(rows), reported_reference(rows)
     fid = (rows["metric"] == "fid") & (rows["extractor"] == ext) & (rows["reference"] == ref)
     share = (rows["metric"] == SHARE) & (rows["subset"] == "missing-classes")
     return rows[fid | share]

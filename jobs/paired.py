@@ -209,7 +209,7 @@ def _differences(df, store_root: Path, baselines: Sequence[str], split: str | No
     import pandas as pd
 
     from runs.spec import EvalSpec
-    from report.tables import _extractor, _reference
+    from report.tables import reported_extractor, reported_reference
 
     # an evaluation a named variant shares with its method is a model of both (runs.grid)
     models = df[(df["method"] != "calibration") & ~df["is_early"]].drop_duplicates(["eval_id", "model"])
@@ -217,7 +217,7 @@ def _differences(df, store_root: Path, baselines: Sequence[str], split: str | No
     if not baselines:
         return pd.DataFrame()
     rows_of: dict[str, list[dict]] = {b: [] for b in baselines}   # in the order asked for
-    ext, ref = _extractor(df), _reference(df)
+    ext, ref = reported_extractor(df), reported_reference(df)
     pairs = models.groupby(["dataset", "target"])
     for (dataset, target), group in pairs:
         source = group[group["method"] == "source"]

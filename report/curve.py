@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from report.tables import Table
+from report.table import Table
 
 SHARE = "missing_class_share_corrected"
 CURVE_METRICS = (SHARE, "fid")

@@ -37,7 +37,7 @@ SCHEMA_BLOCK = re.compile(r"(?P<open><!-- schema: grid -->\n)(?P<body>.*?)(?P<cl
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# a result as the tables print it below 10: three decimals (report/tables.py Table.cell)
+# a result as the tables print it below 10: three decimals (report/table.py Table.cell)
 QUOTED = re.compile(r"(?<![\d.])\d+\.\d{3}(?!\d)")
 FENCE = re.compile(r"```.*?```", re.S)
 
@@ -71,7 +71,8 @@ def render_block(source: Path, names: list[str]) -> str:
     from report.curve import curve_table
     from report.publish import PUBLISHED_CELLS, PUBLISHED_CURVE, PUBLISHED_DIFFERENCES
     from report.results import load_results, read_metrics
-    from report.tables import difference_tables, paper_tables
+    from report.differences import difference_tables
+    from report.tables import paper_tables
 
     if not source.is_file():
         raise UserError(f"{source}: no such tidy table (named by a tables block)")

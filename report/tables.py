@@ -7,10 +7,8 @@ runs (seeds) and a 95 % interval [low, high]; shares also as k/n. With one run t
 is the row's own (`ci_low`, `ci_high`: bootstrap over images, Wilson for k/n); over several
 runs (training seeds, evaluation seeds) it spans the lowest `ci_low` to the highest
 `ci_high` of the runs (INTERVAL_RULE). Calibration rows (real data, same code) open each
-table and are never bold; the best model value is bold. `difference_table` renders paired
-differences against a baseline (jobs/paired.py), bold where the interval excludes 0,
-`seed_difference_table` the same differences with their seed-level intervals (training runs
-only), and `ablation_tables` a named variant against its method (jobs/ablations.py).
+table and are never bold; the best model value is bold (report/table.py renders them). The
+paired differences' tables are report/differences.py's.
 
 A table whose rows carry a validation split is first narrowed by report.selection:
 each method's candidate chosen on the validation rows, its test rows shown; every table then
@@ -19,11 +17,6 @@ table lists every candidate's validation value.
 """
 from __future__ import annotations
 
-import argparse
-import math
-import sys
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runs.adapters import COLUMNS as ADAPTER_COLUMNS
@@ -31,7 +24,8 @@ from runs.methods import NAMES as METHOD_NAMES, unit_name
 from runs.params import label as param_label
 from report import metrics
 from report.selection import (GROUP, VALIDATION, Criterion, Selection, best_candidates, has_validation,
-                                      reported, select, split_of, tags, with_variant)
+                              reported, select, split_of, tags, with_variant)
+from report.table import COST_COLUMNS, COST_GROUP, Table, is_missing, short
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,137 +39,11 @@ CALIBRATION_LABELS = {"held-out-half": "real: held-out half (floor)", "target-tr
 CALIBRATION_NOTE = ("Real rows: the same measurements of real images at the models' sample count: half of "
                     "the held-out domain against the other half (the noise floor), the target-train set "
                     "and real source images (the style gap) against the held-out domain.")
-# the training cost of each row's model (runs.compute; jobs/train.py measures the seconds):
-# shown beside the metrics of every model table, never ranked
-COST_COLUMNS = {"compute_kimg": "compute (naive kimg)", "train_s": "train s"}
-COST_GROUP = "training cost"
-# a paired difference's cost beside its model's: its training seconds over the baseline's
-RATIO_COLUMN = {"train_ratio": "× baseline's train s"}
-DIFFERENCE_COST_NOTE = ("Training cost of each model (not a difference): the mean over its runs of its compute "
-                        "(naive kimg; runs/compute.py) and of its training loop's measured seconds, and those "
-                        "seconds over the baseline's ({baseline}).")
 COST_NOTE = ("Training cost of each model, the mean over its runs: compute = steps × batch × the method's "
              "measured cost per step relative to naive / 1000 (naive kimg; runs/compute.py), and the "
              "measured seconds of its training loop up to the checkpoint (train s).")
 SUBSTITUTE_NOTE = ("† FeatDist: cosine distance of the named extractor's features between paired images, "
                    "reported because LPIPS could not be measured ({reason}). It is a substitute, not LPIPS.")
-
-
-def short(value) -> str:
-    """1e-05 rather than 1.0000000000000001e-05: numbers as a table shows them."""
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-# ---------------------------------------------------------------- the paper's tables
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _count(k) -> str:
-    """A count k of k/n: whole, or with one decimal where it is a share of n distinct items
-    averaged over runs (jobs/cells.py)."""
-    return str(int(round(k))) if abs(k - round(k)) < 0.05 else f"{k:.1f}"
-
-
-@dataclass
-class Table:
-    name: str
-    title: str
-    means: "pd.DataFrame"                 # rows: model labels; columns: (group, metric)
-    lows: "pd.DataFrame"                  # the interval of each cell (NaN: none)
-    highs: "pd.DataFrame"
-    counts: "pd.DataFrame"                # rows (runs) behind each cell
-    notes: list[str] = field(default_factory=list)
-    ks: "pd.DataFrame | None" = None      # k and n of shares k/n (NaN elsewhere): summed over rows,
-    #                                      or the cells table's n distinct items and k of them
-    ns: "pd.DataFrame | None" = None
-    calibration: tuple = ()               # row labels of the real-data rows: never bold
-    bold_nonzero: bool = False            # bold where the interval excludes 0 (differences)
-    bold_rows: tuple | None = None        # these rows bold instead of the best (the selected ones)
-
-    def cell(self, row, column, bold: bool, fmt: str) -> str:
-        mean = self.means.loc[row, column]
-        if _missing(mean):
-            return "–"
-        low, high = self.lows.loc[row, column], self.highs.loc[row, column]
-        scale = max([abs(mean)] + [abs(v) for v in (low, high) if not _missing(v)])
-        digits = 3 if scale < 10 else 1
-        text = f"{mean:.{digits}f}"
-        if not _missing(low) and not _missing(high):
-            text += f" [{low:.{digits}f}, {high:.{digits}f}]"
-        if self.ks is not None and not _missing(self.ks.loc[row, column]):
-            text += f" ({_count(self.ks.loc[row, column])}/{int(self.ns.loc[row, column])})"
-        if bold:
-            text = r"\textbf{" + text + "}" if fmt == "latex" else f"**{text}**"
-        return text
-
-    def best(self, column) -> set:
-        if column[0] == COST_GROUP:
-            return set()
-        if self.bold_rows is not None:
-            return set(self.bold_rows) & set(self.means[column].dropna().index)
-        if self.bold_nonzero:
-            low, high = self.lows[column], self.highs[column]
-            return set(self.means.index[(low > 0) | (high < 0)])
-        values = self.means[column].drop(list(self.calibration), errors="ignore").dropna()
-        if len(values) < 2:
-            return set()
-        metric = column[-1]
-        best = values.max() if metrics.higher_is_better(metric) else values.min()
-        return set(values.index[values == best])
-
-    def formatted(self, fmt: str) -> "pd.DataFrame":
-        import pandas as pd
-
-        out = pd.DataFrame(index=self.means.index, columns=self.means.columns, dtype=object)
-        for column in self.means.columns:
-            best = self.best(column)
-            for row in self.means.index:
-                out.loc[row, column] = self.cell(row, column, row in best, fmt)
-        out.columns = pd.MultiIndex.from_tuples(
-            [tuple(c[:-1]) + (COST_COLUMNS.get(c[-1]) or RATIO_COLUMN.get(c[-1]) or metrics.label(c[-1]),)
-             for c in out.columns])
-        return out
-
-    def render(self, fmt: str) -> str:
-        from tabulate import tabulate
-
-        if fmt == "csv":
-            parts = []
-            for frame, suffix in ((self.means, ""), (self.lows, " ci_low"), (self.highs, " ci_high")):
-                flat = frame.copy()
-                flat.columns = [" ".join(map(str, c)) + suffix for c in flat.columns]
-                parts.append(flat)
-            return parts[0].join(parts[1:]).to_csv()
-        table = self.formatted(fmt)
-        if fmt == "latex":
-            body = table.to_latex(escape=False, multicolumn=True, multicolumn_format="c",
-                                  caption=self.title, label=f"tab:{self.name}")
-            notes = "".join(f"% {n}\n" for n in self.notes)
-            return notes + _latex_symbols(body)
-        headers = ["model"] + [" ".join(str(p) for p in c if p) for c in table.columns]
-        text = f"**{self.title}**\n\n" + tabulate(table.reset_index().values.tolist(), headers=headers,
-                                                  tablefmt="github")
-        return text + "".join(f"\n\n{n}" for n in self.notes)
-
-
-LATEX_SYMBOLS = {"±": r"$\pm$", "×": r"$\times$", "†": r"$^\dagger$", "λ": r"$\lambda$", "γ": r"$\gamma$",
-                 "_": r"\_"}
-
-
-def _latex_symbols(text: str) -> str:
-    """Symbols in the cells and labels as LaTeX writes them (commands are left alone)."""
-    out = []
-    for line in text.splitlines(keepends=True):
-        if line.lstrip().startswith("\\") or "\\label" in line:
-            out.append(line)
-            continue
-        for symbol, latex in LATEX_SYMBOLS.items():
-            line = line.replace(symbol, latex)
-        out.append(line)
-    return "".join(out)
 
 
 def model_labels(df: "pd.DataFrame") -> "pd.Series":
@@ -196,7 +64,7 @@ def model_labels(df: "pd.DataFrame") -> "pd.Series":
             return CALIBRATION_LABELS.get(row["weighting"], f"real: {row['weighting']}")
         text = unit_name(row["method"], row["weighting"], row["variant"])
         for p in varying:
-            if row[p] is not None and not (isinstance(row[p], float) and math.isnan(row[p])):
+            if not is_missing(row[p]):
                 text += f" {param_label(p[2:])}={short(row[p])}"
         if row.get("is_early"):
             text += f" @{int(row['ckpt_step'])}"
@@ -295,7 +163,7 @@ def _pivot(df, columns: list[tuple], name: str, title: str, notes=None, calibrat
             if found is not None and int(found["rows"]) == len(rows):
                 agg.loc[model, ["low", "high"]] = [found["ci_low"], found["ci_high"]]
                 hierarchical.add(found["note"])
-                if not _missing(agg.loc[model, "k"]) and not _missing(found.get("k")):
+                if not is_missing(agg.loc[model, "k"]) and not is_missing(found.get("k")):
                     # the cell's distinct items, not rows x items (jobs/cells.py)
                     agg.loc[model, ["k", "n"]] = [found["k"], found["n"]]
             else:
@@ -373,11 +241,13 @@ def compute_note(df: "pd.DataFrame") -> str | None:
     return text
 
 
-def _reference(df) -> str:
+def reported_reference(df) -> str:
+    """The FID reference a table reports: the full domain where it was measured, else the target."""
     return "full-domain" if (df["reference"] == "full-domain").any() else "target"
 
 
-def _extractor(df) -> str:
+def reported_extractor(df) -> str:
+    """The feature extractor a table reports: Inception where it was measured, else the first other."""
     extractors = set(df.loc[df["metric"] == "fid", "extractor"].dropna())
     return "inception" if "inception" in extractors else (sorted(extractors) or ["builtin"])[0]
 
@@ -447,7 +317,7 @@ def _selection_labels(results: "pd.DataFrame", selection: Selection) -> "pd.Data
     rows = rows.assign(_group=tags(rows, GROUP), _candidate=tags(rows, selection.columns))
     # checkpoints evaluated by separate evaluations share a label: tell them apart
     shared = rows.groupby(["_group", "model"])["_candidate"].transform("nunique") > 1
-    at_step = lambda r: "" if r["is_early"] or _missing(r["ckpt_step"]) else f" @{int(r['ckpt_step'])}"  # noqa: E731
+    at_step = lambda r: "" if r["is_early"] or is_missing(r["ckpt_step"]) else f" @{int(r['ckpt_step'])}"  # noqa: E731
     rows.loc[shared, "model"] = rows.loc[shared].apply(lambda r: r["model"] + at_step(r), axis=1)
     counts = selection.counts()
     chosen = set(zip(selection.chosen()["_group"], selection.chosen()["_candidate"]))
@@ -513,7 +383,7 @@ def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=No
                   criterion: Criterion | None = None) -> list[Table]:
     pivot = lambda *args, **kwargs: _pivot(*args, cells=cells, **kwargs)  # noqa: E731
     df = prepare(results)
-    ref, ext = _reference(df), _extractor(df)
+    ref, ext = reported_reference(df), reported_extractor(df)
     distance, notes = _distance(df)
     notes = notes + list(extra_notes) + [n for n in [compute_note(df)] if n]
     realism = lambda task, **extra: [  # noqa: E731
@@ -624,188 +494,3 @@ def classifier_table(df: "pd.DataFrame") -> Table | None:
     notes = [CLASSIFIER_NOTE] + sorted(set(rows["note"].dropna()))
     return Table("classifier", "The class instrument, calibrated", *parts[:3], means.notna().astype(int), notes,
                  parts[3], parts[4], tuple(means.index))
-
-
-def difference_table(diffs: "pd.DataFrame", baseline: str = "naive") -> Table | None:
-    """Paired differences (model minus `baseline`) with their intervals: `diffs` has one row
-    per model, group, metric (value, ci_low, ci_high, note), as jobs/paired.py makes them, and
-    a `selected_by` column (the criterion's description) when each method's candidate was
-    selected on a validation split: then the baseline is the selected one."""
-    import pandas as pd
-
-    diffs = _against_baseline(diffs)
-    if diffs is None or diffs.empty:
-        return None
-    order = list(dict.fromkeys(diffs.sort_values(["order", "model"])["model"]))
-    columns = list(dict.fromkeys(zip(diffs["group"], diffs["metric"])))
-    frame = lambda key: diffs.pivot_table(index="model", columns=["group", "metric"], values=key,  # noqa: E731
-                                          aggfunc="first", dropna=False).reindex(index=order, columns=pd.MultiIndex.from_tuples(columns))
-    notes = [f"Each cell: the model's value minus {baseline}'s on the same noise and the same source images, "
-             "with a 95 % paired bootstrap interval (the same resampled items for both; over evaluation seeds "
-             "two-level); bold where the interval excludes 0. " + metrics.directions(m for _, m in columns)
-             ] + sorted(set(diffs["note"].dropna()))
-    title = f"Paired differences against {baseline}"
-    selected_by = diffs["selected_by"].dropna().unique() if "selected_by" in diffs else []
-    if len(selected_by):
-        title = f"Paired differences against the selected {baseline} (test split)"
-        notes.append(f"Each method's candidate selected on the validation split by the {selected_by[0]}; "
-                     "differences on the test split.")
-    table = Table("differences", title, frame("value"), frame("ci_low"), frame("ci_high"),
-                  frame("value").notna().astype(int), notes, bold_nonzero=True)
-    return _with_costs(table, diffs, baseline)
-
-
-def _with_costs(table: Table, diffs: "pd.DataFrame", baseline: str) -> Table:
-    """The differences' table with its models' training cost (jobs/paired.py `_cost_columns`)
-    as a last group of columns, never bold; unchanged where the rows carry no cost."""
-    import pandas as pd
-
-    columns = [c for c in (*COST_COLUMNS, *RATIO_COLUMN) if c in diffs
-               and pd.to_numeric(diffs[c], errors="coerce").notna().any()]
-    if not columns:
-        return table
-    costs = diffs.groupby("model")[columns].first().reindex(table.means.index).apply(pd.to_numeric, errors="coerce")
-    costs.columns = pd.MultiIndex.from_tuples([(COST_GROUP, c) for c in columns])
-    nothing = costs * float("nan")
-    table.means, table.lows, table.highs = (pd.concat([table.means, costs], axis=1),
-                                            pd.concat([table.lows, nothing], axis=1),
-                                            pd.concat([table.highs, nothing], axis=1))
-    table.counts = pd.concat([table.counts, costs.notna().astype(int)], axis=1)
-    table.notes = table.notes + [DIFFERENCE_COST_NOTE.format(baseline=baseline)]
-    return table
-
-
-SEED_LEVEL_NOTE = ("Each cell: the same difference (model minus {baseline}, mean over training runs) with a "
-                   "95 % interval from the training runs alone ({methods}); the evaluation items are held "
-                   "fixed, so this interval sees only how much the training seed moves the difference. Bold "
-                   "where it excludes 0: a direction that holds at the level of training seeds.")
-
-
-def seed_difference_table(diffs: "pd.DataFrame", baseline: str = "naive") -> Table | None:
-    """The paired differences' seed-level intervals (jobs/paired.py `seed_ci_low`,
-    `seed_ci_high`, named in `seed_interval`): table `differences_seeds`; None where no
-    difference has one (one training run, or rows written before they existed)."""
-    import pandas as pd
-
-    diffs = _against_baseline(diffs)
-    if diffs is None or diffs.empty or "seed_ci_low" not in diffs:
-        return None
-    diffs = diffs[pd.to_numeric(diffs["seed_ci_low"], errors="coerce").notna()]
-    if diffs.empty:
-        return None
-    table = difference_table(diffs.assign(ci_low=diffs["seed_ci_low"], ci_high=diffs["seed_ci_high"],
-                                          note=None), baseline)
-    methods = "; ".join(sorted(set(diffs["seed_interval"].dropna())))
-    table.name, table.title = "differences_seeds", table.title + ": seed-level intervals"
-    table.notes = [SEED_LEVEL_NOTE.format(baseline=baseline, methods=methods)] + [
-        n for n in table.notes if n.startswith(("Each method's candidate", "Training cost"))]
-    return table
-
-
-def _against_baseline(diffs: "pd.DataFrame | None") -> "pd.DataFrame | None":
-    """The pooled differences against the baseline: without the ablations' rows
-    (ablation_tables) and the per-seed ones (seed_by_seed_table)."""
-    if diffs is None:
-        return diffs
-    if "training_seed" in diffs:
-        diffs = diffs[diffs["training_seed"].isna()]
-    if "ablation" in diffs:
-        diffs = diffs[diffs["ablation"].isna()]
-    return diffs
-
-
-PER_SEED_NOTE = ("Each row: one training seed's run minus {baseline}'s run of the same seed (the source model, "
-                 "untrained, against each of {baseline}'s runs), on the same noise and the same source images, "
-                 "with a 95 % paired bootstrap interval over the evaluation items of that pair alone; bold where "
-                 "it excludes 0. A direction that holds in every row holds in every training seed.")
-
-
-def seed_by_seed_table(diffs: "pd.DataFrame | None", baseline: str = "naive") -> Table | None:
-    """The differences per training seed (jobs/paired.py rows with `training_seed`): table
-    `differences_by_seed`, a row per model and seed; None without such rows."""
-    if diffs is None or diffs.empty or "training_seed" not in diffs:
-        return None
-    rows = diffs[diffs["training_seed"].notna()]
-    if "ablation" in rows:
-        rows = rows[rows["ablation"].isna()]
-    if rows.empty:
-        return None
-    labelled = rows.assign(model=[f"{m}, against {baseline}'s seed {int(s)}" if m == "source" else f"{m}, seed {int(s)}"
-                                  for m, s in zip(rows["model"], rows["training_seed"])],
-                           order=rows["order"] + rows["training_seed"] / 1000)
-    table = difference_table(labelled.drop(columns=["training_seed"]), baseline)
-    table.name, table.title = "differences_by_seed", table.title + ", per training seed"
-    table.notes = [PER_SEED_NOTE.format(baseline=baseline)] + table.notes[1:]
-    return table
-
-
-def difference_tables(diffs: "pd.DataFrame | None") -> list[Table]:
-    """Every table made from the paired differences' rows: pooled, seed-level and per seed
-    against each baseline (the first's named `differences*`, the others' with
-    `_vs_<baseline>` added), and each named variant's ablation."""
-    if diffs is None or diffs.empty:
-        return []
-    found = []
-    for i, (baseline, rows) in enumerate(_by_baseline(diffs)):
-        for table in (difference_table(rows, baseline), seed_difference_table(rows, baseline),
-                      seed_by_seed_table(rows, baseline)):
-            if table is not None:
-                table.name += f"_vs_{baseline.replace('/', '_')}" if i else ""
-                found.append(table)
-    return found + ablation_tables(diffs)
-
-
-def _by_baseline(diffs: "pd.DataFrame"):
-    """(baseline, its rows) of the differences that are not an ablation's, in the order the
-    aggregate wrote them (grid: selection.baselines); rows written before the column
-    existed are naive's."""
-    import pandas as pd
-
-    if "ablation" in diffs:
-        diffs = diffs[diffs["ablation"].isna()]
-    names = diffs.get("baseline", pd.Series("naive", index=diffs.index)).fillna("naive")
-    for name in dict.fromkeys(names):
-        yield name, diffs[names == name]
-
-
-ABLATION_NOTE = ("The variant {name} differs from {baseline} in the settings it gives. Rows: its paired difference "
-                 "from {baseline} (variant minus method; the same noise and source images) at each setting the two "
-                 "share (`matched`: the same checkpoint and the same value of every other setting, so only the "
-                 "variant's own setting differs) and at each one's own candidate selected on the validation split "
-                 "(`selected`: the fair comparison of what each gives). Test split; jobs/ablations.py.")
-
-
-def ablation_tables(diffs: "pd.DataFrame | None") -> list[Table]:
-    """Per named variant (jobs/ablations.py rows, `ablation` set): table `ablation_<variant>`
-    of its differences from its method, matched and selected, with the item-level intervals,
-    and `ablation_<variant>_seeds` with the seed-level ones (paired by training seed)."""
-    if diffs is None or diffs.empty or "ablation" not in diffs:
-        return []
-    out = []
-    for name, rows in diffs[diffs["ablation"].notna()].groupby("ablation", sort=False):
-        baseline = rows["baseline"].iloc[0]
-        rows = rows.drop(columns=["ablation"])
-        slug = f"ablation_{name.rpartition('/')[2]}"
-        note = ABLATION_NOTE.format(name=name, baseline=baseline)
-        for table, suffix, what in ((difference_table(rows, baseline), "", "item-level intervals"),
-                                    (seed_difference_table(rows, baseline), "_seeds", "seed-level intervals")):
-            if table is None:
-                continue
-            table.name = slug + suffix
-            table.title = f"Ablation: {name} against {baseline}, matched and selected ({what})"
-            table.notes = [note] + table.notes
-            out.append(table)
-    return out
-
-
-def write_tables(tables: list[Table], out_dir: Path, formats=("markdown", "latex", "csv")) -> list[Path]:
-    from runs.store import atomic_write_bytes
-
-    suffix = {"markdown": "md", "latex": "tex", "csv": "csv"}
-    written = []
-    for table in tables:
-        for fmt in formats:
-            path = Path(out_dir) / f"{table.name}.{suffix[fmt]}"
-            atomic_write_bytes(path, table.render(fmt).encode())
-            written.append(path)
-    return written

@@ -24,7 +24,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
 from runs.errors import UserError
 from runs.overrides import apply_overrides
-from runs.numbers import MAX_BATCH, MAX_RESOLUTION, MAX_STEPS, NoBool, Real, Seed, Whole
+from runs.numbers import MAX_RESOLUTION, NoBool, Real, Seed, Whole
 from runs.spec import EvalSettings as EvaluationConfig
 from runs.methods import ALL_PARAMS, METHODS, WEIGHTINGS, unit_name
 from runs.params import Batch, NetworkPreset, Precision, Steps, ZeroStage

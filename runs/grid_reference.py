@@ -18,7 +18,6 @@ import tokenize
 import typing
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, TypeAdapter

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 
 from runs.methods import Method
 from runs.methods.l2sp import PullToSource

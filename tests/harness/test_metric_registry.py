@@ -6,7 +6,7 @@ import pytest
 
 from report import metrics
 from report.selection import Criterion
-from report.tables import Table
+from report.table import Table
 
 
 def test_a_criterion_takes_its_direction_and_label_from_the_registry():

@@ -9,7 +9,8 @@ import pytest
 from scipy import linalg
 
 from report.results import CELLS_FILE, tidy, write_parquet
-from report.tables import paper_tables, prepare, seed_difference_table
+from report.differences import seed_difference_table
+from report.tables import paper_tables, prepare
 from runs.spec import EvalSpec
 from runs.store import RunFolder
 from jobs.cells import cells
@@ -234,7 +235,7 @@ def test_a_cell_s_fid_and_the_paired_baseline_are_one_definition(tmp_path):
 def test_each_training_seed_gets_its_own_paired_difference(tmp_path):
     """Per training seed: the source model against each naive run alone, on the same items,
     with the pooled rows (and their tables) unchanged; the per-seed table holds a row per seed."""
-    from report.tables import difference_table, seed_by_seed_table
+    from report.differences import difference_table, seed_by_seed_table
     from jobs.paired import differences, final_items, load, model_difference, statistics
 
     store, df = _store(tmp_path, [3])

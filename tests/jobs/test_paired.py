@@ -9,7 +9,8 @@ import pytest
 from harness.results import tidy
 from runs.spec import EvalSpec
 from runs.store import RunFolder
-from report.tables import difference_table, prepare
+from report.differences import difference_table
+from report.tables import prepare
 from jobs.evaluation.manifest import ProductEntry, write_manifest
 from jobs.paired import differences, final_items
 
@@ -94,7 +95,7 @@ def test_each_difference_is_shown_beside_its_models_training_cost(tmp_path):
 def test_each_baseline_gets_tables_of_its_own_and_swapping_the_pair_mirrors_the_difference(tmp_path):
     """selection.baselines [naive, sdft/sdft], as the aggregate writes them: the rows against
     sdft are the rows against naive seen from the other side (the same resampled items)."""
-    from report.tables import difference_tables
+    from report.differences import difference_tables
 
     store, df = _store(tmp_path, [0, 1], shift=0.5)
     both = differences(df, store, ("naive", "sdft/sdft"))

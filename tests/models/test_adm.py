@@ -17,7 +17,7 @@ import torch
 gd_script_util = pytest.importorskip("guided_diffusion.script_util")
 
 from harness.convert import main as convert_main  # noqa: E402
-from models.adm import PRESETS, SIDECAR, ADMConfig, build_unet, read_diffusion_info  # noqa: E402
+from models.adm import PRESETS, ADMConfig, build_unet, read_diffusion_info  # noqa: E402
 from models.networks import load_unet  # noqa: E402
 
 # 64 px, three levels (64, 32, 16 px), attention at 16 px and in the middle block with
