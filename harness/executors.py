@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from harness import warm
-from runs.config import ClusterConfig
+from runs.cluster import ClusterConfig
 from runs.grid import STAGE_JOBS, PlannedRun
 from runs.runtime import JOB_ENV, job_environment
 from runs.store import USER_CANCEL, RunFolder, now_iso

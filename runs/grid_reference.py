@@ -225,7 +225,7 @@ def _declared_comment(name: str) -> str | None:
     """The comments beside a setting declared in a module's table of declarations
     (runs.params: `Param("lr", ...)`), for the fields create_model makes from it; or a
     comment of the form "`name`: text" in the module that builds the model."""
-    for module in ("runs.params", "runs.adapters", "runs.config"):
+    for module in ("runs.params", "runs.adapters", "runs.config", "runs.cluster"):
         source = inspect.getsource(sys.modules[module]) if module in sys.modules else ""
         found = _comments(source.splitlines(keepends=True),
                           re.compile(r"^\s*\w+\(\s*[\"'](\w+)[\"']")).get(name)

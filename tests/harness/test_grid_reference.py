@@ -4,7 +4,7 @@ from typing import Literal
 
 from factories import run_module
 from runs import grid_reference
-from runs.config import Strict
+from runs.strict import Strict
 from runs.numbers import Real, Whole
 from report import readme
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from runs.config import ClusterConfig, GridConfig
+from runs.cluster import ClusterConfig
+from runs.config import GridConfig
 from harness.executors import SlurmExecutor
 from factories import smoke_grid
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from factories import ROOT, run_module, smoke_grid, write_grid
-from runs.config import ClusterConfig, load_grid
+from runs.cluster import ClusterConfig
+from runs.config import load_grid
 from runs.errors import UserError
 
 
