@@ -1,6 +1,6 @@
 """Metric rows of one evaluation product, and the calibration rows: functions of images and
 of typed inputs (the reference sets and classes, the feature extractors, the settings),
-built once per actor by jobs/evaluation/worker.py; nothing here knows the actor or Ray.
+built once per actor (jobs/evaluation/instruments.py); nothing here knows the actor or Ray.
 
 Unconditional samples: FID/KID against the target set and (built-in pair, or a folder
 target with a `reference`) the full target domain; the share of samples classified into the
@@ -41,7 +41,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, NamedTuple
+from typing import Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -49,6 +49,8 @@ import torch
 from report.metrics import metric as registered
 from runs.spec import EvalSettings, EvalSpec
 from jobs.evaluation import splits
+from jobs.evaluation.instruments import (Classes, Extractors, HeldOutCalls, ReferenceSet, References,
+                                         floor_positions, folder_labels_of, reference_subset, stack)
 from models import metrics
 from models.class_share import Calibration, corrected_interval, describe
 from models.data import open_dataset
@@ -59,96 +61,14 @@ from models.manifold import K_NEAREST, manifolds
 from models.sampling import CLIP_TOLERANCE
 
 # Intra-cluster LPIPS (Ojha et al. 2021): the first DIVERSITY_CENTRES target-training images
-# are the cluster centres (their 10-shot setting), the first DIVERSITY_SAMPLES samples are
-# clustered, at most DIVERSITY_PAIRS pairs per cluster. VGG at 64 px costs ~28 ms an image
-# on one busy core here, and the metric embeds each clustered sample about twice: ~11 s per
-# product at these caps (all 500 demo samples: ~28 s).
-DIVERSITY_CENTRES = 10
+# are the cluster centres (their 10-shot setting; jobs/evaluation/instruments.py), the first
+# DIVERSITY_SAMPLES samples are clustered, at most DIVERSITY_PAIRS pairs per cluster. VGG at
+# 64 px costs ~28 ms an image on one busy core here, and the metric embeds each clustered
+# sample about twice: ~11 s per product at these caps (all 500 demo samples: ~28 s).
 DIVERSITY_SAMPLES = 200
 DIVERSITY_PAIRS = 100
 CALIBRATION_SETS = ("target-train", "source", "held-out-half")
 CLASSIFIER_CALIBRATION = "classifier-calibration"      # the weighting of the classifier's confusion rows
-
-
-# ---------------------------------------------------------------- the inputs, built once per actor
-@dataclass(frozen=True)
-class Classes:
-    """A classifier over the data's classes and what the metrics need from the labels."""
-    extractor: str                      # the row's extractor: "builtin" or "labelled"
-    names: dict[int, str]
-    missing: list[int]
-    probabilities: Callable[[torch.Tensor], np.ndarray]    # uint8 images -> (N, classes)
-    ids: np.ndarray                     # class id of each probability column
-    source_labels: np.ndarray | None    # of the translation inputs (-1: unlabelled)
-    reference_labels: np.ndarray | None  # of the full domain
-    # several cross-fitted networks: held_out(images, network of each image) and the network
-    # that never trained on each full-domain image (listing order); `probabilities` scores
-    # image i of a set by network i mod the networks' count
-    held_out: Callable[[torch.Tensor, np.ndarray], np.ndarray] | None = None
-    folds: np.ndarray | None = None
-    description: str = ""               # what it trained on, for the calibration rows' note
-
-    def predict(self, images_u8: torch.Tensor, networks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(class id, confidence) per image; networks: which cross-fitted network scores each."""
-        if networks is not None and self.held_out is not None:
-            probs = self.held_out(images_u8, networks)
-        else:
-            probs = self.probabilities(images_u8)
-        return self.ids[probs.argmax(1)], probs.max(1)
-
-    def networks(self, positions: np.ndarray) -> np.ndarray | None:
-        """The network that never trained on each full-domain image (None: one network, that
-        trained on none of them)."""
-        return None if self.folds is None else self.folds[np.asarray(positions)]
-
-
-@dataclass(frozen=True)
-class HeldOutCalls:
-    """The classifier's calls on the calibration images (held-out real images in the target's
-    style that it never trained on): their labels, predicted class and confidence."""
-    labels: np.ndarray
-    predicted: np.ndarray
-    sure: np.ndarray
-
-    def calibration(self, missing, confidence: float) -> Calibration:
-        return Calibration(np.isin(self.labels, missing), np.isin(self.predicted, missing), self.sure >= confidence)
-
-
-class Extractors:
-    """Feature extractors by name (models.features.EXTRACTORS), each built when first asked
-    for, once per actor."""
-
-    def __init__(self):
-        self._built: dict[str, object] = {}
-
-    def __getitem__(self, name: str):
-        if name not in self._built:
-            from models.features import EXTRACTORS
-            self._built[name] = EXTRACTORS[name]()
-        return self._built[name]
-
-
-class ReferenceSet(NamedTuple):
-    images: torch.Tensor                # uint8
-    labels: np.ndarray | None           # None where unknown
-
-
-@dataclass(frozen=True)
-class References:
-    """What every product is measured against: the reference sets ("target" and, for the
-    built-in pair or a folder target with a `reference`, "full-domain"), the classes, and
-    the diversity metric's cluster centres (the first target-training images)."""
-    sets: dict[str, ReferenceSet]
-    classes: Classes | None
-    centres: torch.Tensor
-    calls: HeldOutCalls | None = None   # the classifier's calls on the calibration images
-
-    def calibration(self, confidence: float) -> Calibration | None:
-        return None if self.calls is None else self.calls.calibration(self.missing, confidence)
-
-    @property
-    def missing(self) -> list[int]:
-        return self.classes.missing if self.classes is not None else []
 
 
 @dataclass(frozen=True)
@@ -179,116 +99,6 @@ class Measured:
     @property
     def counts(self) -> dict[str, int]:
         return {"hits": self.hits, "lookups": self.lookups}
-
-
-def folder_labels_of(spec: EvalSpec):
-    """FolderLabels of a folder target with labels, else None."""
-    target = spec.target_data.model_dump()
-    if target["kind"] != "folder" or not target.get("labels"):
-        return None
-    from models.data.labels import folder_labels
-    return folder_labels(target["labels"], target["path"], target["reference"], spec.source_data.path)
-
-
-def classes_of(spec: EvalSpec, extractors: Extractors, sources: Callable[[], object]) -> Classes | None:
-    """sources() opens the translation inputs (their labels, on the built-in pair)."""
-    if spec.target_data.kind == "builtin-target":
-        from models.data.fashion_mnist import FMNIST_CLASSES
-        builtin = extractors["builtin"]
-        heldout = open_dataset(spec.target_data.model_dump(), split="heldout")
-        from models.evaluation_nets import FEATURE_RECIPE
-        return Classes("builtin", dict(enumerate(FMNIST_CLASSES)), list(spec.target_data.missing_classes),
-                       builtin.classify, np.arange(10), np.asarray(sources().labels),
-                       np.asarray(heldout.labels),
-                       description=f"the builtin feature network, trained on {FEATURE_RECIPE['per_domain']} "
-                       "source-split images, grey and painted, of every class; never on target-train or "
-                       "held-out images")
-    labels = folder_labels_of(spec)
-    if labels is None:
-        return None
-    from models.data import to_model_range
-    from models.evaluation_nets import LABELLED_RECIPE, labelled_classifiers, reference_folds
-
-    nets = labelled_classifiers(spec.source_data.model_dump(), spec.target_data.model_dump(), labels)
-    folds = reference_folds(len(labels.reference), len(nets))
-
-    @torch.no_grad()
-    def held_out(images_u8, networks, batch_size=500):
-        out = np.zeros((len(images_u8), len(labels.classes)), dtype=np.float64)
-        for k, net in enumerate(nets):
-            rows = np.flatnonzero(np.asarray(networks) == k)
-            for i in range(0, len(rows), batch_size):
-                chosen = torch.from_numpy(rows[i:i + batch_size])
-                out[rows[i:i + batch_size]] = net(to_model_range(images_u8[chosen]))[0].softmax(1).numpy()
-        return out
-
-    sizes = np.bincount(folds, minlength=len(nets))
-    source = int((labels.source >= 0).sum())
-    description = (f"{len(nets)} networks cross-fitted over the {len(folds)} labelled reference images "
-                   f"(network k trained on the {len(folds)} - {'/'.join(map(str, sizes))} reference images "
-                   f"outside fold k and on {min(source, LABELLED_RECIPE['max_source'])} labelled source images, "
-                   "none on the target-train images); a reference image is scored by the network that "
-                   "never saw it, image i of any other set by network i mod "
-                   f"{len(nets)}")
-    return Classes("labelled", {c: str(c) for c in labels.classes}, labels.missing,
-                   lambda images: held_out(images, np.arange(len(images)) % len(nets)),
-                   np.array(labels.classes), labels.source, labels.reference, held_out, folds, description)
-
-
-def references_of(spec: EvalSpec, classes: Classes | None, split: str | None = None) -> References:
-    """The reference image sets and their labels (the full domain's from the classes where
-    the data has none), and the diversity centres. With a split, the full domain is that
-    split's half (splits.reference_half); the target set is the same for both."""
-    s = spec.settings
-    target = spec.target_data.model_dump()
-    refs = {"target": open_dataset(target)}
-    if target["kind"] == "builtin-target" or target.get("reference"):
-        refs["full-domain"] = open_dataset(target, split="heldout")
-    sets = {}
-    for name, ds in refs.items():
-        pool = splits.reference_half(len(ds), split) if name == "full-domain" else np.arange(len(ds))
-        chosen = pool[reference_subset(len(pool), s.max_reference)]
-        labels = ds.labels
-        if labels is None and classes is not None and name == "full-domain":
-            labels = classes.reference_labels
-        sets[name] = ReferenceSet(_stack(ds, chosen), None if labels is None else np.asarray(labels)[chosen])
-    centres = _stack(refs["target"], range(min(DIVERSITY_CENTRES, len(refs["target"]))))
-    calls = None
-    if classes is not None and "full-domain" in refs:
-        heldout = refs["full-domain"]
-        positions = calibration_positions(len(heldout), s.max_reference, split)
-        labels = heldout.labels if heldout.labels is not None else classes.reference_labels
-        if labels is not None:
-            predicted, sure = classes.predict(_stack(heldout, positions), classes.networks(positions))
-            calls = HeldOutCalls(np.asarray(labels)[positions], predicted, sure)
-    return References(sets, classes, centres, calls)
-
-
-def floor_positions(total: int, max_reference: int, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The held-out domain (with a split, the split's half) split by parity: the noise floor's
-    images come from the even positions, its reference from the odd ones (at most
-    max_reference, a seeded choice)."""
-    pool = splits.reference_half(total, split)
-    even, odd = pool[0::2], pool[1::2]
-    return even, odd[reference_subset(len(odd), max_reference)]
-
-
-def calibration_positions(total: int, max_reference: int, split: str | None = None) -> np.ndarray:
-    """The classifier's calibration images: the floor's reference half (the odd positions),
-    so that the floor's own images (even) check the correction on images it did not use."""
-    return floor_positions(total, max_reference, split)[1]
-
-
-def reference_subset(total: int, size: int) -> np.ndarray:
-    """All indices when size >= total, else a sorted seeded choice of `size` (seed 0: the
-    same images for every model and every evaluation seed)."""
-    if size >= total:
-        return np.arange(total)
-    return np.sort(np.random.default_rng(0).choice(total, size, replace=False))
-
-
-def _stack(ds, indices) -> torch.Tensor:
-    return torch.stack([ds[i] for i in indices])
 
 
 def _boot_note(resamples: int, what: str = "images") -> str:
@@ -524,7 +334,7 @@ def calibration_sets(spec: EvalSpec, references: References, n: int, split: str 
     source = open_dataset(source_spec)            # the source model's training images
     even, odd = floor_positions(len(heldout), s.max_reference, split)
     ref_labels = classes.reference_labels if classes is not None else None
-    halves = {"full-domain": ReferenceSet(_stack(heldout, odd), labels_of(heldout, odd, ref_labels))}
+    halves = {"full-domain": ReferenceSet(stack(heldout, odd), labels_of(heldout, odd, ref_labels))}
     sets = {}
     for name, ds, indices, refs, fallback in (
             ("target-train", target, np.arange(min(n, len(target))), full, None),
@@ -540,7 +350,7 @@ def calibration_sets(spec: EvalSpec, references: References, n: int, split: str 
         if len(indices) < n:
             note += f"; only {len(indices)} images (not {n}): FID is biased upward at smaller n"
         networks = classes.networks(indices) if classes is not None and name == "held-out-half" else None
-        sets[name] = RealSet(_stack(ds, indices), labels_of(ds, indices, fallback), refs, note, networks)
+        sets[name] = RealSet(stack(ds, indices), labels_of(ds, indices, fallback), refs, note, networks)
     return sets
 
 

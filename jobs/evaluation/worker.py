@@ -21,7 +21,7 @@ class EvalWorker:
     def __init__(self, spec_json: str, run_dir: str, threads: int):
         import torch
 
-        from jobs.evaluation.measure import Extractors
+        from jobs.evaluation.instruments import Extractors
 
         torch.set_num_threads(threads)
         torch.set_flush_denormal(True)
@@ -73,7 +73,7 @@ class EvalWorker:
         """The reference sets, classes and diversity centres every product (of a split) is
         measured against."""
         if split not in self._references:
-            from jobs.evaluation.measure import classes_of, references_of
+            from jobs.evaluation.instruments import classes_of, references_of
             if self._references:
                 classes = next(iter(self._references.values())).classes
             else:
@@ -142,8 +142,8 @@ class EvalWorker:
         import numpy as np
         import torch
 
-        from jobs.evaluation.measure import (Pairs, Settings, _stack, measure, measure_calibration,
-                                             save_items)
+        from jobs.evaluation.instruments import stack
+        from jobs.evaluation.measure import Pairs, Settings, measure, measure_calibration, save_items
 
         if isinstance(job, CalibrationJob):
             found = measure_calibration(job.sizes, self.spec, self.references(job.split), self.extractors,
@@ -154,7 +154,7 @@ class EvalWorker:
         references = self.references(job.product.split)
         images = torch.from_numpy(np.load(job.images))
         if job.product.task != "unconditional":
-            pairs = Pairs(_stack(self.sources(), job.product.inputs(self.spec)[:len(images)]), "source")
+            pairs = Pairs(stack(self.sources(), job.product.inputs(self.spec)[:len(images)]), "source")
         elif job.source_samples:
             pairs = Pairs(torch.from_numpy(np.load(job.source_samples)), "source-model")
         else:

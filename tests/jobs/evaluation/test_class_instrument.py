@@ -30,7 +30,7 @@ def _pair(root):
 @pytest.fixture(scope="module")
 def instrument(tmp_path_factory):
     from runs.spec import EvalSpec
-    from jobs.evaluation import measure
+    from jobs.evaluation import instruments
     from models import evaluation_nets
 
     root = _pair(tmp_path_factory.mktemp("labelled"))
@@ -42,8 +42,8 @@ def instrument(tmp_path_factory):
     recipe = dict(evaluation_nets.LABELLED_RECIPE)
     evaluation_nets.LABELLED_RECIPE.update(min_steps=60)        # seconds, not a minute
     try:
-        classes = measure.classes_of(spec, measure.Extractors(), lambda: None)
-        references = measure.references_of(spec, classes)
+        classes = instruments.classes_of(spec, instruments.Extractors(), lambda: None)
+        references = instruments.references_of(spec, classes)
     finally:
         evaluation_nets.LABELLED_RECIPE.clear()
         evaluation_nets.LABELLED_RECIPE.update(recipe)
@@ -51,7 +51,8 @@ def instrument(tmp_path_factory):
 
 
 def test_held_out_images_are_scored_by_a_network_that_never_saw_them(instrument):
-    from jobs.evaluation.measure import calibration_positions, calibration_sets, floor_positions
+    from jobs.evaluation.instruments import calibration_positions, floor_positions
+    from jobs.evaluation.measure import calibration_sets
     from models.evaluation_nets import reference_folds
 
     spec, classes, references = instrument

@@ -3,7 +3,8 @@ the reference subset shared by every model, and measure() on images and typed in
 import numpy as np
 import pytest
 
-from jobs.evaluation.measure import Classes, Rows, class_share, reference_subset
+from jobs.evaluation.instruments import Classes, reference_subset
+from jobs.evaluation.measure import Rows, class_share
 
 
 def _classes(probabilities):
@@ -65,7 +66,8 @@ def test_measure_takes_images_and_typed_inputs_only(lpips_weights):
     import torch
 
     from runs.spec import EvalSettings
-    from jobs.evaluation.measure import Pairs, References, ReferenceSet, Settings, measure
+    from jobs.evaluation.instruments import References, ReferenceSet
+    from jobs.evaluation.measure import Pairs, Settings, measure
 
     g = torch.Generator().manual_seed(0)
     level = torch.tensor([50] * 4 + [200] * 4, dtype=torch.int16).view(8, 1, 1, 1)

@@ -111,14 +111,15 @@ class Indexed:
 
 
 def test_reference_sets_and_the_noise_floor_lie_in_the_splits_half(monkeypatch):
-    from jobs.evaluation import measure
+    from jobs.evaluation import instruments, measure
 
     heldout, target = Indexed(400), Indexed(50)
-    monkeypatch.setattr(measure, "open_dataset", lambda spec, split=None: heldout if split == "heldout" else target)
+    for module in (instruments, measure):
+        monkeypatch.setattr(module, "open_dataset", lambda spec, split=None: heldout if split == "heldout" else target)
     spec = EvalSpec.model_validate(eval_spec(splits=True, max_reference=60))
     used = {}
     for split in splits_of():
-        refs = measure.references_of(spec, None, split)
+        refs = instruments.references_of(spec, None, split)
         full = set(refs.sets["full-domain"].labels.tolist())
         half = set(splits.reference_half(400, split).tolist())
         assert len(full) == 60 and full <= half
@@ -132,7 +133,7 @@ def test_reference_sets_and_the_noise_floor_lie_in_the_splits_half(monkeypatch):
     assert not used["validation"] & used["test"]
     # no split: the whole domain, the floor by parity as before
     plain = EvalSpec.model_validate(eval_spec(max_reference=60))
-    sets = measure.calibration_sets(plain, measure.references_of(plain, None), 20)
+    sets = measure.calibration_sets(plain, instruments.references_of(plain, None), 20)
     assert sets["held-out-half"][1].tolist() == list(range(0, 40, 2))
 
 
