@@ -61,6 +61,19 @@ def flip_halves(batch, seed: int):
     return torch.where(chosen[:, None, None, None], batch.flip(-1), batch)
 
 
+def rank_batch(dataset, spec: RunSpec, step: int, rank: int, world: int):
+    """This rank's slice of the global batch at `step` (uint8 images), flipped where the run
+    flips; a function of (seed, step, rank) alone."""
+    import torch
+
+    micro = spec.batch_size // world
+    indices = global_batch_indices(len(dataset), spec.batch_size, spec.seed, step)
+    batch = torch.stack([dataset[i] for i in indices[rank * micro:(rank + 1) * micro]])
+    if spec.flip:
+        batch = flip_halves(batch, derived_seed(spec.seed, step, rank, "flip"))
+    return batch
+
+
 # ---------------------------------------------------------------- set-up
 def slurm_job_id() -> str | None:
     """This job's Slurm id as squeue shows it ('12_3' for an array task), or None."""
@@ -196,6 +209,42 @@ def append_log(folder: RunFolder, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+class LogWindow:
+    """The loss terms and wall seconds since the last log row. The first step of a process (a
+    compiled one compiles) is timed apart from the steady state; its loss still counts.
+    `train_s`: the loop's wall seconds so far (steps, EMA, snapshots, checkpoints; not the
+    set-up), carried over resumes: each log row's `train_s`, the cost the tables show."""
+
+    def __init__(self, train_s: float = 0.0, clock=time.perf_counter):
+        self.train_s, self.clock = train_s, clock
+        self.sums: dict[str, float] = {}
+        self.steps = self.timed = 0
+        self.start = clock()
+
+    def add(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.steps += 1
+        self.timed += 1
+
+    def first_step(self) -> float:
+        """The seconds of the step just added, which the steady rate leaves out."""
+        seconds = self.clock() - self.start
+        self.train_s += seconds
+        self.start, self.timed = self.clock(), 0
+        return seconds
+
+    def close(self, batch_size: int) -> tuple[dict[str, float], dict[str, float | None]]:
+        """(mean of each term, the steady rate and the seconds so far); a new window starts."""
+        elapsed = self.clock() - self.start
+        self.train_s += elapsed
+        means = {k: v / self.steps for k, v in self.sums.items()}
+        timing = {"images_per_s": self.timed * batch_size / max(elapsed, 1e-9) if self.timed else None,
+                  "step_s": elapsed / self.timed if self.timed else None, "train_s": self.train_s}
+        self.sums, self.steps, self.timed, self.start = {}, 0, 0, self.clock()
+        return means, timing
+
+
 # ---------------------------------------------------------------- the loop
 def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) -> Path:
     """Train (or resume) the run in `run_dir`; returns the saved EMA model folder.
@@ -261,22 +310,13 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
         folder.set_state("running", step=start, steps=spec.steps, error=None, host=socket.gethostname(),
                          pid=os.getpid(), job_id=slurm_job_id())
 
-    micro = spec.batch_size // world
     end = spec.steps if stop_after is None else min(spec.steps, stop_after)
     bar = tqdm(range(start, end), initial=start, total=spec.steps, disable=rank != 0,
                desc=f"{spec.label} {folder.run_id}", dynamic_ncols=True, mininterval=1.0)
-    window: dict[str, float] = {}
-    window_start, window_steps, timed_steps = time.perf_counter(), 0, 0
-    # the loop's wall seconds so far (steps, EMA, snapshots, checkpoints; not the set-up),
-    # carried over resumes: each log row's `train_s`, the cost the tables show
-    train_s = trained_seconds(folder, start) if start > 0 else 0.0
+    window = LogWindow(trained_seconds(folder, start) if start > 0 else 0.0)
     for step in bar:
         torch.manual_seed(derived_seed(spec.seed, step, rank, "dropout"))
-        indices = global_batch_indices(len(dataset), spec.batch_size, spec.seed, step)
-        batch = torch.stack([dataset[i] for i in indices[rank * micro:(rank + 1) * micro]])
-        if spec.flip:
-            batch = flip_halves(batch, derived_seed(spec.seed, step, rank, "flip"))
-        images = to_model_range(batch).to(engine.device)
+        images = to_model_range(rank_batch(dataset, spec, step, rank, world)).to(engine.device)
         generator = torch.Generator(device=engine.device).manual_seed(derived_seed(spec.seed, step, rank))
         terms = loss_fn(student_eps, images, teacher_eps, generator=generator)
         values = terms.as_floats()
@@ -287,17 +327,11 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
         engine.step()
         ema.update(engine.module)
 
-        for k, v in values.items():
-            window[k] = window.get(k, 0.0) + v
-        window_steps += 1
-        timed_steps += 1
+        window.add(values)
         if step == start:
-            # the first step (a compiled one compiles) is timed apart from the steady state
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            first_step_s = time.perf_counter() - window_start
-            train_s += first_step_s
-            window_start, timed_steps = time.perf_counter(), 0
+            first_step_s = window.first_step()
             if rank == 0:
                 append_log(folder, {"event": "first_step", "at_step": step + 1, "compile": compiled,
                                     "first_step_s": first_step_s, "time": time.time()})
@@ -311,17 +345,12 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
         if rank == 0 and (done_steps % spec.log_every == 0 or done_steps == spec.steps
                           or (start > 0 and step == start) or done_steps in spec.snapshot_steps
                           or done_steps % spec.checkpoint_every == 0):
-            elapsed = time.perf_counter() - window_start
-            train_s += elapsed
-            row = {"step": done_steps, **{k: v / window_steps for k, v in window.items()},
-                   "lr": optimizer.param_groups[0]["lr"], "ema_decay": ema.current_decay(),
-                   "images_per_s": timed_steps * spec.batch_size / max(elapsed, 1e-9) if timed_steps else None,
-                   "step_s": elapsed / timed_steps if timed_steps else None,
-                   "train_s": train_s, "time": time.time()}
+            means, timing = window.close(spec.batch_size)
+            row = {"step": done_steps, **means, "lr": optimizer.param_groups[0]["lr"],
+                   "ema_decay": ema.current_decay(), **timing, "time": time.time()}
             append_log(folder, row)
             trackers.scalars({k: v for k, v in row.items() if k not in ("step", "time")}, done_steps)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
-            window, window_start, window_steps, timed_steps = {}, time.perf_counter(), 0, 0
         if done_steps in spec.snapshot_steps and done_steps < spec.steps:
             save_both(ema, engine, folder.snapshot_dir(done_steps), rank)
         if done_steps % spec.checkpoint_every == 0 or done_steps == spec.steps:

@@ -157,3 +157,18 @@ def test_missing_init_model_is_a_user_error(tmp_path):
     spec["init"] = str(tmp_path / "no-such-model")
     proc = run_module("jobs.train", str(write_spec(tmp_path / "_runs" / "noinit", spec)))
     assert proc.returncode == 2 and "no-such-model" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_the_log_window_times_the_first_step_apart_and_keeps_its_loss():
+    """The first step's seconds (a compiled one compiles) stay out of the steady rate but in
+    train_s, which a resumed run carries on from; its loss counts in the first row's mean."""
+    from jobs.train import LogWindow
+
+    clock = iter([0.0, 10.0, 10.0, 12.0, 12.0, 13.0, 13.0])
+    window = LogWindow(train_s=5.0, clock=lambda: next(clock))
+    window.add({"loss": 4.0})
+    assert window.first_step() == 10.0
+    window.add({"loss": 2.0})
+    assert window.close(batch_size=8) == ({"loss": 3.0}, {"images_per_s": 4.0, "step_s": 2.0, "train_s": 17.0})
+    window.add({"loss": 1.0})
+    assert window.close(batch_size=8) == ({"loss": 1.0}, {"images_per_s": 8.0, "step_s": 1.0, "train_s": 18.0})
