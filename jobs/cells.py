@@ -44,7 +44,7 @@ import numpy as np
 from report.tables import CELL_KEYS, cell_key, reported_extractor, reported_reference
 from runs.store import RunFolder
 from jobs.evaluation.splits import items_name
-from jobs.paired import _mean, _ratio, calibration_of, final_items, load, units_of
+from jobs.paired import ItemShare, calibration_of, final_items, item_mean, load, units_of
 from models.class_share import CorrectedShare
 from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates, KernelReplicates
 from models.intervals import (N_RESAMPLES, Interval, Run, centered_interval, distinct_units,
@@ -124,7 +124,7 @@ def _statistic(metric: str, subset: str, items: dict, settings, context: dict):
     """statistic(indices into the items) -> float, or None where the items cannot give it."""
     task, ext, reference, missing, seeds = (context[k] for k in ("task", "ext", "reference", "missing", "seeds"))
     if metric in ITEM_METRICS:
-        return _mean(items[metric]) if metric in items else None
+        return item_mean(items[metric]) if metric in items else None
     if metric in FEATURE_METRICS:
         features = items.get(f"features_{ext}")
         if features is None or reference is None:
@@ -139,7 +139,7 @@ def _statistic(metric: str, subset: str, items: dict, settings, context: dict):
         return None
     kept = items["confidence"] >= settings.confidence
     if metric == "missing_class_share" and task == "unconditional":
-        return _ratio(np.isin(items["predicted"], missing) & kept, kept)
+        return ItemShare(np.isin(items["predicted"], missing) & kept, kept)
     if metric == CORRECTED and task == "unconditional":
         calibration = calibration_of(context["refs"], settings.confidence)
         return None if calibration is None else CorrectedShare(np.isin(items["predicted"], missing) & kept, kept,
@@ -148,7 +148,7 @@ def _statistic(metric: str, subset: str, items: dict, settings, context: dict):
         labels = items["labels"]
         lacking = np.isin(labels, missing)
         mask = {"all": labels >= 0, "missing-classes": lacking, "present-classes": (labels >= 0) & ~lacking}[subset]
-        return _ratio((items["predicted"] == labels) & mask & kept, mask & kept)
+        return ItemShare((items["predicted"] == labels) & mask & kept, mask & kept)
     return None
 
 

@@ -82,11 +82,12 @@ def load(paths: dict) -> dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------- statistics of item indices
-def _mean(values):
+def item_mean(values):
+    """The mean of the values at item indices."""
     return lambda idx: float(values[idx].mean())
 
 
-class _ratio:
+class ItemShare:
     """The share of hits among the items of the denominator (`kept`), of item indices."""
 
     def __init__(self, hits, kept):
@@ -137,17 +138,17 @@ def statistics(items: dict, task: str, extractor: str, reference: np.ndarray | N
         out["fid"] = (FrechetReplicates(items[f"features_{extractor}"], reference), N_RESAMPLES_FEATURE)
     for metric in ("psnr", "ssim", "lpips"):
         if metric in items:
-            out[metric] = (_mean(items[metric]), N_RESAMPLES)
+            out[metric] = (item_mean(items[metric]), N_RESAMPLES)
     if "predicted" in items:
         kept = items["confidence"] >= confidence
         if task == "unconditional":
             hits = np.isin(items["predicted"], missing) & kept
-            out["missing_class_share"] = (_ratio(hits, kept), N_RESAMPLES)
+            out["missing_class_share"] = (ItemShare(hits, kept), N_RESAMPLES)
             if calibration is not None:
                 out["missing_class_share_corrected"] = (CorrectedShare(hits, kept, calibration), N_RESAMPLES)
         elif "labels" in items:
             lacking = np.isin(items["labels"], missing) & kept
-            out["class_preservation"] = (_ratio((items["predicted"] == items["labels"]) & lacking, lacking),
+            out["class_preservation"] = (ItemShare((items["predicted"] == items["labels"]) & lacking, lacking),
                                          N_RESAMPLES)
     return out
 

@@ -41,7 +41,8 @@ class Sampled(NamedTuple):
         return self.x0_excess > tolerance
 
 
-def _excess(x0: torch.Tensor) -> torch.Tensor:
+def range_excess(x0: torch.Tensor) -> torch.Tensor:
+    """How far each image's x0 prediction reaches beyond [-1, 1] (its largest excess; 0 within)."""
     return (x0.abs() - 1.0).clamp(min=0).flatten(1).amax(1)
 
 
@@ -83,7 +84,7 @@ def ddim_loop(model: EpsModel, x: torch.Tensor, timesteps: list[int], schedule: 
         eps, _ = split_output(model(x, chain.model_timesteps(idx)), x.shape[1])
         x0 = chain.predict_x0(x, idx, eps)
         if i == 0:
-            excess = _excess(x0)
+            excess = range_excess(x0)
         if clip_denoised:
             x0 = x0.clamp(-1.0, 1.0)
             eps = chain.predict_eps(x, idx, x0)
@@ -134,7 +135,7 @@ def ancestral_sample(model: EpsModel, noise: torch.Tensor, schedule: NoiseSchedu
         idx = _batch_index(i, x)
         eps, var_values = split_output(model(x, chain.model_timesteps(idx)), x.shape[1])
         if i == 0:
-            excess = _excess(chain.predict_x0(x, idx, eps))
+            excess = range_excess(chain.predict_x0(x, idx, eps))
         mean, log_var, _ = chain.p_mean_variance(eps, var_values, x, idx, clip_denoised)
         z = _draw(step_noise[k] if step_noise is not None else None, generator, x)
         x = mean + torch.exp(0.5 * log_var) * z if i > 0 else mean
@@ -177,7 +178,7 @@ def sdedit(model: EpsModel, images: torch.Tensor, noise: torch.Tensor, t0: float
     grid = sampler_timesteps(respacing, num_steps, schedule.num_timesteps)
     k = start_index(t0, len(grid))
     if k == 0:
-        return Sampled(images.clone(), _excess(images))
+        return Sampled(images.clone(), range_excess(images))
     timesteps = grid[:k]
     t_start = torch.full((images.shape[0],), timesteps[-1], dtype=torch.long, device=images.device)
     x = schedule.add_noise(images, noise, t_start)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from models.networks import EpsModel, split_output
-from models.sampling import Sampled, _excess
+from models.sampling import Sampled, range_excess
 from models.schedule import NoiseSchedule
 
 Solver = Literal["dpm-solver++", "unipc"]
@@ -97,6 +97,6 @@ def solver_sample(model: EpsModel, noise: torch.Tensor, solver: str, num_steps: 
         if int(t) == last:
             # the last step's x0 prediction before clipping, as the DDIM path reports it
             a = float(abar[last])
-            excess = _excess((x - (1.0 - a) ** 0.5 * eps) / a ** 0.5)
+            excess = range_excess((x - (1.0 - a) ** 0.5 * eps) / a ** 0.5)
         x = scheduler.step(eps, t, x).prev_sample
     return Sampled(x, excess)
