@@ -228,10 +228,12 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
     layout(engine.module)
     ds_eps = eps_channels(engine, dtype)
 
+    # `del engine` below empties this closure's cell, freeing the engine before the samplers
+    # run; ds_step is not called after it
     def ds_step():
         terms = loss(ds_eps, images, teacher_eps)
-        engine.backward(terms.total)
-        engine.step()
+        engine.backward(terms.total)   # noqa: F821
+        engine.step()                  # noqa: F821
 
     steps: dict = {}
     if "deepspeed" in arms:
