@@ -57,11 +57,24 @@ def to_unit_hwc(images: torch.Tensor | np.ndarray, value_range: tuple[float, flo
     return x.permute(0, 2, 3, 1).numpy()
 
 
+def each_pair(measure, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`measure(a[i], b[i])` for every i, on the threads torch may use in this process (the
+    evaluation actor's share of the cores). The pairs are independent and scikit-image's
+    filters release the GIL: SSIM at 256 px took 18 ms a pair on one thread, 9.7 on two."""
+    threads = min(torch.get_num_threads(), len(a))
+    if threads <= 1:
+        return np.array([measure(x, y) for x, y in zip(a, b)])
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        return np.array(list(pool.map(measure, a, b)))
+
+
 def psnr(reference, test, value_range=(-1.0, 1.0)) -> np.ndarray:
     from skimage.metrics import peak_signal_noise_ratio
 
     a, b = to_unit_hwc(reference, value_range), to_unit_hwc(test, value_range)
-    return np.array([peak_signal_noise_ratio(x, y, data_range=1.0) for x, y in zip(a, b)])
+    return each_pair(functools.partial(peak_signal_noise_ratio, data_range=1.0), a, b)
 
 
 def ssim(reference, test, value_range=(-1.0, 1.0)) -> np.ndarray:
@@ -69,8 +82,7 @@ def ssim(reference, test, value_range=(-1.0, 1.0)) -> np.ndarray:
 
     a, b = to_unit_hwc(reference, value_range), to_unit_hwc(test, value_range)
     win = min(7, a.shape[1] - (1 - a.shape[1] % 2))
-    return np.array([structural_similarity(x, y, channel_axis=-1, data_range=1.0, win_size=win)
-                     for x, y in zip(a, b)])
+    return each_pair(functools.partial(structural_similarity, channel_axis=-1, data_range=1.0, win_size=win), a, b)
 
 
 class Lpips:

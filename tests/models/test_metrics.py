@@ -75,3 +75,37 @@ def test_an_image_in_minus_one_one_is_measured_as_its_zero_one_version():
 def test_ssim_of_identical_images_is_one():
     x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
     assert metrics.ssim(x, x, (0, 1)) == pytest.approx([1.0, 1.0])
+
+
+@pytest.fixture
+def two_torch_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_psnr_and_ssim_on_threads_give_each_pair_its_own_value_in_order(two_torch_threads):
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(7, 3, 16, 16, generator=g, dtype=torch.float64)
+    b = (a + torch.linspace(0.01, 0.3, 7, dtype=torch.float64).view(7, 1, 1, 1)
+         * torch.randn(a.shape, generator=g, dtype=torch.float64)).clamp(0, 1)     # a noise level per pair
+    x, y = a.permute(0, 2, 3, 1).numpy(), b.permute(0, 2, 3, 1).numpy()
+    assert metrics.psnr(a, b, (0, 1)) == pytest.approx(
+        [peak_signal_noise_ratio(p, q, data_range=1.0) for p, q in zip(x, y)], rel=1e-12)
+    assert metrics.ssim(a, b, (0, 1)) == pytest.approx(
+        [structural_similarity(p, q, channel_axis=-1, data_range=1.0, win_size=7) for p, q in zip(x, y)], rel=1e-12)
+
+
+def test_pairs_are_measured_two_at_a_time_on_two_threads(two_torch_threads):
+    import threading
+
+    both_running = threading.Barrier(2, timeout=10)      # broken unless two pairs run at once
+
+    def measure(p, q):
+        both_running.wait()
+        return float(p + q)
+
+    assert list(metrics.each_pair(measure, np.arange(4.0), np.ones(4))) == [1.0, 2.0, 3.0, 4.0]
