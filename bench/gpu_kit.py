@@ -15,6 +15,10 @@ constraints.txt, as wheels for the node's Python, in two kits:
     python bench/gpu_kit.py build                 # here, where pip reaches the registry
     python bench/gpu_kit.py install               # there: stdlib only; see below
 
+`build` also plans the calls that carry the kits (.whl/calls.json, and one line per call): a
+call carries at most 64 MiB, the working tree that travels with every call included, so the
+parts are sized to fit beside the tree as it is at build time.
+
 `install` runs once per call on the node. It installs the step kit where it was carried and
 collects the evaluate parts carried so far (under --site). Once all of them are there, it
 checks the tar's sha256 and installs it. So the parts can arrive in separate calls to a
@@ -48,6 +52,10 @@ RAY_UNUSED = ("ray/jars/", "ray/dashboard/client/build/")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64")
 MANIFEST = "manifest.json"
+# what one call to the lent machine carries: the working tree that travels with every call
+# (docs/speed.md) and the paths it names
+CALL_BYTES = 64 * 2**20
+SLACK = 2 * 2**20               # room for a file written between the build and the calls, and the manifest
 
 
 def pinned(names: tuple[str, ...], constraints: Path = ROOT / "constraints.txt") -> list[str]:
@@ -95,6 +103,46 @@ def split(archive: Path, folder: Path, part_bytes: int) -> dict:
     return manifest
 
 
+def travelling_bytes(root: Path = ROOT) -> int:
+    """What every call carries besides its kit: the files git tracks and the untracked ones
+    it does not ignore."""
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    return sum((root / n).stat().st_size for n in names if n and (root / n).is_file())
+
+
+def largest_part(tree: int) -> int:
+    """The largest evaluate part that fits one call beside the working tree and the manifest."""
+    room = CALL_BYTES - tree - SLACK
+    if room < 8 * 2**20:
+        raise SystemExit(f"the working tree that travels with every call is {tree / 2**20:.1f} MiB of "
+                         f"the {CALL_BYTES // 2**20} MiB a call carries: no room for the kits' parts")
+    return room
+
+
+def plan_calls(tree: int, parts: dict[str, int], step: int) -> list[dict]:
+    """The calls that bring the kits, in order: one per evaluate part (each with the manifest),
+    the step kit in the call with the most room, else in one of its own; the call that holds
+    the step kit goes last and runs the GPU script (it installs what it carries first)."""
+    manifest = f".whl/evaluate/{MANIFEST}"
+    calls = [{"carry": [f".whl/evaluate/{name}", manifest], "bytes": tree + size} for name, size in parts.items()]
+    roomiest = min(calls, key=lambda c: c["bytes"])
+    if roomiest["bytes"] + step + SLACK <= CALL_BYTES:
+        roomiest["carry"].append(".whl/step")
+        roomiest["bytes"] += step
+    else:
+        calls.append({"carry": [".whl/step"], "bytes": tree + step})
+    for call in calls:
+        if call["bytes"] + SLACK > CALL_BYTES:
+            raise SystemExit(f"a call carrying {', '.join(call['carry'])} would carry {call['bytes'] / 2**20:.1f} "
+                             f"MiB, over the {CALL_BYTES // 2**20} MiB a call carries; build with a smaller --part-mib")
+    calls.sort(key=lambda c: ".whl/step" in c["carry"])          # stable: the parts keep their order
+    for call in calls:
+        call["command"] = "python bench/gpu_kit.py install"
+    calls[-1].update(command="OUT_DIR=$OUT bash bench/gpu_all.sh", timeout_s=600)
+    return calls
+
+
 def collect(carried: Path, store: Path) -> Path | None:
     """Copies the parts carried in this call into `store`; the whole archive once every part
     is there (its sha256 checked), else None."""
@@ -125,7 +173,7 @@ def pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", *args], check=True)
 
 
-def build(out: Path, python_version: str, part_mib: int) -> None:
+def build(out: Path, python_version: str, part_mib: int | None) -> None:
     wheels = {kit: out / kit / "wheels" for kit in ("step", "evaluate")}
     for kit, names in (("step", STEP), ("evaluate", EVALUATE)):
         shutil.rmtree(out / kit, ignore_errors=True)
@@ -151,11 +199,19 @@ def build(out: Path, python_version: str, part_mib: int) -> None:
         tar.add(wheels["evaluate"], "wheels")
         tar.add(lpips, "lpips-weights")
     shutil.rmtree(out / "evaluate")
-    manifest = split(archive, out / "evaluate", part_mib * 2**20)
+    tree = travelling_bytes()
+    manifest = split(archive, out / "evaluate", part_mib * 2**20 if part_mib else largest_part(tree))
     archive.unlink()
-    step_mb = sum(f.stat().st_size for f in wheels["step"].iterdir()) / 1e6
-    print(json.dumps({"step_kit_mb": round(step_mb, 1), "evaluate_kit_mb": round(manifest["bytes"] / 1e6, 1),
-                      "evaluate_parts": manifest["parts"], "out": str(out)}))
+    step = sum(f.stat().st_size for f in wheels["step"].iterdir())
+    calls = plan_calls(tree, {n: (out / "evaluate" / n).stat().st_size for n in manifest["parts"]}, step)
+    (out / "calls.json").write_text(json.dumps(calls, indent=1) + "\n")
+    for i, call in enumerate(calls, 1):
+        print(f"call {i}: carry {' '.join(call['carry'])} ({call['bytes'] / 2**20:.1f} MiB with the tree, "
+              f"{CALL_BYTES // 2**20} at most); "
+              f"{call['command']}", file=sys.stderr)
+    print(json.dumps({"step_kit_mb": round(step / 1e6, 1), "evaluate_kit_mb": round(manifest["bytes"] / 1e6, 1),
+                      "evaluate_parts": manifest["parts"], "tree_mib": round(tree / 2**20, 1),
+                      "calls": str(out / "calls.json")}))
 
 
 def install(kit: Path, site: Path) -> None:
@@ -189,7 +245,8 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=ROOT / ".whl", help="the kits (default: .whl, ignored by git)")
     parser.add_argument("--site", type=Path, default=Path("/tmp/site"), help="install: where the packages go")
     parser.add_argument("--python-version", default="3.12", help="build: the GPU node's Python")
-    parser.add_argument("--part-mib", type=int, default=48, help="build: the largest evaluate part")
+    parser.add_argument("--part-mib", type=int, default=None,
+                        help="build: the largest evaluate part (default: what fits one call beside the working tree)")
     args = parser.parse_args()
     if args.command == "build":
         sys.path.insert(0, str(ROOT))
