@@ -60,7 +60,7 @@ def to_unit_hwc(images: torch.Tensor | np.ndarray, value_range: tuple[float, flo
 def each_pair(measure, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """`measure(a[i], b[i])` for every i, on the threads torch may use in this process (the
     evaluation actor's share of the cores). The pairs are independent and scikit-image's
-    filters release the GIL: SSIM at 256 px took 18 ms a pair on one thread, 9.7 on two."""
+    filters release the GIL: SSIM at 256 px took about 17 ms a pair on one thread, 10 on two."""
     threads = min(torch.get_num_threads(), len(a))
     if threads <= 1:
         return np.array([measure(x, y) for x, y in zip(a, b)])
