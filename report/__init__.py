@@ -5,7 +5,8 @@
 rendered as Markdown, LaTeX and CSV; `curve`: the forgetting curve's table; `selection`: each
 method's candidate chosen on the validation split; `metrics`: each metric's label, direction
 and tasks, declared once for all of them (the tables above selection and the table form, above
-metrics: .importlinter); `publish`, `readme`: the published results and the README's blocks.
+metrics: .importlinter); `publish`, `readme`: the published results and the README's blocks;
+`speed`: bench/'s goals and the GPU figures' table.
 jobs/aggregate.py calls these; the CLIs (`harness.tables`, `sdft tables`) only parse arguments
 and call them. No torch.
 """

@@ -12,8 +12,9 @@ differences.csv.gz (the paired differences' rows, tables `differences`,
 `differences_seeds` (their seed-level intervals), `differences_by_seed` (per training seed),
 the same with `_vs_<baseline>` added for each further baseline (selection.baselines), and
 each named variant's `ablation_<name>` and `ablation_<name>_seeds`) and
-forgetting_curve.csv.gz (the forgetting curve's points, table `forgetting_curve`). The path
-is relative to the Markdown file's folder. A block
+forgetting_curve.csv.gz (the forgetting curve's points, table `forgetting_curve`). A block
+whose file is bench/gpu_all.sh's figures (`.jsonl`) holds each named setting's GPU figures
+with their goals (report/speed.py). The path is relative to the Markdown file's folder. A block
 
     <!-- schema: grid -->
     ...
@@ -76,6 +77,10 @@ def render_block(source: Path, names: list[str]) -> str:
 
     if not source.is_file():
         raise UserError(f"{source}: no such tidy table (named by a tables block)")
+    if source.suffix == ".jsonl":
+        from report.speed import speed_table
+
+        return "".join(speed_table(source, name) + "\n\n" for name in names)
     cells = source.with_name(PUBLISHED_CELLS)
     tables = {table.name: table for table in paper_tables(
         load_results(source), read_metrics(cells) if cells.is_file() else None)}

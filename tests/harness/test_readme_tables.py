@@ -179,3 +179,22 @@ def test_every_result_the_answers_quote_is_in_one_of_their_generated_tables():
     assert readme.unquoted_results(text) == ["0.301", "1.234"]
     assert readme.unquoted_results(text, "## 1.") == ["0.301"]
     assert readme.unquoted_results(text, "## 2.") == ["1.234"]
+
+
+def test_a_gpu_figures_block_shows_the_last_line_of_its_setting_with_goals_and_what_is_missing(tmp_path):
+    figures = tmp_path / "adm-gpu-speed.jsonl"
+    figures.write_text("\n".join([
+        '{"setting": "gpu_bf16", "mfu": 0.5, "deepspeed_over_torch": 1.0}',          # an earlier run
+        '{"setting": "gpu_bf16_compiled", "mfu": 0.6}',
+        '{"setting": "gpu_bf16", "mfu": 0.2, "deepspeed_over_torch": 1.05, "unipc8_10k_projected_s": 250.0}',
+        ""]))
+    (tmp_path / "README.md").write_text("<!-- tables: adm-gpu-speed.jsonl gpu_bf16 -->\n<!-- end tables -->\n")
+    assert readme.update(tmp_path / "README.md")
+    lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+             for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| ")}
+    assert lines["MFU (of the card's dense bf16 peak)"] == ["0.2", ">= 0.35", "MISSED"]
+    assert lines["DeepSpeed over plain torch"] == ["1.05", "<= 1.1", "met"]
+    assert lines["unipc 8: 10,000 samples, s"] == ["250.0", "<= 300.0", "met"]
+    assert lines["dpm-solver++ 10: 10,000 samples, s"] == ["not measured", "<= 300.0", ""]
+    with pytest.raises(UserError, match="no line of setting 'gpu_fp16'"):
+        readme.render_block(figures, ["gpu_fp16"])
