@@ -165,6 +165,9 @@ def build_networks(spec: RunSpec, run_dir: Path, resolution: int):
             student = add_lora(student, a.rank, a.alpha, a.targets)
         except ValueError as err:        # peft's: a target that names no module of this network
             raise UserError(f"adapter.targets {a.targets!r}: {err}") from None
+    # diffusers' from_pretrained returns its model in eval mode: a student left so would never
+    # see its dropout (the paper fine-tunes with 0.1)
+    student.train()
     teacher = None
     if spec.method is not None and METHODS[spec.method].needs_source_model:
         teacher = load_unet(resolve_init(spec.init, run_dir), dtype=DTYPES[spec.precision]).eval().requires_grad_(False)

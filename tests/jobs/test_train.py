@@ -88,6 +88,23 @@ def test_sdft_two_processes_zero2_bf16(tiny_source):
     assert any(not torch.equal(raw[k].to(torch.bfloat16).float(), raw[k]) for k in raw)
 
 
+def test_a_finetuned_student_trains_with_its_dropout(tiny_source):
+    """diffusers' from_pretrained returns its model in eval mode, where dropout does nothing.
+    At step 1 the student still has the teacher's weights, so its distillation loss there is
+    its dropout's doing alone: none without dropout (up to rounding: 1.8e-33 was measured on
+    an AVX2-only CPU, where a forward with grad and one without take different kernels), some
+    with it."""
+    first = {}
+    for dropout in (0.0, 0.3):
+        spec = finetune_spec("sdft", steps=1, dropout=dropout, log_every=1, checkpoint_every=1)
+        run_dir = write_spec(tiny_source.parent / f"dropout-{dropout}", spec)
+        run_module("jobs.train", str(run_dir), check=True)
+        first[dropout] = next(r for r in RunFolder(run_dir).log_rows() if "loss" in r)
+    assert first[0.0]["loss_distill"] == pytest.approx(0, abs=1e-12)
+    assert first[0.0]["loss_aux"] == pytest.approx(0, abs=1e-12)
+    assert first[0.3]["loss_distill"] > 1e-6 and first[0.3]["loss_aux"] > 1e-6, first[0.3]
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     """Slow: it trains the same 60 steps twice (killed and resumed, and straight through),

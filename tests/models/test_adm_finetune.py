@@ -94,9 +94,8 @@ def test_converted_model_finetunes_with_sdft_and_samples_from_its_raw_weights(co
     assert folder.status == "done"
     rows = [r for r in folder.log_rows() if "loss" in r]
     assert len(rows) == 3 and all(r["loss_vb"] > 0 for r in rows)
-    # the student starts as the teacher (eps channels equal), then leaves it
-    assert rows[0]["loss_distill"] == rows[0]["loss_aux"] == 0
-    assert all(r["loss_distill"] > 0 and r["loss_aux"] > 0 for r in rows[1:])
+    # the student starts with the teacher's weights; its dropout (0.1) sets them apart from step 1
+    assert all(r["loss_distill"] > 0 and r["loss_aux"] > 0 for r in rows)
 
     # both folders are 6-channel models that still say what their channels are
     raw_dir = run_dir / "model-raw"
