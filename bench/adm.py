@@ -61,6 +61,7 @@ BF16_PEAK = [
     ("B200", 2250e12), ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12), ("A10G", 70e12), ("A10", 125e12),
 ]
 NO_GPU = "no GPU lent in this session"
+FINETUNE_DROPOUT = 0.1   # the paper's fine-tuning recipe (docs/recipe.md, grids/metfaces.yaml)
 PROFILE_CATEGORIES = [  # substrings of aten op names
     ("attention", ("scaled_dot_product", "flash_attention", "efficient_attention", "bmm", "softmax")),
     ("group_norm", ("group_norm",)),
@@ -74,13 +75,14 @@ def bf16_peak(name: str) -> float | None:
     return next((peak for key, peak in BF16_PEAK if key in name), None)
 
 
-def adm_config(resolution: int, width: int = 128):
+def adm_config(resolution: int, width: int = 128, dropout: float = 0.0):
     """ffhq_p2's flags at another input size and base width. Attention stays at downsampling
     16 and the head count at 8 (head width scales with the base width)."""
     from models.adm import ADMConfig
 
     return ADMConfig.from_flags({"image_size": resolution, "attention_resolutions": str(resolution // 16),
-                                 "num_channels": width, "num_head_channels": width // 2}, preset="ffhq-p2")
+                                 "num_channels": width, "num_head_channels": width // 2, "dropout": dropout},
+                                preset="ffhq-p2")
 
 
 def eps_channels(module: torch.nn.Module, dtype: torch.dtype):
@@ -173,7 +175,9 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
-    net = build_unet(adm_config(resolution, width)).to(device)      # random weights; dropout 0 as trained
+    # random weights; the student trains with the recipe's fine-tuning dropout, the teacher
+    # (eval mode) and the samplers run without it
+    net = build_unet(adm_config(resolution, width, dropout=FINETUNE_DROPOUT)).to(device)
     if gn_working:
         group_norm_in_working_precision(net)
     # NHWC after DeepSpeed's set-up: its parameter broadcast views them as contiguous bytes
@@ -188,7 +192,8 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
     loss = method("sdft").build_loss(lambda_distill=1.0, lambda_aux=1.0)
     out: dict = {"resolution": resolution, "num_channels": width, "batch": batch,
                  "parameters": sum(p.numel() for p in net.parameters()), "compile": compile,
-                 "zero_stage": zero_stage, "channels_last": channels_last, "group_norm_working_precision": gn_working}
+                 "zero_stage": zero_stage, "channels_last": channels_last, "group_norm_working_precision": gn_working,
+                 "dropout": FINETUNE_DROPOUT}
     autocast = precision != "fp32"
 
     def torch_step_of(student, optimizer, scaler, teacher_fn=teacher_eps):
