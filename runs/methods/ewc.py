@@ -54,8 +54,10 @@ def diagonal_fisher(model, batch_loss, batches) -> dict:
 
 
 def fisher_key(spec, fisher_batches: int) -> str:
+    """The cache's name for a Fisher: what computes it, the source's working precision included
+    (the job loads the source in the run's precision; the fp32 copy keeps bf16's rounding)."""
     what = {"init": spec.init, "source_data": spec.source_data.model_dump(mode="json"),
-            "fisher_batches": fisher_batches, "batch_size": spec.batch_size}
+            "fisher_batches": fisher_batches, "batch_size": spec.batch_size, "precision": spec.precision}
     return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -48,8 +48,10 @@ PARAMS = (
 # ----------------------------------------------------------------------------
 # The replay set.
 
-def replay_key(init: str, shape: tuple[int, ...], images: int, ddim_steps: int) -> str:
-    what = {"init": init, "shape": list(shape), "images": images, "ddim_steps": ddim_steps}
+def replay_key(init: str, shape: tuple[int, ...], images: int, ddim_steps: int, precision: str) -> str:
+    """The cache's name for a replay set: what generates it, the source's working precision
+    included (the job runs the source in the run's precision; bf16's images are not fp32's)."""
+    what = {"init": init, "shape": list(shape), "images": images, "ddim_steps": ddim_steps, "precision": precision}
     return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -81,7 +83,7 @@ def replay_set(source, context, images: int, ddim_steps: int, shape: tuple[int, 
 
     from runs.store import store_root_of
 
-    key = replay_key(context.spec.init, shape, images, ddim_steps)
+    key = replay_key(context.spec.init, shape, images, ddim_steps, context.spec.precision)
     cache = store_root_of(context.run_dir).parent / "_cache" / "replay" / f"{key}.safetensors"
     if cache.is_file():
         return load_file(cache)["images"]

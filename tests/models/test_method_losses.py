@@ -100,6 +100,11 @@ def test_the_fisher_is_computed_once_and_cached_by_the_source_run(tmp_path, monk
     monkeypatch.setattr("runs.methods.ewc.diagonal_fisher", lambda *a: pytest.fail("recomputed"))
     again = source_fisher(source, context, 2)
     assert all(torch.equal(first[n], again[n]) for n in first)
+    # a bf16 run's source has bf16 weights: its own Fisher, not the fp32 one
+    monkeypatch.undo()
+    bf16 = LossContext(spec.model_copy(update={"precision": "bf16"}), context.run_dir, context.device)
+    source_fisher(source.to(torch.bfloat16), bf16, 2)
+    assert len(list((tmp_path / "_cache" / "ewc-fisher").iterdir())) == 2
 
 
 def test_an_ewc_run_trains_with_its_fisher_and_logs_its_penalty(tiny_source):

@@ -78,6 +78,10 @@ def test_the_replay_set_is_generated_once_and_shared_by_source_and_settings(tmp_
     assert first.float().std() > 0                     # images, not a constant
     replay_set(source, LossContext(spec, tmp_path / "_runs" / "c", torch.device("cpu")), 4, 2, (3, 16, 16))
     assert calls == [3, 4] and len(list((tmp_path / "_cache" / "replay").iterdir())) == 2
+    # a bf16 run's source (loaded in bf16) makes other images: its own set, not the fp32 one
+    bf16 = spec.model_copy(update={"precision": "bf16"})
+    replay_set(source, LossContext(bf16, tmp_path / "_runs" / "d", torch.device("cpu")), 3, 2, (3, 16, 16))
+    assert calls == [3, 4, 3] and len(list((tmp_path / "_cache" / "replay").iterdir())) == 3
     # the first images of a larger set are the same images: the noise is seeded by index
     assert torch.equal(generate_replay(source.eval(), 2, (3, 16, 16), 2, "cpu"), first[:2])
 
