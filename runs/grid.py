@@ -231,6 +231,7 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
     base_dir = Path(base_dir)
     runs: dict[str, PlannedRun] = {}
     paths: list[tuple[str, str]] = []
+    folder_sources = any(d.source.pretrain is None for d in grid.datasets)   # where finetune.network is used
     for d_index, dataset in enumerate(grid.datasets):
         where = f"datasets[{d_index}]"
         if not isinstance(dataset.source, BuiltinSourceConfig):
@@ -259,7 +260,12 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
                 source_eval.run_id, "evaluate", source_eval, dataset.name, target.name, "source",
                 depends_on=deps))
             for method in grid.methods:
-                scratch_network = network or settings_for(grid, method).get("network")
+                asked = settings_for(grid, method).get("network")
+                if network is not None and asked not in (None, network) and not folder_sources:
+                    raise UserError(f"finetune.network: {asked!r} would be ignored: it is scratch's network when "
+                                    f"the source is a model folder, and {where} pretrains its source, whose "
+                                    f"network ({network!r}, {where}.source.pretrain.network) scratch trains")
+                scratch_network = network or asked
                 if not METHODS[method].starts_from_source and scratch_network is None:
                     raise UserError(f"{where}: {method} needs finetune.network when the source is a model folder")
                 evaluations: dict[str, str] = {}          # a finetune run's id -> its evaluation's

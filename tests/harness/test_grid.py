@@ -172,6 +172,26 @@ def test_two_grids_share_a_run_folder(tmp_path, ray_env):
     assert (results / "two" / "cells.parquet").is_file()      # the cells table, empty with one run a model
 
 
+def test_scratchs_network_is_required_where_used_and_refused_where_ignored(tmp_path):
+    """finetune.network is scratch's network when the source is a model folder: required
+    there; where every source is pretrained, scratch trains the pretrained network, and
+    another one asked for would be ignored, so it is refused in one line."""
+    def scratch_networks(**changes) -> set:
+        plan = expand(load_grid(write_grid(tmp_path, smoke_grid(methods=["scratch"], **changes))), tmp_path)
+        return {r.spec.network for r in plan.runs if r.stage == "finetune"}
+
+    assert scratch_networks() == {"tiny"}                           # smoke.yaml's pretrained network
+    assert scratch_networks(finetune__network="tiny") == {"tiny"}   # the same one: nothing ignored
+    with pytest.raises(UserError, match=r"finetune\.network: 'small' would be ignored.*"
+                                        r"datasets\[0\]\.source\.pretrain\.network") as err:
+        scratch_networks(finetune__network="small")
+    assert "\n" not in str(err.value)
+    folder = from_a_model_folder(tmp_path)
+    assert scratch_networks(finetune__network="small", **folder) == {"small"}
+    with pytest.raises(UserError, match=r"datasets\[0\]: scratch needs finetune\.network"):
+        scratch_networks(**folder)
+
+
 def test_dry_run_prints_the_plan(tmp_path):
     proc = run_module("harness.submit", str(SMOKE_GRID), "--dry-run",
                       "--results", str(tmp_path / "r"))
