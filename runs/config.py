@@ -169,8 +169,8 @@ class _FinetuneChecks(Strict):
 
 
 # The fine-tuning hyper-parameters, from their declarations (runs.params and each method's,
-# runs.methods); a list on any axis is a sweep. `network`: scratch's network when the source is a model folder
-# (refused where every source is pretrained and it names another network: scratch trains that one).
+# runs.methods); a list on any axis is a sweep.
+# `network`: scratch's network when the source is a model folder (with only pretrained sources, refused unless theirs).
 FinetuneSettings = create_model(
     "FinetuneSettings", __base__=_FinetuneChecks,
     network=(NetworkPreset | None, None),
