@@ -261,7 +261,7 @@ class EvalSettings(Strict):
     tasks: Annotated[list[Task], Field(min_length=1)] = ["unconditional", "sdedit", "egsde"]
     t0: Annotated[list[Real(gt=0, le=1)], Field(min_length=1)] = [0.5]
     num_translations: Whole(gt=1, le=MAX_IMAGES) = 500
-    checkpoint_steps: list[Whole(gt=0, le=MAX_STEPS)] = []   # earlier EMA snapshots to evaluate too
+    checkpoint_steps: list[Whole(gt=0, le=MAX_STEPS)] = []   # earlier snapshots to evaluate too (of the `weights` evaluated)
     checkpoint_methods: list[MethodName] = ["scratch", "naive", "sdft"]  # ... for these methods
     # the forgetting curve: earlier steps of naive and sdft, unconditional samples only, their
     # rows kept apart in curve.parquet (docs/evaluation-classes.md); [] (the default): no curve
