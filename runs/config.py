@@ -354,6 +354,24 @@ class GridConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _ema_sweeps_are_measured(self):
+        """A fine-tuned model is evaluated on its raw weights unless evaluation.weights is
+        ema; the EMA never feeds back into training, so a sweep of its settings would then
+        train runs whose measured weights are the same."""
+        if self.evaluation.weights == "ema":
+            return self
+        finetune = {name: getattr(self.finetune, name) for name in ("ema_decay", "ema_warmup")}
+        for where, settings in [(("finetune",), finetune),
+                                *((("per_method", key), raw) for key, raw in self.per_method_raw().items())]:
+            for name in ("ema_decay", "ema_warmup"):
+                value = settings.get(name)
+                if isinstance(value, list) and len(value) > 1:
+                    raise AtField((*where, name), "a sweep of the EMA, but fine-tuned models are evaluated on "
+                                                  "their raw weights (evaluation.weights: raw, the default): "
+                                                  "its runs would measure the same; set evaluation.weights: ema")
+        return self
+
+    @model_validator(mode="after")
     def _baselines_are_models(self):
         """Each baseline named is a model the grid trains: a method, one weighting of one
         (`sdft/sdft`), or a named variant. (The default, naive, may be absent: then the grid

@@ -296,7 +296,8 @@ class EvalSettings(Strict):
     # it in for fine-tuned models and drops it for the source model, which is evaluated as the
     # fine-tunes start from it (a given folder, or a pretrain run's EMA): it enters a run id
     # only where it has an effect, and then always, so that no evaluation made before it
-    # existed (of the EMA) is taken for one of the raw weights.
+    # existed (of the EMA) is taken for one of the raw weights. A sweep of finetune.ema_decay
+    # or ema_warmup needs "ema": the raw weights do not depend on them.
     weights: Literal["ema", "raw"] | None = None
     lpips_net: Literal["vgg", "alex"] = "vgg"   # LPIPS trunk; VGG as the official metric notebook
     # The sampled networks under torch.autocast in bf16 or fp16: convolutions and matmuls in

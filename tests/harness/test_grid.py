@@ -28,6 +28,9 @@ BAD_GRIDS = [
     ("bad missing class", dict(datasets__0__targets__0__missing_classes=[5, 12]), "missing_classes"),
     ("source without origin", dict(datasets__0__source__pretrain=DELETE), "pretrain"),
     ("timeout of one minute", dict(cluster__timeout_min=1), "cluster.timeout_min"),
+    ("EMA sweep of raw weights", dict(finetune__ema_decay=[0.99, 0.999]), "finetune.ema_decay: a sweep of the EMA"),
+    ("a method's EMA sweep of raw weights", dict(per_method={"naive": {"ema_warmup": [True, False]}}),
+     "per_method.naive.ema_warmup: a sweep of the EMA"),
 ]
 
 
@@ -39,6 +42,11 @@ def test_bad_grid_is_one_line_naming_file_and_field(tmp_path, case, changes, exp
     message = str(err.value)
     assert "\n" not in message and message.startswith(str(path)), message
     assert expected in message, message
+
+
+def test_an_ema_sweep_is_taken_where_the_ema_is_evaluated(tmp_path):
+    grid = smoke_grid(finetune__ema_decay=[0.99, 0.999], evaluation__weights="ema")
+    assert load_grid(write_grid(tmp_path, grid)).finetune.ema_decay == [0.99, 0.999]
 
 
 def test_bad_yaml_names_the_line(tmp_path):
