@@ -48,11 +48,11 @@ def test_fused_loss_equals_sum_of_separate_terms(nets):
     x = images()
     fused = loss(as_eps_model(student), x, as_eps_model(teacher), generator=torch.Generator().manual_seed(5))
     diff, distill, aux = separate_terms(loss, student, teacher, x, seed=5)
-    assert float(fused.diff) == pytest.approx(float(diff), abs=1e-5)
-    assert float(fused.distill) == pytest.approx(float(distill), abs=1e-5)
-    assert float(fused.aux) == pytest.approx(float(aux), abs=1e-5)
-    assert float(fused.total) == pytest.approx(float(diff + 0.7 * distill + 0.3 * aux), abs=1e-5)
-    assert float(fused.distill) > 0 and float(fused.aux) > 0
+    assert fused.diff.item() == pytest.approx(diff.item(), abs=1e-5)
+    assert fused.distill.item() == pytest.approx(distill.item(), abs=1e-5)
+    assert fused.aux.item() == pytest.approx(aux.item(), abs=1e-5)
+    assert fused.total.item() == pytest.approx((diff + 0.7 * distill + 0.3 * aux).item(), abs=1e-5)
+    assert fused.distill.item() > 0 and fused.aux.item() > 0
 
 
 def test_zero_lambdas_are_the_naive_loss_without_a_teacher_pass(nets):
@@ -68,7 +68,7 @@ def test_zero_lambdas_are_the_naive_loss_without_a_teacher_pass(nets):
                                                         generator=torch.Generator().manual_seed(3))
     naive = get("naive").build_loss()(as_eps_model(student), x, generator=torch.Generator().manual_seed(3))
     assert calls == []
-    assert float(sdft.total) == pytest.approx(float(naive.total), abs=1e-7)
+    assert sdft.total.item() == pytest.approx(naive.total.item(), abs=1e-7)
 
 
 def test_one_student_and_one_teacher_forward(nets):

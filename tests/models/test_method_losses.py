@@ -37,8 +37,8 @@ def test_l2sp_adds_lambda_times_the_squared_distance_to_the_source(source_and_st
     x = images(4)
     terms = loss(as_eps_model(student), x, generator=torch.Generator().manual_seed(2))
     naive = get("naive").build_loss()(as_eps_model(student), x, generator=torch.Generator().manual_seed(2))
-    assert float(terms.extra["l2sp"]) == pytest.approx(count * 0.01 ** 2, rel=1e-4)
-    assert float(terms.total - naive.total) == pytest.approx(0.5 * count * 0.01 ** 2, rel=1e-4)
+    assert terms.extra["l2sp"].item() == pytest.approx(count * 0.01 ** 2, rel=1e-4)
+    assert (terms.total - naive.total).item() == pytest.approx(0.5 * count * 0.01 ** 2, rel=1e-4)
     # its gradient is 2 lambda (theta - theta_src) on every weight
     student.zero_grad()
     loss.penalty().backward()
@@ -53,7 +53,7 @@ def test_l2sp_is_naive_at_the_source_weights(source_and_student):
     x = images(4)
     terms = loss(as_eps_model(student), x, generator=torch.Generator().manual_seed(1))
     naive = get("naive").build_loss()(as_eps_model(student), x, generator=torch.Generator().manual_seed(1))
-    assert float(terms.extra["l2sp"]) == 0.0 and float(terms.total) == pytest.approx(float(naive.total), abs=1e-7)
+    assert terms.extra["l2sp"].item() == 0.0 and terms.total.item() == pytest.approx(naive.total.item(), abs=1e-7)
 
 
 # ---------------------------------------------------------------- ewc
@@ -68,8 +68,8 @@ def test_ewc_weights_the_pull_by_the_fisher(source_and_student):
     x = images(4)
     terms = loss(as_eps_model(student), x, generator=torch.Generator().manual_seed(2))
     naive = get("naive").build_loss()(as_eps_model(student), x, generator=torch.Generator().manual_seed(2))
-    assert float(terms.extra["ewc"]) == pytest.approx(expected, rel=1e-4)
-    assert float(terms.total - naive.total) == pytest.approx(3.0 * expected, rel=1e-4)
+    assert terms.extra["ewc"].item() == pytest.approx(expected, rel=1e-4)
+    assert (terms.total - naive.total).item() == pytest.approx(3.0 * expected, rel=1e-4)
 
 
 def test_the_diagonal_fisher_is_the_mean_squared_batch_gradient():
@@ -134,8 +134,8 @@ def test_distillation_targets_differ_by_the_known_snr_factors(t):
              for target in ("eps", "v", "x0")}
     snr = float(NoiseSchedule().snr(torch.tensor([t])))
     for term in ("distill", "aux"):
-        eps = float(getattr(terms["eps"], term))
+        eps = getattr(terms["eps"], term).item()
         assert eps > 0
-        assert float(getattr(terms["v"], term)) == pytest.approx(eps * (1 + snr) / snr, rel=2e-4)
-        assert float(getattr(terms["x0"], term)) == pytest.approx(eps / snr, rel=2e-4)
-    assert float(terms["v"].diff) == float(terms["eps"].diff)          # L_diff stays the eps MSE
+        assert getattr(terms["v"], term).item() == pytest.approx(eps * (1 + snr) / snr, rel=2e-4)
+        assert getattr(terms["x0"], term).item() == pytest.approx(eps / snr, rel=2e-4)
+    assert terms["v"].diff.item() == terms["eps"].diff.item()          # L_diff stays the eps MSE
