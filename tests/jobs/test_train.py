@@ -105,6 +105,21 @@ def test_a_finetuned_student_trains_with_its_dropout(tiny_source):
     assert first[0.3]["loss_distill"] > 1e-6 and first[0.3]["loss_aux"] > 1e-6, first[0.3]
 
 
+def test_grad_clip_reaches_the_optimizer_step(tmp_path):
+    """One step from the same initial weights, data and noise, without and with a clip so small
+    that every gradient falls far below Adam's eps: the unclipped step moves the weights by
+    about lr, the clipped one by about 1000 times less. Were the clip not applied, the two
+    runs would end bitwise equal."""
+    lr, moved = 1e-3, {}
+    for clip in (None, 1e-9):
+        spec = pretrain_spec(steps=1, lr=lr, checkpoint_every=1, **({"grad_clip": clip} if clip else {}))
+        run_dir = write_spec(tmp_path / "_runs" / f"clip-{clip}", spec)
+        run_module("jobs.train", str(run_dir), check=True)
+        moved[clip] = raw_weights(run_dir)
+    gap = max(float((moved[None][k] - moved[1e-9][k]).abs().max()) for k in moved[None])
+    assert gap > 0.5 * lr, gap
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     """Slow: it trains the same 60 steps twice (killed and resumed, and straight through),
