@@ -360,11 +360,10 @@ class GridConfig(Strict):
         train runs whose measured weights are the same."""
         if self.evaluation.weights == "ema":
             return self
-        finetune = {name: getattr(self.finetune, name) for name in ("ema_decay", "ema_warmup")}
-        for where, settings in [(("finetune",), finetune),
-                                *((("per_method", key), raw) for key, raw in self.per_method_raw().items())]:
+        for where, settings in [(("finetune",), self.finetune),
+                                *((("per_method", key), over) for key, over in self.per_method.items())]:
             for name in ("ema_decay", "ema_warmup"):
-                value = settings.get(name)
+                value = getattr(settings, name)
                 if isinstance(value, list) and len(value) > 1:
                     raise AtField((*where, name), "a sweep of the EMA, but fine-tuned models are evaluated on "
                                                   "their raw weights (evaluation.weights: raw, the default): "
