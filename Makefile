@@ -42,9 +42,10 @@ demo: setup
 # Slurm needs root to install and start; elsewhere its tests skip (CI makes a skip a failure).
 # --no-loadscope-reorder: files go to the workers in tests/conftest.py's order (Slurm, then
 # slow files first); xdist would otherwise send the files with the most tests first.
+SUITE := $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 test: setup
 	@if [ "$$(id -u)" = 0 ]; then bash slurm/local-slurm.sh start; else echo "not root: Slurm tests will skip"; fi
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=10 tests
+	$(SUITE) --durations=10 tests
 
 # The suite as a CPU with fewer vector instructions would run it: ISA=avx2 (no AVX-512, as
 # many cloud and AMD machines) or ISA=default (no AVX at all); torch's kernels, oneDNN, OpenBLAS
@@ -58,10 +59,10 @@ ISA_ENV_default := ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 OPENBLAS
 test-other-cpu: setup
 	@if [ -z '$(ISA_ENV_$(ISA))' ]; then echo "ISA=$(ISA): expected avx2 or default" >&2; exit 2; fi
 	@if [ "$$(id -u)" = 0 ]; then bash slurm/local-slurm.sh start; fi
-	env $(ISA_ENV_$(ISA)) $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=10 tests
+	env $(ISA_ENV_$(ISA)) $(SUITE) --durations=10 tests
 
 test-fast: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests -m "not slurm and not slow"
+	$(SUITE) tests -m "not slurm and not slow"
 
 slurm-up:
 	bash slurm/local-slurm.sh start
