@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Union
 
 import yaml
-from pydantic import (BeforeValidator, Field, TypeAdapter, ValidationError,
+from pydantic import (AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationError,
                       StrictBool, create_model, field_validator, model_validator)
 
 from runs.cluster import ClusterConfig
@@ -32,6 +33,25 @@ from runs.spec import MethodName, Tracker, missing_classes
 from runs.strict import AtField, Strict
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+NAME_MAX, PATH_MAX = 255, 4096   # Linux's limits, in bytes: a longer name fails every lookup
+
+
+def _usable_path(value: str) -> str:
+    """A path the file system can look up; checked here so that no stat() fails later."""
+    encoded = os.fsencode(value)
+    if not encoded.strip():
+        raise ValueError("an empty path")
+    if b"\0" in encoded:
+        raise ValueError("a path cannot hold a NUL character")
+    if len(encoded) >= PATH_MAX:
+        raise ValueError(f"a path of {len(encoded)} bytes; the limit is {PATH_MAX - 1}")
+    longest = max(encoded.split(b"/"), key=len)
+    if len(longest) > NAME_MAX:
+        raise ValueError(f"a file or folder name of {len(longest)} bytes; the limit is {NAME_MAX}")
+    return value
+
+
+FilePath = Annotated[str, AfterValidator(_usable_path)]
 
 
 # ---------------------------------------------------------------- data
@@ -54,7 +74,7 @@ class PretrainSettings(Strict):
 
 class _SourceOrigin(Strict):
     pretrain: PretrainSettings | None = None
-    model: str | None = None   # a diffusers model folder: pretraining is skipped
+    model: FilePath | None = None   # a diffusers model folder: pretraining is skipped
 
     @model_validator(mode="after")
     def _one_origin(self):
@@ -71,7 +91,7 @@ class BuiltinSourceConfig(_SourceOrigin):
 
 class FolderSourceConfig(_SourceOrigin):
     kind: Literal["folder"]
-    path: str
+    path: FilePath
     resolution: Whole(gt=0, le=MAX_RESOLUTION)
 
 
@@ -87,11 +107,11 @@ class BuiltinTargetConfig(Strict):
 class FolderTargetConfig(Strict):
     name: Name
     kind: Literal["folder"]
-    path: str
+    path: FilePath
     # the held-out full target domain (full-domain FID/KID, P/R, calibration rows)
-    reference: str | None = None
+    reference: FilePath | None = None
     # a CSV `file,label` over target, reference and source images: class metrics
-    labels: str | None = None
+    labels: FilePath | None = None
 
     @model_validator(mode="after")
     def _labels_need_a_reference(self):
