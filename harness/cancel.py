@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+from harness.arguments import OneLineParser, path_arg
 from runs.errors import UserError, exit_on_user_error, quiet_broken_pipe
 from harness.status import grid_folder
 from runs.store import USER_CANCEL, RunFolder, Store, now_iso
@@ -27,10 +28,10 @@ GRACE_S = 15.0        # a local job's time to end after SIGTERM (a Ray evaluatio
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m harness.cancel", description=__doc__.splitlines()[0])
-    parser.add_argument("grid", help="results/<grid>, or a grid's name in --results")
+    parser = OneLineParser(prog="python -m harness.cancel", description=__doc__.splitlines()[0])
+    parser.add_argument("grid", type=path_arg, help="results/<grid>, or a grid's name in --results")
     parser.add_argument("--runs", nargs="+", default=[], metavar="ID", help="only these runs (an id or its prefix)")
-    parser.add_argument("--results", default="results", help="results root for a grid given by name (default: results)")
+    parser.add_argument("--results", default="results", type=path_arg, help="results root for a grid given by name (default: results)")
     return parser.parse_args(argv)
 
 

@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.arguments import OneLineParser
 from runs.errors import UserError, exit_on_user_error
 
 # subcommand -> (module whose main(argv) it runs, one line for --help); the modules are
@@ -38,13 +39,6 @@ COMMANDS = {
     "bench": (None, "run the benchmarks in bench/ (bench/run_all.py) and print their figures"),
 }
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "run_all.py"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Bad arguments raise UserError (one line, exit 2) instead of printing the usage block."""
-
-    def error(self, message: str):
-        raise UserError(f"{self.prog}: {message}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

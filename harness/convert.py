@@ -15,6 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
+from harness.arguments import OneLineParser, path_arg
 from runs.errors import UserError, exit_on_user_error
 
 # guided-diffusion's script flags: (type, help). Defaults stay in models.adm.ADMConfig.
@@ -50,20 +51,13 @@ def str2bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Bad arguments raise UserError (one line, exit 2) instead of printing the usage block."""
-
-    def error(self, message: str):
-        raise UserError(f"{self.prog}: {message}")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog="python -m harness.convert", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
     adm = sub.add_parser("adm", help="a guided-diffusion UNetModel state dict (.pt)",
                          description="Flags are guided-diffusion's, under its names and with its defaults.")
-    adm.add_argument("checkpoint", help="the .pt state dict (loaded with weights_only=True)")
-    adm.add_argument("out_dir", help="the model folder to write; must not exist")
+    adm.add_argument("checkpoint", type=path_arg, help="the .pt state dict (loaded with weights_only=True)")
+    adm.add_argument("out_dir", type=path_arg, help="the model folder to write; must not exist")
     adm.add_argument("--preset", help="ffhq-p2: P2-weighting's ffhq_p2.pt (the paper's source model)")
     for name, (kind, text) in ADM_FLAGS.items():
         adm.add_argument(f"--{name}", type=str2bool if kind == "bool" else kind, default=argparse.SUPPRESS,

@@ -12,16 +12,17 @@ import sys
 import time
 from pathlib import Path
 
+from harness.arguments import OneLineParser, path_arg
 from runs.errors import UserError, exit_on_user_error, quiet_broken_pipe
 from runs.store import RunFolder, Store
 from harness.subset import find_run_id
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m harness.logs", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m harness.logs", description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a run id (or a prefix of one)")
     parser.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
-    parser.add_argument("--results", default="results", help="results root (default: results)")
+    parser.add_argument("--results", default="results", type=path_arg, help="results root (default: results)")
     return parser.parse_args(argv)
 
 

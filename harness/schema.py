@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 
+from harness.arguments import OneLineParser
 from runs.errors import exit_on_user_error, quiet_broken_pipe
 
 NOTES_WIDTH = 60          # the plain table wraps the notes, so that a row stays readable
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m harness.schema", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m harness.schema", description=__doc__.splitlines()[0])
     parser.add_argument("--format", choices=("text", "markdown"), default="text")
     return parser.parse_args(argv)
 

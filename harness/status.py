@@ -9,10 +9,10 @@ ran out of memory. Below the table, the log file of every failed or lost run
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from harness.arguments import OneLineParser, path_arg
 from runs.errors import UserError, clean_text, exit_on_user_error, quiet_broken_pipe
 from runs.methods import run_label
 from runs.store import CorruptFile, RunFolder, Store
@@ -93,9 +93,9 @@ def status_table(store: Store, grid: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m harness.status", description=__doc__.splitlines()[0])
-    parser.add_argument("grid_dir", help="results/<grid>, or a grid's name in --results")
-    parser.add_argument("--results", default="results", help="results root for a grid given by name (default: results)")
+    parser = OneLineParser(prog="python -m harness.status", description=__doc__.splitlines()[0])
+    parser.add_argument("grid_dir", type=path_arg, help="results/<grid>, or a grid's name in --results")
+    parser.add_argument("--results", default="results", type=path_arg, help="results root for a grid given by name (default: results)")
     args = parser.parse_args(argv)
     with quiet_broken_pipe(), exit_on_user_error():
         print(status_table(*grid_folder(args.grid_dir, args.results)))

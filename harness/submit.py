@@ -26,6 +26,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.arguments import OneLineParser, path_arg
 from runs.budget import candidate_compute, candidates, estimate_seconds, unequal
 from runs.compute import unmatched
 from runs.config import GridConfig, grid_mapping, validate_grid
@@ -59,8 +60,8 @@ class Triage:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m harness.submit", description=__doc__.splitlines()[0])
-    parser.add_argument("grid", help="the grid file (YAML)")
+    parser = OneLineParser(prog="python -m harness.submit", description=__doc__.splitlines()[0])
+    parser.add_argument("grid", type=path_arg, help="the grid file (YAML)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="override a setting of the file, e.g. finetune.lr=3e-4 'seeds=[0,1]'")
     parser.add_argument("--print", dest="show", action="store_true",
@@ -68,7 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--executor", choices=("auto", "slurm", "local"), default="auto",
                         help="auto: Slurm where `sinfo` answers, else this machine")
     parser.add_argument("--dry-run", action="store_true", help="print the expanded runs; submit nothing")
-    parser.add_argument("--results", default="results", help="results root (default: results)")
+    parser.add_argument("--results", default="results", type=path_arg, help="results root (default: results)")
     parser.add_argument("--wait", action="store_true", help="block until the submitted jobs end")
     parser.add_argument("--retry-failed", action="store_true", help="resubmit failed runs too")
     parser.add_argument("--retry-cancelled", action="store_true",

@@ -14,9 +14,10 @@ the arguments.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from harness.arguments import OneLineParser, path_arg
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,12 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     from report.table import write_tables
     from report.tables import paper_tables
 
-    parser = argparse.ArgumentParser(prog="python -m harness.tables", description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="*", help="results/<grid> folders (or metrics files)")
+    parser = OneLineParser(prog="python -m harness.tables", description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="*", type=path_arg, help="results/<grid> folders (or metrics files)")
     parser.add_argument("--format", choices=("latex", "markdown", "csv"), default="markdown")
-    parser.add_argument("--out", default=None, help="also write each table to this folder")
-    parser.add_argument("--publish", metavar="DIR", help="copy one grid's report and tidy table into DIR")
-    parser.add_argument("--readme", metavar="FILE", nargs="*",
+    parser.add_argument("--out", default=None, type=path_arg, help="also write each table to this folder")
+    parser.add_argument("--publish", metavar="DIR", type=path_arg, help="copy one grid's report and tidy table into DIR")
+    parser.add_argument("--readme", metavar="FILE", nargs="*", type=path_arg,
                         help="fill the generated blocks of these Markdown files (none given: "
                              "README.md and docs/*.md)")
     parser.add_argument("--select-by", default="fid", metavar="CRITERION",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Union
@@ -29,29 +28,12 @@ from runs.numbers import MAX_RESOLUTION, NoBool, Real, Seed, Whole
 from runs.spec import EvalSettings as EvaluationConfig
 from runs.methods import ALL_PARAMS, METHODS, WEIGHTINGS, unit_name
 from runs.params import Batch, NetworkPreset, Precision, Steps, ZeroStage
+from runs.paths import check_path
 from runs.spec import MethodName, Tracker, missing_classes
 from runs.strict import AtField, Strict
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
-NAME_MAX, PATH_MAX = 255, 4096   # Linux's limits, in bytes: a longer name fails every lookup
-
-
-def _usable_path(value: str) -> str:
-    """A path the file system can look up; checked here so that no stat() fails later."""
-    encoded = os.fsencode(value)
-    if not encoded.strip():
-        raise ValueError("an empty path")
-    if b"\0" in encoded:
-        raise ValueError("a path cannot hold a NUL character")
-    if len(encoded) >= PATH_MAX:
-        raise ValueError(f"a path of {len(encoded)} bytes; the limit is {PATH_MAX - 1}")
-    longest = max(encoded.split(b"/"), key=len)
-    if len(longest) > NAME_MAX:
-        raise ValueError(f"a file or folder name of {len(longest)} bytes; the limit is {NAME_MAX}")
-    return value
-
-
-FilePath = Annotated[str, AfterValidator(_usable_path)]
+FilePath = Annotated[str, AfterValidator(check_path)]
 
 
 # ---------------------------------------------------------------- data

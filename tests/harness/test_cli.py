@@ -62,3 +62,24 @@ def test_a_bad_subcommand_is_one_line_and_exit_2(argv, expected):
 def test_bench_forwards_to_run_all():
     proc = run_module("harness.cli", "bench", "--help", check=True)
     assert proc.stdout.startswith("usage: run_all.py") and "--only" in proc.stdout
+
+
+LONG_NAME = "z" * 300
+
+
+@pytest.mark.parametrize("argv,expected", [
+    # an unknown option, or the missing positional argument argparse names first
+    *[([name, "--frob"], f"error: python -m harness.{name}: ") for name in SUBCOMMANDS if name not in ("bench", "convert")],
+    (["convert", "frob"], "argument KIND: invalid choice: 'frob'"),
+    (["status", ""], "argument grid_dir: an empty path"),
+    (["cancel", f"results/{LONG_NAME}"], "argument grid: a file or folder name of 300 bytes; the limit is 255"),
+    (["tables", f"results/{LONG_NAME}"], "argument results: a file or folder name of 300 bytes"),
+    (["convert", "adm", "model.pt", f"out/{LONG_NAME}"], "argument out_dir: a file or folder name of 300 bytes"),
+    (["submit", str(SMOKE_GRID), "--results", "/".join(["d" * 99] * 42)], "argument --results: a path of 4199 bytes"),
+])
+def test_every_subcommands_bad_argument_is_one_line_and_exit_2(argv, expected):
+    """Not argparse's usage block, and no traceback from stat() on a path no file system takes."""
+    proc = run_module("harness.cli", *argv)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
