@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,8 +39,8 @@ from runs.overrides import grid_text
 from runs.store import USER_CANCEL, Store
 from harness.subset import select
 
-
 MAX_RESUBMITS = 3     # automatic resubmits of one lost run; then it needs --retry-failed
+LOCK_WAIT_S = 30.0    # how long a submission waits for another to the same results root
 
 
 @dataclass
@@ -369,29 +370,31 @@ def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path
     check_inputs(grid, grid_path.resolve().parent, grid_path, dry_run)
     store = Store(results)
     check_grid_name(store, whole, grid_path)
-    todo = triage(plan, store, retry_failed, retry_cancelled)
-    for note in todo.notes:
-        print(f"note: {note}", file=sys.stderr)
-    summary = {"grid": grid.name, "runs": len(plan.runs), "submitted": 0, "skipped_done": len(todo.done),
-               "skipped_running": len(todo.running), "skipped_failed": todo.skipped_failed}
-    if plan is not whole:
-        summary["grid_runs"] = len(whole.runs)
-    if dry_run:
-        print(plan_table(plan, todo))
-        print("\n".join(budget_lines(plan, counts)))
-        return summary
+    # a dry run reads; a submission decides what to start and records it under the lock
+    with nullcontext() if dry_run else store.submission_lock(wait_s=LOCK_WAIT_S):
+        todo = triage(plan, store, retry_failed, retry_cancelled)
+        for note in todo.notes:
+            print(f"note: {note}", file=sys.stderr)
+        summary = {"grid": grid.name, "runs": len(plan.runs), "submitted": 0, "skipped_done": len(todo.done),
+                   "skipped_running": len(todo.running), "skipped_failed": todo.skipped_failed}
+        if plan is not whole:
+            summary["grid_runs"] = len(whole.runs)
+        if dry_run:
+            print(plan_table(plan, todo))
+            print("\n".join(budget_lines(plan, counts)))
+            return summary
 
-    # Everything is valid: only now is anything written. The record is the whole grid,
-    # as resolved: the file's own text, or with overrides the mapping they made.
-    text = grid_text(raw, str(grid_path), overrides) if overrides else grid_path.read_text()
-    grid_dir = store.write_grid(grid.name, text, grid.canonical_json())
-    store.keep_grid_runs(grid.name, {r.run_id for r in whole.runs})     # an earlier aggregate's link
-    for run in whole.runs:
-        store.add_run(grid.name, run.run_id, run.spec.model_dump(mode="json"))
-    for run_id, (status, info) in todo.updates.items():
-        store.run(run_id).set_state(status, **info)
-    runner = make_executor(executor, plan, grid_dir, todo)
-    job_ids = submit_plan(runner, plan, store, todo)
+        # Everything is valid: only now is anything written. The record is the whole grid,
+        # as resolved: the file's own text, or with overrides the mapping they made.
+        text = grid_text(raw, str(grid_path), overrides) if overrides else grid_path.read_text()
+        grid_dir = store.write_grid(grid.name, text, grid.canonical_json())
+        store.keep_grid_runs(grid.name, {r.run_id for r in whole.runs})     # an earlier aggregate's link
+        for run in whole.runs:
+            store.add_run(grid.name, run.run_id, run.spec.model_dump(mode="json"))
+        for run_id, (status, info) in todo.updates.items():
+            store.run(run_id).set_state(status, **info)
+        runner = make_executor(executor, plan, grid_dir, todo)
+        job_ids = submit_plan(runner, plan, store, todo)
     summary["submitted"] = len([r for r in todo.submit if r.run_id in job_ids])
     summary["executor"] = runner.name
     if wait and runner.name == "slurm":

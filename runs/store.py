@@ -8,9 +8,13 @@ A run folder is found by its id, so two grids with the same run share one traini
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
+import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +29,7 @@ from runs.errors import UserError, one_line
 STATUSES = ("pending", "submitted", "running", "done", "failed", "lost", "cancelled")
 USER_CANCEL = "user"
 RUNS_DIR = "_runs"
+SUBMIT_LOCK = ".submit.lock"
 
 
 def now_iso() -> str:
@@ -225,6 +230,45 @@ class Store:
         for folder in self.grid_runs(name):
             if folder.run_id not in run_ids and folder.path.is_symlink():
                 folder.path.unlink()
+
+    @contextmanager
+    def submission_lock(self, wait_s: float = 30.0, poll_s: float = 0.5):
+        """One submission at a time per results root. Two at once (two terminals, a script
+        that submits grids sharing a source model) would both find a run not yet submitted
+        and both start it, two jobs writing one run folder. A Slurm submission holds it for
+        the seconds its sbatch calls take; a local one for as long as its jobs run.
+        flock: released by the kernel when the holder dies, however it dies."""
+        path = self.runs_root / SUBMIT_LOCK
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as handle:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    locked = True
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        handle.seek(0)
+                        holder = handle.read().strip() or "its holder unknown"
+                        raise UserError(f"{path}: another submission to this results root is running "
+                                        f"({holder}); submit again when it has ended") from None
+                    time.sleep(poll_s)
+                except OSError as err:      # ENOLCK: a network file system mounted without locks
+                    print(f"warning: {path}: no lock ({err.strerror}); two submissions to this "
+                          f"results root at once would both start the runs they share", file=sys.stderr)
+                    locked = False
+                    break
+            if locked:
+                handle.truncate(0)
+                handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {now_iso()}\n")
+                handle.flush()
+            try:
+                yield
+            finally:
+                if locked:
+                    handle.truncate(0)
+                    fcntl.flock(handle, fcntl.LOCK_UN)
 
     def write_grid(self, name: str, source_text: str, canonical: str) -> Path:
         folder = self.grid_dir(name)

@@ -1,14 +1,18 @@
 """The results store: a corrupt state.json is named in one line, and writes are atomic."""
+import fcntl
 import os
+import subprocess
+import sys
 
 import pytest
 
-from factories import SMOKE_GRID, run_module
+import harness.submit as submit_module
+from factories import ROOT, SMOKE_GRID, run_module
 from runs.config import load_grid
 from runs.errors import UserError
 from runs.grid import expand
 from harness.status import status_table
-from runs.store import CorruptFile, RunFolder, Store, atomic_write_json, read_json
+from runs.store import SUBMIT_LOCK, CorruptFile, RunFolder, Store, atomic_write_json, read_json
 from harness.submit import submit
 
 
@@ -86,3 +90,40 @@ def test_a_write_replaces_the_file_in_one_rename(tmp_path, monkeypatch):
     atomic_write_json(path, {"status": "failed"})
     assert len(seen) == 1 and seen[0][0] == {"status": "done"} and '"failed"' in seen[0][1]
     assert read_json(path) == {"status": "failed"}
+
+
+def lock_is_free(store: Store) -> bool:
+    with open(store.runs_root / SUBMIT_LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
+
+
+def test_one_submission_at_a_time_per_results_root(tmp_path, monkeypatch):
+    """Two submissions at once would both start the runs they share (two jobs in one run
+    folder). While another process holds the lock a submission waits, then says who holds
+    it in one line and writes nothing; once that process is gone (SIGKILL: the kernel lets
+    go) a submission decides and starts its runs under the lock, and releases it."""
+    monkeypatch.setattr(submit_module, "LOCK_WAIT_S", 0.5)
+    store = Store(tmp_path / "results")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from runs.store import Store; "
+         "lock = Store(sys.argv[1]).submission_lock(); lock.__enter__(); print('held', flush=True); time.sleep(120)",
+         str(store.root)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=rf"another submission to this results root is running \(pid {holder.pid} on "):
+            submit(SMOKE_GRID, executor="local", results=store.root)
+        assert not store.grid_dir("smoke").exists() and list(store.runs_root.iterdir()) == [store.runs_root / SUBMIT_LOCK]
+    finally:
+        holder.kill()
+        holder.wait()
+    held_while_starting = []
+    monkeypatch.setattr(submit_module, "submit_plan",
+                        lambda runner, plan, store_, todo: held_while_starting.append(not lock_is_free(store_)) or {})
+    submit(SMOKE_GRID, executor="local", results=store.root)
+    assert held_while_starting == [True] and lock_is_free(store)
+    assert store.grid_dir("smoke").is_dir()
