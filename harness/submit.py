@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from harness.subset import select
 
 MAX_RESUBMITS = 3     # automatic resubmits of one lost run; then it needs --retry-failed
 LOCK_WAIT_S = 30.0    # how long a submission waits for another to the same results root
+AWAIT_POLL_S = 5.0    # how often a local submission looks whether an earlier one's run has ended
 
 
 @dataclass
@@ -221,8 +223,29 @@ def make_executor(kind: str, plan: Plan, grid_dir: Path, todo: Triage):
     if kind == "slurm":
         if not slurm_available():
             raise UserError("--executor slurm: no Slurm here (`sinfo` does not answer)")
+        # afterok takes Slurm job ids only: a parent running as a local process has none
+        local = sorted({d for r in todo.submit for d in r.depends_on if d in todo.running
+                        and not todo.running[d].split("_")[0].isdigit()})
+        if local:
+            raise UserError(f"run {local[0]} is running on this machine, outside Slurm, and runs to "
+                            f"submit need it; submit again when it has ended (`sdft status {plan.grid.name}`)")
         return SlurmExecutor(plan.grid.cluster, grid_dir / "slurm", plan.grid.name)
     return LocalExecutor(planned=todo.submit)
+
+
+def await_runs(run_ids: set[str], store: Store, poll_s: float) -> None:
+    """Block while any of the runs is still alive: jobs of an earlier submission that outlived
+    it (its terminal closed or killed), or on Slurm."""
+    def alive() -> set[str]:
+        return gone_jobs({run_id: store.run(run_id).state() for run_id in run_ids})[0] if run_ids else set()
+
+    waiting = alive()
+    if waiting:
+        print(f"waiting for {', '.join(sorted(waiting))}, started by an earlier submission and still "
+              f"running: what needs it starts when it ends", file=sys.stderr, flush=True)
+    while waiting:
+        time.sleep(poll_s)
+        waiting = alive()
 
 
 def submit_plan(executor, plan: Plan, store: Store, todo: Triage) -> dict[str, str]:
@@ -236,6 +259,10 @@ def submit_plan(executor, plan: Plan, store: Store, todo: Triage) -> dict[str, s
             # (the source model's evaluation goes before those that compare with it)
             wave = [r for r in pending if not any(d in {p.run_id for p in pending} for d in r.depends_on)]
             pending = [r for r in pending if r not in wave]
+            if executor.name == "local":    # no afterok here: wait for what an earlier submission runs
+                elsewhere = {d for r in wave for d in r.depends_on if d in todo.running}
+                await_runs(elsewhere, store, AWAIT_POLL_S)
+                failed.update(d for d in elsewhere if store.run(d).status != "done")
             runs = [r for r in wave if not any(d in failed for d in r.depends_on)]
             failed.update(r.run_id for r in wave if r not in runs)
             # one array per set of prerequisites: a run waits only for what it needs
@@ -386,14 +413,14 @@ def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path
 
         # Everything is valid: only now is anything written. The record is the whole grid,
         # as resolved: the file's own text, or with overrides the mapping they made.
+        runner = make_executor(executor, plan, store.grid_dir(grid.name), todo)
         text = grid_text(raw, str(grid_path), overrides) if overrides else grid_path.read_text()
-        grid_dir = store.write_grid(grid.name, text, grid.canonical_json())
+        store.write_grid(grid.name, text, grid.canonical_json())
         store.keep_grid_runs(grid.name, {r.run_id for r in whole.runs})     # an earlier aggregate's link
         for run in whole.runs:
             store.add_run(grid.name, run.run_id, run.spec.model_dump(mode="json"))
         for run_id, (status, info) in todo.updates.items():
             store.run(run_id).set_state(status, **info)
-        runner = make_executor(executor, plan, grid_dir, todo)
         job_ids = submit_plan(runner, plan, store, todo)
     summary["submitted"] = len([r for r in todo.submit if r.run_id in job_ids])
     summary["executor"] = runner.name

@@ -4,8 +4,10 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -277,3 +279,69 @@ def test_a_done_run_without_its_model_is_submitted_again(smoke_store):
         (pretrain.model_dir / name).parent.mkdir(exist_ok=True)
         (pretrain.model_dir / name).write_text("{}")
     assert pretrain.run_id in triage(plan, store, retry_failed=False).done
+
+
+class RecordingLocalExecutor:
+    """The local executor's interface, recording what it was asked to start (and the state
+    of the source model's pretraining at that moment) instead of running it."""
+    name = "local"
+
+    def __init__(self, pretrain: RunFolder):
+        self.pretrain, self.started = pretrain, []
+
+    def submit(self, stage, runs, folders, after):
+        self.started += [(r.run_id, self.pretrain.status) for r in runs]
+        for run in runs:
+            folders[run.run_id].set_state("done")
+        return {r.run_id: "local-0" for r in runs}
+
+
+@pytest.mark.parametrize("ends", ["done", "killed"])
+def test_a_local_submission_waits_for_a_run_an_earlier_one_left_running(smoke_store, monkeypatch, ends):
+    """An earlier local submission was killed and its pretraining job lives on. The next one
+    has no afterok: it waits for that job, then starts what needs it if it ended done, and
+    nothing that needs it if it died without a word (then lost, its dependants cancelled;
+    the next plain submission resumes it). Before, the dependants started at once and failed
+    ("the run to start from is not done")."""
+    import harness.submit as submit_module
+
+    monkeypatch.setattr(submit_module, "AWAIT_POLL_S", 0.1)
+    plan, store = smoke_store
+    pretrain = store.run(plan.by_stage("pretrain")[0].run_id)
+    last_words = f"RunFolder({str(pretrain.path)!r}).set_state('done')" if ends == "done" else "pass"
+    job = subprocess.Popen([sys.executable, "-c", f"import time; from runs.store import RunFolder; "
+                                                  f"time.sleep(1.5); {last_words}"], cwd=ROOT)
+    reaper = threading.Thread(target=job.wait)     # an orphan's end is seen once it is reaped
+    reaper.start()
+    pretrain.set_state("running", executor="local", job_id=None, pid=job.pid, host=socket.gethostname())
+    todo = submit_module.triage(plan, store, retry_failed=False)
+    assert set(todo.running) == {pretrain.run_id}
+    executor = RecordingLocalExecutor(pretrain)
+    submit_module.submit_plan(executor, plan, store, todo)
+    reaper.join()
+    needs_it = {r.run_id for r in plan.runs if pretrain.run_id in r.depends_on}
+    if ends == "done":
+        assert needs_it <= {run_id for run_id, _ in executor.started}
+        assert all(status == "done" for run_id, status in executor.started if run_id in needs_it)
+    else:
+        assert not needs_it & {run_id for run_id, _ in executor.started}
+        submit_module.settle(plan, store)
+        assert pretrain.status == "lost"
+        assert {store.run(run_id).status for run_id in needs_it} == {"cancelled"}
+
+
+def test_a_slurm_submission_refuses_a_parent_running_outside_slurm(smoke_store, monkeypatch):
+    """afterok takes Slurm job ids only; `afterok:local` would be sbatch's error halfway through."""
+    import harness.executors
+    import harness.submit as submit_module
+
+    plan, store = smoke_store
+    pretrain = store.run(plan.by_stage("pretrain")[0].run_id)
+    pretrain.set_state("running", executor="local", job_id=None, pid=os.getpid(), host=socket.gethostname())
+    todo = submit_module.triage(plan, store, retry_failed=False)
+    monkeypatch.setattr(harness.executors, "slurm_available", lambda: True)
+    with pytest.raises(submit_module.UserError, match=f"run {pretrain.run_id} is running on this machine, outside Slurm"):
+        submit_module.make_executor("slurm", plan, store.grid_dir("smoke"), todo)
+    pretrain.set_state("running", executor="slurm", job_id="4711_0", pid=None, host=None)
+    todo.running[pretrain.run_id] = "4711_0"
+    assert submit_module.make_executor("slurm", plan, store.grid_dir("smoke"), todo).name == "slurm"
