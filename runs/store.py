@@ -122,6 +122,9 @@ class RunFolder:
         if not isinstance(state, dict):
             raise CorruptFile(f"{self.state_path}: expected a JSON object, got {type(state).__name__}; "
                               "move it away and resubmit to run this run again")
+        if state.get("status", "pending") not in STATUSES:
+            raise CorruptFile(f"{self.state_path}: status: expected one of {', '.join(STATUSES)}, got "
+                              f"{state['status']!r}; move it away and resubmit to run this run again")
         return state
 
     @property

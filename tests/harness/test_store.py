@@ -1,6 +1,7 @@
 """The results store: a corrupt state.json is named in one line, and writes are atomic."""
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 
@@ -60,6 +61,26 @@ def test_a_state_file_that_is_not_an_object_is_corrupt(tmp_path):
     folder.state_path.write_text("[1, 2]")
     with pytest.raises(CorruptFile, match=r"state\.json: expected a JSON object"):
         folder.state()
+
+
+def test_a_state_file_with_an_unknown_status_is_corrupt(stored_grid):
+    """Not a TypeError from sorting the status table, and not a run taken as pending."""
+    store, broken = stored_grid
+    broken.state_path.write_text('{"status": 5}')
+    with pytest.raises(CorruptFile, match=r"state\.json: status: expected one of pending, .* got 5; move it away"):
+        submit(SMOKE_GRID, results=store.root, dry_run=True)
+    row = next(line for line in status_table(store, "smoke").splitlines() if line.startswith(broken.run_id))
+    assert " unknown " in row and "got 5" in row
+
+
+def test_status_shows_a_run_whose_folder_is_gone(stored_grid):
+    """A run folder deleted by hand leaves the grid's link dangling: a row saying so, not a traceback."""
+    store, broken = stored_grid
+    shutil.rmtree(broken.path.resolve())
+    lines = status_table(store, "smoke").splitlines()
+    row = next(line for line in lines if line.startswith(broken.run_id))
+    assert " unknown " in row and "spec.json: missing; a submission writes it again" in row
+    assert lines[-1] == "smoke: 9 runs: 8 pending, 1 unknown"
 
 
 def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
