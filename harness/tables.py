@@ -7,7 +7,8 @@ the rows carry a validation split, each method's candidate is selected on it by 
 and reported on the test split. The tables themselves are report's; this only reads
 the arguments.
   --publish DIR       copy a grid's report, tables, images and tidy table (metrics.csv.gz)
-                      into DIR (how docs/results/ is made)
+                      into DIR, replacing it; DIR must be new, empty or an earlier publish
+                      (how docs/results/ is made)
   --readme [FILE.md ...]  fill the generated blocks (`<!-- tables: ... -->` from their tidy
                       tables, `<!-- schema: grid -->` from the grid's schema) of these files;
                       without files, of README.md and docs/*.md
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("results", nargs="*", type=path_arg, help="results/<grid> folders (or metrics files)")
     parser.add_argument("--format", choices=("latex", "markdown", "csv"), default="markdown")
     parser.add_argument("--out", default=None, type=path_arg, help="also write each table to this folder")
-    parser.add_argument("--publish", metavar="DIR", type=path_arg, help="copy one grid's report and tidy table into DIR")
+    parser.add_argument("--publish", metavar="DIR", type=path_arg, help="copy one grid's report and tidy table into DIR, which it replaces "
+                                                                          "(new, empty, or an earlier publish)")
     parser.add_argument("--readme", metavar="FILE", nargs="*", type=path_arg,
                         help="fill the generated blocks of these Markdown files (none given: "
                              "README.md and docs/*.md)")

@@ -17,6 +17,19 @@ PUBLISHED_DIFFERENCES = "differences.csv.gz"
 PUBLISHED_CURVE = "forgetting_curve.csv.gz"   # the forgetting curve's points
 
 
+def check_replaceable(out_dir: Path) -> None:
+    """`out_dir` is replaced whole, so it must be new, empty or an earlier publish: a typo
+    (`--publish .`, `--publish docs`) must not delete what else a folder holds."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: --publish: a file, not a folder")
+    ours = {*PUBLISHED, "metrics.csv.gz", PUBLISHED_CELLS, PUBLISHED_DIFFERENCES, PUBLISHED_CURVE}
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in ours) if out_dir.is_dir() else []
+    if foreign:
+        raise UserError(f"{out_dir}: --publish replaces the whole folder, and it holds what no publish "
+                        f"wrote ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); give a new "
+                        f"or empty folder")
+
+
 def publish(grid_dir: Path, out_dir: Path) -> Path:
     """Replace `out_dir` with the published form of `grid_dir` (an aggregated results/<grid>).
     The new folder is complete before the old one goes, so a failure leaves the old one."""
@@ -26,6 +39,7 @@ def publish(grid_dir: Path, out_dir: Path) -> Path:
     grid_dir, out_dir = Path(grid_dir), Path(out_dir)
     if not (grid_dir / "metrics.parquet").is_file() or not (grid_dir / "report.md").is_file():
         raise UserError(f"{grid_dir}: not an aggregated grid folder (no metrics.parquet and report.md)")
+    check_replaceable(out_dir)
     staging = out_dir.with_name(f".{out_dir.name}.publishing")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -104,6 +104,28 @@ def test_publish_replaces_the_folder_with_the_grid_s_report_and_its_tidy_table(t
     assert (out / "report.md").is_file()                         # a failed publish leaves the old folder
 
 
+@pytest.mark.parametrize("target", ["folder with other files", "file"])
+def test_publish_refuses_a_folder_it_did_not_write(tmp_path, target):
+    """`--publish .` or `--publish docs` would have deleted the folder's other files."""
+    from report.publish import publish
+
+    grid = tmp_path / "results" / "demo"
+    grid.mkdir(parents=True)
+    write_parquet(grid / "metrics.parquet", rows())
+    (grid / "report.md").write_text("report\n")
+    out = tmp_path / "docs"
+    if target == "file":
+        out.write_text("notes")
+        expected = "a file, not a folder"
+    else:
+        (out / "images").mkdir(parents=True)
+        (out / "notes.md").write_text("mine")
+        expected = r"holds what no publish wrote \(notes\.md\); give a new or empty folder"
+    with pytest.raises(UserError, match=expected):
+        publish(grid, out)
+    assert (out / "notes.md").read_text() == "mine" if target != "file" else out.read_text() == "notes"
+
+
 def published_grid(tmp_path, extra_file, extra_rows):
     """A grid folder with the tidy table, one more aggregate file and a report, published
     into docs/g under tmp_path; returns the published folder."""
