@@ -21,6 +21,7 @@ import time
 from harness.arguments import OneLineParser, path_arg
 from runs.errors import UserError, exit_on_user_error, quiet_broken_pipe
 from harness.status import grid_folder
+from runs.processes import pid_running, process_running
 from runs.store import USER_CANCEL, RunFolder, Store, now_iso
 from harness.subset import find_run_id
 
@@ -54,7 +55,7 @@ def stop_local(pids: list[int], grace_s: float = GRACE_S) -> None:
     alive = list(pids)
     while alive and time.monotonic() < deadline:
         time.sleep(0.1)
-        alive = [pid for pid in alive if _exists(pid)]
+        alive = [pid for pid in alive if pid_running(pid)]
     for pid in alive:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -62,20 +63,7 @@ def stop_local(pids: list[int], grace_s: float = GRACE_S) -> None:
             pass
 
 
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:              # a child of ours that ended is a zombie until reaped (looked at, not reaped)
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
-    except ChildProcessError:
-        return True
-
-
 def cancel(store: Store, grid: str, given: list[str] = (), out=sys.stdout) -> dict[str, int]:
-    from harness.executors import local_process_alive
-
     counts = {"cancelled": 0, "slurm_jobs": 0, "local_jobs": 0, "done": 0, "already": 0}
     slurm_jobs: list[str] = []
     local_pids: list[int] = []
@@ -91,7 +79,7 @@ def cancel(store: Store, grid: str, given: list[str] = (), out=sys.stdout) -> di
         live = status in ("submitted", "running")
         job = ""
         if live and state.get("executor") == "local":
-            if local_process_alive(state):
+            if process_running(state):
                 local_pids.append(int(state["pid"]))
                 job = f"local pid {state['pid']}"
             elif state.get("host") not in (None, socket.gethostname()):

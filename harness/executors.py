@@ -22,6 +22,7 @@ from harness import warm
 from runs.cluster import ClusterConfig
 from runs.grid import STAGE_JOBS, PlannedRun
 from runs.runtime import JOB_ENV, job_environment
+from runs.processes import process_identity
 from runs.store import USER_CANCEL, RunFolder, now_iso
 
 JOB_MODULES = STAGE_JOBS
@@ -147,8 +148,8 @@ def run_job(module: str, folder: RunFolder, env: dict, echo: bool = False) -> in
                 raise
         with subprocess.Popen([sys.executable, "-m", module, str(folder.path)], env=env,
                               stdout=subprocess.PIPE if echo else out, stderr=subprocess.STDOUT) as proc:
-            folder.set_state("submitted", executor="local", job_id=None, host=socket.gethostname(),
-                             pid=proc.pid, error=None, logs=[str(log)])
+            folder.set_state("submitted", executor="local", job_id=None, **process_identity(proc.pid),
+                             error=None, logs=[str(log)])
             try:
                 while echo and (chunk := os.read(proc.stdout.fileno(), 1 << 16)):
                     out.write(chunk)
@@ -245,7 +246,7 @@ class SlurmExecutor:
         job_ids = {}
         for run, job in zip(runs, jobs):
             folders[run.run_id].set_state("submitted", executor=self.name, job_id=job.job_id, error=None,
-                                          pid=None, host=None, logs=[str(job.paths.stdout), str(job.paths.stderr)])
+                                          pid=None, pid_start=None, host=None, logs=[str(job.paths.stdout), str(job.paths.stderr)])
             job_ids[run.run_id] = job.job_id
         return job_ids
 
@@ -307,16 +308,6 @@ def gone_outcome(state: dict, outcomes: dict[str, tuple[str, str]]) -> tuple[str
         return slurm_outcome(job, *outcomes.get(job, (None, None)))
     return "lost", f"its process ({state.get('host', '?')}, pid {state.get('pid', '?')}) is gone " \
                    "(resumed by the next submission)"
-
-
-def local_process_alive(state: dict) -> bool:
-    if state.get("host") != socket.gethostname() or not state.get("pid"):
-        return False
-    try:
-        os.kill(int(state["pid"]), 0)
-        return True
-    except (ProcessLookupError, PermissionError, ValueError):
-        return False
 
 
 def wait_for_slurm(job_ids: list[str], poll_s: float = 2.0, progress: bool = True) -> None:

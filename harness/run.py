@@ -17,6 +17,7 @@ from harness.arguments import OneLineParser, path_arg
 from runs.errors import UserError, exit_on_user_error, quiet_broken_pipe
 from harness.logs import find_run
 from runs.refs import RunRef
+from runs.processes import process_running
 from runs.store import RunFolder, Store
 
 
@@ -48,12 +49,12 @@ def needed_runs(spec: dict) -> list[str]:
 
 def check_runnable(store: Store, folder: RunFolder) -> str:
     """The job module of the run; UserError if it is running or needs a run not done."""
-    from harness.executors import JOB_MODULES, local_process_alive, live_slurm_jobs
+    from harness.executors import JOB_MODULES, live_slurm_jobs
 
     spec = folder.read_spec()
     state = folder.state()
     if state.get("status") in ("submitted", "running"):
-        live = (local_process_alive(state) if state.get("executor") == "local"
+        live = (process_running(state) if state.get("executor") == "local"
                 else state.get("job_id") in (live_slurm_jobs([state["job_id"]]) or set())
                 if state.get("job_id") else False)
         if live:

@@ -15,6 +15,7 @@ from pathlib import Path
 from harness.arguments import OneLineParser, path_arg
 from runs.errors import UserError, clean_text, exit_on_user_error, quiet_broken_pipe
 from runs.methods import run_label
+from runs.processes import process_running
 from runs.store import CorruptFile, RunFolder, Store
 
 
@@ -26,7 +27,7 @@ def _job_id(folder: RunFolder) -> str | None:
 
 
 def describe(folder: RunFolder, live: set[str] | None, outcomes: dict | None = None) -> tuple:
-    from harness.executors import gone_outcome, local_process_alive
+    from harness.executors import gone_outcome
 
     try:
         spec, state = folder.read_spec(), folder.state()
@@ -37,7 +38,7 @@ def describe(folder: RunFolder, live: set[str] | None, outcomes: dict | None = N
     status = state.get("status", "pending")
     job = state.get("job_id") or ""
     if status in ("submitted", "running"):
-        alive = (local_process_alive(state) if state.get("executor") == "local"
+        alive = (process_running(state) if state.get("executor") == "local"
                  else live is None or job in live)
         if not alive:
             status, error = gone_outcome(state, outcomes or {})

@@ -37,6 +37,7 @@ from harness.executors import array_master
 from runs.grid import STAGES, Plan, PlannedRun, expand
 from harness.inputs import check_inputs, check_results_root
 from runs.overrides import grid_text
+from runs.processes import process_running
 from runs.store import USER_CANCEL, Store
 from harness.subset import select
 
@@ -108,7 +109,7 @@ def missing_products(run: PlannedRun, store: Store, state: dict) -> list[str]:
 
 def gone_jobs(states: dict[str, dict]) -> tuple[set[str], dict]:
     """Which recorded jobs are still alive, and sacct's word on the Slurm ones that are not."""
-    from harness.executors import live_slurm_jobs, local_process_alive, slurm_outcomes
+    from harness.executors import live_slurm_jobs, slurm_outcomes
 
     slurm_ids = [s["job_id"] for s in states.values()
                  if s.get("status") in ("submitted", "running") and s.get("executor", "slurm") == "slurm"
@@ -119,7 +120,7 @@ def gone_jobs(states: dict[str, dict]) -> tuple[set[str], dict]:
         live = set(slurm_ids)
     alive = {run_id for run_id, s in states.items() if s.get("status") in ("submitted", "running")
              and (s.get("job_id") in live if s.get("executor", "slurm") == "slurm" and s.get("job_id")
-                  else s.get("executor") == "local" and local_process_alive(s))}
+                  else s.get("executor") == "local" and process_running(s))}
     outcomes = slurm_outcomes([j for j in slurm_ids if j not in live])
     return alive, outcomes
 

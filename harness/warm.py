@@ -16,10 +16,10 @@ import atexit
 import multiprocessing
 import os
 import runpy
-import socket
 import sys
 from multiprocessing import forkserver
 
+from runs.processes import process_identity
 from runs.store import RunFolder
 
 # what every torch job imports first, and most of its start-up (measured: 4.7 of 5.4 s)
@@ -65,8 +65,8 @@ def _run(module: str, run_dir: str, env: dict[str, str], log: str) -> None:
     os.dup2(out, 1)
     os.dup2(out, 2)
     os.close(out)
-    RunFolder(run_dir).set_state("submitted", executor="local", job_id=None, host=socket.gethostname(),
-                                 pid=os.getpid(), error=None, logs=[log])
+    RunFolder(run_dir).set_state("submitted", executor="local", job_id=None, **process_identity(os.getpid()),
+                                 error=None, logs=[log])
     if env.get("OMP_NUM_THREADS", "").isdigit():
         import torch        # preloaded: its thread pool follows this job's setting, not the server's
 

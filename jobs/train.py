@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runs.errors import UserError, exit_on_user_error
+from runs.processes import process_identity
 from runs.runtime import reexec_with_job_environment
 from runs.methods import METHODS
 from runs.refs import RunRef
@@ -310,8 +311,8 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
     trackers = Trackers(spec.report_to, run_dir, folder.run_id, spec.model_dump(mode="json"), start) \
         if rank == 0 else None
     if rank == 0:
-        folder.set_state("running", step=start, steps=spec.steps, error=None, host=socket.gethostname(),
-                         pid=os.getpid(), job_id=slurm_job_id())
+        folder.set_state("running", step=start, steps=spec.steps, error=None, **process_identity(os.getpid()),
+                         job_id=slurm_job_id())
 
     end = spec.steps if stop_after is None else min(spec.steps, stop_after)
     bar = tqdm(range(start, end), initial=start, total=spec.steps, disable=rank != 0,

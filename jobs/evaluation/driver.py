@@ -8,9 +8,9 @@ actor per GPU, else one per group of cores (torch threads set explicitly).
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
+from runs.processes import process_identity
 from runs.spec import EvalSpec
 from runs.store import RunFolder, atomic_write_json
 from jobs.evaluation.manifest import ProductEntry, write_manifest
@@ -120,8 +120,7 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
     models, train_spec = resolve_models(spec, run.path)
     products = plan_products(spec, models)
     batches = plan_batches(spec, products)
-    run.set_state("running", step=0, steps=len(batches), host=socket.gethostname(), pid=os.getpid(),
-                  error=None)
+    run.set_state("running", step=0, steps=len(batches), **process_identity(os.getpid()), error=None)
     ray = ray_init()
     try:
         from ray.util import ActorPool
