@@ -226,7 +226,7 @@ def make_executor(kind: str, plan: Plan, grid_dir: Path, todo: Triage):
             raise UserError("--executor slurm: no Slurm here (`sinfo` does not answer)")
         # afterok takes Slurm job ids only: a parent running as a local process has none
         local = sorted({d for r in todo.submit for d in r.depends_on if d in todo.running
-                        and not todo.running[d].split("_")[0].isdigit()})
+                        and not array_master(todo.running[d]).isdigit()})
         if local:
             raise UserError(f"run {local[0]} is running on this machine, outside Slurm, and runs to "
                             f"submit need it; submit again when it has ended (`sdft status {plan.grid.name}`)")
