@@ -32,9 +32,11 @@ def describe(folder: RunFolder, live: set[str] | None, outcomes: dict | None = N
     try:
         spec, state = folder.read_spec(), folder.state()
     except CorruptFile as err:     # one unreadable run is shown as such; the others still are
-        return folder.run_id, "?", "", "unknown", "", "", " ".join(str(err).split())[:200]
+        # the row names the run: its files by name, so that a long results path cuts nothing off
+        message = str(err).replace(str(folder.state_path), folder.state_path.name)
+        return folder.run_id, "?", "", "unknown", "", "", " ".join(message.split())[:200]
     except FileNotFoundError:      # its folder deleted (the grid's link dangles), or its spec.json
-        return folder.run_id, "?", "", "unknown", "", "", f"{folder.spec_path}: missing; a submission writes it again"
+        return folder.run_id, "?", "", "unknown", "", "", "spec.json: missing; a submission writes it again"
     status = state.get("status", "pending")
     job = state.get("job_id") or ""
     if status in ("submitted", "running"):
