@@ -55,8 +55,8 @@ class PretrainSettings(Strict):
 
 
 class _SourceOrigin(Strict):
-    pretrain: PretrainSettings | None = None
-    model: FilePath | None = None   # a diffusers model folder: pretraining is skipped
+    pretrain: PretrainSettings | None = None   # train the source model here; give this or `model`
+    model: FilePath | None = None   # a diffusers model folder: pretraining is skipped; give this or `pretrain`
 
     @model_validator(mode="after")
     def _one_origin(self):
@@ -81,7 +81,7 @@ class BuiltinTargetConfig(Strict):
     name: Name
     kind: Literal["builtin"]
     size: Whole(gt=0, le=10000) = 500
-    missing_classes: list[Whole()] = [5, 8, 9]
+    missing_classes: list[Whole()] = [5, 8, 9]   # Fashion-MNIST classes 0..9 the target lacks; at least one kept
 
     _classes = field_validator("missing_classes")(lambda cls, value: missing_classes(value))
 

@@ -263,8 +263,9 @@ class EvalSettings(Strict):
     num_translations: Whole(gt=1, le=MAX_IMAGES) = 500
     checkpoint_steps: list[Whole(gt=0, le=MAX_STEPS)] = []   # earlier snapshots to evaluate too (of the `weights` evaluated)
     checkpoint_methods: list[MethodName] = ["scratch", "naive", "sdft"]  # ... for these methods
-    # the forgetting curve: earlier steps of naive and sdft, unconditional samples only, their
-    # rows kept apart in curve.parquet (docs/evaluation-classes.md); [] (the default): no curve
+    # the forgetting curve: earlier steps of naive and sdft, unconditional samples only (so
+    # `tasks` must hold unconditional), their rows kept apart in curve.parquet
+    # (docs/evaluation-classes.md); [] (the default): no curve
     curve_steps: list[Whole(gt=0, le=MAX_STEPS)] = []
     extractors: Annotated[list[Literal["builtin", "inception"]], Field(min_length=1)] = ["builtin"]
     max_reference: Whole(gt=1, le=MAX_IMAGES) = 10_000      # images of a reference set used
@@ -282,13 +283,15 @@ class EvalSettings(Strict):
     # `sampler_steps` steps. Translations always run DDIM (ddim_steps, and the respacing
     # only when DDIM is the sampler): SDEdit's and EGSDE's guidance is a DDIM step's.
     sampler: Literal["ddim", "ancestral", "dpm-solver++", "unipc"] = "ddim"
-    # A solver's network evaluations (at diffusers' spacing for it); None: ddim_steps
+    # A solver's network evaluations (at diffusers' spacing for it); None: ddim_steps. Only
+    # for dpm-solver++ and unipc (ddim and ancestral take ddim_steps or respacing)
     sampler_steps: Whole(gt=0, le=MAX_DDIM_STEPS) | None = None
     # torch.compile of the sampled networks (models/compiling.py); None: on with a GPU. How
     # fast, not what: it never enters the run id (EVAL_NOT_IN_IDENTITY)
     compile: StrictBool | None = None
     # guided-diffusion's respacing ("ddim40", "250", "50,50"); None: "ddim{ddim_steps}" for
     # DDIM and all T steps for the ancestral sampler. Translations use it with the DDIM sampler.
+    # Only for ddim and ancestral; with ddim it replaces ddim_steps (set one of the two).
     respacing: str | None = None
     clip_denoised: StrictBool = True      # clip x0 to [-1, 1] at every step, as the official code
     # Which weights of a fine-tuned run are sampled: "raw" (the default; the official scripts
@@ -305,8 +308,9 @@ class EvalSettings(Strict):
     # use_fp16 keeps it. It changes the samples slightly, so it enters the run id when not
     # fp32, and the hardware never chooses it.
     precision: Precision = "fp32"
-    # The sampling noise (and translation noise). A list: one set of products per seed, so
-    # that the intervals cover the spread over sampling noise, not only over images.
+    # The sampling noise (and translation noise), 0..4294967295. A list (non-empty, no repeats):
+    # one set of products per seed, so that the intervals cover the spread over sampling
+    # noise, not only over images.
     seed: Annotated[int | list[int], BeforeValidator(_seed_or_seeds)] = 0
     # true: every model is evaluated twice, on a `validation` and a disjoint `test` split
     # (other noise, other translation inputs, the other half of a held-out reference;
