@@ -8,13 +8,13 @@ bench/results.json and prints the table. The last line printed is one JSON objec
 """
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from harness.arguments import OneLineParser
 from report.speed import GOALS, verdict
 
 HERE = Path(__file__).resolve().parent
@@ -22,9 +22,13 @@ SCRIPTS = ("train_step", "grid_overhead", "evaluate", "adm", "calibration_incept
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default=",".join(SCRIPTS))
+    parser = OneLineParser(prog="sdft bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default=",".join(SCRIPTS), metavar="NAME[,NAME...]",
+                        help=f"these benchmarks only, of: {', '.join(SCRIPTS)}")
     args = parser.parse_args()
+    unknown = [name for name in args.only.split(",") if name not in SCRIPTS]
+    if unknown:
+        parser.error(f"--only: no benchmark {unknown[0]!r} (they are: {', '.join(SCRIPTS)})")
     from tabulate import tabulate
 
     figures: dict[str, dict] = {}

@@ -216,6 +216,10 @@ def settle(plan: Plan, store: Store) -> dict[str, int]:
     return counts
 
 
+# a machine with none of these has no CUDA or ROCm GPU (torch is not imported to ask)
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/kfd")
+
+
 def make_executor(kind: str, plan: Plan, grid_dir: Path, todo: Triage):
     from harness.executors import LocalExecutor, SlurmExecutor, slurm_available
 
@@ -231,6 +235,11 @@ def make_executor(kind: str, plan: Plan, grid_dir: Path, todo: Triage):
             raise UserError(f"run {local[0]} is running on this machine, outside Slurm, and runs to "
                             f"submit need it; submit again when it has ended (`sdft status {plan.grid.name}`)")
         return SlurmExecutor(plan.grid.cluster, grid_dir / "slurm", plan.grid.name)
+    fp16 = [r for r in todo.submit if r.stage in ("pretrain", "finetune") and r.spec.precision == "fp16"]
+    if fp16 and not any(Path(node).exists() for node in GPU_DEVICE_NODES):
+        # the job would refuse it (jobs/train.py) after its parents had run: refuse it first
+        raise UserError(f"{fp16[0].stage} precision fp16 needs a GPU and this machine has none "
+                        f"(DeepSpeed has no fp16 on CPU): use bf16 or fp32, or submit to Slurm")
     return LocalExecutor(planned=todo.submit)
 
 

@@ -129,3 +129,19 @@ def test_folder_problems_are_warnings_in_a_dry_run(tmp_path, results):
     assert "truncated" in proc.stderr and proc.stderr.count("\n") == 1
     assert json.loads(proc.stdout.strip().splitlines()[-1])["submitted"] == 0
     assert snapshot(results) == before
+
+
+def test_fp16_training_on_a_machine_without_a_gpu(tmp_path, results, nothing_submitted, monkeypatch):
+    """The training job refuses fp16 on CPU; a local submission refuses it before any run
+    (its pretraining included) has started."""
+    import harness.submit
+
+    monkeypatch.setattr(harness.submit, "GPU_DEVICE_NODES", (str(tmp_path / "no-such-device"),))
+    before = snapshot(results)
+    with pytest.raises(UserError, match="finetune precision fp16 needs a GPU and this machine has none"):
+        submit(SMOKE_GRID, results=results, executor="local", overrides=["finetune.precision=fp16"])
+    # the submission lock's empty file is all it leaves (the refusal needs triage, under the lock)
+    after = snapshot(results)
+    assert after.pop("_runs/.submit.lock")[1] == b""
+    assert {k: v for k, v in after.items() if k != "_runs"} == {k: v for k, v in before.items() if k != "_runs"}
+    submit(SMOKE_GRID, results=results, executor="local", overrides=["finetune.precision=fp16"], dry_run=True)

@@ -61,7 +61,7 @@ def test_a_bad_subcommand_is_one_line_and_exit_2(argv, expected):
 
 def test_bench_forwards_to_run_all():
     proc = run_module("harness.cli", "bench", "--help", check=True)
-    assert proc.stdout.startswith("usage: run_all.py") and "--only" in proc.stdout
+    assert proc.stdout.startswith("usage: sdft bench") and "--only" in proc.stdout
 
 
 LONG_NAME = "z" * 300
@@ -71,6 +71,8 @@ LONG_NAME = "z" * 300
     # an unknown option, or the missing positional argument argparse names first
     *[([name, "--frob"], f"error: python -m harness.{name}: ") for name in SUBCOMMANDS if name not in ("bench", "convert")],
     (["convert", "frob"], "argument KIND: invalid choice: 'frob'"),
+    (["bench", "--frob"], "error: sdft bench: unrecognized arguments: --frob"),
+    (["bench", "--only", "adm,frob"], "error: sdft bench: --only: no benchmark 'frob'"),
     (["status", ""], "argument grid_dir: an empty path"),
     (["cancel", f"results/{LONG_NAME}"], "argument grid: a file or folder name of 300 bytes; the limit is 255"),
     (["tables", f"results/{LONG_NAME}"], "argument results: a file or folder name of 300 bytes"),
