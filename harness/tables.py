@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     from report.tables import paper_tables
 
     parser = OneLineParser(prog="python -m harness.tables", description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="*", type=path_arg, help="results/<grid> folders (or metrics files)")
+    parser.add_argument("results", nargs="*", type=path_arg, help="results/<grid> folders, published docs/results/<grid> folders, "
+                                                                          "or metrics files")
     parser.add_argument("--format", choices=("latex", "markdown", "csv"), default="markdown")
     parser.add_argument("--out", default=None, type=path_arg, help="also write each table to this folder")
     parser.add_argument("--publish", metavar="DIR", type=path_arg, help="copy one grid's report and tidy table into DIR, which it replaces "

@@ -22,8 +22,8 @@ import math
 from pathlib import Path
 
 from report import metrics
-from report.curve import CURVE_METRICS, POINTS_FILE, SHARE
-from report.results import tidy, write_parquet
+from report.curve import CURVE_METRICS, SHARE
+from report.results import POINTS_FILE, tidy, write_parquet
 from report.selection import VALIDATION, split_of
 from report.tables import cell_key, model_labels, prepare, reported_extractor, reported_reference
 from jobs.figures import pyplot, save_figure

@@ -12,7 +12,6 @@ from report.table import Table
 
 SHARE = "missing_class_share_corrected"
 CURVE_METRICS = (SHARE, "fid")
-POINTS_FILE = "forgetting_curve.parquet"
 NOTE = ("The forgetting curve (evaluation.curve_steps): each method's unconditional samples at earlier "
         "checkpoints of its runs and at the final step. Share: the missing-class share corrected for the "
         "classifier's measured errors (docs/evaluation-classes.md); FID: the mean of per-seed FIDs "
@@ -53,8 +52,8 @@ def curve_table(found) -> Table | None:
 
 
 def load_points(folder: Path):
-    """A grid folder's curve points, or None where it has none."""
-    from report.results import read_metrics
+    """A grid folder's (or a published one's) curve points, or None where it has none."""
+    from report.results import companion, read_metrics
 
-    path = Path(folder) / POINTS_FILE
-    return read_metrics(path) if path.is_file() else None
+    path = companion(folder, "points")
+    return read_metrics(path) if path is not None else None

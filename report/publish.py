@@ -11,10 +11,9 @@ from pathlib import Path
 
 from runs.errors import UserError
 
+from report.results import PUBLISHED_CELLS, PUBLISHED_CURVE, PUBLISHED_DIFFERENCES, PUBLISHED_METRICS
+
 PUBLISHED = ("report.md", "tradeoff.png", "forgetting_curve.png", "tables", "images", "grid.yaml")
-PUBLISHED_CELLS = "cells.csv.gz"          # beside metrics.csv.gz
-PUBLISHED_DIFFERENCES = "differences.csv.gz"
-PUBLISHED_CURVE = "forgetting_curve.csv.gz"   # the forgetting curve's points
 
 
 def check_replaceable(out_dir: Path) -> None:
@@ -22,7 +21,7 @@ def check_replaceable(out_dir: Path) -> None:
     (`--publish .`, `--publish docs`) must not delete what else a folder holds."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: --publish: a file, not a folder")
-    ours = {*PUBLISHED, "metrics.csv.gz", PUBLISHED_CELLS, PUBLISHED_DIFFERENCES, PUBLISHED_CURVE}
+    ours = {*PUBLISHED, PUBLISHED_METRICS, PUBLISHED_CELLS, PUBLISHED_DIFFERENCES, PUBLISHED_CURVE}
     foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in ours) if out_dir.is_dir() else []
     if foreign:
         raise UserError(f"{out_dir}: --publish replaces the whole folder, and it holds what no publish "
@@ -50,7 +49,7 @@ def publish(grid_dir: Path, out_dir: Path) -> Path:
         elif source.is_file():
             shutil.copy2(source, staging / name)
     df = load_results(grid_dir / "metrics.parquet")
-    write_csv(staging / "metrics.csv.gz", df)
+    write_csv(staging / PUBLISHED_METRICS, df)
     cells = read_metrics(grid_dir / CELLS_FILE) if (grid_dir / CELLS_FILE).is_file() else None
     if cells is not None and len(cells):        # the intervals of cells over several runs
         write_csv(staging / PUBLISHED_CELLS, cells)

@@ -69,9 +69,8 @@ def has_blocks(text: str) -> bool:
 
 def render_block(source: Path, names: list[str]) -> str:
     """The named tables of `source` (a tidy table), as Markdown, one after the other."""
-    from report.curve import curve_table
-    from report.publish import PUBLISHED_CELLS, PUBLISHED_CURVE, PUBLISHED_DIFFERENCES
-    from report.results import load_results, read_metrics
+    from report.curve import curve_table, load_points
+    from report.results import companion, load_cells, load_differences, load_results
     from report.differences import difference_tables
     from report.tables import paper_tables
 
@@ -81,15 +80,12 @@ def render_block(source: Path, names: list[str]) -> str:
         from report.speed import speed_table
 
         return "".join(speed_table(source, name) + "\n\n" for name in names)
-    cells = source.with_name(PUBLISHED_CELLS)
-    tables = {table.name: table for table in paper_tables(
-        load_results(source), read_metrics(cells) if cells.is_file() else None)}
-    diffs = source.with_name(PUBLISHED_DIFFERENCES)
-    if diffs.is_file() and any(n.startswith(("differences", "ablation_")) for n in names):
-        tables.update({t.name: t for t in difference_tables(read_metrics(diffs))})
-    points = source.with_name(PUBLISHED_CURVE)
-    if points.is_file() and "forgetting_curve" in names:
-        table = curve_table(read_metrics(points))
+    tables = {table.name: table for table in paper_tables(load_results(source), load_cells(source))}
+    if companion(source, "differences") and any(n.startswith(("differences", "ablation_")) for n in names):
+        tables.update({t.name: t for t in difference_tables(load_differences(source))})
+    points = load_points(source)
+    if points is not None and "forgetting_curve" in names:
+        table = curve_table(points)
         tables.update({table.name: table} if table is not None else {})
     unknown = [name for name in names if name not in tables]
     if unknown:

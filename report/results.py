@@ -10,9 +10,10 @@ the source model, and train_s for runs trained before it was logged). variant: t
 row it is (`sdft-noaux`, runs.grid; empty for the method itself): the aggregate gives
 a run that a variant shares with its method once under each. split: `validation` (rows that settings are
 selected on) or `test` (rows that are reported), measured on disjoint evaluation seeds and
-inputs (report.selection); empty in tables made before the split. Calibration rows (real data measured by the same
+inputs (report.selection); empty without evaluation.splits. Calibration rows (real data measured by the same
 code) have stage `calibration`, method `calibration` and the kind of real set as weighting
-(`target-train`, `source`, `held-out-half`).
+(`target-train`, `source`, `held-out-half`), or `classifier-calibration` for the class
+instrument's measured errors (docs/evaluation-classes.md).
 `load_results` reads a grid folder (or several, or one run's file). Beside a grid's table,
 the aggregate writes CELLS_FILE: the intervals of table cells made of several runs (a
 hierarchical bootstrap, jobs/cells.py); `load_cells` reads it.
@@ -33,6 +34,14 @@ COLUMNS = ["grid", "run_id", "eval_id", "stage", "dataset", "target", "method", 
 TAIL = ["git_sha", "created_at"]
 CELLS_FILE = "cells.parquet"
 DIFFERENCES_FILE = "differences.parquet"   # the paired differences' rows (jobs/paired.py)
+POINTS_FILE = "forgetting_curve.parquet"   # the forgetting curve's points (jobs/curve.py)
+# the same tables as `tables --publish` writes them (report/publish.py), as text, side by side
+PUBLISHED_METRICS = "metrics.csv.gz"
+PUBLISHED_CELLS = "cells.csv.gz"
+PUBLISHED_DIFFERENCES = "differences.csv.gz"
+PUBLISHED_CURVE = "forgetting_curve.csv.gz"
+_COMPANIONS = {"cells": (CELLS_FILE, PUBLISHED_CELLS), "differences": (DIFFERENCES_FILE, PUBLISHED_DIFFERENCES),
+               "points": (POINTS_FILE, PUBLISHED_CURVE)}
 
 
 def git_sha() -> str | None:
@@ -94,8 +103,22 @@ def read_metrics(path: Path):
                           f"{' '.join(str(err).split())[:200]})") from None
 
 
+def companion(path: str | Path, kind: str) -> Path | None:
+    """The `kind` file ("cells", "differences" or "points") that goes with `path`: a
+    results/<grid> folder's own (cells.parquet, ...), or a published folder's, or its
+    metrics.csv.gz's (cells.csv.gz, ...) beside it; None where there is none."""
+    path = Path(path)
+    own, published = _COMPANIONS[kind]
+    if path.is_file():
+        found = [path.with_name(published)] if path.name == PUBLISHED_METRICS else []
+    else:
+        found = [path / own, path / published]
+    return next((f for f in found if f.is_file()), None)
+
+
 def load_results(paths: str | Path | Iterable[str | Path]):
-    """The tidy DataFrame of one or more grid folders (results/<grid>), or metrics files.
+    """The tidy DataFrame of one or more grid folders (results/<grid>), published folders
+    (docs/results/<grid>), or metrics files.
 
     A grid folder's aggregated table is read when present and readable (otherwise, with a
     warning, its evaluation runs' tables); an unreadable run table is a CorruptFile error.
@@ -120,30 +143,33 @@ def load_results(paths: str | Path | Iterable[str | Path]):
         if (path / "runs").is_dir():
             files = sorted((path / "runs").glob("*/metrics.parquet"))
             frames += [read_metrics(f).assign(grid=path.name) for f in files]
+        elif (path / PUBLISHED_METRICS).is_file():
+            frames.append(read_metrics(path / PUBLISHED_METRICS))
         else:
-            raise FileNotFoundError(f"{path}: no metrics.parquet and no runs/ with results")
+            raise FileNotFoundError(f"{path}: no metrics.parquet, no runs/ with results and no {PUBLISHED_METRICS}")
     if not frames:
         return tidy([])
     return tidy(pd.concat(frames, ignore_index=True))
 
 
 def load_cells(paths: str | Path | Iterable[str | Path]):
-    """The cells tables of the grid folders among `paths` (None when there is none)."""
+    """The cells tables of the grid or published folders among `paths` (None when there is none)."""
     import pandas as pd
 
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    frames = [read_metrics(Path(p) / CELLS_FILE) for p in paths if (Path(p) / CELLS_FILE).is_file()]
+    frames = [read_metrics(f) for f in (companion(p, "cells") for p in paths) if f is not None]
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
 def load_differences(paths: str | Path | Iterable[str | Path]):
-    """The paired differences' rows of the grid folders among `paths` (None when there is none)."""
+    """The paired differences' rows of the grid or published folders among `paths` (None when
+    there is none)."""
     import pandas as pd
 
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    frames = [read_metrics(Path(p) / DIFFERENCES_FILE) for p in paths if (Path(p) / DIFFERENCES_FILE).is_file()]
+    frames = [read_metrics(f) for f in (companion(p, "differences") for p in paths) if f is not None]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else None
 

@@ -144,7 +144,7 @@ def test_the_paired_differences_are_published_and_rendered_in_a_block(tmp_path):
     their rows (DIFFERENCES_FILE), publish copies them, and a block renders them again."""
     import pandas as pd
 
-    from report.publish import PUBLISHED_DIFFERENCES
+    from report.results import PUBLISHED_DIFFERENCES
     from report.results import DIFFERENCES_FILE
 
     diffs = pd.DataFrame({"model": ["sdft (sdft)", "scratch"], "group": ["unconditional"] * 2,
@@ -166,12 +166,12 @@ def test_the_paired_differences_are_published_and_rendered_in_a_block(tmp_path):
 
 
 def test_the_forgetting_curve_is_published_and_rendered_in_a_block(tmp_path):
-    """The curve's points (report/curve.py POINTS_FILE) are published beside the tidy
+    """The curve's points (report/results.py POINTS_FILE) are published beside the tidy
     table and a block renders the `forgetting_curve` table from them."""
     import pandas as pd
 
-    from report.curve import POINTS_FILE
-    from report.publish import PUBLISHED_CURVE
+    from report.results import POINTS_FILE
+    from report.results import PUBLISHED_CURVE
 
     points = pd.DataFrame({"dataset": ["d"] * 3, "target": ["t"] * 3, "model": ["source", "naive", "naive"],
                            "order": [0, 1, 1], "step": [None, 600, 2000],
@@ -220,3 +220,14 @@ def test_a_gpu_figures_block_shows_the_last_line_of_its_setting_with_goals_and_w
     assert lines["dpm-solver++ 10: 10,000 samples, s"] == ["not measured", "<= 300.0", ""]
     with pytest.raises(UserError, match="no line of setting 'gpu_fp16'"):
         readme.render_block(figures, ["gpu_fp16"])
+
+
+@pytest.mark.parametrize("given", ["docs/results/reproduce-forgetting", "docs/results/reproduce-forgetting/metrics.csv.gz"])
+def test_harness_tables_reads_a_published_folder_as_the_docs_blocks_do(given):
+    """A clone has no results/ of its own: `sdft tables docs/results/GRID` prints the tables
+    the docs show, the cells' intervals, the paired differences and the curve included."""
+    source = ROOT / "docs" / "results" / "reproduce-forgetting" / "metrics.csv.gz"
+    proc = run_module("harness.tables", str(ROOT / given), check=True)
+    for name in ("table3", "differences_seeds", "forgetting_curve"):
+        block = readme.render_block(source, [name]).strip()
+        assert block in proc.stdout, f"{name} of {given} is not the docs' table"
