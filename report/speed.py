@@ -22,7 +22,7 @@ GOALS = {  # figure -> (comparison, goal)
     "inception_gap_over_target_train": (">=", 1.0),
     # bench/adm.py: ffhq_p2's network at 256 px on one GPU, in bf16 and in fp16 (null on a
     # machine without a GPU, with the reason beside it); 10,000 samples in 5 minutes by the
-    # solvers that matched DDIM-40's FID on the built-in pair in the fewest steps (docs/speed.md)
+    # solvers whose FID was no worse than DDIM-40's on the built-in pair in the fewest steps (docs/speed.md)
     **{f"gpu_{p}_{figure}": goal for p in ("bf16", "fp16") for figure, goal in (
         ("mfu", (">=", 0.35)),
         ("deepspeed_over_torch", ("<=", 1.10)),
