@@ -222,26 +222,28 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
         torch.cuda.reset_peak_memory_stats()
     rss_before = peak_rss_gib()
 
-    # DeepSpeed first, alone: its peak memory is then the training process's own
-    student_ds = compile_in_place(copy.deepcopy(net), compile, compile_backend)
-    engine, *_ = deepspeed.initialize(
-        model=student_ds, optimizer=torch.optim.AdamW(student_ds.parameters(), lr=2e-5, weight_decay=0.0),
-        config={"train_batch_size": batch, "train_micro_batch_size_per_gpu": batch,
-                "zero_optimization": {"stage": zero_stage}, "bf16": {"enabled": precision == "bf16"},
-                "fp16": {"enabled": precision == "fp16", "initial_scale_power": 16},
-                "gradient_clipping": 0.0, "steps_per_print": 2**31 - 1})
-    layout(engine.module)
-    ds_eps = eps_channels(engine, dtype)
-
-    # `del engine` below empties this closure's cell, freeing the engine before the samplers
-    # run; ds_step is not called after it
-    def ds_step():
-        terms = loss(ds_eps, images, teacher_eps)
-        engine.backward(terms.total)   # noqa: F821
-        engine.step()                  # noqa: F821
-
     steps: dict = {}
+    engine = student_ds = None
     if "deepspeed" in arms:
+        # DeepSpeed first, alone: its peak memory is then the training process's own (and
+        # without this arm no engine holds a model copy and optimizer state on the card)
+        student_ds = compile_in_place(copy.deepcopy(net), compile, compile_backend)
+        engine, *_ = deepspeed.initialize(
+            model=student_ds, optimizer=torch.optim.AdamW(student_ds.parameters(), lr=2e-5, weight_decay=0.0),
+            config={"train_batch_size": batch, "train_micro_batch_size_per_gpu": batch,
+                    "zero_optimization": {"stage": zero_stage}, "bf16": {"enabled": precision == "bf16"},
+                    "fp16": {"enabled": precision == "fp16", "initial_scale_power": 16},
+                    "gradient_clipping": 0.0, "steps_per_print": 2**31 - 1})
+        layout(engine.module)
+        ds_eps = eps_channels(engine, dtype)
+
+        # `del engine` below empties this closure's cell, freeing the engine before the
+        # samplers run; ds_step is not called after it
+        def ds_step():
+            terms = loss(ds_eps, images, teacher_eps)
+            engine.backward(terms.total)   # noqa: F821
+            engine.step()                  # noqa: F821
+
         steps["deepspeed"] = ds_step
         out["deepspeed_first_step_s"] = round(timed(ds_step, device)[0], 3)   # warm-up (compiles)
         if device.type == "cuda":

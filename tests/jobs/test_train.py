@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from factories import ROOT, finetune_spec, pretrain_spec, run_module, tiny_unet, write_spec
+from jobs.train import free_port
 from runs.store import RunFolder
 
 
@@ -69,7 +70,7 @@ def test_sdft_two_processes_zero2_bf16(tiny_source):
     run_dir = write_spec(tiny_source.parent / "zero2", spec)
     for extra in (["--stop-after", "6"], []):
         proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                               "--master_port", "29517", "-m", "jobs.train", str(run_dir), *extra],
+                               "--master_port", str(free_port()), "-m", "jobs.train", str(run_dir), *extra],
                               cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("guided_diffusion.script_util")
-
-from factories import run_module, write_spec  # noqa: E402
-from runs.store import RunFolder  # noqa: E402
-from models.networks import ModelFolderError, as_eps_model, load_unet, read_diffusion_info, split_output  # noqa: E402
-from test_adm import convert, reference  # noqa: E402
+from factories import run_module, write_spec
+from runs.store import RunFolder
+from models.networks import ModelFolderError, as_eps_model, load_unet, read_diffusion_info, split_output
+from test_adm import convert, reference
 
 # ffhq_p2's options (learn_sigma, resblock_updown, scale-shift norm, head width fixed) at 16 px
 TINY_ADM = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2",

@@ -58,7 +58,7 @@ def test_wilson_matches_its_closed_form_and_stays_inside_zero_one():
     zero, full = intervals.wilson(0, 10), intervals.wilson(10, 10)
     assert zero.low == 0 and zero.high > 0 and full.high == pytest.approx(1) and full.low < 1
     assert np.isnan(intervals.wilson(0, 0).value)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need 0 <= k <= n"):
         intervals.wilson(5, 4)
 
 

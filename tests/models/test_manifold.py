@@ -46,7 +46,7 @@ def test_a_missing_mode_has_recall_and_coverage_zero_on_its_subset():
 
 @pytest.mark.parametrize("seed, n_real, n_fake, d", [(3, 300, 250, 16), (4, 500, 700, 64)])
 def test_random_features_match_the_prdc_package(seed, n_real, n_fake, d):
-    prdc = pytest.importorskip("prdc")
+    import prdc      # a pinned test dependency (pyproject's `test` extra): missing is a failure, not a skip
     rng = np.random.default_rng(seed)
     real = rng.normal(size=(n_real, d))
     fake = rng.normal(0.2, 1.3, size=(n_fake, d))

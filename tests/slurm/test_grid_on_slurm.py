@@ -1,5 +1,6 @@
 """The smoke grid through real sbatch: arrays, afterok, kill-on-invalid-dep, requeue, resume."""
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -7,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from factories import from_a_model_folder, run_module, smoke_grid, write_grid
+from runs.config import load_grid
+from runs.grid import expand
 from runs.store import Store
 from tests.slurm.conftest import sacct_states
 
@@ -72,15 +75,19 @@ def test_smoke_grid_goes_through_sbatch_to_done(slurm, tmp_path):
         assert "#SBATCH --kill-on-invalid-dep=yes" in script, job
         assert sacct_states(job) == ["COMPLETED"], (job, sacct_states(job))
 
-    evaluations = [s for s in runs.values() if s["spec"]["stage"] == "evaluate"]
-    finetune_ids = {s["job_id"].split("_")[0] for s in finetune}
+    # each evaluation's array waits on the jobs of every run it needs (its fine-tune, the
+    # source model's evaluation it compares with; the source's on the pretraining)
+    plan = expand(load_grid(grid), base_dir=grid.parent)
+    evaluations = [r for r in plan.runs if r.stage == "evaluate"]
+    assert len(evaluations) == 4
     for evaluation in evaluations:
-        script = next((results / "smoke" / "slurm" / evaluation["job_id"].split("_")[0])
-                      .glob("*_submission.sh")).read_text()
-        assert "--dependency=afterok:" in script
+        job = runs[evaluation.run_id]["job_id"].split("_")[0]
+        script = next((results / "smoke" / "slurm" / job).glob("*_submission.sh")).read_text()
+        after = set(re.search(r"--dependency=afterok:([\d:]+)", script).group(1).split(":"))
+        needed = {runs[d]["job_id"].split("_")[0] for d in evaluation.depends_on}
+        assert needed and needed <= after, (evaluation.run_id, needed, after)
     assert (results / "smoke" / "report.md").is_file() and (results / "smoke" / "metrics.parquet").is_file()
     assert (results / "smoke" / "tables" / "table3.tex").is_file()
-    assert finetune_ids
 
     again = submit(grid, results)
     assert again["submitted"] == 0 and again["skipped_done"] == 9
