@@ -22,7 +22,7 @@ from harness import warm
 from runs.cluster import ClusterConfig
 from runs.grid import STAGE_JOBS, PlannedRun
 from runs.runtime import JOB_ENV, job_environment
-from runs.processes import process_identity
+from runs.processes import process_identity, process_running
 from runs.store import USER_CANCEL, RunFolder, now_iso
 
 JOB_MODULES = STAGE_JOBS
@@ -268,6 +268,18 @@ def live_slurm_jobs(job_ids: list[str]) -> set[str] | None:
     if out.returncode != 0 and "Invalid job id" not in out.stderr:
         return None
     return set(out.stdout.split()) & set(job_ids)
+
+
+def job_alive(state: dict, live: set[str] | None) -> bool:
+    """Whether a run recorded as queued or running still has its job: a local run's process,
+    or a Slurm run's job among `live` (live_slurm_jobs's answer). None, squeue did not answer,
+    counts as alive: taking a run's job for gone would let the run start a second time."""
+    if state.get("status") not in ("submitted", "running"):
+        return False
+    if state.get("executor", "slurm") == "local":
+        return process_running(state)
+    job = state.get("job_id")
+    return bool(job) and (live is None or job in live)
 
 
 def slurm_outcomes(job_ids: list[str]) -> dict[str, tuple[str, str]]:

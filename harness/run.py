@@ -17,7 +17,6 @@ from harness.arguments import OneLineParser, path_arg
 from runs.errors import UserError, exit_on_user_error, quiet_broken_pipe
 from harness.logs import find_run
 from runs.refs import RunRef
-from runs.processes import process_running
 from runs.store import RunFolder, Store
 
 
@@ -49,17 +48,15 @@ def needed_runs(spec: dict) -> list[str]:
 
 def check_runnable(store: Store, folder: RunFolder) -> str:
     """The job module of the run; UserError if it is running or needs a run not done."""
-    from harness.executors import JOB_MODULES, live_slurm_jobs
+    from harness.executors import JOB_MODULES, job_alive, live_slurm_jobs
 
     spec = folder.read_spec()
     state = folder.state()
-    if state.get("status") in ("submitted", "running"):
-        live = (process_running(state) if state.get("executor") == "local"
-                else state.get("job_id") in (live_slurm_jobs([state["job_id"]]) or set())
-                if state.get("job_id") else False)
-        if live:
-            job = f"Slurm job {state['job_id']}" if state.get("job_id") else f"pid {state.get('pid')}"
-            raise UserError(f"{folder.run_id}: already running ({job}); `sdft cancel` it first")
+    live = live_slurm_jobs([state["job_id"]] if state.get("job_id") else [])
+    if job_alive(state, live):
+        job = f"Slurm job {state['job_id']}" if state.get("job_id") else f"pid {state.get('pid')}"
+        said = "; squeue did not answer, so it is taken as running" if live is None else ""
+        raise UserError(f"{folder.run_id}: already running ({job}{said}); `sdft cancel` it first")
     for needed in needed_runs(spec):
         if store.run(needed).status != "done":
             raise UserError(f"{folder.run_id}: needs run {needed}, which is {store.run(needed).status}, "

@@ -15,7 +15,6 @@ from pathlib import Path
 from harness.arguments import OneLineParser, path_arg
 from runs.errors import UserError, clean_text, exit_on_user_error, quiet_broken_pipe
 from runs.methods import run_label
-from runs.processes import process_running
 from runs.store import CorruptFile, RunFolder, Store
 
 
@@ -27,7 +26,7 @@ def _job_id(folder: RunFolder) -> str | None:
 
 
 def describe(folder: RunFolder, live: set[str] | None, outcomes: dict | None = None) -> tuple:
-    from harness.executors import gone_outcome
+    from harness.executors import gone_outcome, job_alive
 
     try:
         spec, state = folder.read_spec(), folder.state()
@@ -40,9 +39,7 @@ def describe(folder: RunFolder, live: set[str] | None, outcomes: dict | None = N
     status = state.get("status", "pending")
     job = state.get("job_id") or ""
     if status in ("submitted", "running"):
-        alive = (process_running(state) if state.get("executor") == "local"
-                 else live is None or job in live)
-        if not alive:
+        if not job_alive(state, live):
             status, error = gone_outcome(state, outcomes or {})
             state = {**state, "error": error}
     label = spec.get("stage", "?")

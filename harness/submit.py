@@ -37,7 +37,6 @@ from harness.executors import array_master
 from runs.grid import STAGES, Plan, PlannedRun, expand
 from harness.inputs import check_inputs, check_results_root
 from runs.overrides import grid_text
-from runs.processes import process_running
 from runs.store import USER_CANCEL, Store
 from harness.subset import select
 
@@ -109,19 +108,16 @@ def missing_products(run: PlannedRun, store: Store, state: dict) -> list[str]:
 
 def gone_jobs(states: dict[str, dict]) -> tuple[set[str], dict]:
     """Which recorded jobs are still alive, and sacct's word on the Slurm ones that are not."""
-    from harness.executors import live_slurm_jobs, slurm_outcomes
+    from harness.executors import job_alive, live_slurm_jobs, slurm_outcomes
 
     slurm_ids = [s["job_id"] for s in states.values()
                  if s.get("status") in ("submitted", "running") and s.get("executor", "slurm") == "slurm"
                  and s.get("job_id")]
-    live = live_slurm_jobs(slurm_ids) if slurm_ids else set()
-    if live is None:   # Slurm cannot be asked: do not run anything twice
+    live = live_slurm_jobs(slurm_ids)
+    if live is None:
         print("warning: squeue did not answer; runs recorded as queued are taken as running", file=sys.stderr)
-        live = set(slurm_ids)
-    alive = {run_id for run_id, s in states.items() if s.get("status") in ("submitted", "running")
-             and (s.get("job_id") in live if s.get("executor", "slurm") == "slurm" and s.get("job_id")
-                  else s.get("executor") == "local" and process_running(s))}
-    outcomes = slurm_outcomes([j for j in slurm_ids if j not in live])
+    alive = {run_id for run_id, s in states.items() if job_alive(s, live)}
+    outcomes = slurm_outcomes([j for j in slurm_ids if live is not None and j not in live])
     return alive, outcomes
 
 

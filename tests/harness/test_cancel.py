@@ -14,6 +14,7 @@ import pytest
 from factories import ROOT, SMOKE_GRID, run_module, smoke_grid, write_grid
 from runs.config import load_grid
 from runs.grid import expand
+from runs.errors import UserError
 from runs.store import USER_CANCEL, Store
 
 
@@ -121,6 +122,42 @@ def test_a_local_submission_cancelled_while_it_trains(tmp_path):
 
 
 # ---------------------------------------------------------------- sdft run, sdft logs
+SQUEUE_SAYS = {"cannot be asked": "echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1",
+               "has it": "echo 4711",
+               "no longer has it": "exit 0"}
+
+
+@pytest.mark.parametrize("squeue", list(SQUEUE_SAYS))
+def test_a_slurm_run_is_taken_as_running_unless_squeue_says_it_is_gone(smoke_store, tmp_path, monkeypatch, squeue):
+    """`sdft run`, `sdft status` and a submission ask one question of a run recorded as queued
+    (harness.executors.job_alive). When squeue cannot be asked, the run is running for all
+    three, so that none starts it a second time beside its Slurm job; before, `sdft run` took
+    it for gone and ran it."""
+    from harness.run import check_runnable
+    from harness.status import status_table
+    from harness.submit import gone_jobs
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool, body in (("squeue", SQUEUE_SAYS[squeue]), ("sacct", "exit 0")):
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    plan, store = smoke_store
+    pretrain = store.run(plan.by_stage("pretrain")[0].run_id)
+    pretrain.set_state("submitted", executor="slurm", job_id="4711")
+
+    alive = squeue != "no longer has it"
+    assert (pretrain.run_id in gone_jobs({pretrain.run_id: pretrain.state()})[0]) == alive
+    row = next(line for line in status_table(store, "smoke").splitlines() if line.startswith(pretrain.run_id))
+    assert ("submitted" in row.split(), "lost" in row.split()) == (alive, not alive), row
+    if alive:
+        with pytest.raises(UserError, match=r"already running \(Slurm job 4711"):
+            check_runnable(store, pretrain)
+    else:
+        assert check_runnable(store, pretrain) == "jobs.train"
+
+
 def test_run_runs_one_run_in_the_foreground_and_logs_prints_its_output(tmp_path):
     """A 3-step pretraining of a grid recorded in a store (no submission ran it). 11 s on the
     2-core machine, with other jobs running."""
