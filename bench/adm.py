@@ -414,8 +414,9 @@ def main() -> None:
                 # the paper's batch keeps the old keys (gpu_bf16_mfu ...): the README's table reads them
                 prefix = (f"gpu_{precision}" + (f"_b{batch}" if batch != 16 else "") + layout_suffix
                           + ("_compiled" if compile else ""))
-                if not use_gpu:
-                    record(prefix, {"resolution": args.gpu_resolution, "num_channels": 128, **null_figures(NO_GPU)})
+                if not use_gpu:     # the printed figures say why they are empty; the log keeps measurements only
+                    figures.update(prefixed(prefix, {"resolution": args.gpu_resolution, "num_channels": 128,
+                                                     **null_figures(NO_GPU)}))
                     continue
                 try:     # the samplers do not depend on the step's batch: timed with the first one only
                     values = measure(torch.device("cuda"), args.gpu_resolution, 128, precision, batch,

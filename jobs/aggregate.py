@@ -237,12 +237,23 @@ def selection_lines(selection: Selection) -> list[str]:
     return lines + [""]
 
 
+def commits_made_by(df) -> str:
+    """The commits whose code measured the rows: runs shared by run id with an earlier grid
+    keep the commit they were measured at, so one grid's rows can come from several."""
+    counts = df.git_sha.dropna().value_counts()
+    if counts.empty:
+        return "commit unknown"
+    if len(counts) == 1:
+        return f"measured at commit {counts.index[0]}"
+    return "measured at commits " + ", ".join(f"{sha} ({n} number{'s' * (n != 1)})" for sha, n in counts.items())
+
+
 def report(spec: AggregateSpec, df, tables, plot: Path | None, grids: list[tuple[Path, list[str]]],
            grid_dir: Path, histograms: list[Path] = (), selection: Selection | None = None,
            curves: Path | None = None, forgetting: Path | None = None) -> Path:
     lines = [f"# {spec.grid}: results", "",
              f"{df.eval_id.nunique()} evaluated models, {len(df)} numbers; generated {now_iso()} "
-             f"(commit {df.git_sha.dropna().iloc[0] if df.git_sha.notna().any() else 'unknown'}).",
+             f"({commits_made_by(df)}).",
              "Query them with `harness.results.load_results('" + str(grid_dir) + "')`.", ""]
     if selection is not None:
         lines += selection_lines(selection)

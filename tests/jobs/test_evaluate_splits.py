@@ -183,3 +183,15 @@ def test_the_report_names_each_methods_selected_candidate():
     assert found == ["- naive: lr=0.002 at step 100 (validation score 3 over 1 rows; selected of 2)",
                      "- source: its only setting at step 100 (validation score 9 over 1 rows; selected of 1)"]
     assert "lowest mean unconditional FID" in lines[2]
+
+
+def test_the_report_names_every_commit_that_measured_its_rows():
+    """A grid that shares runs by run id with an earlier one (reproduce-aux with reproduce)
+    holds rows measured by two commits; the report's first line names both, not the first
+    row's alone."""
+    from jobs.aggregate import commits_made_by
+
+    assert commits_made_by(pd.DataFrame({"git_sha": ["a688a32", "a688a32", None]})) == "measured at commit a688a32"
+    assert commits_made_by(pd.DataFrame({"git_sha": ["e08457b", "a688a32", "a688a32"]})) == \
+        "measured at commits a688a32 (2 numbers), e08457b (1 number)"
+    assert commits_made_by(pd.DataFrame({"git_sha": [None, None]})) == "commit unknown"
