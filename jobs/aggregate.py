@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from runs.errors import UserError, exit_on_user_error
-from report.results import CELLS_FILE, DIFFERENCES_FILE, tidy, write_parquet
+from report.results import CELLS_FILE, DIFFERENCES_FILE, METRICS_FILE, tidy, write_parquet
 from report.selection import (VALIDATION, Criterion, Selection, has_validation, reported, select,
                                       split_of)
 from runs.methods import unit_name
@@ -290,7 +290,7 @@ def aggregate(spec: AggregateSpec, run_dir: str | Path) -> Path:
     store_root = store_root_of(run.path)
     grid_dir = store_root.parent / spec.grid
     df = collect(spec, store_root)
-    write_parquet(grid_dir / "metrics.parquet", df)
+    write_parquet(grid_dir / METRICS_FILE, df)
     import pandas as pd
 
     from jobs.ablations import ablations

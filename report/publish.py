@@ -11,7 +11,8 @@ from pathlib import Path
 
 from runs.errors import UserError
 
-from report.results import PUBLISHED_CELLS, PUBLISHED_CURVE, PUBLISHED_DIFFERENCES, PUBLISHED_METRICS
+from report.results import (METRICS_FILE, PUBLISHED_CELLS, PUBLISHED_CURVE, PUBLISHED_DIFFERENCES,
+                            PUBLISHED_METRICS)
 
 PUBLISHED = ("report.md", "tradeoff.png", "forgetting_curve.png", "tables", "images", "grid.yaml")
 
@@ -36,7 +37,7 @@ def publish(grid_dir: Path, out_dir: Path) -> Path:
     from report.results import CELLS_FILE, DIFFERENCES_FILE, load_results, read_metrics, write_csv
 
     grid_dir, out_dir = Path(grid_dir), Path(out_dir)
-    if not (grid_dir / "metrics.parquet").is_file() or not (grid_dir / "report.md").is_file():
+    if not (grid_dir / METRICS_FILE).is_file() or not (grid_dir / "report.md").is_file():
         raise UserError(f"{grid_dir}: not an aggregated grid folder (no metrics.parquet and report.md)")
     check_replaceable(out_dir)
     staging = out_dir.with_name(f".{out_dir.name}.publishing")
@@ -48,7 +49,7 @@ def publish(grid_dir: Path, out_dir: Path) -> Path:
             shutil.copytree(source, staging / name)
         elif source.is_file():
             shutil.copy2(source, staging / name)
-    df = load_results(grid_dir / "metrics.parquet")
+    df = load_results(grid_dir / METRICS_FILE)
     write_csv(staging / PUBLISHED_METRICS, df)
     cells = read_metrics(grid_dir / CELLS_FILE) if (grid_dir / CELLS_FILE).is_file() else None
     if cells is not None and len(cells):        # the intervals of cells over several runs

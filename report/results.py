@@ -32,6 +32,7 @@ COLUMNS = ["grid", "run_id", "eval_id", "stage", "dataset", "target", "method", 
            "eval_seed", "split", "ckpt_step", "task", "t0", "reference", "subset", "metric", "value", "ci_low", "ci_high", "k", "n",
            "extractor", "note", "compute_kimg", "train_s"]
 TAIL = ["git_sha", "created_at"]
+METRICS_FILE = "metrics.parquet"          # a grid's tidy table (jobs/aggregate.py), and each evaluation's
 CELLS_FILE = "cells.parquet"
 DIFFERENCES_FILE = "differences.parquet"   # the paired differences' rows (jobs/paired.py)
 POINTS_FILE = "forgetting_curve.parquet"   # the forgetting curve's points (jobs/curve.py)
@@ -105,12 +106,13 @@ def read_metrics(path: Path):
 
 def companion(path: str | Path, kind: str) -> Path | None:
     """The `kind` file ("cells", "differences" or "points") that goes with `path`: a
-    results/<grid> folder's own (cells.parquet, ...), or a published folder's, or its
-    metrics.csv.gz's (cells.csv.gz, ...) beside it; None where there is none."""
+    results/<grid> folder's own (cells.parquet, ...) or a published folder's, or those beside a
+    metrics.parquet or metrics.csv.gz file given; None where there is none."""
     path = Path(path)
     own, published = _COMPANIONS[kind]
-    if path.is_file():
-        found = [path.with_name(published)] if path.name == PUBLISHED_METRICS else []
+    if path.is_file():      # a grid's metrics file: its companions lie beside it
+        beside = {METRICS_FILE: own, PUBLISHED_METRICS: published}.get(path.name)
+        found = [path.with_name(beside)] if beside else []
     else:
         found = [path / own, path / published]
     return next((f for f in found if f.is_file()), None)
@@ -132,9 +134,9 @@ def load_results(paths: str | Path | Iterable[str | Path]):
         if path.is_file():
             frames.append(read_metrics(path))
             continue
-        if (path / "metrics.parquet").is_file():
+        if (path / METRICS_FILE).is_file():
             try:
-                frames.append(read_metrics(path / "metrics.parquet"))
+                frames.append(read_metrics(path / METRICS_FILE))
                 continue
             except CorruptFile as err:
                 if not (path / "runs").is_dir():

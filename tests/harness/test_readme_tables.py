@@ -185,6 +185,22 @@ def test_the_forgetting_curve_is_published_and_rendered_in_a_block(tmp_path):
     assert text.index("source") < text.index("naive @600") < text.index("naive @2000")
 
 
+def test_a_grid_its_metrics_file_and_its_publication_read_the_same_cells(tmp_path):
+    """`harness.tables results/g/metrics.parquet` once found no cells.parquet beside it and
+    fell back to the span rule: other intervals than `harness.tables results/g` for the
+    same grid."""
+    from report.results import CELLS_FILE, DIFFERENCES_FILE, PUBLISHED_CELLS, PUBLISHED_METRICS, companion
+
+    out = published_grid(tmp_path, CELLS_FILE, rows())
+    grid = tmp_path / "results" / "g"
+    for kind, own in (("cells", CELLS_FILE), ("differences", DIFFERENCES_FILE)):
+        expected = grid / own if kind == "cells" else None
+        assert companion(grid, kind) == expected
+        assert companion(grid / "metrics.parquet", kind) == expected
+    assert companion(out, "cells") == companion(out / PUBLISHED_METRICS, "cells") == out / PUBLISHED_CELLS
+    assert companion(grid / "report.md", "cells") is None      # beside another file: none
+
+
 # the documents that answer the paper's questions, and the section of each that does
 ANSWERS = (("docs/results.md", None), ("docs/evaluation-classes.md", "## 7."),
            ("docs/methods.md", "## The benchmark grid"),
