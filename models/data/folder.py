@@ -5,7 +5,9 @@ images are expanded to RGB; 16-bit grey (I;16, and I as Pillow reads 16-bit PNGs
 to 8 bits (65535 -> 255), where a plain conversion would clip it to white; images with
 transparency (LA, RGBA, PA, P or RGB/L with a transparent colour) are composited over a
 white background (BACKGROUND), where a plain conversion would drop the alpha and show
-whatever colour the transparent pixels happen to hold.
+whatever colour the transparent pixels happen to hold. A photo whose EXIF orientation tag
+says it is stored turned (as cameras and phones store them) is turned upright first, as an
+image viewer shows it; the crop is then taken from the upright image.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from models.data.base import DatasetError, ImageSet
 
@@ -65,7 +67,7 @@ def load_image(path: Path, resolution: int) -> np.ndarray:
     """Resize the short side to `resolution`, crop the centre square: (r, r, 3) uint8."""
     try:
         with Image.open(path) as im:
-            im = to_rgb(im)
+            im = to_rgb(ImageOps.exif_transpose(im))
             w, h = im.size
             scale = resolution / min(w, h)
             im = im.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),

@@ -163,6 +163,21 @@ def test_sixteen_bit_grey_is_scaled_not_white(tmp_path):
     assert load_as_saved(tmp_path, im, "deep.png") == ((128, 128, 128), (255, 255, 255))
 
 
+def test_a_photo_stored_turned_is_loaded_upright(tmp_path):
+    """A camera's JPEG stored 8 wide and 4 tall, red left and blue right, with EXIF
+    orientation 6 (turn 90 degrees clockwise to show): upright it is 4 wide and 8 tall, red
+    on top. The 4 px centre crop must be red above and blue below, not red left and blue
+    right as the stored pixels are."""
+    stored = two_halves("RGB", (255, 0, 0), (0, 0, 255), size=8).crop((0, 2, 8, 6))
+    exif = Image.Exif()
+    exif[0x0112] = 6                                   # Orientation
+    stored.save(tmp_path / "photo.jpg", exif=exif, quality=100, subsampling=0)
+    out = ImageFolderSet(tmp_path, 4)[0].permute(1, 2, 0).numpy().astype(int)
+    top, bottom = out[0].mean(axis=0), out[-1].mean(axis=0)
+    assert top[0] > 200 and top[2] < 60, top           # red above
+    assert bottom[2] > 200 and bottom[0] < 60, bottom  # blue below
+
+
 def test_scan_finds_a_truncated_png(tmp_path):
     Image.new("RGB", (32, 32), (1, 2, 3)).save(tmp_path / "whole.png")
     data = (tmp_path / "whole.png").read_bytes()
