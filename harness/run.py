@@ -52,7 +52,9 @@ def check_runnable(store: Store, folder: RunFolder) -> str:
 
     spec = folder.read_spec()
     state = folder.state()
-    live = live_slurm_jobs([state["job_id"]] if state.get("job_id") else [])
+    # squeue is asked only about a run recorded as queued on Slurm, never about a done one
+    queued = state.get("status") in ("submitted", "running") and state.get("job_id")
+    live = live_slurm_jobs([state["job_id"]] if queued else [])
     if job_alive(state, live):
         job = f"Slurm job {state['job_id']}" if state.get("job_id") else f"pid {state.get('pid')}"
         said = "; squeue did not answer, so it is taken as running" if live is None else ""

@@ -189,14 +189,13 @@ def test_a_grid_its_metrics_file_and_its_publication_read_the_same_cells(tmp_pat
     """`harness.tables results/g/metrics.parquet` once found no cells.parquet beside it and
     fell back to the span rule: other intervals than `harness.tables results/g` for the
     same grid."""
-    from report.results import CELLS_FILE, DIFFERENCES_FILE, PUBLISHED_CELLS, PUBLISHED_METRICS, companion
+    from report.results import CELLS_FILE, PUBLISHED_CELLS, PUBLISHED_METRICS, companion
 
     out = published_grid(tmp_path, CELLS_FILE, rows())
     grid = tmp_path / "results" / "g"
-    for kind, own in (("cells", CELLS_FILE), ("differences", DIFFERENCES_FILE)):
-        expected = grid / own if kind == "cells" else None
-        assert companion(grid, kind) == expected
-        assert companion(grid / "metrics.parquet", kind) == expected
+    assert companion(grid, "cells") == companion(grid / "metrics.parquet", "cells") == grid / CELLS_FILE
+    assert companion(grid, "differences") is None                  # none written: none found
+    assert companion(grid / "metrics.parquet", "differences") is None
     assert companion(out, "cells") == companion(out / PUBLISHED_METRICS, "cells") == out / PUBLISHED_CELLS
     assert companion(grid / "report.md", "cells") is None      # beside another file: none
 
