@@ -73,16 +73,19 @@ def run(store: Store, folder: RunFolder) -> str:
     from harness.executors import local_outcome, oom_kills, run_job
     from runs.runtime import job_environment
 
-    module = check_runnable(store, folder)
-    state = folder.state()
-    if state.get("cancelled_by"):
-        folder.set_state("pending", cancelled_by=None, error=None)
-    before = oom_kills()
-    code = run_job(module, folder, job_environment({**os.environ, "PYTHONUNBUFFERED": "1"}), echo=True)
-    if code != 0 and folder.status not in ("failed", "cancelled"):
-        status, error = local_outcome(module, code, before, oom_kills())
-        folder.set_state(status, error=error)
-    return folder.status
+    # held from the check to the job's end: a submission or another `sdft run` meanwhile
+    # finds the run running (harness.submit.gone_jobs), not free to start
+    with folder.job_lock():
+        module = check_runnable(store, folder)
+        state = folder.state()
+        if state.get("cancelled_by"):
+            folder.set_state("pending", cancelled_by=None, error=None)
+        before = oom_kills()
+        code = run_job(module, folder, job_environment({**os.environ, "PYTHONUNBUFFERED": "1"}), echo=True)
+        if code != 0 and folder.status not in ("failed", "cancelled"):
+            status, error = local_outcome(module, code, before, oom_kills())
+            folder.set_state(status, error=error)
+        return folder.status
 
 
 def main(argv: list[str] | None = None) -> None:

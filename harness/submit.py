@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,8 +106,10 @@ def missing_products(run: PlannedRun, store: Store, state: dict) -> list[str]:
     return store.run(run.run_id).missing_products(run.stage, getattr(run.spec, "snapshot_steps", ()))
 
 
-def gone_jobs(states: dict[str, dict]) -> tuple[set[str], dict]:
-    """Which recorded jobs are still alive, and sacct's word on the Slurm ones that are not."""
+def gone_jobs(states: dict[str, dict], store: Store) -> tuple[set[str], dict]:
+    """Which runs' jobs are still alive, and sacct's word on the Slurm ones that are not. A
+    run whose job lock another process holds (`sdft run` starting it) is alive whatever its
+    state says yet."""
     from harness.executors import job_alive, live_slurm_jobs, slurm_outcomes
 
     slurm_ids = [s["job_id"] for s in states.values()
@@ -116,7 +118,7 @@ def gone_jobs(states: dict[str, dict]) -> tuple[set[str], dict]:
     live = live_slurm_jobs(slurm_ids)
     if live is None:
         print("warning: squeue did not answer; runs recorded as queued are taken as running", file=sys.stderr)
-    alive = {run_id for run_id, s in states.items() if job_alive(s, live)}
+    alive = {run_id for run_id, s in states.items() if job_alive(s, live) or store.run(run_id).job_lock_held()}
     outcomes = slurm_outcomes([j for j in slurm_ids if live is not None and j not in live])
     return alive, outcomes
 
@@ -127,7 +129,7 @@ def triage(plan: Plan, store: Store, retry_failed: bool, retry_cancelled: bool =
     from harness.executors import gone_outcome
 
     states = {r.run_id: store.run(r.run_id).state() for r in plan.runs}
-    alive, outcomes = gone_jobs(states)
+    alive, outcomes = gone_jobs(states, store)
     out = Triage()
     blocked: dict[str, str] = {}          # run id -> why its dependants cannot run
     for run in plan.runs:
@@ -183,7 +185,7 @@ def settle(plan: Plan, store: Store) -> dict[str, int]:
 
     folders = {r.run_id: store.run(r.run_id) for r in plan.runs}
     states = {run_id: f.state() for run_id, f in folders.items()}
-    alive, outcomes = gone_jobs(states)
+    alive, outcomes = gone_jobs(states, store)
     root: dict[str, str] = {}            # run id -> why its dependants cannot run
     for run in plan.runs:
         state = states[run.run_id]
@@ -243,7 +245,8 @@ def await_runs(run_ids: set[str], store: Store, poll_s: float) -> None:
     """Block while any of the runs is still alive: jobs of an earlier submission that outlived
     it (its terminal closed or killed), or on Slurm."""
     def alive() -> set[str]:
-        return gone_jobs({run_id: store.run(run_id).state() for run_id in run_ids})[0] if run_ids else set()
+        states = {run_id: store.run(run_id).state() for run_id in run_ids}
+        return gone_jobs(states, store)[0] if run_ids else set()
 
     waiting = alive()
     if waiting:
@@ -425,9 +428,14 @@ def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path
         store.keep_grid_runs(grid.name, {r.run_id for r in whole.runs})     # an earlier aggregate's link
         for run in whole.runs:
             store.add_run(grid.name, run.run_id, run.spec.model_dump(mode="json"))
-        for run_id, (status, info) in todo.updates.items():
-            store.run(run_id).set_state(status, **info)
-        job_ids = submit_plan(runner, plan, store, todo)
+        with ExitStack() as claims:
+            # `sdft run` may have started one of them since triage: then this submission stops
+            # here, before it records a decision; held until the jobs are out (local: ended)
+            for run in todo.submit:
+                claims.enter_context(store.run(run.run_id).job_lock())
+            for run_id, (status, info) in todo.updates.items():
+                store.run(run_id).set_state(status, **info)
+            job_ids = submit_plan(runner, plan, store, todo)
     summary["submitted"] = len([r for r in todo.submit if r.run_id in job_ids])
     summary["executor"] = runner.name
     if wait and runner.name == "slurm":

@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from runs.errors import UserError, one_line
 
@@ -80,6 +80,62 @@ def read_json(path: Path, default: Any = None) -> Any:
                           "run again (its checkpoints are kept)") from None
 
 
+@contextmanager
+def file_lock(path: Path, wait_s: float, busy: Callable[[str], str],
+              unlocked_warning: str | None = None, poll_s: float = 0.5):
+    """An exclusive flock on `path`, waited for up to `wait_s` seconds; then UserError(busy(
+    holder)), `holder` being what the holder wrote in it ("pid 12 on node3, since ...").
+    flock: released by the kernel when the holder dies, however it dies. Where the file
+    system has no locks (ENOLCK: NFS mounted without them), it goes on without one, saying
+    `unlocked_warning` if given."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    raise UserError(busy(handle.read().strip() or "its holder unknown")) from None
+                time.sleep(poll_s)
+            except OSError as err:
+                if unlocked_warning:
+                    print(f"warning: {path}: no lock ({err.strerror}); {unlocked_warning}", file=sys.stderr)
+                locked = False
+                break
+        if locked:
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {now_iso()}\n")
+            handle.flush()
+        try:
+            yield
+        finally:
+            if locked:
+                handle.truncate(0)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_held(path: Path) -> bool:
+    """Whether some process holds `file_lock(path)` now (by any open file, this process's
+    own included). Creates nothing: a dry run asks too."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:          # no locks on this file system: nobody can hold one
+        return False
+    finally:
+        os.close(fd)         # closing the file releases a lock just taken
+    return False
+
+
 class RunFolder:
     """One run's folder. Cheap to construct; touches the disk only when asked."""
 
@@ -130,6 +186,20 @@ class RunFolder:
     @property
     def status(self) -> str:
         return self.state().get("status", "pending")
+
+    # Held on this machine by whoever starts the run's job, from before it reads the run's
+    # state until that state records the job: `sdft run` for the job's life, a submission
+    # until it ends. So two of them cannot both find the run not running and both start it.
+    job_lock_path = property(lambda self: self.path / ".job.lock")
+
+    def job_lock(self):
+        """The run's job lock, or UserError if another process holds it."""
+        return file_lock(self.job_lock_path, 0.0, lambda holder: (
+            f"{self.run_id}: being started or run on this machine by another process ({holder}); "
+            "`sdft status` shows it"))
+
+    def job_lock_held(self) -> bool:
+        return lock_held(self.job_lock_path)
 
     def set_state(self, status: str, **info: Any) -> dict:
         """Merge `info` into state.json with a timestamp; None values remove a key."""
@@ -234,44 +304,16 @@ class Store:
             if folder.run_id not in run_ids and folder.path.is_symlink():
                 folder.path.unlink()
 
-    @contextmanager
-    def submission_lock(self, wait_s: float = 30.0, poll_s: float = 0.5):
+    def submission_lock(self, wait_s: float = 30.0):
         """One submission at a time per results root. Two at once (two terminals, a script
         that submits grids sharing a source model) would both find a run not yet submitted
         and both start it, two jobs writing one run folder. A Slurm submission holds it for
-        the seconds its sbatch calls take; a local one for as long as its jobs run.
-        flock: released by the kernel when the holder dies, however it dies."""
+        the seconds its sbatch calls take; a local one for as long as its jobs run."""
         path = self.runs_root / SUBMIT_LOCK
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+") as handle:
-            deadline = time.monotonic() + wait_s
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    locked = True
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        handle.seek(0)
-                        holder = handle.read().strip() or "its holder unknown"
-                        raise UserError(f"{path}: another submission to this results root is running "
-                                        f"({holder}); submit again when it has ended") from None
-                    time.sleep(poll_s)
-                except OSError as err:      # ENOLCK: a network file system mounted without locks
-                    print(f"warning: {path}: no lock ({err.strerror}); two submissions to this "
-                          f"results root at once would both start the runs they share", file=sys.stderr)
-                    locked = False
-                    break
-            if locked:
-                handle.truncate(0)
-                handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {now_iso()}\n")
-                handle.flush()
-            try:
-                yield
-            finally:
-                if locked:
-                    handle.truncate(0)
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+        return file_lock(path, wait_s, lambda holder: (
+            f"{path}: another submission to this results root is running ({holder}); "
+            "submit again when it has ended"), unlocked_warning=(
+            f"two submissions to this results root at once would both start the runs they share"))
 
     def write_grid(self, name: str, source_text: str, canonical: str) -> Path:
         folder = self.grid_dir(name)

@@ -148,7 +148,7 @@ def test_a_slurm_run_is_taken_as_running_unless_squeue_says_it_is_gone(smoke_sto
     pretrain.set_state("submitted", executor="slurm", job_id="4711")
 
     alive = squeue != "no longer has it"
-    assert (pretrain.run_id in gone_jobs({pretrain.run_id: pretrain.state()})[0]) == alive
+    assert (pretrain.run_id in gone_jobs({pretrain.run_id: pretrain.state()}, store)[0]) == alive
     row = next(line for line in status_table(store, "smoke").splitlines() if line.startswith(pretrain.run_id))
     assert ("submitted" in row.split(), "lost" in row.split()) == (alive, not alive), row
     if alive:
@@ -157,6 +157,33 @@ def test_a_slurm_run_is_taken_as_running_unless_squeue_says_it_is_gone(smoke_sto
     else:
         assert check_runnable(store, pretrain) == "jobs.train"
 
+
+def test_a_run_whose_job_lock_is_held_is_running_for_sdft_run_and_submissions(smoke_store):
+    """`sdft run` holds the run's job lock from its check to its job's end (runs/store.py).
+    While another process holds it, `sdft run` refuses in one line naming the holder, and a
+    submission takes the run as running, whatever its state.json says yet. Before, in the
+    moment between a check and the job's pid landing in state.json, both could start it."""
+    from harness.submit import triage
+
+    plan, store = smoke_store
+    pretrain = store.run(plan.by_stage("pretrain")[0].run_id)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from runs.store import RunFolder; "
+         "lock = RunFolder(sys.argv[1]).job_lock(); lock.__enter__(); print('held', flush=True); time.sleep(120)",
+         str(pretrain.path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = run_module("harness.cli", "run", pretrain.run_id, "--results", str(store.root))
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert f"{pretrain.run_id}: being started or run on this machine by another process (pid {holder.pid} on " \
+            in refused.stderr
+        todo = triage(plan, store, retry_failed=False)
+        assert pretrain.run_id in todo.running and pretrain.run_id not in {r.run_id for r in todo.submit}
+    finally:
+        holder.kill()
+        holder.wait()
+    assert pretrain.run_id in {r.run_id for r in triage(plan, store, retry_failed=False).submit}
+    assert pretrain.status == "pending"
 
 def test_run_runs_one_run_in_the_foreground_and_logs_prints_its_output(tmp_path):
     """A 3-step pretraining of a grid recorded in a store (no submission ran it). 11 s on the

@@ -148,3 +148,40 @@ def test_one_submission_at_a_time_per_results_root(tmp_path, monkeypatch):
     submit(SMOKE_GRID, executor="local", results=store.root)
     assert held_while_starting == [True] and lock_is_free(store)
     assert store.grid_dir("smoke").is_dir()
+
+
+def test_a_submission_claims_the_runs_it_starts_and_yields_to_one_started_meanwhile(tmp_path, monkeypatch):
+    """A submission holds the job lock of every run it starts (runs/store.py) from before it
+    records its decisions until its jobs are out, so that `sdft run` cannot start one of
+    them beside it. Before, `sdft run` ran a run that a local submission had planned, and
+    the submission ran it again when it came to it. A run whose lock was taken between the
+    submission's triage and its claim (`sdft run` starting it) stops the submission before
+    it records a decision."""
+    store = Store(tmp_path / "results")
+    plan = expand(load_grid(SMOKE_GRID), base_dir=SMOKE_GRID.parent)
+    pretrain = store.run(plan.by_stage("pretrain")[0].run_id)
+    pretrain.write_spec(plan.by_stage("pretrain")[0].spec.model_dump(mode="json"))   # from an earlier grid
+    pretrain.set_state("lost", error="killed", resubmits=1)
+    triage = submit_module.triage
+
+    def triage_then_sdft_run_starts_it(plan_, store_, *args):
+        todo = triage(plan_, store_, *args)
+        started.enter_context(pretrain.job_lock())      # another open file: another holder
+        return todo
+
+    from contextlib import ExitStack
+    with ExitStack() as started:
+        monkeypatch.setattr(submit_module, "triage", triage_then_sdft_run_starts_it)
+        with pytest.raises(UserError, match=f"{pretrain.run_id}: being started or run on this machine by "
+                                            rf"another process \(pid {os.getpid()} on "):
+            submit(SMOKE_GRID, executor="local", results=store.root)
+    state = pretrain.state()
+    assert (state["status"], state["resubmits"]) == ("lost", 1)     # triage's update not recorded
+    monkeypatch.setattr(submit_module, "triage", triage)
+
+    claimed = []
+    monkeypatch.setattr(submit_module, "submit_plan", lambda runner, plan_, store_, todo: claimed.append(
+        {r.run_id for r in plan_.runs if store_.run(r.run_id).job_lock_held()}) or {})
+    submit(SMOKE_GRID, executor="local", results=store.root)
+    assert claimed == [{r.run_id for r in plan.runs}]
+    assert not any(store.run(r.run_id).job_lock_held() for r in plan.runs)
