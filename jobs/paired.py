@@ -166,7 +166,8 @@ def model_difference(runs: list[dict], baseline: list[dict], groups: np.ndarray,
         b = lambda idx, m=metric: float(np.mean([r[m][0](idx) for r in baseline]))  # noqa: E731
         several = len(np.unique(groups)) > 1
         out[metric] = paired_difference(a, b, len(groups), groups if several else None, per_group=True,
-                                        n_resamples=resamples, seed=seed, units=units if several else None)
+                                        n_resamples=resamples, seed=seed, units=units if several else None,
+                                        centred=metric == "fid")
     return out
 
 

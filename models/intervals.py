@@ -189,11 +189,13 @@ def centered_interval(value: float, replicates: np.ndarray, resamples: int | Non
 
 
 def bootstrap(statistic: Statistic, n_items: int, groups=None, *, per_group: bool = False,
-              n_resamples: int = N_RESAMPLES, seed: int = 0, level: float = LEVEL, units=None) -> Interval:
-    """Percentile bootstrap interval of any statistic of the evaluation items."""
+              n_resamples: int = N_RESAMPLES, seed: int = 0, level: float = LEVEL, units=None,
+              centred: bool = False) -> Interval:
+    """Bootstrap interval of any statistic of the evaluation items: percentile, or
+    `centered_interval` for statistics that repeated rows bias (FID, KID)."""
     value, reps = bootstrap_replicates(statistic, n_items, groups, per_group=per_group,
                                        n_resamples=n_resamples, seed=seed, units=units)
-    return percentile_interval(value, reps, n_resamples, level)
+    return (centered_interval if centred else percentile_interval)(value, reps, n_resamples, level)
 
 
 def mean_interval(values, groups=None, **kwargs) -> Interval:
@@ -205,7 +207,9 @@ def mean_interval(values, groups=None, **kwargs) -> Interval:
 def paired_difference(statistic_a: Statistic, statistic_b: Statistic, n_items: int, groups=None,
                       **kwargs) -> Interval:
     """statistic_a - statistic_b for two models measured on the same items (same noise,
-    same source images): each replicate feeds the same resampled indices to both."""
+    same source images): each replicate feeds the same resampled indices to both. For FID
+    pass centred=True: repeated rows raise each model's FID by its own amount (it grows with
+    the spread of its features), which a difference does not cancel."""
     return bootstrap(lambda idx: statistic_a(idx) - statistic_b(idx), n_items, groups, **kwargs)
 
 
