@@ -279,21 +279,22 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
                         spec = finetune_spec(method, weighting, combo, seed, data, init, scratch_network,
                                              snapshots, source)
                         own.add(spec.run_id)
-                        if spec.run_id in runs:       # shared with another unit: one run, both units'
-                            for run_id in (spec.run_id, evaluations.get(spec.run_id)):
-                                if run_id is not None and variant not in runs[run_id].variants:
-                                    runs[run_id].variants += (variant,)
-                            continue
-                        runs[spec.run_id] = PlannedRun(
-                            spec.run_id, "finetune", spec, dataset.name, target.name, method, weighting,
-                            shown_params(spec), deps if METHODS[method].starts_from_source else (),
-                            variants=(variant,))
                         ev = evaluation_spec("finetuned", str(RunRef(spec.run_id)), source, judged, grid,
                                              source_eval.run_id, method)
                         evaluations[spec.run_id] = ev.run_id
-                        runs[ev.run_id] = PlannedRun(
+                        # a run shared with another unit is one run with both units' rows; one
+                        # shared with another target (the same training data, judged against
+                        # another reference) is trained once and evaluated for each target
+                        for run_id in (spec.run_id, ev.run_id):
+                            if run_id in runs and variant not in runs[run_id].variants:
+                                runs[run_id].variants += (variant,)
+                        runs.setdefault(spec.run_id, PlannedRun(
+                            spec.run_id, "finetune", spec, dataset.name, target.name, method, weighting,
+                            shown_params(spec), deps if METHODS[method].starts_from_source else (),
+                            variants=(variant,)))
+                        runs.setdefault(ev.run_id, PlannedRun(
                             ev.run_id, "evaluate", ev, dataset.name, target.name, method, weighting,
-                            shown_params(spec), (spec.run_id, source_eval.run_id), variants=(variant,))
+                            shown_params(spec), (spec.run_id, source_eval.run_id), variants=(variant,)))
                     if variant and own <= {r for r in evaluations if "" in runs[r].variants}:
                         key = next(k for k in grid.variants() if variant_name(k) == variant)
                         raise UserError(f"per_method.{key}: the variant runs exactly what {grid.variants()[key]} "

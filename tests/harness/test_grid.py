@@ -324,3 +324,24 @@ def test_a_zero_stage_sweep_gives_two_model_rows(tmp_path):
     rows = pd.DataFrame([{"method": "naive", "weighting": None, **columns(json.loads(s.model_dump_json()))}
                          for s in specs])
     assert sorted(model_labels(rows)) == ["naive ZeRO=0", "naive ZeRO=2"]
+
+
+def test_a_training_run_two_targets_share_is_trained_once_and_evaluated_for_each(tmp_path):
+    """One target folder judged against two references: the fine-tune is the same run (its
+    id leaves the reference out), its evaluations are two. Before, the second target got its
+    source model's evaluation only, and its rows were missing from every table, unsaid."""
+    targets = [{"name": name, "kind": "folder", "path": "d/target", "reference": f"d/reference-{name}"}
+               for name in ("A", "B")]
+    grid = smoke_grid(datasets__0__source={"kind": "folder", "path": "d/faces", "resolution": 32, "model": "d/model"},
+                      datasets__0__targets=targets, methods=["naive"],
+                      evaluation={"extractors": ["inception"], "tasks": ["unconditional"]})
+    plan = expand(load_grid(write_grid(tmp_path, grid)), base_dir=tmp_path)
+    [finetune] = plan.by_stage("finetune")
+    evaluations = {(r.target, r.method): r for r in plan.by_stage("evaluate")}
+    assert set(evaluations) == {("A", "source"), ("A", "naive"), ("B", "source"), ("B", "naive")}
+    for name in ("A", "B"):
+        naive = evaluations[(name, "naive")]
+        assert naive.depends_on == (finetune.run_id, evaluations[(name, "source")].run_id)
+        assert naive.spec.target_data.reference.endswith(f"reference-{name}")
+    [aggregate] = plan.by_stage("aggregate")
+    assert set(aggregate.depends_on) == {r.run_id for r in evaluations.values()}
