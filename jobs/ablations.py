@@ -23,7 +23,7 @@ from pathlib import Path
 from runs.methods import unit_name
 from runs.params import label as param_label
 from report.selection import GROUP, Selection, split_of, tags, with_variant
-from report.table import short
+from report.table import is_missing, short
 from report.tables import prepare
 
 MATCHED, SELECTED = "matched", "selected"
@@ -85,8 +85,10 @@ def _settings(rows, columns: list[str]) -> dict:
 
 
 def _text(settings: dict) -> str:
-    """'λd=0.1 @600' of the settings (p_<name>: value, ckpt_step: step)."""
-    parts = [f"{param_label(c[2:])}={short(v)}" for c, v in settings.items() if c.startswith("p_")]
+    """'λd=0.1 @600' of the settings (p_<name>: value, ckpt_step: step); 'none' where a
+    run has no such setting (the method without the variant's adapter)."""
+    parts = [f"{param_label(c[2:])}={'none' if is_missing(v) else short(v)}"
+             for c, v in settings.items() if c.startswith("p_")]
     parts += [f"@{int(v)}" for c, v in settings.items() if c == "ckpt_step" and v == v and v is not None]
     return " ".join(parts)
 

@@ -6,6 +6,8 @@ interval excludes 0); calibration rows and training costs never bold."""
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -122,8 +124,18 @@ class Table:
         return text + "".join(f"\n\n{n}" for n in self.notes)
 
 
-LATEX_SYMBOLS = {"±": r"$\pm$", "×": r"$\times$", "†": r"$^\dagger$", "λ": r"$\lambda$", "γ": r"$\gamma$",
+LATEX_SYMBOLS = {"±": r"$\pm$", "×": r"$\times$", "†": r"$^\dagger$",
                  "_": r"\_"}
+
+
+def _greek(match: re.Match) -> str:
+    """A Greek letter as a math symbol ("GREEK SMALL LETTER ALPHA" -> $\\alpha$): pdflatex
+    has none of them set up as text, so one in a label (LoRA α) stopped the document."""
+    name = unicodedata.name(match.group(), "").split()
+    if name[:1] != ["GREEK"] or len(name) != 4 or name[2] != "LETTER":
+        return match.group()
+    letter = {"lamda": "lambda"}.get(name[3].lower(), name[3].lower())     # Unicode's spelling
+    return f"$\\{letter.capitalize() if name[1] == 'CAPITAL' else letter}$"
 
 
 def _latex_symbols(text: str) -> str:
@@ -135,7 +147,7 @@ def _latex_symbols(text: str) -> str:
             continue
         for symbol, latex in LATEX_SYMBOLS.items():
             line = line.replace(symbol, latex)
-        out.append(line)
+        out.append(re.sub("[\u0370-\u03ff]", _greek, line))
     return "".join(out)
 
 

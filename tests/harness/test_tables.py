@@ -263,3 +263,18 @@ def test_a_compute_matched_table_says_the_cheaper_methods_trained_longer():
     markdown = {t.name: t for t in paper_tables(with_costs(rows(), steps, cost))}["table3"].render("markdown")
     assert "naive: 190 steps, 3.04 naive kimg" in markdown and "sdft/sdft: 100 steps, 3.04 naive kimg" in markdown
     assert "Matched in compute: the methods cheaper per step trained more steps" in markdown
+
+
+def test_latex_writes_greek_letters_of_labels_as_math():
+    """pdflatex has no Greek letters set up as text: "LoRA α=8" in an ablation's row label
+    stopped the document (five committed .tex files had it). Each becomes a math symbol."""
+    import re
+
+    import pandas as pd
+
+    from report.table import Table
+
+    frame = lambda value: pd.DataFrame({("unconditional", "fid"): [value]}, index=["naive LoRA α=8 λ=1 Δ"])  # noqa: E731
+    latex = Table("t", "t", frame(1.5), frame(1.0), frame(2.0), frame(1)).render("latex")
+    assert r"naive LoRA $\alpha$=8 $\lambda$=1 $\Delta$" in latex
+    assert not re.findall(r"[^\x00-\x7f–]", latex)      # an en dash is set up (LaTeX's UTF-8 default)
