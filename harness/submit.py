@@ -37,6 +37,7 @@ from harness.executors import array_master
 from runs.grid import STAGES, Plan, PlannedRun, expand
 from harness.inputs import check_inputs, check_results_root
 from runs.overrides import grid_text
+from runs.spec import NOT_IN_IDENTITY
 from runs.store import USER_CANCEL, Store
 from harness.subset import select
 
@@ -104,6 +105,45 @@ def missing_products(run: PlannedRun, store: Store, state: dict) -> list[str]:
     if run.stage == "aggregate":
         return store.missing_grid_products(run.spec.grid, state.get("products", ()))
     return store.run(run.run_id).missing_products(run.stage, getattr(run.spec, "snapshot_steps", ()))
+
+
+def unmakeable_snapshots(run: PlannedRun, store: Store) -> tuple[list[int], int]:
+    """(the snapshot steps a training run to start lacks and can no longer make, the step it
+    has trained to). A snapshot is kept only as the training loop passes its step: a grid
+    that adds evaluation.checkpoint_steps or curve_steps after the run trained past them
+    would otherwise have the run resubmitted, find nothing to do, and its evaluation fail."""
+    folder = store.run(run.run_id)
+    lacking = [s for s in getattr(run.spec, "snapshot_steps", ())
+               if not (folder.snapshot_dir(s) / "config.json").is_file()]
+    if not lacking:
+        return [], 0
+    reached = run.spec.steps if folder.status == "done" else folder.resumes_from()
+    return [s for s in lacking if s <= reached], reached
+
+
+def check_snapshots(runs: list[PlannedRun], store: Store, grid_path: Path) -> None:
+    for run in runs:
+        lost, reached = unmakeable_snapshots(run, store)
+        if lost:
+            raise UserError(
+                f"{grid_path}: evaluation.checkpoint_steps or curve_steps: {run.stage} run {run.run_id} "
+                f"({run.method}) has trained to step {reached} without keeping a snapshot at step {lost[0]}, "
+                f"and a snapshot is kept only as training passes its step; drop that step, or move "
+                f"{store.run(run.run_id).path} away to train the run again")
+
+
+def refresh_bookkeeping(run: PlannedRun, store: Store) -> None:
+    """A training run about to run again takes the grid's settings that are no part of its
+    identity (snapshot steps, checkpoint_every, log_every, report_to, compile): the job
+    reads spec.json, which is written once. Snapshot steps asked for before are kept."""
+    folder = store.run(run.run_id)
+    stored = folder.read_spec()
+    planned = run.spec.model_dump(mode="json")
+    fresh = {**stored, **{key: planned[key] for key in NOT_IN_IDENTITY if key in planned}}
+    if "snapshot_steps" in planned:
+        fresh["snapshot_steps"] = sorted(set(stored.get("snapshot_steps", ())) | set(planned["snapshot_steps"]))
+    if fresh != stored:
+        folder.write_spec(fresh)
 
 
 def gone_jobs(states: dict[str, dict], store: Store) -> tuple[set[str], dict]:
@@ -409,6 +449,7 @@ def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path
     # a dry run reads; a submission decides what to start and records it under the lock
     with nullcontext() if dry_run else store.submission_lock(wait_s=LOCK_WAIT_S):
         todo = triage(plan, store, retry_failed, retry_cancelled)
+        check_snapshots(todo.submit, store, grid_path)
         for note in todo.notes:
             print(f"note: {note}", file=sys.stderr)
         summary = {"grid": grid.name, "runs": len(plan.runs), "submitted": 0, "skipped_done": len(todo.done),
@@ -435,6 +476,9 @@ def submit(grid_path: str | Path, *, executor: str = "auto", results: str | Path
                 claims.enter_context(store.run(run.run_id).job_lock())
             for run_id, (status, info) in todo.updates.items():
                 store.run(run_id).set_state(status, **info)
+            for run in todo.submit:
+                if run.stage in ("pretrain", "finetune"):
+                    refresh_bookkeeping(run, store)
             job_ids = submit_plan(runner, plan, store, todo)
     summary["submitted"] = len([r for r in todo.submit if r.run_id in job_ids])
     summary["executor"] = runner.name

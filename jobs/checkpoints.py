@@ -32,15 +32,6 @@ TMP_PREFIX = ".tmp-"
 KEEP_CHECKPOINTS = 2
 
 
-def tag_of(step: int) -> str:
-    return f"step{step:08d}"
-
-
-def tags(folder: RunFolder) -> list[str]:
-    """The finished checkpoints' tags, oldest first (zero-padded steps sort by name)."""
-    return sorted(p.name for p in folder.checkpoints.glob("step*") if p.is_dir())
-
-
 # ---------------------------------------------------------------- loading without pickle's code
 def allowed_classes() -> list[type]:
     """What a ZeRO optimizer shard pickles besides tensors and builtins (DeepSpeed 0.19)."""
@@ -113,7 +104,7 @@ def save(engine, folder: RunFolder, step: int, client_state: dict, rank: int) ->
     """Write the checkpoint of `step` atomically (see the module's doc); every rank calls it."""
     import torch.distributed as dist
 
-    root, tag = folder.checkpoints, tag_of(step)
+    root, tag = folder.checkpoints, RunFolder.checkpoint_tag(step)
     tmp = root / f"{TMP_PREFIX}{tag}"
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)      # a save that was killed half-way
@@ -133,7 +124,7 @@ def save(engine, folder: RunFolder, step: int, client_state: dict, rank: int) ->
 
 
 def prune(folder: RunFolder, keep: int = KEEP_CHECKPOINTS) -> None:
-    for old in tags(folder)[:-keep]:
+    for old in folder.checkpoint_tags()[:-keep]:
         shutil.rmtree(folder.checkpoints / old, ignore_errors=True)
     for leftover in folder.checkpoints.glob(f"{TMP_PREFIX}*"):
         shutil.rmtree(leftover, ignore_errors=True)
@@ -151,7 +142,7 @@ def load_newest(engine, folder: RunFolder, rank: int) -> tuple[int, dict | None,
 
     candidates: list = [None]
     if rank == 0:
-        candidates[0] = [(tag, unusable(folder.checkpoints / tag)) for tag in reversed(tags(folder))]
+        candidates[0] = [(tag, unusable(folder.checkpoints / tag)) for tag in reversed(folder.checkpoint_tags())]
     dist.broadcast_object_list(candidates, src=0)
     skipped, tried = [], False
     for tag, reason in candidates[0]:

@@ -159,6 +159,20 @@ class RunFolder:
     # an evaluation's products listed (jobs/evaluation/manifest.py)
     manifest_path = property(lambda self: self.path / "products" / "manifest.json")
 
+    @staticmethod
+    def checkpoint_tag(step: int) -> str:
+        """A finished checkpoint's folder in checkpoints/ (jobs/checkpoints.py writes them)."""
+        return f"step{step:08d}"
+
+    def checkpoint_tags(self) -> list[str]:
+        """The finished checkpoints' tags, oldest first (zero-padded steps sort by name)."""
+        return sorted(p.name for p in self.checkpoints.glob("step*") if p.is_dir())
+
+    def resumes_from(self) -> int:
+        """The step a training job of this run would start from: its newest checkpoint's."""
+        tags = self.checkpoint_tags()
+        return int(tags[-1].removeprefix("step")) if tags else 0
+
     def snapshot_dir(self, step: int) -> Path:
         """The EMA kept at an earlier step (RunSpec.snapshot_steps)."""
         return self.path / f"model-step{step:08d}"
@@ -221,6 +235,8 @@ class RunFolder:
             state.setdefault("started_at", state["updated_at"])
         if status in ("done", "failed", "lost", "cancelled"):
             state["finished_at"] = state["updated_at"]
+        if status == "done":       # the cap on automatic resubmits counts from the last finish
+            state.pop("resubmits", None)
         atomic_write_json(self.state_path, state)
         return state
 
@@ -313,7 +329,7 @@ class Store:
         return file_lock(path, wait_s, lambda holder: (
             f"{path}: another submission to this results root is running ({holder}); "
             "submit again when it has ended"), unlocked_warning=(
-            f"two submissions to this results root at once would both start the runs they share"))
+            "two submissions to this results root at once would both start the runs they share"))
 
     def write_grid(self, name: str, source_text: str, canonical: str) -> Path:
         folder = self.grid_dir(name)
@@ -342,4 +358,5 @@ class Store:
 
     def grid_runs(self, grid: str) -> list[RunFolder]:
         runs = self.grid_dir(grid) / "runs"
-        return [RunFolder(p) for p in sorted(runs.iterdir())] if runs.is_dir() else []
+        # links and folders: a stray file (a desktop's .DS_Store) is no run
+        return [RunFolder(p) for p in sorted(runs.iterdir()) if p.is_symlink() or p.is_dir()] if runs.is_dir() else []

@@ -15,9 +15,9 @@ import pytest
 import torch
 import yaml
 
-from factories import ROOT, TINY_PRETRAIN, run_module, write_spec
+from factories import ROOT, TINY_PRETRAIN, run_module, smoke_grid, write_grid, write_spec
 from runs.config import load_grid
-from runs.errors import one_line
+from runs.errors import UserError, one_line
 from harness.executors import local_outcome, slurm_outcome
 from runs.grid import expand
 from runs.store import RunFolder, Store
@@ -265,6 +265,10 @@ def test_a_lost_run_is_resubmitted_three_times_then_needs_retry_failed(smoke_sto
                                        or r.stage in ("evaluate", "aggregate")])
     todo = triage(plan, store, retry_failed=True)
     assert todo.updates[pretrain.run_id] == ("lost", {"resubmits": 1})      # counted afresh
+    # so is a run that finished: lost again later (its products gone, rerun), it is resubmitted
+    pretrain.set_state("done")
+    pretrain.set_state("lost", error="jobs.train was killed by SIGKILL")
+    assert triage(plan, store, retry_failed=False).updates[pretrain.run_id] == ("lost", {"resubmits": 1})
 
 
 def test_a_done_run_without_its_model_is_submitted_again(smoke_store):
@@ -345,3 +349,32 @@ def test_a_slurm_submission_refuses_a_parent_running_outside_slurm(smoke_store, 
     pretrain.set_state("running", executor="slurm", job_id="4711_0", pid=None, host=None)
     todo.running[pretrain.run_id] = "4711_0"
     assert submit_module.make_executor("slurm", plan, store.grid_dir("smoke"), todo).name == "slurm"
+
+
+def test_snapshots_a_later_grid_adds_go_to_a_resumed_run_and_are_refused_past_its_step(tmp_path, monkeypatch):
+    """evaluation.curve_steps and checkpoint_steps are no part of a fine-tune's id, so a grid
+    that adds them finds the run an earlier grid made. A run that resumes before the step
+    gets it into its spec.json (the job reads that file, written once); a run trained past
+    the step can no longer keep it, and the submission says so in one line, writing nothing.
+    Before, such a run was resubmitted, found nothing to do, and its evaluation failed, at
+    every submission."""
+    import harness.submit as submit_module
+
+    monkeypatch.setattr(submit_module, "submit_plan", lambda *args: {})
+    results = tmp_path / "results"
+    submit_module.submit(write_grid(tmp_path, smoke_grid(methods=["naive"])), executor="local", results=results)
+    later = write_grid(tmp_path, smoke_grid(name="later", methods=["naive"], evaluation__curve_steps=[5]))
+    finetune = Store(results).run(expand(load_grid(later)).by_stage("finetune")[0].run_id)
+    assert finetune.read_spec()["snapshot_steps"] == []
+    (finetune.checkpoints / "step00000003").mkdir(parents=True)
+    finetune.set_state("lost", error="killed")
+    submit_module.submit(later, executor="local", results=results)
+    assert finetune.read_spec()["snapshot_steps"] == [5]
+
+    finetune.set_state("done")
+    state = finetune.state()
+    with pytest.raises(UserError, match=rf"{later}: evaluation.checkpoint_steps or curve_steps: finetune run "
+                                        rf"{finetune.run_id} \(naive\) has trained to step 20 without keeping a "
+                                        "snapshot at step 5"):
+        submit_module.submit(later, executor="local", results=results)
+    assert finetune.state() == state
