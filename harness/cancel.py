@@ -22,7 +22,7 @@ from harness.arguments import OneLineParser, path_arg
 from runs.errors import UserError, exit_on_user_error, quiet_broken_pipe
 from harness.status import grid_folder
 from runs.processes import pid_running, process_running
-from runs.store import USER_CANCEL, RunFolder, Store, now_iso
+from runs.store import USER_CANCEL, CorruptFile, RunFolder, Store, now_iso
 from harness.subset import find_run_id
 
 GRACE_S = 15.0        # a local job's time to end after SIGTERM (a Ray evaluation shuts its Ray down)
@@ -67,8 +67,15 @@ def cancel(store: Store, grid: str, given: list[str] = (), out=sys.stdout) -> di
     counts = {"cancelled": 0, "slurm_jobs": 0, "local_jobs": 0, "done": 0, "already": 0}
     slurm_jobs: list[str] = []
     local_pids: list[int] = []
+    # every state read first: one that cannot be read must not stop the loop midway, after
+    # runs were recorded as cancelled but before their jobs were stopped (below)
+    readable = []
     for folder in chosen_runs(store, grid, list(given)):
-        state = folder.state()
+        try:
+            readable.append((folder, folder.state()))
+        except CorruptFile as err:
+            print(f"warning: {err}; left as it is, its job (if it has one) not stopped", file=sys.stderr)
+    for folder, state in readable:
         status = state.get("status", "pending")
         if status == "done":
             counts["done"] += 1

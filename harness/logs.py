@@ -33,14 +33,40 @@ def find_run(store: Store, given: str) -> RunFolder:
     return store.run(find_run_id(given, ids, str(root)))
 
 
+class JobWatch:
+    """Whether the run's job still runs: its state, and where that still says queued or
+    running, its process or (asked every `squeue_s` seconds) squeue. A job killed without a
+    word (SIGKILL, a lost node, scancel) leaves its state saying running for good."""
+
+    def __init__(self, folder: RunFolder, squeue_s: float = 15.0):
+        self.folder, self.squeue_s = folder, squeue_s
+        self.asked_at, self.live = -float("inf"), None
+
+    def gone_silently(self, state: dict) -> bool:
+        from harness.executors import job_alive, live_slurm_jobs
+
+        if state.get("executor", "slurm") == "slurm" and state.get("job_id"):
+            if time.monotonic() - self.asked_at >= self.squeue_s:
+                self.asked_at, self.live = time.monotonic(), live_slurm_jobs([state["job_id"]])
+        return not job_alive(state, self.live)
+
+    def ended(self) -> str | None:
+        """None while the job runs; else why following stops."""
+        state = self.folder.state()
+        if state.get("status", "pending") not in ("submitted", "running"):
+            return "ended"
+        return "gone" if self.gone_silently(state) else None
+
+
 def show(folder: RunFolder, follow: bool = False, poll_s: float = 0.5, out=sys.stdout) -> None:
     logs = folder.job_logs()
     if not any(p.is_file() for p in logs) and not follow:
         raise UserError(f"{folder.run_id}: no log yet (state {folder.status}; expected {logs[0]})")
     offsets = {p: 0 for p in logs}
     current: Path | None = None
+    watch = JobWatch(folder)
     while True:
-        ended = not follow or folder.status not in ("submitted", "running")   # before the last read
+        ended = "ended" if not follow else watch.ended()        # before the last read
         for path in logs:
             try:
                 with open(path, "rb") as f:
@@ -56,6 +82,9 @@ def show(folder: RunFolder, follow: bool = False, poll_s: float = 0.5, out=sys.s
             out.write(chunk.decode("utf-8", errors="replace"))
             out.flush()
             offsets[path] += len(chunk)
+        if ended == "gone":
+            print(f"{folder.run_id}: its job is gone without recording how it ended (`sdft status` "
+                  "shows it as lost; the next submission resumes it)", file=sys.stderr)
         if ended:
             return
         time.sleep(poll_s)

@@ -53,7 +53,12 @@ def _same(value: Any, text: str) -> bool:
             return float(text) == float(value)
         except ValueError:
             return False
-    return str(value) == text or yaml.safe_load(text) == value
+    if str(value) == text:
+        return True
+    try:
+        return yaml.safe_load(text) == value
+    except yaml.YAMLError:       # `method=[`: matches nothing, as any other value no run has
+        return False
 
 
 def matches(run: PlannedRun, wanted: dict[str, list[str]]) -> bool:

@@ -61,6 +61,23 @@ def test_cancel_stops_jobs_records_the_user_and_leaves_done_runs(smoke_store, tm
     assert first_finetune.state()["status"] == "cancelled" and first_finetune.state()["step"] == 7
 
 
+def test_a_run_whose_state_cannot_be_read_does_not_stop_the_cancel_of_the_others(smoke_store, capsys):
+    """Before, the cancel stopped at the unreadable state.json midway: the runs before it were
+    recorded as cancelled, but their jobs never stopped, and no later cancel stopped them. A
+    stray file in the grid's runs/ (a desktop's .DS_Store) is no run: it was a traceback."""
+    from harness.cancel import cancel
+
+    plan, store = smoke_store
+    running, broken = [store.run(r.run_id) for r in plan.runs[1:3]]
+    local_job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    running.set_state("running", executor="local", host=socket.gethostname(), pid=local_job.pid)
+    broken.state_path.write_text('{"status": "runn')
+    (store.grid_dir("smoke") / "runs" / ".DS_Store").write_text("")
+    counts = cancel(store, "smoke", out=open(os.devnull, "w"))
+    assert local_job.wait(timeout=20) == -signal.SIGTERM
+    assert counts["local_jobs"] == 1 and counts["cancelled"] == len(plan.runs) - 1
+    assert f"{broken.run_id}/state.json: not valid JSON" in capsys.readouterr().err
+
 def test_a_plain_resubmit_leaves_cancelled_runs_and_retry_cancelled_runs_them(smoke_store):
     from harness.submit import triage
 
@@ -216,11 +233,12 @@ def test_logs_follow_prints_what_is_added_until_the_run_ends(tmp_path):
     import threading
 
     from harness.logs import show
+    from runs.processes import process_identity
     from runs.store import RunFolder
 
     folder = RunFolder(tmp_path / "_runs" / "abc")
     folder.path.mkdir(parents=True)
-    folder.set_state("running", executor="local")
+    folder.set_state("running", executor="local", **process_identity(os.getpid()))    # this process runs it
     folder.job_log_path.write_text("step 1\n")
 
     def finish():
@@ -235,3 +253,27 @@ def test_logs_follow_prints_what_is_added_until_the_run_ends(tmp_path):
     show(folder, follow=True, poll_s=0.05, out=out)
     writer.join()
     assert out.getvalue() == "step 1\nstep 2\n"
+
+
+def test_logs_follow_ends_when_the_job_is_gone_without_a_word(tmp_path, capsys):
+    """A job killed with SIGKILL (or its node lost) leaves its state saying running. Before,
+    `sdft logs -f` waited for it for good; now it stops once the job is gone, and says so."""
+    import io
+    import threading
+
+    from harness.logs import show
+    from runs.processes import process_identity
+    from runs.store import RunFolder
+
+    job = subprocess.Popen([sys.executable, "-c", "print('step 1', flush=True)"], stdout=subprocess.PIPE, text=True)
+    folder = RunFolder(tmp_path / "_runs" / "abc")
+    folder.path.mkdir(parents=True)
+    folder.set_state("running", executor="local", **process_identity(job.pid))
+    folder.job_log_path.write_text(job.stdout.read())
+    job.wait()
+    out = io.StringIO()
+    follower = threading.Thread(target=show, args=(folder, True, 0.05, out), daemon=True)
+    follower.start()
+    follower.join(timeout=20)
+    assert not follower.is_alive() and out.getvalue() == "step 1\n" and folder.status == "running"
+    assert "abc: its job is gone without recording how it ended" in capsys.readouterr().err
