@@ -17,6 +17,7 @@ table lists every candidate's validation value.
 """
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from runs.adapters import COLUMNS as ADAPTER_COLUMNS
@@ -381,8 +382,29 @@ def candidates_compute(rows: "pd.DataFrame") -> str | None:
 
 def _paper_tables(results: "pd.DataFrame", extra_notes: list[str] = (), cells=None,
                   criterion: Criterion | None = None) -> list[Table]:
-    pivot = lambda *args, **kwargs: _pivot(*args, cells=cells, **kwargs)  # noqa: E731
+    """The tables of each target on its own where the rows span several (or several
+    datasets): one table's best, its calibration rows and its means are a target's, never
+    taken over targets. Their names end in the target's ('table3_painted')."""
+    import dataclasses
+
     df = prepare(results)
+    datasets = df["dataset"].nunique(dropna=True)
+    places = df[["dataset", "target"]].drop_duplicates().dropna()
+    if len(places) <= 1:
+        return _target_tables(df, extra_notes, cells, criterion)
+    tables = []
+    for dataset, target in places.itertuples(index=False):
+        where = f"{dataset}/{target}" if datasets > 1 else str(target)
+        part = df[(df["dataset"] == dataset) & (df["target"] == target)]
+        tables += [dataclasses.replace(t, name=f"{t.name}_{re.sub(r'[^A-Za-z0-9.-]+', '-', where)}",
+                                       title=f"{where}: {t.title}")
+                   for t in _target_tables(part, extra_notes, cells, criterion)]
+    return tables
+
+
+def _target_tables(df: "pd.DataFrame", extra_notes: list[str] = (), cells=None,
+                   criterion: Criterion | None = None) -> list[Table]:
+    pivot = lambda *args, **kwargs: _pivot(*args, cells=cells, **kwargs)  # noqa: E731
     ref, ext = reported_reference(df), reported_extractor(df)
     distance, notes = _distance(df)
     notes = notes + list(extra_notes) + [n for n in [compute_note(df)] if n]
@@ -478,10 +500,9 @@ def classifier_table(df: "pd.DataFrame") -> Table | None:
     rows = df[(df["method"] == "calibration") & (df["weighting"] == "classifier-calibration")]
     if rows.empty:
         return None
-    several = rows["target"].nunique(dropna=True) > 1 or rows["dataset"].nunique(dropna=True) > 1
     split = rows["split"] if "split" in rows else pd.Series([None] * len(rows), index=rows.index)
-    label = [(f"{t}: " if several else "") + m + (f" ({s})" if isinstance(s, str) and s else "")
-             for t, m, s in zip(rows["target"], rows["model"], split)]
+    # the model labels name the target where there are several (by_target)
+    label = [m + (f" ({s})" if isinstance(s, str) and s else "") for m, s in zip(rows["model"], split)]
     rows = rows.assign(_label=label, _column=list(zip(rows["subset"], rows["metric"])))
     order = ([("missing-classes", "missing_tpr"), ("present-classes", "missing_fpr"), ("all", "class_recall")]
              + sorted({c for c in rows["_column"] if c[1] == "class_recall" and c[0] != "all"}))
