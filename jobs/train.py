@@ -383,11 +383,15 @@ def adopt_shipped(spec: RunSpec, folder: RunFolder) -> Path | None:
     sha256) instead of training for an hour on a CPU; SDFT_SHIPPED_WEIGHTS=0 trains anyway."""
     from models.shipped import find_shipped
 
-    if spec.stage != "pretrain" or int(os.environ.get("RANK", 0)) != 0:
+    if spec.stage != "pretrain":
         return None
     shipped = find_shipped(spec.run_id)
     if shipped is None:
         return None
+    if int(os.environ.get("RANK", 0)) != 0:
+        # every rank asks, so that none goes on to wait for the others in training's
+        # rendezvous (they all end here); rank 0 alone writes
+        return folder.model_dir
     tmp = folder.path / ".model.shipped.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

@@ -74,3 +74,25 @@ def test_pretraining_adopts_the_shipped_weights(tmp_path):
     assert state["status"] == "done" and state["weights"].startswith("shipped")
     for name in ("config.json", "diffusion_pytorch_model.safetensors"):
         assert (run_dir / "model" / name).read_bytes() == (WEIGHTS / SOURCE / name).read_bytes()
+
+
+def test_every_rank_of_a_pretraining_ends_at_the_shipped_weights(tmp_path):
+    """Rank 1 of two finds the weights too and ends, writing nothing (rank 0 copies them).
+    Before, it went on into training and waited in the rendezvous for a rank 0 that had
+    ended: a Slurm job of two tasks hung until its time limit."""
+    import socket
+    import subprocess
+
+    from factories import run_module, write_spec
+
+    run_dir = write_spec(tmp_path / "_runs" / "source", json.loads(demo_pretrain().model_dump_json()))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    try:
+        proc = run_module("jobs.train", str(run_dir), env=env, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("rank 1 waited for a training that rank 0 never starts") from None
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (run_dir / "model").exists() and not (run_dir / "state.json").exists()
