@@ -51,9 +51,9 @@ class Trackers:
         if "tensorboard" in self.names:
             from torch.utils.tensorboard import SummaryWriter
 
-            # purge_step: a resumed run drops the events after its checkpoint (step > start_step)
-            self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"),
-                                             purge_step=start_step + 1 if start_step else None)
+            # purge_step: a resumed run drops the events after its checkpoint (step > start_step),
+            # and one started again from step 0 those of the attempt before
+            self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1)
         if "wandb" in self.names:
             import wandb
 

@@ -303,10 +303,12 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
     start, client, skipped = checkpoints.load_newest(engine, folder, rank)
     if client is not None:
         ema.load_state_dict(client["ema"])
-    if rank == 0 and (client is not None or skipped):
+    # an attempt that ended before its first checkpoint left step rows too: they are redone
+    if rank == 0 and (client is not None or skipped or folder.log_path.is_file()):
         truncate_log(folder, start, skipped)
         print(f"[train {folder.run_id}] resumed from checkpoint at step {start}" if client is not None
-              else f"[train {folder.run_id}] no checkpoint is whole: training from step 0", flush=True)
+              else f"[train {folder.run_id}] no checkpoint{' is whole' if skipped else ' yet'}: training "
+                   "from step 0", flush=True)
     # loss curves and sample grids for people (jobs/tracking.py); train.jsonl stays the record
     trackers = Trackers(spec.report_to, run_dir, folder.run_id, spec.model_dump(mode="json"), start) \
         if rank == 0 else None

@@ -205,3 +205,16 @@ def test_the_log_window_times_the_first_step_apart_and_keeps_its_loss():
     assert window.close(batch_size=8) == ({"loss": 3.0}, {"images_per_s": 4.0, "step_s": 2.0, "train_s": 17.0})
     window.add({"loss": 1.0})
     assert window.close(batch_size=8) == ({"loss": 1.0}, {"images_per_s": 8.0, "step_s": 1.0, "train_s": 18.0})
+
+
+def test_a_run_stopped_before_its_first_checkpoint_logs_each_step_once(tmp_path):
+    """Started again from step 0, it redoes the steps the earlier attempt logged. Before, those
+    stayed in train.jsonl and TensorBoard, and the loss curve went back to step 1 halfway."""
+    spec = pretrain_spec(steps=6, checkpoint_every=5, log_every=1)
+    run_dir = write_spec(tmp_path / "_runs" / "early", spec)
+    run_module("jobs.train", str(run_dir), "--stop-after", "3", check=True)
+    run_module("jobs.train", str(run_dir), check=True)
+    rows = RunFolder(run_dir).log_rows()
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in rows if r.get("event") == "resume"] == [0]
+    assert [e.step for e in tensorboard_events(run_dir).Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
