@@ -29,7 +29,7 @@ from runs.runtime import reexec_with_job_environment
 from runs.methods import METHODS
 from runs.refs import RunRef
 from runs.spec import RunSpec
-from runs.store import RunFolder, store_root_of
+from runs.store import RunFolder, atomic_write_bytes, store_root_of
 from models.seeding import derived_seed
 
 
@@ -198,7 +198,7 @@ def truncate_log(folder: RunFolder, step: int, events: list[dict] = ()) -> None:
     rows = [r for r in folder.log_rows() if r.get("step", 0) <= step]
     rows += [{**e, "time": time.time()} for e in events]
     rows.append({"event": "resume", "step": step, "time": time.time()})
-    folder.log_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_bytes(folder.log_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
 
 
 def trained_seconds(folder: RunFolder, step: int) -> float:

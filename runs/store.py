@@ -275,9 +275,22 @@ class RunFolder:
         return named or [self.job_log_path]
 
     def log_rows(self) -> list[dict]:
+        """train.jsonl's rows. A last line cut off (the job killed mid-write, a full disk) is
+        left out: the resume rewrites the log without it. One cut off elsewhere is named."""
         if not self.log_path.is_file():
             return []
-        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+                 if line.strip()]
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                if number == len(lines):
+                    break
+                raise CorruptFile(f"{self.log_path}: line {number} is not valid JSON ({err}); move the "
+                                  "file away to train on without it (the checkpoints are kept)") from None
+        return rows
 
 
 def store_root_of(run_dir: Path) -> Path:

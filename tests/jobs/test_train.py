@@ -218,3 +218,18 @@ def test_a_run_stopped_before_its_first_checkpoint_logs_each_step_once(tmp_path)
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in rows if r.get("event") == "resume"] == [0]
     assert [e.step for e in tensorboard_events(run_dir).Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_log_cut_off_mid_line_does_not_stop_the_resume(tmp_path):
+    """A job killed while it appended a row (or a full disk) leaves a last line cut off.
+    Before, reading the log raised at every later resume of the run, for good."""
+    spec = pretrain_spec(steps=6, checkpoint_every=3, log_every=1)
+    run_dir = write_spec(tmp_path / "_runs" / "cut", spec)
+    run_module("jobs.train", str(run_dir), "--stop-after", "4", check=True)
+    folder = RunFolder(run_dir)
+    with open(folder.log_path, "a") as log:
+        log.write('{"step": 5, "loss": 0.')
+    run_module("jobs.train", str(run_dir), check=True)
+    rows = folder.log_rows()
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in rows if r.get("event") == "resume"] == [3]
