@@ -336,6 +336,14 @@ class EvalSettings(Strict):
                              f"(guided-diffusion's grammar, e.g. 'ddim40', '250', '50,50')")
         return value
 
+    @field_validator("tasks", "t0", "extractors")
+    @classmethod
+    def _no_repeats(cls, value: list) -> list:
+        # a repeat would make the same products twice: twice the sampling, doubled rows
+        if len(set(value)) != len(value):
+            raise ValueError(f"repeat: {value}")
+        return value
+
     @model_validator(mode="after")
     def _curve_needs_samples(self) -> "EvalSettings":
         if self.curve_steps and "unconditional" not in self.tasks:

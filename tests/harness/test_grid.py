@@ -31,6 +31,9 @@ BAD_GRIDS = [
     ("EMA sweep of raw weights", dict(finetune__ema_decay=[0.99, 0.999]), "finetune.ema_decay: a sweep of the EMA"),
     ("a method's EMA sweep of raw weights", dict(per_method={"naive": {"ema_warmup": [True, False]}}),
      "per_method.naive.ema_warmup: a sweep of the EMA"),
+    # a repeat made the same products twice (twice the sampling, doubled metric rows)
+    ("a task twice", dict(evaluation__tasks=["unconditional", "unconditional"]), "evaluation.tasks: repeat"),
+    ("a t0 twice", dict(evaluation__t0=[0.5, 0.5]), "evaluation.t0: repeat"),
 ]
 
 
