@@ -270,14 +270,22 @@ def live_slurm_jobs(job_ids: list[str]) -> set[str] | None:
     return set(out.stdout.split()) & set(job_ids)
 
 
+def elsewhere(state: dict) -> str | None:
+    """The other machine a local job runs on (`sdft run` on a node, the results on a shared
+    file system), or None: its process cannot be checked from here."""
+    host = state.get("host")
+    return host if state.get("executor") == "local" and host not in (None, socket.gethostname()) else None
+
+
 def job_alive(state: dict, live: set[str] | None) -> bool:
     """Whether a run recorded as queued or running still has its job: a local run's process,
-    or a Slurm run's job among `live` (live_slurm_jobs's answer). None, squeue did not answer,
-    counts as alive: taking a run's job for gone would let the run start a second time."""
+    or a Slurm run's job among `live` (live_slurm_jobs's answer). What cannot be asked counts
+    as alive: squeue that did not answer (None), a local job on another machine. Taking a
+    run's job for gone would let the run start a second time beside it."""
     if state.get("status") not in ("submitted", "running"):
         return False
     if state.get("executor", "slurm") == "local":
-        return process_running(state)
+        return elsewhere(state) is not None or process_running(state)
     job = state.get("job_id")
     return bool(job) and (live is None or job in live)
 

@@ -48,7 +48,7 @@ def needed_runs(spec: dict) -> list[str]:
 
 def check_runnable(store: Store, folder: RunFolder) -> str:
     """The job module of the run; UserError if it is running or needs a run not done."""
-    from harness.executors import JOB_MODULES, job_alive, live_slurm_jobs
+    from harness.executors import JOB_MODULES, elsewhere, job_alive, live_slurm_jobs
 
     spec = folder.read_spec()
     state = folder.state()
@@ -56,7 +56,8 @@ def check_runnable(store: Store, folder: RunFolder) -> str:
     queued = state.get("status") in ("submitted", "running") and state.get("job_id")
     live = live_slurm_jobs([state["job_id"]] if queued else [])
     if job_alive(state, live):
-        job = f"Slurm job {state['job_id']}" if state.get("job_id") else f"pid {state.get('pid')}"
+        job = f"Slurm job {state['job_id']}" if state.get("job_id") else \
+            f"pid {state.get('pid')} on {state.get('host')}" + (", not checkable from here" if elsewhere(state) else "")
         said = "; squeue did not answer, so it is taken as running" if live is None else ""
         raise UserError(f"{folder.run_id}: already running ({job}{said}); `sdft cancel` it first")
     for needed in needed_runs(spec):

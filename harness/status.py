@@ -26,7 +26,7 @@ def _job_id(folder: RunFolder) -> str | None:
 
 
 def describe(folder: RunFolder, live: set[str] | None, outcomes: dict | None = None) -> tuple:
-    from harness.executors import gone_outcome, job_alive
+    from harness.executors import elsewhere, gone_outcome, job_alive
 
     try:
         spec, state = folder.read_spec(), folder.state()
@@ -42,6 +42,8 @@ def describe(folder: RunFolder, live: set[str] | None, outcomes: dict | None = N
         if not job_alive(state, live):
             status, error = gone_outcome(state, outcomes or {})
             state = {**state, "error": error}
+        elif elsewhere(state):
+            job = f"{elsewhere(state)} pid {state.get('pid')} (not checked)"
     label = spec.get("stage", "?")
     method = run_label(spec)
     step = f"{state['step']}/{state.get('steps', '?')}" if "step" in state else ""

@@ -270,7 +270,7 @@ def make_executor(kind: str, plan: Plan, grid_dir: Path, todo: Triage):
         local = sorted({d for r in todo.submit for d in r.depends_on if d in todo.running
                         and not array_master(todo.running[d]).isdigit()})
         if local:
-            raise UserError(f"run {local[0]} is running on this machine, outside Slurm, and runs to "
+            raise UserError(f"run {local[0]} is running outside Slurm (a local job), and runs to "
                             f"submit need it; submit again when it has ended (`sdft status {plan.grid.name}`)")
         return SlurmExecutor(plan.grid.cluster, grid_dir / "slurm", plan.grid.name)
     fp16 = [r for r in todo.submit if r.stage in ("pretrain", "finetune") and r.spec.precision == "fp16"]

@@ -175,6 +175,23 @@ def test_a_slurm_run_is_taken_as_running_unless_squeue_says_it_is_gone(smoke_sto
         assert check_runnable(store, pretrain) == "jobs.train"
 
 
+def test_a_local_job_on_another_machine_is_taken_as_running(smoke_store):
+    """`sdft run` on a node (the results on a shared file system) records that node, and its
+    process cannot be asked from the login node. Before, `sdft status` there showed the run
+    lost, and a submission started it a second time beside its job."""
+    from harness.run import check_runnable
+    from harness.status import status_table
+    from harness.submit import gone_jobs
+
+    plan, store = smoke_store
+    pretrain = store.run(plan.by_stage("pretrain")[0].run_id)
+    pretrain.set_state("running", executor="local", job_id=None, host="node17-of-elsewhere", pid=4242)
+    assert pretrain.run_id in gone_jobs({pretrain.run_id: pretrain.state()}, store)[0]
+    row = next(line for line in status_table(store, "smoke").splitlines() if line.startswith(pretrain.run_id))
+    assert "running" in row.split() and "node17-of-elsewhere pid 4242 (not checked)" in row, row
+    with pytest.raises(UserError, match=r"already running \(pid 4242 on node17-of-elsewhere, not checkable from here"):
+        check_runnable(store, pretrain)
+
 def test_a_run_whose_job_lock_is_held_is_running_for_sdft_run_and_submissions(smoke_store):
     """`sdft run` holds the run's job lock from its check to its job's end (runs/store.py).
     While another process holds it, `sdft run` refuses in one line naming the holder, and a

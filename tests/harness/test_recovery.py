@@ -344,7 +344,7 @@ def test_a_slurm_submission_refuses_a_parent_running_outside_slurm(smoke_store, 
     pretrain.set_state("running", executor="local", job_id=None, pid=os.getpid(), host=socket.gethostname())
     todo = submit_module.triage(plan, store, retry_failed=False)
     monkeypatch.setattr(harness.executors, "slurm_available", lambda: True)
-    with pytest.raises(submit_module.UserError, match=f"run {pretrain.run_id} is running on this machine, outside Slurm"):
+    with pytest.raises(submit_module.UserError, match=f"run {pretrain.run_id} is running outside Slurm"):
         submit_module.make_executor("slurm", plan, store.grid_dir("smoke"), todo)
     pretrain.set_state("running", executor="slurm", job_id="4711_0", pid=None, host=None)
     todo.running[pretrain.run_id] = "4711_0"
