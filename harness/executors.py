@@ -248,7 +248,23 @@ class SlurmExecutor:
             folders[run.run_id].set_state("submitted", executor=self.name, job_id=job.job_id, error=None,
                                           pid=None, pid_start=None, host=None, logs=[str(job.paths.stdout), str(job.paths.stderr)])
             job_ids[run.run_id] = job.job_id
+        # `sdft cancel` of a run while its sbatch ran found no job to stop: its state says
+        # cancelled (set_state keeps a cancel), its job is queued all the same
+        cancel_jobs([job_ids[r.run_id] for r in runs if cancelled_by_user(folders[r.run_id])])
         return job_ids
+
+
+def cancel_jobs(job_ids: list[str]) -> None:
+    """scancel; a warning where it fails (the runs' states say what to cancel by hand)."""
+    if not job_ids:
+        return
+    try:
+        proc = subprocess.run(["scancel", *sorted(set(job_ids))], capture_output=True, text=True, timeout=60)
+        failed = proc.stderr if proc.returncode != 0 else None
+    except (OSError, subprocess.TimeoutExpired) as err:
+        failed = str(err)
+    if failed:
+        print(f"warning: scancel {' '.join(job_ids)}: {' '.join(failed.split())}", file=sys.stderr)
 
 
 def array_master(job_id: str) -> str:

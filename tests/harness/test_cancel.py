@@ -294,3 +294,40 @@ def test_logs_follow_ends_when_the_job_is_gone_without_a_word(tmp_path, capsys):
     follower.join(timeout=20)
     assert not follower.is_alive() and out.getvalue() == "step 1\n" and folder.status == "running"
     assert "abc: its job is gone without recording how it ended" in capsys.readouterr().err
+
+
+def test_a_run_cancelled_while_its_sbatch_runs_has_its_job_cancelled(smoke_store, tmp_path, monkeypatch):
+    """`sdft cancel` while a Slurm submission's sbatch runs finds the run without a job id and
+    records the cancel alone. Before, the job sbatch then queued ran all the same."""
+    from types import SimpleNamespace
+
+    import submitit
+
+    from harness.cancel import cancel
+    from harness.executors import SlurmExecutor
+    from runs.cluster import ClusterConfig
+
+    plan, store = smoke_store
+    finetunes = plan.by_stage("finetune")
+    folders = {r.run_id: store.run(r.run_id) for r in finetunes}
+
+    class SbatchWhileTheUserCancels:
+        def __init__(self, **kwargs):
+            pass
+
+        def update_parameters(self, **kwargs):
+            pass
+
+        def map_array(self, function, paths):
+            cancel(store, "smoke", [finetunes[0].run_id], out=open(os.devnull, "w"))
+            return [SimpleNamespace(job_id=f"77_{i}", paths=SimpleNamespace(stdout="out", stderr="err"))
+                    for i in range(len(paths))]
+
+    monkeypatch.setattr(submitit, "AutoExecutor", SbatchWhileTheUserCancels)
+    args = fake_scancel(tmp_path, monkeypatch)
+    executor = SlurmExecutor(ClusterConfig(), tmp_path / "slurm", "smoke")
+    job_ids = executor.submit("finetune", finetunes, folders, [])
+    assert args.read_text().split() == [job_ids[finetunes[0].run_id]]
+    state = folders[finetunes[0].run_id].state()
+    assert (state["status"], state["cancelled_by"], state["job_id"]) == ("cancelled", USER_CANCEL, "77_0")
+    assert all(folders[r.run_id].status == "submitted" for r in finetunes[1:])
