@@ -111,8 +111,8 @@ class Table:
                 flat = frame.copy()
                 flat.columns = [" ".join(map(str, c)) + suffix for c in flat.columns]
                 parts.append(flat)
-            return parts[0].join(parts[1:]).to_csv()
-        table = self.formatted(fmt)
+            return parts[0].join(parts[1:]).rename_axis("model").to_csv()
+        table = self.formatted(fmt).rename_axis("model")     # whatever the rows were pivoted on
         if fmt == "latex":
             body = table.to_latex(escape=False, multicolumn=True, multicolumn_format="c",
                                   caption=self.title, label=f"tab:{self.name}")

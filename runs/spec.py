@@ -292,7 +292,9 @@ class EvalSettings(Strict):
     # guided-diffusion's respacing ("ddim40", "250", "50,50"); None: "ddim{ddim_steps}" for
     # DDIM and all T steps for the ancestral sampler. Translations use it with the DDIM sampler.
     # Only for ddim and ancestral; with ddim it replaces ddim_steps (set one of the two).
-    respacing: str | None = None
+    # YAML reads `respacing: 250` as a number: it is the grammar's step count all the same
+    respacing: Annotated[str | None, BeforeValidator(lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool)
+                                                     else v)] = None
     clip_denoised: StrictBool = True      # clip x0 to [-1, 1] at every step, as the official code
     # Which weights of a fine-tuned run are sampled: "raw" (the default; the official scripts
     # sample model010000.pt, not the EMA) or "ema". None in a grid means raw; EvalSpec fills

@@ -258,3 +258,12 @@ def test_evaluated_weights_enter_the_id_only_where_they_apply():
     # a model folder has one set of weights
     folder = EvalSpec.model_validate({**GOLDEN_EVALUATION, "model": "/models/some-unet"})
     assert folder.settings.weights is None
+
+
+def test_a_respacing_yaml_reads_as_a_number_is_its_step_count():
+    """`respacing: 250` in a grid is a YAML integer; docs/grid.md lists "250" as valid."""
+    from runs.spec import EvalSettings
+
+    assert EvalSettings(respacing=250) == EvalSettings(respacing="250")
+    with pytest.raises(ValueError, match="respacing"):
+        EvalSettings(respacing=True)

@@ -297,3 +297,14 @@ def test_each_target_of_a_grid_gets_tables_of_its_own():
         assert table.title == f"{target}: {alone['table3'].title}"
         assert list(table.means.index) == list(alone["table3"].means.index)
         assert table.means[fid].to_numpy() == pytest.approx(alone["table3"].means[fid].to_numpy() + offset)
+
+
+def test_every_table_names_its_row_column_model():
+    """The classifier table pivots on an inner column: its LaTeX header read `\\_label` and
+    its CSV's first column `_label`, where every other table has `model`."""
+    from report.table import Table
+
+    frame = lambda value: pd.DataFrame({("all", "class_recall"): [value]}, index=pd.Index(["naive"], name="_label"))  # noqa: E731
+    table = Table("classifier", "t", frame(0.5), frame(0.4), frame(0.6), frame(1))
+    assert "_label" not in table.render("latex") and "\nmodel &" in table.render("latex")
+    assert table.render("csv").startswith("model,")
