@@ -262,7 +262,10 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
             for method in grid.methods:
                 asked = settings_for(grid, method).get("network")
                 if network is not None and asked not in (None, network) and not folder_sources:
-                    raise UserError(f"finetune.network: {asked!r} would be ignored: it is scratch's network when "
+                    # where the value came from: the method's own override, or the shared block
+                    field = next((f"per_method.{key}.network" for key in reversed(layers(method))
+                                  if "network" in grid.per_method_raw().get(key, {})), "finetune.network")
+                    raise UserError(f"{field}: {asked!r} would be ignored: it is scratch's network when "
                                     f"the source is a model folder, and {where} pretrains its source, whose "
                                     f"network ({network!r}, {where}.source.pretrain.network) scratch trains")
                 scratch_network = network or asked

@@ -197,6 +197,8 @@ def test_scratchs_network_is_required_where_used_and_refused_where_ignored(tmp_p
                                         r"datasets\[0\]\.source\.pretrain\.network") as err:
         scratch_networks(finetune__network="small")
     assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match=r"^per_method\.scratch\.network: 'small' would be ignored"):
+        scratch_networks(per_method={"scratch": {"network": "small"}})       # named where it was given
     folder = from_a_model_folder(tmp_path)
     assert scratch_networks(finetune__network="small", **folder) == {"small"}
     with pytest.raises(UserError, match=r"datasets\[0\]: scratch needs finetune\.network"):
