@@ -197,6 +197,22 @@ def run_module(module: str, *args: str, env: dict | None = None, timeout: float 
 
 
 
+@contextlib.contextmanager
+def lock_held_elsewhere(lock: str, path: Path):
+    """Another process that holds a lock of the store until the block ends: `lock` an
+    expression of `path` (e.g. "Store(path).submission_lock()"). Yields the process."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from runs.store import RunFolder, Store; "
+         f"path = Path(sys.argv[1]); lock = {lock}; lock.__enter__(); print('held', flush=True); time.sleep(120)",
+         str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 # The Ray an evaluation starts for itself (jobs.evaluation.driver.ray_init, in the job
 # environment), started once; it writes its address and stops when its stdin closes.
 _RAY_HELPER = """

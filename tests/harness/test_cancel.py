@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from factories import ROOT, SMOKE_GRID, run_module, smoke_grid, write_grid
+from factories import ROOT, SMOKE_GRID, lock_held_elsewhere, run_module, smoke_grid, write_grid
 from runs.config import load_grid
 from runs.grid import expand
 from runs.errors import UserError
@@ -201,21 +201,13 @@ def test_a_run_whose_job_lock_is_held_is_running_for_sdft_run_and_submissions(sm
 
     plan, store = smoke_store
     pretrain = store.run(plan.by_stage("pretrain")[0].run_id)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from runs.store import RunFolder; "
-         "lock = RunFolder(sys.argv[1]).job_lock(); lock.__enter__(); print('held', flush=True); time.sleep(120)",
-         str(pretrain.path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere("RunFolder(path).job_lock()", pretrain.path) as holder:
         refused = run_module("harness.cli", "run", pretrain.run_id, "--results", str(store.root))
         assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
         assert f"{pretrain.run_id}: being started or run on this machine by another process (pid {holder.pid} on " \
             in refused.stderr
         todo = triage(plan, store, retry_failed=False)
         assert pretrain.run_id in todo.running and pretrain.run_id not in {r.run_id for r in todo.submit}
-    finally:
-        holder.kill()
-        holder.wait()
     assert pretrain.run_id in {r.run_id for r in triage(plan, store, retry_failed=False).submit}
     assert pretrain.status == "pending"
 

@@ -2,13 +2,11 @@
 import fcntl
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 import harness.submit as submit_module
-from factories import ROOT, SMOKE_GRID, run_module
+from factories import SMOKE_GRID, lock_held_elsewhere, run_module
 from runs.config import load_grid
 from runs.errors import UserError
 from runs.grid import expand
@@ -130,18 +128,10 @@ def test_one_submission_at_a_time_per_results_root(tmp_path, monkeypatch):
     go) a submission decides and starts its runs under the lock, and releases it."""
     monkeypatch.setattr(submit_module, "LOCK_WAIT_S", 0.5)
     store = Store(tmp_path / "results")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from runs.store import Store; "
-         "lock = Store(sys.argv[1]).submission_lock(); lock.__enter__(); print('held', flush=True); time.sleep(120)",
-         str(store.root)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere("Store(path).submission_lock()", store.root) as holder:
         with pytest.raises(UserError, match=rf"another submission to this results root is running \(pid {holder.pid} on "):
             submit(SMOKE_GRID, executor="local", results=store.root)
         assert not store.grid_dir("smoke").exists() and list(store.runs_root.iterdir()) == [store.runs_root / SUBMIT_LOCK]
-    finally:
-        holder.kill()
-        holder.wait()
     held_while_starting = []
     monkeypatch.setattr(submit_module, "submit_plan",
                         lambda runner, plan, store_, todo: held_while_starting.append(not lock_is_free(store_)) or {})
