@@ -10,11 +10,14 @@ independently from U{0..T-1}, one student forward over both.
 - `replay_weighting: constant`: psi = xi = 1, DreamBooth's prior-preservation loss (Ruiz et
   al., "DreamBooth: Fine tuning text-to-image diffusion models for subject-driven
   generation", CVPR 2023, eq. 2, with the class prompt's images; unconditional here).
-- `replay_weighting: diff-tuning`: xi(t) = t / T and psi(t) = 1 - xi(t), the linear choice of
+- `replay_weighting: diff-tuning`: xi(t) = 1 - t / T and psi(t) = t / T, the linear choice of
   Diff-Tuning's retention/adaptation weights (Zhong et al., "Diffusion Tuning: Transferring
   diffusion models via chain of forgetting", NeurIPS 2024): the replay (knowledge
-  retention) counts at the noisy end, where the source's knowledge transfers, and the target
-  (adaptation) at the clean end, where it is domain-specific.
+  retention) counts at the clean end, where denoising is the same in every domain and the
+  source's knowledge transfers, and the target (adaptation) at the noisy end, where the
+  content is the domain's. Its official code draws the retention batch's t with probability
+  proportional to (T - t) and the target batch's to (t + 1); weighting uniform draws by
+  these lines is the same in expectation. Before revision 1 the two were swapped.
 
 The replay images: `replay_images` of them (default 1000), generated once, before the first
 fine-tuning step, by the frozen source model with the harness's DDIM sampler
@@ -119,12 +122,12 @@ class ReplayLoss:
         self.replay = replay
 
     def retention_weight(self, t):
-        """xi(t): 1, or t / T (diff-tuning)."""
+        """xi(t): 1, or 1 - t / T (diff-tuning: retention at the clean end)."""
         import torch
 
         if self.weighting == "constant":
             return torch.ones_like(t, dtype=torch.float32)
-        return t.float() / self.schedule.num_timesteps
+        return 1.0 - t.float() / self.schedule.num_timesteps
 
     def __call__(self, student, images, teacher=None, generator=None):
         import torch
@@ -165,4 +168,7 @@ class ReplayLoss:
 # replay images), a plain torch AdamW step on the 2-core machine, median of 10 steps
 # interleaved with naive's: 1.028 s against 0.508 s (the machine was shared, so both were
 # slow; the ratio is what counts). The one-off generation of the replay set is not counted.
-METHOD = Method(name="replay", loss=ReplayLoss, params=PARAMS, needs_source_model=True, cost=2.02)
+# revision 1: diff-tuning's weights the right way round (retention at the clean end); every
+# replay run gets a new id, since a revision is the method's
+METHOD = Method(name="replay", loss=ReplayLoss, params=PARAMS, needs_source_model=True, cost=2.02,
+                revision=1)

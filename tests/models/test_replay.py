@@ -33,8 +33,10 @@ def test_the_replay_loss_is_its_closed_form(weighting):
         x_t = a.sqrt() * img + (1 - a).sqrt() * noise
         return (0.5 * x_t - noise).square().flatten(1).mean(1)
 
-    xi = torch.ones(2) if weighting == "constant" else tr.float() / 1000
-    psi = torch.ones(2) if weighting == "constant" else 1 - t.float() / 1000
+    # diff-tuning: retention (the replay) at the clean end, adaptation (the target) at the
+    # noisy end, as Diff-Tuning's code draws their t (probability ~ T - t and ~ t + 1)
+    xi = torch.ones(2) if weighting == "constant" else 1 - tr.float() / 1000
+    psi = torch.ones(2) if weighting == "constant" else t.float() / 1000
     want = psi * l(x, n, t) + lam * xi * l(r, nr, tr)
     torch.testing.assert_close(terms.per_sample, want, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(terms.total, want.mean())
