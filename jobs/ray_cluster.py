@@ -32,6 +32,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def reachable_ip() -> str:
+    """This node's address as the other nodes reach it: its host name's, unless that is a
+    loopback one (Debian maps the host name to 127.0.1.1), then the address of the interface
+    that leads out, as Ray finds it."""
+    host = socket.gethostbyname(socket.gethostname())
+    if not host.startswith("127."):
+        return host
+    from ray.util import get_node_ip_address
+
+    return get_node_ip_address()
+
+
 def _start(args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
     # Ray 2.60 drains a `ray start --block` node on SIGTERM for up to 30 s (for Serve's
     # replicas); ours are stopped once the evaluation is done, so each job waited out
@@ -103,10 +115,11 @@ def slurm_ray_cluster(rank: int, world: int, folder: Path, num_cpus: int, num_gp
         for stale in (address, done):
             stale.unlink(missing_ok=True)
         write_token(token)
-        host = socket.gethostbyname(socket.gethostname())
-        port = _free_port()
+        host, port = reachable_ip(), _free_port()
+        # the client server's port is fixed (10001) unless given: another Ray head on the
+        # node holding it would end this one
         proc = _start(["--head", f"--node-ip-address={host}", f"--port={port}", "--include-dashboard=false",
-                       *resources], env, folder / f"ray-start-{rank}.log")
+                       f"--ray-client-server-port={_free_port()}", *resources], env, folder / f"ray-start-{rank}.log")
         try:
             # the driver (this process) authenticates too; Ray reads this when it is imported
             os.environ.update(auth_env(token))

@@ -44,8 +44,11 @@ def actor_layout(nodes: list[dict]) -> tuple[int, int, int]:
     cpus = [max(1, int(r.get("CPU", 1))) for r in resources]
     gpus = [int(r.get("GPU", 0)) for r in resources]
     if sum(gpus):
-        threads = max(1, min(c // g for c, g in zip(cpus, gpus) if g))
-        return sum(gpus), threads, 1
+        # an actor takes a GPU and at least a CPU: a node with fewer CPUs than GPUs leaves some
+        # GPUs idle, where actors asking for more than it has would wait for good
+        per_node = [(c, min(g, c)) for c, g in zip(cpus, gpus) if g]
+        threads = max(1, min(c // actors for c, actors in per_node))
+        return sum(actors for _, actors in per_node), threads, 1
     threads = max(1, min(int(os.environ.get("SDFT_EVAL_THREADS", 2)), *cpus))
     return sum(c // threads for c in cpus), threads, 0
 
@@ -175,6 +178,22 @@ def run(run_dir: str | Path) -> Path:
         return evaluate(spec, run_dir)
 
 
+def task_gpus(local_rank: int, tasks_per_node: int, environ=None) -> list[str] | None:
+    """The GPUs of this task's Ray node. Every task of a node sees all of the node's GPUs
+    (CUDA_VISIBLE_DEVICES, SLURM_GPUS_ON_NODE of them): with several tasks on a node each
+    takes its share (task i: every tasks_per_node-th from the i-th), or Ray would count each
+    GPU once per task and put as many actors on it. Where Slurm binds GPUs to tasks (each
+    sees fewer than the node has), a task keeps what it sees. None: no GPU visible."""
+    environ = os.environ if environ is None else environ
+    visible = [d for d in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
+    if not visible:
+        return None
+    on_node = int(environ.get("SLURM_GPUS_ON_NODE", len(visible)) or len(visible))
+    if tasks_per_node > 1 and len(visible) == on_node:
+        return visible[local_rank::tasks_per_node]
+    return visible
+
+
 def slurm_run(run_dir: str | Path) -> Path | str:
     """One task: Ray starts inside the job on its cores (or joins $SDFT_RAY_ADDRESS). Several
     tasks (nodes): one Ray node per task, the head and the driver on the first
@@ -190,8 +209,13 @@ def slurm_run(run_dir: str | Path) -> Path | str:
         return run(run_dir)
 
     cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", 1))
-    gpus = len([d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d])
-    with slurm_ray_cluster(env.global_rank, env.num_tasks, Path(run_dir) / "ray", cpus, gpus) as address:
+    gpus = task_gpus(env.local_rank, env.num_tasks // max(1, env.num_nodes))
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)      # the Ray node started here takes these
+    # one folder per attempt: a requeued job's workers must not find the last attempt's head
+    attempt = f"{os.environ.get('SLURM_JOB_ID', 'job')}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+    with slurm_ray_cluster(env.global_rank, env.num_tasks, Path(run_dir) / "ray" / attempt, cpus,
+                           len(gpus or ())) as address:
         if address is None:
             return "ray worker"
         os.environ["SDFT_RAY_ADDRESS"] = address

@@ -127,6 +127,9 @@ def test_actors_fit_on_their_nodes(monkeypatch):
     assert actor_layout([node(1), node(1)]) == (2, 1, 0)      # two one-CPU Ray nodes: no 2-CPU actor
     assert actor_layout([node(8), node(8)]) == (8, 2, 0)
     assert actor_layout([node(16, 4), node(16, 4)]) == (8, 4, 1)  # one actor per GPU
+    # fewer CPUs than GPUs: an actor needs a CPU, so two of the four GPUs stay idle (before,
+    # four one-CPU actors were asked of two CPUs, and the two unplaced ones waited for good)
+    assert actor_layout([node(2, 4)]) == (2, 1, 1)
 
 
 def test_sampler_settings_reach_the_samples_and_the_clipped_share(tmp_path):

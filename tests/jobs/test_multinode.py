@@ -65,8 +65,25 @@ def test_evaluation_tasks_become_one_ray_node_each(monkeypatch, tmp_path, rank):
     monkeypatch.setattr(driver, "run", lambda run_dir: f"evaluated at {os.environ['SDFT_RAY_ADDRESS']}")
     two_node_task(monkeypatch, rank)
     out = driver.slurm_run(tmp_path)
-    assert calls == [(rank, 4, tmp_path / "ray", 8, 0)]
+    # one folder per attempt (job id, restart count): a requeued job's workers do not find the
+    # address and `done` of the attempt before, join its dead head and leave at once
+    assert calls == [(rank, 4, tmp_path / "ray" / "4242-0", 8, 0)]
     assert out == ("evaluated at gpu07:6379" if rank == 0 else "ray worker")
+    monkeypatch.setitem(os.environ, "SLURM_RESTART_COUNT", "1")
+    driver.slurm_run(tmp_path)
+    assert calls[-1][2] == tmp_path / "ray" / "4242-1"
+
+
+def test_each_task_of_a_node_takes_its_share_of_the_gpus():
+    """Every task of a node sees all of its GPUs: two tasks each starting a Ray node with
+    all four made Ray count eight and put two actors on each GPU."""
+    from jobs.evaluation.driver import task_gpus
+
+    node = {"CUDA_VISIBLE_DEVICES": "0,1,2,3", "SLURM_GPUS_ON_NODE": "4"}
+    assert [task_gpus(local, 2, node) for local in (0, 1)] == [["0", "2"], ["1", "3"]]
+    assert task_gpus(0, 1, node) == ["0", "1", "2", "3"]
+    bound = {"CUDA_VISIBLE_DEVICES": "0", "SLURM_GPUS_ON_NODE": "4"}     # Slurm bound one GPU to the task
+    assert task_gpus(1, 4, bound) == ["0"] and task_gpus(0, 2, {}) is None
 
 
 def test_a_long_per_job_tmpdir_gets_a_short_ray_temp_dir():

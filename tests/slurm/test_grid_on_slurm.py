@@ -177,7 +177,8 @@ def test_two_tasks_per_node_train_one_run_with_deepspeed(slurm, tmp_path):
         assert json.loads((f.path / "eval.json").read_text())["ray_nodes"] == 2
     assert (results / "twotasks" / "report.md").is_file()
     for f in evaluations:       # by its head's address: another test's Ray may be running beside
-        head = (f.path / "ray" / "address").read_text().strip()
+        [address] = (f.path / "ray").glob("*/address")      # the folder of the job's one attempt
+        head = address.read_text().strip()
         leftovers = subprocess.run(["pgrep", "-f", f"ray/core/src/ray/raylet.*--gcs-address={head}( |$)"],
                                    capture_output=True, text=True)
         assert leftovers.stdout.strip() == "", f"a Ray node of {head} outlived its job"
