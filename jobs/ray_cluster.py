@@ -115,14 +115,15 @@ def slurm_ray_cluster(rank: int, world: int, folder: Path, num_cpus: int, num_gp
         for stale in (address, done):
             stale.unlink(missing_ok=True)
         write_token(token)
+        # the driver (this process) authenticates too; Ray reads this when it is imported
+        # (reachable_ip may be the first to import it)
+        os.environ.update(auth_env(token))
         host, port = reachable_ip(), _free_port()
         # the client server's port is fixed (10001) unless given: another Ray head on the
         # node holding it would end this one
         proc = _start(["--head", f"--node-ip-address={host}", f"--port={port}", "--include-dashboard=false",
                        f"--ray-client-server-port={_free_port()}", *resources], env, folder / f"ray-start-{rank}.log")
         try:
-            # the driver (this process) authenticates too; Ray reads this when it is imported
-            os.environ.update(auth_env(token))
             import ray
 
             deadline = time.monotonic() + 120
