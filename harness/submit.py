@@ -182,6 +182,8 @@ def triage(plan: Plan, store: Store, retry_failed: bool, retry_cancelled: bool =
                 continue
             out.notes.append(f"{run.run_id} ({run.stage}): done, but {', '.join(missing)} is missing: "
                              "running it again")
+            if state.get("resubmits"):      # the cap on automatic resubmits counts this run afresh
+                out.updates[run.run_id] = ("done", {"resubmits": None})
         if run.run_id in alive:
             out.running[run.run_id] = state.get("job_id") or "local"
             continue

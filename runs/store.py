@@ -235,8 +235,6 @@ class RunFolder:
             state.setdefault("started_at", state["updated_at"])
         if status in ("done", "failed", "lost", "cancelled"):
             state["finished_at"] = state["updated_at"]
-        if status == "done":       # the cap on automatic resubmits counts from the last finish
-            state.pop("resubmits", None)
         atomic_write_json(self.state_path, state)
         return state
 

@@ -265,8 +265,13 @@ def test_a_lost_run_is_resubmitted_three_times_then_needs_retry_failed(smoke_sto
                                        or r.stage in ("evaluate", "aggregate")])
     todo = triage(plan, store, retry_failed=True)
     assert todo.updates[pretrain.run_id] == ("lost", {"resubmits": 1})      # counted afresh
-    # so is a run that finished: lost again later (its products gone, rerun), it is resubmitted
-    pretrain.set_state("done")
+    # so is a finished run run again (its model gone): lost then, it is resubmitted. Before, the
+    # count of its first training stood, and one loss made it failed
+    pretrain.set_state("done", resubmits=MAX_RESUBMITS)
+    todo = triage(plan, store, retry_failed=False)
+    assert todo.updates[pretrain.run_id] == ("done", {"resubmits": None})
+    status, info = todo.updates[pretrain.run_id]
+    pretrain.set_state(status, **info)
     pretrain.set_state("lost", error="jobs.train was killed by SIGKILL")
     assert triage(plan, store, retry_failed=False).updates[pretrain.run_id] == ("lost", {"resubmits": 1})
 
