@@ -14,12 +14,12 @@ import argparse
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 
 from harness.arguments import OneLineParser, path_arg
-from runs.errors import UserError, exit_on_user_error, quiet_broken_pipe
+from harness.executors import cancel_jobs
+from runs.errors import exit_on_user_error, quiet_broken_pipe
 from harness.status import grid_folder
 from runs.processes import pid_running, process_running
 from runs.store import USER_CANCEL, CorruptFile, RunFolder, Store, now_iso
@@ -100,13 +100,7 @@ def cancel(store: Store, grid: str, given: list[str] = (), out=sys.stdout) -> di
         counts["cancelled"] += 1
         print(f"{folder.run_id}: cancelled{f' ({job})' if job else ''}", file=out)
     if slurm_jobs:
-        try:
-            proc = subprocess.run(["scancel", *sorted(set(slurm_jobs))], capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.TimeoutExpired) as err:
-            raise UserError(f"scancel did not run ({err}); the runs are recorded as cancelled: "
-                            f"cancel Slurm jobs {' '.join(slurm_jobs)} by hand") from None
-        if proc.returncode != 0:
-            print(f"warning: scancel: {' '.join(proc.stderr.split())}", file=sys.stderr)
+        cancel_jobs(slurm_jobs)
         counts["slurm_jobs"] = len(set(slurm_jobs))
     if local_pids:
         stop_local(local_pids)

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from harness import warm
 from runs.cluster import ClusterConfig
+from runs.errors import UserError
 from runs.grid import STAGE_JOBS, PlannedRun
 from runs.runtime import JOB_ENV, job_environment
 from runs.processes import process_identity, process_running
@@ -255,16 +256,18 @@ class SlurmExecutor:
 
 
 def cancel_jobs(job_ids: list[str]) -> None:
-    """scancel; a warning where it fails (the runs' states say what to cancel by hand)."""
+    """scancel the jobs: UserError where scancel cannot run (the runs' states are already
+    recorded as cancelled: the message names the jobs to cancel by hand), a warning where it
+    answers with an error (a job that has ended already)."""
     if not job_ids:
         return
     try:
         proc = subprocess.run(["scancel", *sorted(set(job_ids))], capture_output=True, text=True, timeout=60)
-        failed = proc.stderr if proc.returncode != 0 else None
     except (OSError, subprocess.TimeoutExpired) as err:
-        failed = str(err)
-    if failed:
-        print(f"warning: scancel {' '.join(job_ids)}: {' '.join(failed.split())}", file=sys.stderr)
+        raise UserError(f"scancel did not run ({err}); the runs are recorded as cancelled: "
+                        f"cancel Slurm jobs {' '.join(job_ids)} by hand") from None
+    if proc.returncode != 0:
+        print(f"warning: scancel: {' '.join(proc.stderr.split())}", file=sys.stderr)
 
 
 def array_master(job_id: str) -> str:

@@ -501,7 +501,7 @@ def classifier_table(df: "pd.DataFrame") -> Table | None:
     if rows.empty:
         return None
     split = rows["split"] if "split" in rows else pd.Series([None] * len(rows), index=rows.index)
-    # the model labels name the target where there are several (by_target)
+    # one target's rows: a grid of several gets a table per target (_paper_tables)
     label = [m + (f" ({s})" if isinstance(s, str) and s else "") for m, s in zip(rows["model"], split)]
     rows = rows.assign(_label=label, _column=list(zip(rows["subset"], rows["metric"])))
     order = ([("missing-classes", "missing_tpr"), ("present-classes", "missing_fpr"), ("all", "class_recall")]

@@ -293,8 +293,7 @@ class EvalSettings(Strict):
     # DDIM and all T steps for the ancestral sampler. Translations use it with the DDIM sampler.
     # Only for ddim and ancestral; with ddim it replaces ddim_steps (set one of the two).
     # YAML reads `respacing: 250` as a number: it is the grammar's step count all the same
-    respacing: Annotated[str | None, BeforeValidator(lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool)
-                                                     else v)] = None
+    respacing: str | None = None
     clip_denoised: StrictBool = True      # clip x0 to [-1, 1] at every step, as the official code
     # Which weights of a fine-tuned run are sampled: "raw" (the default; the official scripts
     # sample model010000.pt, not the EMA) or "ema". None in a grid means raw; EvalSpec fills
@@ -329,6 +328,11 @@ class EvalSettings(Strict):
     def seeds(self) -> list[int]:
         """The evaluation seeds, in order."""
         return list(self.seed) if isinstance(self.seed, list) else [self.seed]
+
+    @field_validator("respacing", mode="before")
+    @classmethod
+    def _respacing_count(cls, value):
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @field_validator("respacing")
     @classmethod

@@ -30,6 +30,7 @@ STATUSES = ("pending", "submitted", "running", "done", "failed", "lost", "cancel
 USER_CANCEL = "user"
 RUNS_DIR = "_runs"
 SUBMIT_LOCK = ".submit.lock"
+CHECKPOINT_PREFIX = "step"        # checkpoints/step00000500: a finished checkpoint
 
 
 def now_iso() -> str:
@@ -162,16 +163,16 @@ class RunFolder:
     @staticmethod
     def checkpoint_tag(step: int) -> str:
         """A finished checkpoint's folder in checkpoints/ (jobs/checkpoints.py writes them)."""
-        return f"step{step:08d}"
+        return f"{CHECKPOINT_PREFIX}{step:08d}"
 
     def checkpoint_tags(self) -> list[str]:
         """The finished checkpoints' tags, oldest first (zero-padded steps sort by name)."""
-        return sorted(p.name for p in self.checkpoints.glob("step*") if p.is_dir())
+        return sorted(p.name for p in self.checkpoints.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir())
 
     def resumes_from(self) -> int:
         """The step a training job of this run would start from: its newest checkpoint's."""
         tags = self.checkpoint_tags()
-        return int(tags[-1].removeprefix("step")) if tags else 0
+        return int(tags[-1].removeprefix(CHECKPOINT_PREFIX)) if tags else 0
 
     def snapshot_dir(self, step: int) -> Path:
         """The EMA kept at an earlier step (RunSpec.snapshot_steps)."""
