@@ -14,6 +14,7 @@ from runs.processes import process_identity
 from runs.spec import EvalSpec
 from runs.store import RunFolder, atomic_write_json
 from jobs.evaluation.manifest import ProductEntry, write_manifest
+from jobs.evaluation.measured import read_record
 from jobs.evaluation.plan import (Batch, Product, calibration_jobs, check_inputs, check_sampler, curve_only,
                                   plan_batches, plan_products, product_job, resolve_models, training_seconds)
 from jobs.evaluation.worker import EvalWorker
@@ -112,7 +113,8 @@ def clipped_share(run: RunFolder, product: Product, batches: list[Batch]) -> tup
 
 def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
     """Plan, sample on the actors, save the products, measure them on the actors, write the
-    metrics; a requeued or restarted evaluation skips the batches it has."""
+    metrics; a requeued or restarted evaluation skips the batches it has sampled and the
+    products it has measured."""
     from tqdm.auto import tqdm
 
     from report.results import write_metrics
@@ -145,12 +147,18 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
         jobs = [product_job(spec, run, p, train_spec, paths[p.key], clipped_share(run, p, batches), seconds)
                 for p in products]
         jobs += calibration_jobs(spec, run.path)
-        rows, cache = [], {"hits": 0, "lookups": 0}
-        for product_rows, counts in pool.map_unordered(lambda a, j: a.measure.remote(j), jobs):
-            rows += product_rows
-            cache = {k: cache[k] + counts[k] for k in cache}
+        # each job leaves its record: a requeued evaluation measures only what it lacks
+        todo = [j for j in jobs if not Path(j.record).is_file()]
+        for _ in tqdm(pool.map_unordered(lambda a, j: a.measure.remote(j), todo), total=len(todo),
+                      desc=f"measure {run.run_id}", mininterval=1.0):
+            pass
     finally:
         ray.shutdown()
+    rows, cache = [], {"hits": 0, "lookups": 0}
+    for job in jobs:
+        job_rows, counts = read_record(job.record)
+        rows += job_rows
+        cache = {k: cache[k] + counts[k] for k in cache}
     # the curve's rows first: an evaluation with its metrics written is done (runs.store)
     curve_steps = {p.ckpt_step for p in products if curve_only(spec, p.ckpt_step, models[0][0])}
     curve_rows = [r for r in rows if r.get("ckpt_step") in curve_steps]
@@ -166,7 +174,10 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
         "batches": len(batches), "ray_nodes": ray_nodes, "actors": n_actors, "threads_per_actor": threads,
         "retries": retries, "retried_batches": sorted(
             k for k, v in attempts.items() if len(v) > 1),
+        "measured_before": len(jobs) - len(todo),
         "feature_lookups": cache["lookups"], "feature_cache_hits": cache["hits"], "rows": len(rows)})
+    for job in jobs:       # their rows are in the metrics now: an evaluation run again measures afresh
+        Path(job.record).unlink()
     run.set_state("done", step=len(batches))
     return run.metrics_path
 

@@ -72,6 +72,7 @@ class ProductJob:
     columns: Mapping[str, object]              # the columns every row of the product shares
     images: str                                # products/<key>.npy
     items: str                                 # where the per-item values go: items/<key>.npz
+    record: str                                # work/<key>.rows.json (jobs/evaluation/measured.py)
     source_samples: str | None = None          # the source model's samples from the same noise
     clipped: tuple[float, int] | None = None   # (share of samples whose last x0 left [-1, 1], n)
 
@@ -81,6 +82,7 @@ class CalibrationJob:
     """Real data measured as the models are (the source model's evaluation only)."""
     sizes: Mapping[str, int]       # task -> n, the model rows' sample count: "unconditional", "translation"
     items_dir: str
+    record: str                    # work/calibration[-<split>].rows.json (jobs/evaluation/measured.py)
     split: str | None = None       # measured against this split's reference (jobs/evaluation/splits.py)
 
 
@@ -230,8 +232,8 @@ def product_job(spec: EvalSpec, run: RunFolder, product: Product, train_spec: di
                 clipped: tuple[float, int] | None = None,
                 seconds: Mapping[int, float] | None = None) -> ProductJob:
     return ProductJob(product, product.seed(spec), identity(spec, train_spec, product, seconds), str(images),
-                      str(run.path / "items" / f"{product.key}.npz"), source_samples_path(spec, run.path, product),
-                      clipped)
+                      str(run.path / "items" / f"{product.key}.npz"), str(run.path / "work" / f"{product.key}.rows.json"),
+                      source_samples_path(spec, run.path, product), clipped)
 
 
 def source_samples_path(spec: EvalSpec, run_dir: Path, product: Product) -> str | None:
@@ -257,4 +259,6 @@ def calibration_jobs(spec: EvalSpec, run_dir: Path) -> list[CalibrationJob]:
     sizes = {"unconditional": s.num_samples} if "unconditional" in s.tasks else {}
     if set(s.tasks) - {"unconditional"}:
         sizes["translation"] = s.num_translations
-    return [CalibrationJob(sizes, str(run_dir / "items"), split) for split in s.split_names]
+    return [CalibrationJob(sizes, str(run_dir / "items"),
+                           str(run_dir / "work" / f"calibration{'-' + split if split else ''}.rows.json"), split)
+            for split in s.split_names]

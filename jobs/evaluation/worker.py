@@ -138,18 +138,20 @@ class EvalWorker:
 
     def measure(self, job: ProductJob | CalibrationJob) -> tuple[list[dict], dict[str, int]]:
         """Metric rows of one product (or the calibration), and the feature cache's counts;
-        the per-item values are saved under items/."""
+        the per-item values are saved under items/, the rows in the job's record."""
         import numpy as np
         import torch
 
         from jobs.evaluation.instruments import stack
         from jobs.evaluation.measure import Pairs, Settings, measure, measure_calibration, save_items
+        from jobs.evaluation.measured import write_record
 
         if isinstance(job, CalibrationJob):
             found = measure_calibration(job.sizes, self.spec, self.references(job.split), self.extractors,
                                         job.split)
             for name, items in found.files.items():
                 save_items(Path(job.items_dir) / name, items)
+            write_record(job.record, found.rows, found.counts)
             return found.rows, found.counts
         references = self.references(job.product.split)
         images = torch.from_numpy(np.load(job.images))
@@ -163,4 +165,5 @@ class EvalWorker:
                             job.product.split)
         found = measure(images, pairs, references, self.extractors, settings)
         save_items(job.items, found.items)
+        write_record(job.record, found.rows, found.counts)      # after its items: a record means both
         return found.rows, found.counts

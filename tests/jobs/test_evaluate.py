@@ -12,6 +12,7 @@ import pytest
 
 from factories import ROOT, eval_spec, run_module, tiny_unet, write_spec
 from harness.results import COLUMNS, load_results
+from jobs.evaluation.measured import write_record
 from runs.spec import EvalSpec
 from runs.store import RunFolder
 
@@ -60,12 +61,18 @@ def test_killed_actor_has_its_batch_retried_and_no_row_is_lost(tiny_source, lpip
     assert RunFolder(run_dir).status == "done"
 
 
+@pytest.fixture(scope="module")
+def three_tasks(tiny_source, lpips_weights, ray_env):
+    """A finished evaluation of the tiny source with every task (on the shared Ray)."""
+    run_dir = write_spec(tiny_source.parent / "eval-a", eval_spec(tasks=["unconditional", "sdedit", "egsde"]))
+    run_module("jobs.evaluate", str(run_dir), env=ray_env, check=True)
+    return run_dir
+
+
 @pytest.mark.slow
-def test_second_evaluation_hits_the_feature_cache(tiny_source, lpips_weights, ray_env):
+def test_second_evaluation_hits_the_feature_cache(tiny_source, three_tasks, ray_env):
     """Both evaluations on one shared Ray (conftest.ray_env): the cache is on disk, not in Ray."""
-    store = tiny_source.parent
-    first = write_spec(store / "eval-a", eval_spec(tasks=["unconditional", "sdedit", "egsde"]))
-    run_module("jobs.evaluate", str(first), env=ray_env, check=True)
+    store, first = tiny_source.parent, three_tasks
     again = store / "eval-b"
     shutil.copytree(first, again, ignore=shutil.ignore_patterns("work", "products", "attempts", "samples",
                                                                  "*.json", "*.parquet"))
@@ -97,6 +104,33 @@ def test_second_evaluation_hits_the_feature_cache(tiny_source, lpips_weights, ra
     assert (run_dir_png := first / "samples" / "sdedit_t0.5_s60.png").is_file(), run_dir_png
     loaded = load_results(first / "metrics.parquet")
     assert len(loaded) == len(a)
+
+
+@pytest.mark.slow
+def test_a_requeued_evaluation_measures_only_the_products_it_lacks(tiny_source, three_tasks, ray_env):
+    """An evaluation killed while measuring keeps each measured product's rows (its record):
+    run again, it measures the others only, and leaves no record once the metrics hold them."""
+    requeued = tiny_source.parent / "eval-requeued"
+    shutil.copytree(three_tasks, requeued, ignore=shutil.ignore_patterns("metrics.parquet", "eval.json"))
+    first = pd.read_parquet(three_tasks / "metrics.parquet")
+    assert not list((three_tasks / "work").glob("*.rows.json"))
+    # the egsde product as measured before the kill, one value marked to tell it from a fresh one
+    egsde = first[(first.stage == "evaluate") & (first.task == "egsde")].to_dict("records")
+    egsde[0]["value"] = 123.0
+    key = next(e["file"] for e in json.loads((three_tasks / "products" / "manifest.json").read_text())["products"]
+               if e["task"] == "egsde").removesuffix(".npy")
+    write_record(requeued / "work" / f"{key}.rows.json", egsde, {"hits": 0, "lookups": 0})
+
+    run_module("jobs.evaluate", str(requeued), env=ray_env, check=True)
+    assert json.loads((requeued / "eval.json").read_text())["measured_before"] == 1
+    again = pd.read_parquet(requeued / "metrics.parquet")
+    assert (again.value == 123.0).sum() == 1                 # egsde's rows came from its record
+    assert not again.duplicated(KEYS).any() and len(again) == len(first)
+    a = first.sort_values(KEYS).reset_index(drop=True)
+    b = again.sort_values(KEYS).reset_index(drop=True)
+    changed = ~((a.value == b.value) | (a.value.isna() & b.value.isna()))
+    assert changed.sum() == 1 and (b.value[changed] == 123.0).all()
+    assert not list((requeued / "work").glob("*.rows.json"))
 
 
 @pytest.mark.slow
