@@ -50,7 +50,7 @@ def main() -> None:
 
     torch.set_flush_denormal(True)
     sources = open_dataset(SOURCE, split="source_test")
-    inputs_u8 = torch.stack([sources[i] for i in splits.inputs(splits.VALIDATION, args.n)])
+    inputs_u8 = torch.stack([sources[i] for i in splits.inputs(splits.VALIDATION, args.n, len(sources))])
     x0 = to_model_range(inputs_u8)
     # image i of a split draws noise i of the split's stream, as the evaluate stage samples it
     noise = indexed_noise(0, splits.stream("translation", splits.VALIDATION), range(args.n), tuple(x0.shape[1:]))

@@ -462,7 +462,9 @@ RECIPE_VERSION = 2
 #   3: EGSDE's realism energy as EGSDE's code computes it: the cosine of the channel
 #      vectors at each location of the feature map, averaged over locations (it was one
 #      cosine over the flattened map).
-EVAL_RECIPE_VERSION = 3
+#   4: the translation inputs and the calibration rows' real images a seeded draw from their
+#      sets, not the first n: a folder lists its images sorted by path, grouped by class.
+EVAL_RECIPE_VERSION = 4
 
 NOT_IN_IDENTITY = PARAM_NOT_IN_IDENTITY | {"log_every", "snapshot_steps", "report_to"}
 EVAL_NOT_IN_IDENTITY = {"compile"}     # evaluation settings that change speed, not results

@@ -90,7 +90,7 @@ def save_products(run: RunFolder, spec: EvalSpec, products: list[Product], batch
         os.replace(tmp, path)
         paths[product.key] = path
         rows = sample_rows(images, None if product.task == "unconditional" else sources,
-                           inputs=product.inputs(spec))
+                           inputs=product.inputs(spec, len(sources)))
         save_grid(rows, run.samples_dir / f"{product.key}.png", scale=3)
     write_manifest(run, [ProductEntry(p.name, p.task, p.t0, p.ckpt_step, p.seed(spec), paths[p.key].name,
                                       f"{p.key}.npz", p.split) for p in products])

@@ -291,7 +291,7 @@ def measure(images: torch.Tensor, pairs: Pairs | None, references: References, e
                         seed=seed)
         else:
             predicted, sure = classes.predict(images)
-            inputs = np.asarray(splits.inputs(settings.split, s.num_translations))[:len(images)]
+            inputs = splits.inputs(settings.split, s.num_translations, len(classes.source_labels))[:len(images)]
             labels = classes.source_labels[inputs]
             kept_conf = sure >= s.confidence
             items.update(predicted=predicted, confidence=sure.astype(np.float32), labels=labels)
@@ -337,10 +337,11 @@ def calibration_sets(spec: EvalSpec, references: References, n: int, split: str 
     halves = {"full-domain": ReferenceSet(stack(heldout, odd), labels_of(heldout, odd, ref_labels))}
     sets = {}
     for name, ds, indices, refs, fallback in (
-            ("target-train", target, np.arange(min(n, len(target))), full, None),
-            ("source", source, np.arange(min(n, len(source))), full,
+            # a seeded choice of n, not the first n: a folder's sorted listing groups its classes
+            ("target-train", target, reference_subset(len(target), n), full, None),
+            ("source", source, reference_subset(len(source), n), full,
              classes.source_labels if classes is not None and source_spec["kind"] == "folder" else None),
-            ("held-out-half", heldout, even[:n], halves, ref_labels)):
+            ("held-out-half", heldout, even[reference_subset(len(even), n)], halves, ref_labels)):
         note = f"real {name} images vs the held-out domain"
         if name == "held-out-half":
             note = (f"real held-out images (even positions) vs the other half ({len(odd)} odd-position "

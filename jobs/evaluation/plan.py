@@ -48,9 +48,9 @@ class Product:
         """The seed of this product's sampling noise."""
         return self.eval_seed if self.eval_seed is not None else spec.settings.seeds[0]
 
-    def inputs(self, spec: EvalSpec) -> range:
-        """The indices of this product's translation inputs among the source test images."""
-        return splits.inputs(self.split, spec.settings.num_translations)
+    def inputs(self, spec: EvalSpec, total: int):
+        """The indices of this product's translation inputs among the `total` source test images."""
+        return splits.inputs(self.split, spec.settings.num_translations, total)
 
 
 @dataclass(frozen=True)

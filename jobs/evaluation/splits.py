@@ -23,6 +23,8 @@ VALIDATION, TEST = "validation", "test"
 # the permutation that halves the held-out domain: fixed, so that every model of a grid
 # (and every evaluation seed) is measured against the same half
 REFERENCE_SPLIT_SEED = 0
+# the same for the translation inputs: every model, seed and evaluation translates the same images
+INPUT_SEED = 0
 
 
 def stream(name: str, split: str | None) -> str:
@@ -30,9 +32,13 @@ def stream(name: str, split: str | None) -> str:
     return f"{name}-{VALIDATION}" if split == VALIDATION else name
 
 
-def inputs(split: str | None, n: int) -> range:
-    """The indices of the translation inputs (source test images) of a split."""
-    return range(n, 2 * n) if split == VALIDATION else range(n)
+def inputs(split: str | None, n: int, total: int) -> np.ndarray:
+    """The indices of a split's n translation inputs among the `total` source test images:
+    the test split's (and no split's) the first n of a seeded permutation, validation's the
+    next n. A folder lists its images sorted by path, grouped by class: its first n would
+    be a few classes."""
+    order = np.random.default_rng(INPUT_SEED).permutation(total)
+    return order[n:2 * n] if split == VALIDATION else order[:n]
 
 
 def reference_half(total: int, split: str | None) -> np.ndarray:

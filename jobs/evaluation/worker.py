@@ -105,7 +105,7 @@ class EvalWorker:
         model = self.model(p.model_dir)
         x0 = domain = None
         if p.task != "unconditional":
-            inputs = p.inputs(self.spec)
+            inputs = p.inputs(self.spec, len(self.sources()))
             x0 = to_model_range(torch.stack([self.sources()[inputs[i]] for i in range(batch.start, batch.stop)]))
             x0 = x0.to(self.device)
         if p.task == "egsde":
@@ -156,7 +156,7 @@ class EvalWorker:
         references = self.references(job.product.split)
         images = torch.from_numpy(np.load(job.images))
         if job.product.task != "unconditional":
-            pairs = Pairs(stack(self.sources(), job.product.inputs(self.spec)[:len(images)]), "source")
+            pairs = Pairs(stack(self.sources(), job.product.inputs(self.spec, len(self.sources()))[:len(images)]), "source")
         elif job.source_samples:
             pairs = Pairs(torch.from_numpy(np.load(job.source_samples)), "source-model")
         else:

@@ -24,7 +24,7 @@ GOLDEN_SPECS = {
     "sdft": (finetune_spec("sdft"), "68483eb950"),
     "sdft-min-snr": (finetune_spec("sdft", distill={"weighting": "min-snr"}), "c458aed5ff"),
     "scratch": (finetune_spec("scratch"), "0a1c2e364f"),
-    "evaluate": (eval_spec(), "3150063f0f"),
+    "evaluate": (eval_spec(), "1434dbd563"),
 }
 
 
@@ -186,10 +186,10 @@ def test_demo_and_paper_run_ids_are_pinned():
     from runs.spec import EvalSpec
 
     # (recipe 2 with the run spec's defaults taken from runs.params, flips resolved;
-    # evaluation recipe 3: EGSDE's per-location realism energy)
+    # evaluation recipe 4: the translation inputs and calibration images a seeded draw)
     assert RunSpec.model_validate(GOLDEN_PRETRAIN).run_id == "1c7160e2d1"
     assert RunSpec.model_validate(GOLDEN_FINETUNE).run_id == "0e686149e7"
-    assert EvalSpec.model_validate(GOLDEN_EVALUATION).run_id == "9ea115f2d4"
+    assert EvalSpec.model_validate(GOLDEN_EVALUATION).run_id == "0e46f76088"
 
 
 def test_egsde_low_pass_factor_enters_the_id_only_when_set():

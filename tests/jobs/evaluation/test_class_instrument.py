@@ -51,7 +51,7 @@ def instrument(tmp_path_factory):
 
 
 def test_held_out_images_are_scored_by_a_network_that_never_saw_them(instrument):
-    from jobs.evaluation.instruments import calibration_positions, floor_positions
+    from jobs.evaluation.instruments import calibration_positions, floor_positions, reference_subset
     from jobs.evaluation.measure import calibration_sets
     from models.evaluation_nets import reference_folds
 
@@ -63,8 +63,11 @@ def test_held_out_images_are_scored_by_a_network_that_never_saw_them(instrument)
     even, odd = floor_positions(total, spec.settings.max_reference)
     assert np.array_equal(calibration_positions(total, spec.settings.max_reference), odd)
     assert 0.3 < classes.folds[even].mean() < 0.7 and 0.3 < classes.folds[odd].mean() < 0.7
-    floor = calibration_sets(spec, references, 40)["held-out-half"]
-    assert np.array_equal(floor.networks, classes.folds[even[:40]])
+    sets = calibration_sets(spec, references, 40)
+    floor = sets["held-out-half"]
+    assert np.array_equal(floor.networks, classes.folds[even[reference_subset(len(even), 40)]])
+    # a seeded choice of 40, not the first 40 of a listing grouped by class: every class is in
+    assert set(floor.labels) == set(sets["source"].labels) == set(range(len(REFERENCE)))
     assert len(references.calls.labels) == len(odd)
     assert "2 networks cross-fitted over the 210 labelled reference images" in classes.description
 

@@ -3,6 +3,7 @@ the reference subset shared by every model, and measure() on images and typed in
 import numpy as np
 import pytest
 
+from jobs.evaluation import splits
 from jobs.evaluation.instruments import Classes, reference_subset
 from jobs.evaluation.measure import Rows, class_share
 
@@ -75,7 +76,9 @@ def test_measure_takes_images_and_typed_inputs_only(lpips_weights):
     inputs = (images.to(torch.int16) + 10).to(torch.uint8)       # no pixel clips: at most 230
     bright = lambda x: np.stack([(x.float().mean((1, 2, 3)) <= 127).numpy(),  # noqa: E731
                                  (x.float().mean((1, 2, 3)) > 127).numpy()], 1).astype(float) * 0.8 + 0.1
-    labels = np.array([0, 0, 1, 1, 1, 1, 0, 0])                  # predicted: 0 0 0 0 1 1 1 1
+    # the labels of the inputs as the product takes them (splits.inputs), against predicted 0 0 0 0 1 1 1 1
+    labels = np.zeros(8, dtype=int)
+    labels[splits.inputs(None, 8, 8)] = [0, 0, 1, 1, 1, 1, 0, 0]
     classes = Classes("builtin", {0: "dark", 1: "bright"}, [1], bright, np.arange(2), labels, None)
     references = References({"target": ReferenceSet(images.flip(0), None)}, classes, images[:2])
     settings = Settings(EvalSettings(kid_subset_size=8, kid_subsets=5), "sdedit", 3,
@@ -92,7 +95,7 @@ def test_measure_takes_images_and_typed_inputs_only(lpips_weights):
     assert kept == {"all": (4, 8), "missing-classes": (2, 4), "present-classes": (2, 4), "class:dark": (2, 4),
                     "class:bright": (2, 4)}
     assert {("fid", "all"), ("kid", "all")} <= set(rows) and rows[("fid", "all")]["extractor"] == "builtin"
-    assert found.items["features_builtin"].shape == (8, 3) and list(found.items["labels"]) == list(labels)
+    assert found.items["features_builtin"].shape == (8, 3) and list(found.items["labels"]) == [0, 0, 1, 1, 1, 1, 0, 0]
     assert (found.hits, found.lookups) == (0, 2)                   # the images, and the target set
     again = measure(images, Pairs(inputs, "source"), references, _Stub(), settings)
     assert (again.hits, again.lookups) == (2, 2)                   # both from the feature cache now
