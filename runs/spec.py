@@ -373,6 +373,26 @@ class EvalSettings(Strict):
                              f"(use ddim_steps or respacing)")
         return self
 
+    @model_validator(mode="after")
+    def _t0_runs_a_step(self) -> "EvalSettings":
+        # a t0 that runs no DDIM step hands back the input: a perfect score (PSNR inf, LPIPS 0)
+        steps = self.translation_steps
+        if set(self.tasks) - {"unconditional"}:
+            for t0 in self.t0:
+                if round(t0 * steps) == 0:
+                    raise ValueError(f"t0 {t0} runs round({t0} x {steps}) = 0 of the translations' {steps} DDIM "
+                                     f"steps: the input would come back unchanged; give t0 > {0.5 / steps:.4g}")
+        return self
+
+    @property
+    def translation_steps(self) -> int:
+        """The translations' DDIM steps: the respacing's (`ddimN`: N; counts: their sum), else ddim_steps."""
+        if self.respacing is None:
+            return self.ddim_steps
+        if self.respacing.startswith("ddim"):
+            return int(self.respacing[4:])
+        return sum(int(n) for n in self.respacing.split(","))
+
     @property
     def solver_steps(self) -> int:
         """The unconditional sampler's steps when it is a solver."""

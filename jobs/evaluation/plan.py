@@ -157,19 +157,22 @@ def check_sampler(spec: EvalSpec) -> None:
 
 
 def check_inputs(spec: EvalSpec) -> None:
-    """With splits, the translations of both splits need 2 x num_translations distinct
-    source test images: fewer fail here, before any actor starts."""
+    """The translations need num_translations distinct source test images (with splits,
+    both splits' 2 x num_translations): fewer fail here, before any actor starts."""
     s = spec.settings
-    if not s.splits or set(s.tasks) <= {"unconditional"}:
+    if set(s.tasks) <= {"unconditional"}:
         return
     from models.data import open_dataset
 
     data = spec.source_data.model_dump()
     available = len(open_dataset(data, split="source_test" if data["kind"] == "builtin-source" else None))
-    if available < 2 * s.num_translations:
+    if s.splits and available < 2 * s.num_translations:
         raise UserError(f"evaluation.num_translations: {s.num_translations} per split needs "
                         f"{2 * s.num_translations} source test images for evaluation.splits, the source has "
                         f"{available}")
+    if available < s.num_translations:
+        raise UserError(f"evaluation.num_translations: {s.num_translations} translations need as many source "
+                        f"test images, the source has {available}")
 
 
 # ---------------------------------------------------------------- products and batches

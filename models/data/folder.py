@@ -11,7 +11,6 @@ image viewer shows it; the crop is then taken from the upright image.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +40,12 @@ def list_images(folder: str | Path) -> list[Path]:
 def to_rgb(im: Image.Image) -> Image.Image:
     """Any mode as 8-bit RGB (see the module's doc): 16-bit scaled, alpha composited."""
     if im.mode in SIXTEEN_BIT:
-        grey = np.asarray(im).astype(np.float64) / 257.0         # 65535 / 257 = 255
-        return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L").convert("RGB")
+        raw = np.asarray(im)
+        grey = np.clip(np.rint(raw.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)   # 65535 / 257 = 255
+        rgb = np.repeat(grey[..., None], 3, axis=2)
+        if "transparency" in im.info:          # one grey level marked transparent: the background
+            rgb[raw == im.info["transparency"]] = BACKGROUND
+        return Image.fromarray(rgb, "RGB")
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
         background = Image.new("RGBA", im.size, (*BACKGROUND, 255))
         return Image.alpha_composite(background, im.convert("RGBA")).convert("RGB")
@@ -52,9 +55,9 @@ def to_rgb(im: Image.Image) -> Image.Image:
 def scan_images(folder: str | Path, limit: int = SCAN_LIMIT) -> int:
     """A cheap check before any job runs: the folder holds images and each file's header
     (and, for PNG, every chunk's checksum) reads. Above `limit` files an evenly spaced
-    sample of `limit` is checked. Returns the number of images."""
+    `limit` of them are checked. Returns the number of images."""
     files = list_images(folder)
-    for path in files[::max(1, math.ceil(len(files) / limit))]:
+    for path in (files if len(files) <= limit else [files[i * len(files) // limit] for i in range(limit)]):
         try:
             with Image.open(path) as im:
                 im.verify()

@@ -161,6 +161,10 @@ def test_sixteen_bit_grey_is_scaled_not_white(tmp_path):
     with Image.open(path) as reread:
         assert reread.mode in ("I;16", "I")          # Pillow keeps the 16 bits on reading
     assert load_as_saved(tmp_path, im, "deep.png") == ((128, 128, 128), (255, 255, 255))
+    # a transparent grey level (tRNS) shows the white background, as in 8-bit images
+    dark = Image.fromarray(np.where(np.arange(8) < 4, 0, 128 * 257)[None].repeat(8, 0).astype(np.uint16))
+    (tmp_path / "deep.png").unlink()
+    assert load_as_saved(tmp_path, dark, "clear.png", transparency=0) == ((255, 255, 255), (128, 128, 128))
 
 
 def test_a_photo_stored_turned_is_loaded_upright(tmp_path):
@@ -185,3 +189,15 @@ def test_scan_finds_a_truncated_png(tmp_path):
     (tmp_path / "cut.png").write_bytes(data[: len(data) - 20])
     with pytest.raises(DatasetError, match=r"cut\.png: unreadable"):
         scan_images(tmp_path)
+
+
+def test_a_large_folder_scan_checks_exactly_its_limit_evenly_spaced(tmp_path, monkeypatch):
+    from models.data import folder
+
+    for i in range(30):
+        Image.new("RGB", (4, 4), (i, i, i)).save(tmp_path / f"{i:02d}.png")
+    opened = []
+    real_open = folder.Image.open
+    monkeypatch.setattr(folder.Image, "open", lambda path, *a, **k: opened.append(path.name) or real_open(path, *a, **k))
+    assert scan_images(tmp_path, limit=20) == 30
+    assert len(opened) == 20 and opened[0] == "00.png" and opened[-1] >= "27.png"

@@ -174,6 +174,10 @@ def test_too_few_source_images_for_two_splits_is_one_line_naming_the_setting(tmp
                                           "settings": {**base["settings"], "num_translations": 2}}))
     check_inputs(EvalSpec.model_validate({**base, "source_data": folder,
                                           "settings": {**base["settings"], "splits": False}}))
+    # without splits too: more translations than source images was an IndexError in an actor
+    with pytest.raises(UserError, match=r"evaluation.num_translations: 6 translations need as many .* has 5$"):
+        check_inputs(EvalSpec.model_validate({**base, "source_data": folder, "settings": {
+            **base["settings"], "splits": False, "num_translations": 6}}))
 
 
 def test_manifest_entries_carry_their_split_and_items_pair_within_it(tmp_path):
