@@ -222,6 +222,16 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
         torch.cuda.reset_peak_memory_stats()
     rss_before = peak_rss_gib()
 
+    def record_peak(arm: str) -> None:
+        """The peak memory after the first arm's first step: that arm's own (the second arm's
+        would add the first's resident copy)."""
+        out["peak_memory_arm"] = arm
+        if device.type == "cuda":
+            out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        else:
+            out["peak_memory_gib"] = round(peak_rss_gib(), 2)
+            out["rss_before_models_gib"] = round(rss_before, 2)
+
     steps: dict = {}
     engine = student_ds = None
     if "deepspeed" in arms:
@@ -237,25 +247,23 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
         layout(engine.module)
         ds_eps = eps_channels(engine, dtype)
 
-        # `del engine` below empties this closure's cell, freeing the engine before the
-        # samplers run; ds_step is not called after it
+        # `del engine, ds_eps` below empties this closure's cells, freeing the engine before
+        # the samplers run; ds_step is not called after it
         def ds_step():
-            terms = loss(ds_eps, images, teacher_eps)
+            terms = loss(ds_eps, images, teacher_eps)   # noqa: F821
             engine.backward(terms.total)   # noqa: F821
             engine.step()                  # noqa: F821
 
         steps["deepspeed"] = ds_step
         out["deepspeed_first_step_s"] = round(timed(ds_step, device)[0], 3)   # warm-up (compiles)
-        if device.type == "cuda":
-            out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        else:
-            out["peak_memory_gib"] = round(peak_rss_gib(), 2)
-            out["rss_before_models_gib"] = round(rss_before, 2)
+        record_peak("deepspeed")
     if "torch" in arms:
         student = compile_in_place(layout(copy.deepcopy(net)), compile, compile_backend)
         steps["torch"] = torch_step_of(student, torch.optim.AdamW(student.parameters(), lr=2e-5, weight_decay=0.0),
                                        torch.amp.GradScaler(device.type, enabled=precision == "fp16"))
         out["torch_first_step_s"] = round(timed(steps["torch"], device)[0], 3)
+        if "peak_memory_gib" not in out:      # alone on the card: its own peak
+            record_peak("torch")
     del net
 
     # interleave the arms so that drift in machine speed hits them alike
@@ -264,8 +272,11 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
         for name, step in steps.items():
             times[name].append(timed(step, device))
     median = {k: statistics.median(w for w, _ in v) for k, v in times.items()}
-    main_s = median.get("deepspeed", median.get("torch"))
+    # the harness trains through DeepSpeed: its arm is the main figure where it ran
+    main_arm = "deepspeed" if "deepspeed" in median else "torch"
+    main_s = median[main_arm]
     out.update({
+        "main_arm": main_arm,
         "deepspeed_step_s": round(median["deepspeed"], 4) if "deepspeed" in median else None,
         "torch_step_s": round(median["torch"], 4) if "torch" in median else None,
         "images_per_s": round(batch / main_s, 3),
@@ -280,6 +291,7 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
         name = torch.cuda.get_device_name()
         peak = bf16_peak(name)
         out["mfu"] = round(flops / main_s / peak, 4) if peak else None
+        out["torch_mfu"] = round(flops / median["torch"] / peak, 4) if peak and "torch" in median else None
         out["mfu_reason"] = None if peak else f"no dense bf16 peak on file for {name!r}"
     else:
         out["mfu"] = None
@@ -288,10 +300,16 @@ def measure(device: torch.device, resolution: int, width: int, precision: str, b
         out["time_share"] = time_shares(next(iter(steps.values())), device, top_ops,
                                         label=f"{device.type} {precision}")
     del engine, student_ds, steps
+    if "deepspeed" in arms:
+        del ds_eps
     if step_done is not None and samplers:     # the step's figures kept, should the samplers run out of time
         step_done({**out, "samplers": "not finished"})
 
     # the samplers from the frozen network in the run's precision (they take the eps channels)
+    if compile:
+        # the step compiled the teacher at its own batch under inference_mode: a sampler's
+        # batch would recompile it with a dynamic batch; afresh, it compiles as an evaluation's does
+        torch._dynamo.reset()
     sampler = eps_channels(teacher, dtype)
     noise = torch.randn(ddim_batch, 3, resolution, resolution, device=device).contiguous(memory_format=memory_format)
     out["ddim_batch"] = ddim_batch
@@ -384,11 +402,14 @@ def main() -> None:
     # (1+SNR)^-50 makes denormal floats in the backward pass; the harness flushes them on CPU
     torch.set_flush_denormal(True)
 
+    # each line says where it was measured: lines of several machines share one file
+    where = {"device": torch.cuda.get_device_name() if use_gpu else "cpu", "torch": torch.__version__}
+
     def record(prefix: str, values: dict) -> None:
         figures.update(prefixed(prefix, values))
         if args.jsonl:
             with open(args.jsonl, "a") as f:
-                f.write(json.dumps({"setting": prefix, **values}) + "\n")
+                f.write(json.dumps({"setting": prefix, **where, **values}) + "\n")
 
     if args.cpu_smoke:       # every GPU setting's code, at a size a CPU runs in seconds (compiled: traced only)
         for compile in compiles:

