@@ -297,7 +297,8 @@ class GridConfig(Strict):
     methods: Annotated[list[MethodName], Field(min_length=1)]
     weightings: Annotated[list[Weighting], Field(min_length=1)] = ["sdft"]
     finetune: FinetuneSettings = FinetuneSettings()
-    # a method's, a weighting's (`sdft/min-snr`) or a named variant's (`sdft/sdft-noaux`) settings
+    # a method's, a weighting's (`sdft/min-snr`) or a named variant's (`sdft/sdft-noaux`) settings;
+    # a field it leaves out takes `finetune`'s value, not the default listed under `finetune`
     per_method: dict[PerMethodKey, FinetuneSettings] = {}
     seeds: Annotated[list[Seed], Field(min_length=1)] = [0]
     evaluation: EvaluationConfig = EvaluationConfig()
