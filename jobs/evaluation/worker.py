@@ -156,7 +156,8 @@ class EvalWorker:
         references = self.references(job.product.split)
         images = torch.from_numpy(np.load(job.images))
         if job.product.task != "unconditional":
-            pairs = Pairs(stack(self.sources(), job.product.inputs(self.spec, len(self.sources()))[:len(images)]), "source")
+            inputs = job.product.inputs(self.spec, len(self.sources()))[:len(images)]
+            pairs = Pairs(stack(self.sources(), inputs), "source")
         elif job.source_samples:
             pairs = Pairs(torch.from_numpy(np.load(job.source_samples)), "source-model")
         else:
