@@ -70,7 +70,8 @@ for line in sys.stdin:
             found = line.strip()
     except ValueError:
         pass
-print(found)'
+if found:
+    print(found)'
 }
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$LOG"
 
@@ -101,8 +102,10 @@ elif [[ ,$PARTS, == *,evaluate,* ]]; then
 timeout "$(limit "${EVALUATE_TIMEOUT:-150}")" "$PY" bench/adm_evaluate.py --num-samples 1000 --sampler unipc --steps 8 \
     --compile off --precision bf16 "${SMOKE[@]}" 2>> "$LOG" | tee -a "$LOG" | last_json > "$OUT_DIR/adm-gpu-speed-evaluate.json"
 echo "# adm_evaluate.py rc ${PIPESTATUS[0]} after ${SECONDS} s" | tee -a "$LOG"
-[ -s "$OUT_DIR/adm-gpu-speed-evaluate.json" ] && "$PY" -c 'import json, sys
-print(json.dumps({"setting": "evaluate", "figures": json.load(open(sys.argv[1]))}))' \
+[ -s "$OUT_DIR/adm-gpu-speed-evaluate.json" ] && "$PY" -c 'import json, sys, torch
+device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+print(json.dumps({"setting": "evaluate", "device": device, "torch": torch.__version__,
+                  "figures": json.load(open(sys.argv[1]))}))' \
     "$OUT_DIR/adm-gpu-speed-evaluate.json" >> "$JSONL"
 fi
 

@@ -199,16 +199,19 @@ def class_histograms(df, store_root: Path, out_dir: Path) -> list[Path]:
 
 
 def _sources(eval_dir: Path):
-    """The evaluation's first translation inputs (its source test images), uint8."""
+    """The evaluation's first translation inputs (of its test split, as the grids' products),
+    uint8."""
     import torch
 
     from runs.spec import EvalSpec
+    from jobs.evaluation import splits
     from models.data import open_dataset
 
     spec = EvalSpec.model_validate(RunFolder(eval_dir).read_spec())
     data = spec.source_data.model_dump()
     ds = open_dataset(data, split="source_test" if data["kind"] == "builtin-source" else None)
-    return torch.stack([ds[i] for i in range(min(SHOWN_PER_ROW, len(ds)))]).numpy()    # already uint8
+    shown = splits.inputs(splits.TEST, spec.settings.num_translations, len(ds))[:SHOWN_PER_ROW]
+    return torch.stack([ds[i] for i in shown]).numpy()    # already uint8
 
 
 def selection_lines(selection: Selection) -> list[str]:

@@ -386,8 +386,9 @@ class EvalSettings(Strict):
 
     @property
     def translation_steps(self) -> int:
-        """The translations' DDIM steps: the respacing's (`ddimN`: N; counts: their sum), else ddim_steps."""
-        if self.respacing is None:
+        """The translations' DDIM steps: the respacing's where DDIM is the sampler (`ddimN`: N;
+        counts: their sum), else ddim_steps (jobs/evaluation/sample.py)."""
+        if self.respacing is None or self.sampler != "ddim":
             return self.ddim_steps
         if self.respacing.startswith("ddim"):
             return int(self.respacing[4:])

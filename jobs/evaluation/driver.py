@@ -14,7 +14,7 @@ from runs.processes import process_identity
 from runs.spec import EvalSpec
 from runs.store import RunFolder, atomic_write_json
 from jobs.evaluation.manifest import ProductEntry, write_manifest
-from jobs.evaluation.measured import read_record
+from jobs.evaluation.measured import measured, read_record
 from jobs.evaluation.plan import (Batch, Product, calibration_jobs, check_inputs, check_sampler, curve_only,
                                   plan_batches, plan_products, product_job, resolve_models, training_seconds)
 from jobs.evaluation.worker import EvalWorker
@@ -117,7 +117,7 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
     products it has measured."""
     from tqdm.auto import tqdm
 
-    from report.results import write_metrics
+    from report.results import git_sha, write_metrics
 
     run = RunFolder(run_dir)
     check_sampler(spec)
@@ -148,7 +148,8 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
                 for p in products]
         jobs += calibration_jobs(spec, run.path)
         # each job leaves its record: a requeued evaluation measures only what it lacks
-        todo = [j for j in jobs if not Path(j.record).is_file()]
+        commit = git_sha()
+        todo = [j for j in jobs if not measured(j.record, commit)]
         for _ in tqdm(pool.map_unordered(lambda a, j: a.measure.remote(j), todo), total=len(todo),
                       desc=f"measure {run.run_id}", mininterval=1.0):
             pass
@@ -156,9 +157,9 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
         ray.shutdown()
     rows, cache = [], {"hits": 0, "lookups": 0}
     for job in jobs:
-        job_rows, counts = read_record(job.record)
-        rows += job_rows
-        cache = {k: cache[k] + counts[k] for k in cache}
+        record = read_record(job.record)
+        rows += record["rows"]
+        cache = {k: cache[k] + record["counts"][k] for k in cache}
     # the curve's rows first: an evaluation with its metrics written is done (runs.store)
     curve_steps = {p.ckpt_step for p in products if curve_only(spec, p.ckpt_step, models[0][0])}
     curve_rows = [r for r in rows if r.get("ckpt_step") in curve_steps]

@@ -6,8 +6,9 @@ What each split measures, and why they are disjoint:
   "translation", "ancestral"), so its products equal an evaluation without splits; the
   validation split draws its own streams ("<stream>-validation") from the same seed, so the
   rows of both keep that seed as their `eval_seed`;
-- translation inputs: the test split the source test images [0, N), the validation split
-  [N, 2N) (N = num_translations), as without splits the test split's;
+- translation inputs: a seeded permutation of the source test images, the test split its
+  first N, the validation split the next N (N = num_translations); without splits, the test
+  split's;
 - the held-out reference domain (built-in pair, a folder target's `reference`): two halves
   of a seeded permutation, one per split; the calibration's noise floor compares two halves
   of the split's own half. A reference that is the target set itself is shared: there only

@@ -267,3 +267,17 @@ def test_a_respacing_yaml_reads_as_a_number_is_its_step_count():
     assert EvalSettings(respacing=250) == EvalSettings(respacing="250")
     with pytest.raises(ValueError, match="respacing"):
         EvalSettings(respacing=True)
+
+
+def test_a_t0_that_runs_no_ddim_step_is_refused_by_the_translations_own_steps():
+    """Translations run DDIM: with the ancestral sampler they take ddim_steps, not the respacing."""
+    from runs.spec import EvalSettings
+
+    with pytest.raises(ValidationError, match=r"t0 0.01 runs round\(0.01 x 40\) = 0"):
+        EvalSettings(tasks=["sdedit"], t0=[0.01])
+    with pytest.raises(ValidationError, match=r"round\(0.04 x 10\) = 0"):
+        EvalSettings(tasks=["sdedit"], t0=[0.04], respacing="ddim10")
+    EvalSettings(tasks=["sdedit"], t0=[0.03], respacing="ddim10", sampler="ancestral")   # 1 of 40 steps
+    with pytest.raises(ValidationError, match=r"round\(0.005 x 40\) = 0"):
+        EvalSettings(tasks=["sdedit"], t0=[0.005], respacing="250", sampler="ancestral")
+    EvalSettings(tasks=["unconditional"], t0=[0.001])          # no translation: t0 unused

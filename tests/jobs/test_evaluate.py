@@ -109,7 +109,8 @@ def test_second_evaluation_hits_the_feature_cache(tiny_source, three_tasks, ray_
 @pytest.mark.slow
 def test_a_requeued_evaluation_measures_only_the_products_it_lacks(tiny_source, three_tasks, ray_env):
     """An evaluation killed while measuring keeps each measured product's rows (its record):
-    run again, it measures the others only, and leaves no record once the metrics hold them."""
+    run again, it measures the others only (and what another commit measured), and leaves no
+    record once the metrics hold them."""
     requeued = tiny_source.parent / "eval-requeued"
     shutil.copytree(three_tasks, requeued, ignore=shutil.ignore_patterns("metrics.parquet", "eval.json"))
     first = pd.read_parquet(three_tasks / "metrics.parquet")
@@ -120,11 +121,17 @@ def test_a_requeued_evaluation_measures_only_the_products_it_lacks(tiny_source, 
     key = next(e["file"] for e in json.loads((three_tasks / "products" / "manifest.json").read_text())["products"]
                if e["task"] == "egsde").removesuffix(".npy")
     write_record(requeued / "work" / f"{key}.rows.json", egsde, {"hits": 0, "lookups": 0})
+    # the calibration as another commit measured it: measured again, its mark gone
+    calibration = first[first.stage == "calibration"].to_dict("records")
+    calibration[0]["value"] = 456.0
+    (requeued / "work" / "calibration.rows.json").write_text(json.dumps(
+        {"git_sha": "0000000", "rows": calibration, "counts": {"hits": 0, "lookups": 0}}))
 
     run_module("jobs.evaluate", str(requeued), env=ray_env, check=True)
     assert json.loads((requeued / "eval.json").read_text())["measured_before"] == 1
     again = pd.read_parquet(requeued / "metrics.parquet")
     assert (again.value == 123.0).sum() == 1                 # egsde's rows came from its record
+    assert (again.value != 456.0).all()
     assert not again.duplicated(KEYS).any() and len(again) == len(first)
     a = first.sort_values(KEYS).reset_index(drop=True)
     b = again.sort_values(KEYS).reset_index(drop=True)
@@ -305,17 +312,21 @@ def test_evaluation_loads_the_weights_it_names(tmp_path):
 
 
 def test_the_reports_input_row_is_the_evaluations_source_test_images(tmp_path):
-    """The aggregate's image grids put the translations' inputs on top, as they are (uint8)."""
+    """The aggregate's image grids put the translations' inputs on top, as they are (uint8):
+    the images the product's first translations were made from."""
     import numpy as np
     import torch
 
     from jobs.aggregate import SHOWN_PER_ROW, _sources
+    from jobs.evaluation.plan import Product
     from models.data import open_dataset
 
-    shown = _sources(write_spec(tmp_path / "e", eval_spec(tasks=["sdedit"])))
+    spec = eval_spec(tasks=["sdedit"])
+    shown = _sources(write_spec(tmp_path / "e", spec))
     ds = open_dataset({"kind": "builtin-source", "resolution": 16}, split="source_test")
+    translated = Product("sdedit", 0.5, None, "m").inputs(EvalSpec.model_validate(spec), len(ds))[:SHOWN_PER_ROW]
     assert shown.dtype == np.uint8 and shown.shape == (SHOWN_PER_ROW, 3, 16, 16)
-    np.testing.assert_array_equal(shown, torch.stack([ds[i] for i in range(SHOWN_PER_ROW)]).numpy())
+    np.testing.assert_array_equal(shown, torch.stack([ds[i] for i in translated]).numpy())
 
 
 def test_sample_rows_put_the_translations_sources_above_them():

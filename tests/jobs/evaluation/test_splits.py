@@ -1,6 +1,6 @@
 """Evaluation splits (`evaluation.splits`): both splits' products are planned, and the two
 splits are disjoint in what they measure: noise (other streams of the same seed), translation
-inputs (source test images [N, 2N) against [0, N)) and the held-out reference (two halves of
+inputs (the next N of a seeded permutation of the source test images against its first N) and the held-out reference (two halves of
 a seeded permutation; the calibration's floor within the split's own half)."""
 import json
 
