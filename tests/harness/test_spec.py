@@ -281,3 +281,13 @@ def test_a_t0_that_runs_no_ddim_step_is_refused_by_the_translations_own_steps():
     with pytest.raises(ValidationError, match=r"round\(0.005 x 40\) = 0"):
         EvalSettings(tasks=["sdedit"], t0=[0.005], respacing="250", sampler="ancestral")
     EvalSettings(tasks=["unconditional"], t0=[0.001])          # no translation: t0 unused
+
+
+@pytest.mark.parametrize("respacing", [None, "ddim10", "ddim7", "ddim250", "250", "50,50", "10,20,30", "1000"])
+def test_the_translations_step_count_is_the_samplers(respacing):
+    """runs.spec counts the steps without loading models: the count the sampler's grid has."""
+    from runs.spec import EvalSettings
+    from models.sampling import sampler_timesteps
+
+    settings = EvalSettings(respacing=respacing)
+    assert settings.translation_steps == len(sampler_timesteps(respacing, settings.ddim_steps, 1000))
