@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+NUM_TIMESTEPS = 1000    # the schedule's T (models/schedule.py)
 GRAMMAR = re.compile(r"ddim[1-9][0-9]*|[1-9][0-9]*(,[1-9][0-9]*)*")
 
 
@@ -21,7 +22,12 @@ def check_syntax(respacing: str) -> str:
     return respacing
 
 
-def respaced_timesteps(respacing: str, num_timesteps: int = 1000) -> list[int]:
+def ddim_counts(num_timesteps: int = NUM_TIMESTEPS) -> list[int]:
+    """The step counts N that "ddimN" can give, ascending: those of some stride 1..T-1."""
+    return sorted({len(range(0, num_timesteps, stride)) for stride in range(1, num_timesteps)})
+
+
+def respaced_timesteps(respacing: str, num_timesteps: int = NUM_TIMESTEPS) -> list[int]:
     """The kept timesteps, ascending, as guided-diffusion's `space_timesteps` keeps them."""
     check_syntax(respacing)
     if respacing.startswith("ddim"):
@@ -30,8 +36,11 @@ def respaced_timesteps(respacing: str, num_timesteps: int = 1000) -> list[int]:
             if len(range(0, num_timesteps, stride)) == count:
                 return list(range(0, num_timesteps, stride))
         # guided-diffusion's loop never tries stride T, so "ddim1" is refused there too
-        raise ValueError(f"respacing {respacing!r}: no integer stride gives exactly {count} "
-                         f"of {num_timesteps} steps")
+        counts = ddim_counts(num_timesteps)
+        below = [c for c in counts if c < count][-1:]
+        above = [c for c in counts if c > count][:1]
+        raise ValueError(f"no integer stride gives exactly {count} of {num_timesteps} DDIM steps "
+                         f"(the nearest counts that do: {', '.join(map(str, below + above))})")
     counts = [int(c) for c in respacing.split(",")]
     size, extra = divmod(num_timesteps, len(counts))
     kept, start = [], 0

@@ -5,10 +5,12 @@ from dataclasses import dataclass
 
 import torch
 
+from models.respacing import NUM_TIMESTEPS
+
 
 @dataclass(frozen=True)
 class NoiseSchedule:
-    num_timesteps: int = 1000
+    num_timesteps: int = NUM_TIMESTEPS
     beta_start: float = 1e-4
     beta_end: float = 0.02
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
+
+from models.respacing import NUM_TIMESTEPS, ddim_counts, respaced_timesteps
 
 MAX_STEPS = 10_000_000          # the paper's longest fine-tune is 80k steps
 MAX_BATCH = 65_536
 MAX_RESOLUTION = 2_048
 MAX_IMAGES = 1_000_000          # samples, translations, reference images
-MAX_DDIM_STEPS = 1_000          # the schedule has T = 1000 timesteps
+MAX_DDIM_STEPS = NUM_TIMESTEPS  # the schedule has T = 1000 timesteps
 MAX_SEED = 2**32 - 1            # numpy's legacy seeding takes at most 32 bits
 
 
@@ -55,6 +57,24 @@ def _real(value: Any) -> Any:
 def Whole(**bounds) -> Any:  # noqa: N802 (a type, spelled as one)
     """An int: no bool, and whole-number floats or number text (1e4) read as the int they are."""
     return Annotated[int, BeforeValidator(_whole), Field(**bounds)]
+
+
+def _ddim_count(value: int) -> int:
+    respaced_timesteps(f"ddim{value}")      # refuses a count no stride gives, naming the nearest
+    return value
+
+
+def _ddim_counts_text() -> str:
+    counts = ddim_counts()
+    run = next(i for i, (a, b) in enumerate(zip(counts, counts[1:])) if b != a + 1)
+    return (f"one that range(0, {NUM_TIMESTEPS}, stride) gives: {counts[0]}..{counts[run]}, then only "
+            f"{', '.join(map(str, counts[run + 1:run + 8]))}, ...")
+
+
+# A DDIM step count: guided-diffusion's "ddimN" stride, range(0, T, s), gives only some counts
+# (36 and 38 of T = 1000, never 37 or 1); another would fail only in a job
+DdimSteps = Annotated[int, BeforeValidator(_whole), AfterValidator(_ddim_count),
+                      Field(gt=0, le=MAX_DDIM_STEPS, description=_ddim_counts_text())]
 
 
 def Real(**bounds) -> Any:  # noqa: N802

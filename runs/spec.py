@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from functools import cached_property
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError,
                       create_model, field_validator, model_validator)
 
-from runs.numbers import MAX_BATCH, MAX_DDIM_STEPS, MAX_IMAGES, MAX_STEPS, NoBool, Real, Seed, Whole
+from models.respacing import respaced_timesteps
+from runs.numbers import MAX_BATCH, MAX_DDIM_STEPS, MAX_IMAGES, MAX_STEPS, DdimSteps, NoBool, Real, Seed, Whole
 
 from runs.adapters import AdapterSpec
 from runs.methods import METHODS, NAMES, Method
@@ -227,8 +227,6 @@ RunSpec = create_model("RunSpec", __base__=_RunChecks, **{p.name: (p.kind, p.def
 
 # ---------------------------------------------------------------- evaluation
 Task = Literal["unconditional", "sdedit", "egsde"]
-# guided-diffusion's respacing grammar; the same as models/respacing.py (harness loads no models)
-RESPACING = re.compile(r"ddim[1-9][0-9]*|[1-9][0-9]*(,[1-9][0-9]*)*")
 
 
 _SEED = TypeAdapter(Seed)
@@ -256,7 +254,7 @@ def _seed_or_seeds(value: Any) -> Any:
 class EvalSettings(Strict):
     """What the evaluate stage measures (the grid's `evaluation` block)."""
     num_samples: Whole(gt=1, le=MAX_IMAGES) = 1000
-    ddim_steps: Whole(gt=0, le=MAX_DDIM_STEPS) = 40
+    ddim_steps: DdimSteps = 40
     batch_size: Whole(gt=0, le=MAX_BATCH) = 250
     tasks: Annotated[list[Task], Field(min_length=1)] = ["unconditional", "sdedit", "egsde"]
     t0: Annotated[list[Real(gt=0, le=1)], Field(min_length=1)] = [0.5]
@@ -336,10 +334,9 @@ class EvalSettings(Strict):
 
     @field_validator("respacing")
     @classmethod
-    def _respacing_grammar(cls, value: str | None) -> str | None:
-        if value is not None and not RESPACING.fullmatch(value):
-            raise ValueError(f"{value!r} is not 'ddimN' or comma-separated step counts "
-                             f"(guided-diffusion's grammar, e.g. 'ddim40', '250', '50,50')")
+    def _respacing_holds(cls, value: str | None) -> str | None:
+        if value is not None:
+            respaced_timesteps(value)    # its grammar, and steps the T timesteps can hold
         return value
 
     @field_validator("tasks", "t0", "extractors")

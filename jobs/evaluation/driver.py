@@ -15,7 +15,7 @@ from runs.spec import EvalSpec
 from runs.store import RunFolder, atomic_write_json
 from jobs.evaluation.manifest import ProductEntry, write_manifest
 from jobs.evaluation.measured import measured, read_record
-from jobs.evaluation.plan import (Batch, Product, calibration_jobs, check_inputs, check_sampler, curve_only,
+from jobs.evaluation.plan import (Batch, Product, announce_solver, calibration_jobs, check_inputs, curve_only,
                                   plan_batches, plan_products, product_job, resolve_models, training_seconds)
 from jobs.evaluation.worker import EvalWorker
 
@@ -120,7 +120,7 @@ def evaluate(spec: EvalSpec, run_dir: str | Path) -> Path:
     from report.results import git_sha, write_metrics
 
     run = RunFolder(run_dir)
-    check_sampler(spec)
+    announce_solver(spec)
     check_inputs(spec)
     models, train_spec = resolve_models(spec, run.path)
     products = plan_products(spec, models)

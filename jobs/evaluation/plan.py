@@ -138,17 +138,10 @@ def cost_columns(train_spec: dict, step: int | None, seconds: Mapping[int, float
             "train_s": seconds.get(step)}
 
 
-def check_sampler(spec: EvalSpec) -> None:
-    """A respacing the schedule cannot hold fails here, before any actor starts."""
-    from models.sampling import sampler_timesteps
-    from models.schedule import NoiseSchedule
-
+def announce_solver(spec: EvalSpec) -> None:
+    """Says that a solver draws only the unconditional samples. (A step count or respacing the
+    schedule cannot hold never gets here: runs.spec refuses it at submit.)"""
     s = spec.settings
-    try:
-        sampler_timesteps(s.respacing, s.ddim_steps, NoiseSchedule().num_timesteps)
-        sampler_timesteps(None, s.ddim_steps, NoiseSchedule().num_timesteps)
-    except ValueError as e:
-        raise UserError(f"evaluation.respacing / ddim_steps: {e}") from None
     translations = sorted(set(s.tasks) - {"unconditional"})
     if s.sampler in ("dpm-solver++", "unipc") and translations:
         print(f"[evaluate] sampler {s.sampler} ({s.solver_steps} steps) draws the unconditional samples; "

@@ -36,7 +36,7 @@ import os
 from typing import Literal
 
 from runs.methods import Method
-from runs.numbers import MAX_DDIM_STEPS, MAX_IMAGES, Whole
+from runs.numbers import MAX_IMAGES, DdimSteps, Whole
 from runs.params import NonNeg, Param
 
 PARAMS = (
@@ -44,7 +44,7 @@ PARAMS = (
     Param("replay_weighting", Literal["constant", "diff-tuning"], "replay_weighting", "constant",
           "replay weights", "method"),
     Param("replay_images", Whole(gt=0, le=MAX_IMAGES), "whole number", 1000, "replay images", "method"),
-    Param("replay_ddim_steps", Whole(gt=0, le=MAX_DDIM_STEPS), "whole number", 40, "replay DDIM steps", "method"),
+    Param("replay_ddim_steps", DdimSteps, "whole number", 40, "replay DDIM steps", "method"),
 )
 
 
