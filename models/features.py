@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from models.data.base import to_model_range
 from models.data.builtin import cache_dir
@@ -87,6 +88,31 @@ class InceptionExtractor(FeatureExtractor):
         return features.reshape(len(x), -1).cpu().numpy()
 
 
+# The network's 32 px input holds the 28 px garment frame with a 2 px border
+# (models/data/builtin.py `resize`); 16 px images hold the 28 px frame with none.
+GARMENT_FRAME, BORDER = 28, 2
+
+
+def as_trained(images: torch.Tensor) -> torch.Tensor:
+    """Built-in pair images in [-1, 1] framed as the builtin network trained on them.
+
+    A 32 px image is the 28 px frame padded by 2, as the network saw it. A 16 px image is the
+    28 px frame box-averaged with no border: it is scaled back to 28 and padded by 2 in the
+    colour of its corners (their median: black for grey, the canvas for painted). Scaled
+    straight to 32 (the network's own resize), the garment filled the whole input, and the
+    network named the class of fewer 16 px images (docs/evaluation-classes.md section 5).
+    """
+    size = GARMENT_FRAME + 2 * BORDER
+    if images.shape[-1] == size:
+        return images
+    inner = F.interpolate(images, size=(GARMENT_FRAME, GARMENT_FRAME), mode="bilinear", align_corners=False,
+                          antialias=images.shape[-1] > GARMENT_FRAME)
+    corners = torch.cat([images[..., :BORDER, :BORDER], images[..., :BORDER, -BORDER:],
+                         images[..., -BORDER:, :BORDER], images[..., -BORDER:, -BORDER:]], dim=-1)
+    fill = corners.flatten(2).median(dim=-1).values[..., None, None]
+    return F.pad(inner - fill, (BORDER,) * 4) + fill
+
+
 class BuiltinExtractor(FeatureExtractor):
     name = "builtin"
 
@@ -97,16 +123,18 @@ class BuiltinExtractor(FeatureExtractor):
         else:
             recipe = {"custom": id(net)}
         self.net = net
-        self.identity = "builtin-" + hashlib.sha1(repr(sorted(recipe.items())).encode()).hexdigest()[:10]
+        # "framed": 16 px images framed as the network trained (as_trained); before, scaled to 32
+        what = sorted({**recipe, "input": "framed"}.items())
+        self.identity = "builtin-" + hashlib.sha1(repr(what).encode()).hexdigest()[:10]
 
     @torch.no_grad()
     def embed(self, batch_u8):
-        return self.net.features(to_model_range(batch_u8)).numpy()
+        return self.net.features(as_trained(to_model_range(batch_u8))).numpy()
 
     @torch.no_grad()
     def classify(self, images_u8: torch.Tensor, batch_size: int = 500) -> np.ndarray:
         """Class probabilities (N, 10)."""
-        out = [self.net(to_model_range(images_u8[i:i + batch_size]))[0].softmax(1)
+        out = [self.net(as_trained(to_model_range(images_u8[i:i + batch_size])))[0].softmax(1)
                for i in range(0, len(images_u8), batch_size)]
         return torch.cat(out).numpy()
 

@@ -483,6 +483,11 @@ RECIPE_VERSION = 2
 #   4: the translation inputs and the calibration rows' real images a seeded draw from their
 #      sets, not the first n: a folder lists its images sorted by path, grouped by class.
 EVAL_RECIPE_VERSION = 4
+# The same for what only evaluations of the built-in pair compute (folder evaluations keep
+# their ids):
+#   2: the builtin network sees 16 px images framed as it trained on them
+#      (models/features.py `as_trained`), not scaled to fill its 32 px input.
+BUILTIN_EVAL_VERSION = 2
 
 NOT_IN_IDENTITY = PARAM_NOT_IN_IDENTITY | {"log_every", "snapshot_steps", "report_to"}
 EVAL_NOT_IN_IDENTITY = {"compile"}     # evaluation settings that change speed, not results
@@ -502,6 +507,8 @@ def identity_json(spec: BaseModel) -> str:
         head["method_revision"] = method.revision
     if isinstance(spec, (EvalSpec, AggregateSpec)):
         head["eval_recipe"] = EVAL_RECIPE_VERSION
+    if isinstance(spec, EvalSpec) and spec.target_data.kind == "builtin-target":
+        head["builtin_eval"] = BUILTIN_EVAL_VERSION
     return json.dumps({**head, **payload}, sort_keys=True, separators=(",", ":"))
 
 

@@ -24,7 +24,7 @@ GOLDEN_SPECS = {
     "sdft": (finetune_spec("sdft"), "68483eb950"),
     "sdft-min-snr": (finetune_spec("sdft", distill={"weighting": "min-snr"}), "c458aed5ff"),
     "scratch": (finetune_spec("scratch"), "0a1c2e364f"),
-    "evaluate": (eval_spec(), "1434dbd563"),
+    "evaluate": (eval_spec(), "6c9b85a598"),   # built-in pair: builtin_eval 2
 }
 
 
@@ -186,7 +186,8 @@ def test_demo_and_paper_run_ids_are_pinned():
     from runs.spec import EvalSpec
 
     # (recipe 2 with the run spec's defaults taken from runs.params, flips resolved;
-    # evaluation recipe 4: the translation inputs and calibration images a seeded draw)
+    # evaluation recipe 4: the translation inputs and calibration images a seeded draw; a
+    # folder evaluation carries no builtin_eval, so the built-in network's input left it)
     assert RunSpec.model_validate(GOLDEN_PRETRAIN).run_id == "1c7160e2d1"
     assert RunSpec.model_validate(GOLDEN_FINETUNE).run_id == "0e686149e7"
     assert EvalSpec.model_validate(GOLDEN_EVALUATION).run_id == "0e46f76088"
@@ -291,3 +292,12 @@ def test_the_translations_step_count_is_the_samplers(respacing):
 
     settings = EvalSettings(respacing=respacing)
     assert settings.translation_steps == len(sampler_timesteps(respacing, settings.ddim_steps, 1000))
+
+
+def test_only_evaluations_of_the_built_in_pair_carry_the_builtin_network_version():
+    """A change to what the builtin network sees changes the ids of built-in evaluations only:
+    a folder evaluation (which never uses that network) keeps its id, so it is not run again."""
+    from runs.spec import EvalSpec, identity_json
+
+    assert '"builtin_eval":' in identity_json(EvalSpec.model_validate(eval_spec()))
+    assert "builtin_eval" not in identity_json(EvalSpec.model_validate(GOLDEN_EVALUATION))

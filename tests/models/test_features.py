@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import open_dataset
+from models.data import open_dataset, to_model_range
 from models.feature_intervals import FrechetReplicates
 from models.features import InceptionExtractor
 
@@ -47,3 +47,27 @@ def test_fid_ranks_the_same_domain_closer_than_the_other_domain(inception_sets):
     a, b, grey = inception_sets
     assert 1.0 < fid(a, b) < 0.8 * fid(a, grey)
     assert 1.0 < fid(b, a) < 0.8 * fid(grey, a)
+
+
+def test_the_builtin_network_sees_16_px_images_framed_as_it_trained():
+    """The network trained on 32 px images, the 28 px garment with a 2 px border; a 16 px
+    built-in image is the garment with no border. Framed (as_trained: scaled to 28, padded
+    in its corners' colour) it names the class of more held-out images, grey and painted,
+    than scaled straight to 32 as before (0.82 against 0.68 grey, 0.68 against 0.60
+    painted, measured on 4,000 of each); 32 px images reach it unchanged."""
+    from models.features import BuiltinExtractor, as_trained
+
+    extractor = BuiltinExtractor()
+    for kind, split, margin in (("builtin-source", "source_test", 0.08), ("builtin-target", "heldout", 0.04)):
+        data = {"kind": kind, "resolution": 16} | ({"size": 200} if kind == "builtin-target" else {})
+        ds = open_dataset(data, split=split)
+        images = torch.stack([ds[i] for i in range(1000)])
+        labels = np.asarray(ds.labels[:1000])
+        framed = (extractor.classify(images).argmax(1) == labels).mean()
+        with torch.no_grad():
+            plain = (extractor.net(to_model_range(images))[0].argmax(1).numpy() == labels).mean()
+        assert framed >= plain + margin, (split, framed, plain)
+    big = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(as_trained(big), big)
+    framed = as_trained(torch.full((1, 3, 16, 16), -1.0))
+    assert framed.shape == (1, 3, 32, 32) and torch.allclose(framed, torch.full_like(framed, -1.0))
