@@ -225,7 +225,8 @@ def _declared_comment(name: str) -> str | None:
     """The comments beside a setting declared in a module's table of declarations
     (runs.params: `Param("lr", ...)`), for the fields create_model makes from it; or a
     comment of the form "`name`: text" in the module that builds the model."""
-    for module in ("runs.params", "runs.adapters", "runs.config", "runs.cluster"):
+    methods = sorted(m for m in sys.modules if m.startswith("runs.methods."))     # each method's own Params
+    for module in ("runs.params", "runs.adapters", "runs.config", "runs.cluster", *methods):
         source = inspect.getsource(sys.modules[module]) if module in sys.modules else ""
         found = _comments(source.splitlines(keepends=True),
                           re.compile(r"^\s*\w+\(\s*[\"'](\w+)[\"']")).get(name)

@@ -67,14 +67,16 @@ def _ddim_count(value: int) -> int:
 def _ddim_counts_text() -> str:
     counts = ddim_counts()
     run = next(i for i, (a, b) in enumerate(zip(counts, counts[1:])) if b != a + 1)
-    return (f"one that range(0, {NUM_TIMESTEPS}, stride) gives: {counts[0]}..{counts[run]}, then only "
-            f"{', '.join(map(str, counts[run + 1:run + 8]))}, ...")
+    return (f"a count guided-diffusion's ddimN can give (a whole stride s, len(range(0, {NUM_TIMESTEPS}, s))): "
+            f"{counts[0]} to {counts[run]}, then only {', '.join(map(str, counts[run + 1:run + 8]))}, ...; "
+            f"others (1, {counts[run] + 1}) are refused with the nearest two")
 
 
 # A DDIM step count: guided-diffusion's "ddimN" stride, range(0, T, s), gives only some counts
-# (36 and 38 of T = 1000, never 37 or 1); another would fail only in a job
-DdimSteps = Annotated[int, BeforeValidator(_whole), AfterValidator(_ddim_count),
-                      Field(gt=0, le=MAX_DDIM_STEPS, description=_ddim_counts_text())]
+# (36 and 38 of T = 1000, never 37 or 1); another would fail only in a job. The bounds first,
+# so that 0 or 1001 is told its bound
+DdimSteps = Annotated[int, BeforeValidator(_whole), Field(gt=0, le=MAX_DDIM_STEPS, description=_ddim_counts_text()),
+                      AfterValidator(_ddim_count)]
 
 
 def Real(**bounds) -> Any:  # noqa: N802

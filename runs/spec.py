@@ -483,7 +483,8 @@ RECIPE_VERSION = 2
 #   4: the translation inputs and the calibration rows' real images a seeded draw from their
 #      sets, not the first n: a folder lists its images sorted by path, grouped by class.
 EVAL_RECIPE_VERSION = 4
-# The same for what only evaluations of the built-in pair compute (folder evaluations keep
+# The same for what only evaluations of the built-in pair at 16 px compute (folder
+# evaluations, and the pair at 32 px, whose images reach the network as they are, keep
 # their ids):
 #   2: the builtin network sees 16 px images framed as it trained on them
 #      (models/features.py `as_trained`), not scaled to fill its 32 px input.
@@ -507,7 +508,7 @@ def identity_json(spec: BaseModel) -> str:
         head["method_revision"] = method.revision
     if isinstance(spec, (EvalSpec, AggregateSpec)):
         head["eval_recipe"] = EVAL_RECIPE_VERSION
-    if isinstance(spec, EvalSpec) and spec.target_data.kind == "builtin-target":
+    if isinstance(spec, EvalSpec) and spec.target_data.kind == "builtin-target" and spec.target_data.resolution == 16:
         head["builtin_eval"] = BUILTIN_EVAL_VERSION
     return json.dumps({**head, **payload}, sort_keys=True, separators=(",", ":"))
 

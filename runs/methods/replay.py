@@ -44,6 +44,7 @@ PARAMS = (
     Param("replay_weighting", Literal["constant", "diff-tuning"], "replay_weighting", "constant",
           "replay weights", "method"),
     Param("replay_images", Whole(gt=0, le=MAX_IMAGES), "whole number", 1000, "replay images", "method"),
+    # a count guided-diffusion's ddimN can give, as evaluation.ddim_steps (37 is refused)
     Param("replay_ddim_steps", DdimSteps, "whole number", 40, "replay DDIM steps", "method"),
 )
 

@@ -187,7 +187,7 @@ def test_demo_and_paper_run_ids_are_pinned():
 
     # (recipe 2 with the run spec's defaults taken from runs.params, flips resolved;
     # evaluation recipe 4: the translation inputs and calibration images a seeded draw; a
-    # folder evaluation carries no builtin_eval, so the built-in network's input left it)
+    # folder evaluation carries no builtin_eval, so the framing of 16 px images left its id)
     assert RunSpec.model_validate(GOLDEN_PRETRAIN).run_id == "1c7160e2d1"
     assert RunSpec.model_validate(GOLDEN_FINETUNE).run_id == "0e686149e7"
     assert EvalSpec.model_validate(GOLDEN_EVALUATION).run_id == "0e46f76088"
@@ -294,10 +294,15 @@ def test_the_translations_step_count_is_the_samplers(respacing):
     assert settings.translation_steps == len(sampler_timesteps(respacing, settings.ddim_steps, 1000))
 
 
-def test_only_evaluations_of_the_built_in_pair_carry_the_builtin_network_version():
-    """A change to what the builtin network sees changes the ids of built-in evaluations only:
-    a folder evaluation (which never uses that network) keeps its id, so it is not run again."""
+def test_only_evaluations_of_the_built_in_pair_at_16_px_carry_the_builtin_network_version():
+    """The framing of 16 px images changed the ids of the evaluations it changes only: a folder
+    evaluation (which never uses that network) and one of the pair at 32 px (whose images
+    reach the network as they are) keep theirs, so they are not run again."""
     from runs.spec import EvalSpec, identity_json
 
     assert '"builtin_eval":' in identity_json(EvalSpec.model_validate(eval_spec()))
     assert "builtin_eval" not in identity_json(EvalSpec.model_validate(GOLDEN_EVALUATION))
+    at_32 = eval_spec()
+    for side in ("source_data", "target_data"):
+        at_32[side] = {**at_32[side], "resolution": 32}
+    assert "builtin_eval" not in identity_json(EvalSpec.model_validate(at_32))

@@ -69,5 +69,15 @@ def test_the_builtin_network_sees_16_px_images_framed_as_it_trained():
         assert framed >= plain + margin, (split, framed, plain)
     big = torch.rand(2, 3, 32, 32) * 2 - 1
     assert torch.equal(as_trained(big), big)
-    framed = as_trained(torch.full((1, 3, 16, 16), -1.0))
-    assert framed.shape == (1, 3, 32, 32) and torch.allclose(framed, torch.full_like(framed, -1.0))
+    # two images, each with its own canvas colour per channel and a garment in the middle: each
+    # is framed in its own corners' colour, its garment scaled to the middle 28 px
+    canvas = torch.tensor([[-0.8, -0.6, -0.7], [-0.2, 0.1, -0.4]])[:, :, None, None]
+    small = canvas.expand(2, 3, 16, 16).clone()
+    small[:, :, 4:12, 5:11] = 0.9
+    framed = as_trained(small)
+    assert framed.shape == (2, 3, 32, 32)
+    border = torch.ones(32, 32, dtype=torch.bool)
+    border[2:30, 2:30] = False
+    assert torch.equal(framed[..., border], canvas[..., 0].expand(2, 3, int(border.sum())))
+    inner = torch.nn.functional.interpolate(small, size=(28, 28), mode="bilinear", align_corners=False)
+    assert torch.allclose(framed[..., 2:30, 2:30], inner, atol=1e-6)

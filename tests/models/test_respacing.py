@@ -63,5 +63,7 @@ def test_settings_take_every_step_count_guided_diffusion_takes_and_no_other():
             with pytest.raises(ValidationError, match=f"exactly {n} of 1000"):
                 steps.validate_python(n)
     assert refused[:2] == [1, 37] and len(refused) > 900
+    with pytest.raises(ValidationError, match="greater than 0"):    # its bound, not the stride
+        steps.validate_python(0)
     for respacing in STRINGS + ["600,600", "1001", "500,501"]:
         assert settings_take(respacing=respacing) == _guided_diffusion_takes(respacing), respacing
