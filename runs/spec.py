@@ -383,13 +383,11 @@ class EvalSettings(Strict):
 
     @property
     def translation_steps(self) -> int:
-        """The translations' DDIM steps: the respacing's where DDIM is the sampler (`ddimN`: N;
-        counts: their sum), else ddim_steps (jobs/evaluation/sample.py)."""
+        """The translations' DDIM steps: the respacing's where DDIM is the sampler, else
+        ddim_steps (jobs/evaluation/sample.py)."""
         if self.respacing is None or self.sampler != "ddim":
             return self.ddim_steps
-        if self.respacing.startswith("ddim"):
-            return int(self.respacing[4:])
-        return sum(int(n) for n in self.respacing.split(","))
+        return len(respaced_timesteps(self.respacing))
 
     @property
     def solver_steps(self) -> int:

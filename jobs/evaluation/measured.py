@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from report.results import git_sha
 from runs.store import atomic_write_bytes
 
 
@@ -20,12 +19,13 @@ def _plain(value):
     raise TypeError(f"a metric row holds {type(value).__name__}, which JSON cannot keep")
 
 
-def write_record(path: str | Path, rows: list[dict], counts: dict[str, int]) -> None:
-    record = {"git_sha": git_sha(), "rows": rows, "counts": counts}
+def write_record(path: str | Path, rows: list[dict], counts: dict[str, int], commit: str | None) -> None:
+    """commit: of the code that measured the rows (report.results.git_sha)."""
+    record = {"git_sha": commit, "rows": rows, "counts": counts}
     atomic_write_bytes(Path(path), json.dumps(record, default=_plain).encode())
 
 
-def read_record(path: str | Path) -> dict:
+def read_record(path: str | Path) -> dict | None:
     """{"git_sha", "rows", "counts"}; None where there is no record or it cannot be read
     (a record is written whole or not at all, so that means none)."""
     try:

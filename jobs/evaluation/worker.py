@@ -37,6 +37,8 @@ class EvalWorker:
         self._sources = None
         self._domain = None
         self._references = {}
+        from report.results import git_sha
+        self.commit = git_sha()         # stamps each record: once per actor, not per product
 
     # -- inputs, loaded once per actor
     def model(self, path: str):
@@ -151,7 +153,7 @@ class EvalWorker:
                                         job.split)
             for name, items in found.files.items():
                 save_items(Path(job.items_dir) / name, items)
-            write_record(job.record, found.rows, found.counts)
+            write_record(job.record, found.rows, found.counts, self.commit)
             return found.rows, found.counts
         references = self.references(job.product.split)
         images = torch.from_numpy(np.load(job.images))
@@ -166,5 +168,5 @@ class EvalWorker:
                             job.product.split)
         found = measure(images, pairs, references, self.extractors, settings)
         save_items(job.items, found.items)
-        write_record(job.record, found.rows, found.counts)      # after its items: a record means both
+        write_record(job.record, found.rows, found.counts, self.commit)      # after its items: a record means both
         return found.rows, found.counts

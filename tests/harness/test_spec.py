@@ -284,14 +284,17 @@ def test_a_t0_that_runs_no_ddim_step_is_refused_by_the_translations_own_steps():
     EvalSettings(tasks=["unconditional"], t0=[0.001])          # no translation: t0 unused
 
 
-@pytest.mark.parametrize("respacing", [None, "ddim10", "ddim7", "ddim250", "250", "50,50", "10,20,30", "1000"])
-def test_the_translations_step_count_is_the_samplers(respacing):
-    """runs.spec counts the steps without loading models: the count the sampler's grid has."""
+@pytest.mark.parametrize("respacing, steps", [(None, 40), ("ddim10", 10), ("ddim7", 7), ("ddim250", 250),
+                                              ("250", 250), ("50,50", 100), ("10,20,30", 60), ("1000", 1000)])
+def test_the_translations_step_count_is_the_samplers(respacing, steps):
+    """The count the t0 check uses is the sampler grid's (and the grammar's: ddimN is N,
+    section counts add up)."""
     from runs.spec import EvalSettings
     from models.sampling import sampler_timesteps
 
     settings = EvalSettings(respacing=respacing)
     assert settings.translation_steps == len(sampler_timesteps(respacing, settings.ddim_steps, 1000))
+    assert settings.translation_steps == steps
 
 
 def test_only_evaluations_of_the_built_in_pair_at_16_px_carry_the_builtin_network_version():

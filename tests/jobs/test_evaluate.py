@@ -13,6 +13,7 @@ import pytest
 from factories import ROOT, eval_spec, run_module, tiny_unet, write_spec
 from harness.results import COLUMNS, load_results
 from jobs.evaluation.measured import write_record
+from report.results import git_sha
 from runs.spec import EvalSpec
 from runs.store import RunFolder
 
@@ -120,7 +121,7 @@ def test_a_requeued_evaluation_measures_only_the_products_it_lacks(tiny_source, 
     egsde[0]["value"] = 123.0
     key = next(e["file"] for e in json.loads((three_tasks / "products" / "manifest.json").read_text())["products"]
                if e["task"] == "egsde").removesuffix(".npy")
-    write_record(requeued / "work" / f"{key}.rows.json", egsde, {"hits": 0, "lookups": 0})
+    write_record(requeued / "work" / f"{key}.rows.json", egsde, {"hits": 0, "lookups": 0}, git_sha())
     # the calibration as another commit measured it: measured again, its mark gone
     calibration = first[first.stage == "calibration"].to_dict("records")
     calibration[0]["value"] = 456.0
