@@ -10,8 +10,9 @@ seed from its items (items/<product>.npz, written by jobs/measure.py):
   (items/references.npz), the tables' extractor and reference set; centred intervals, as
   for one row (KID with each evaluation's own subsets and seed, x1e3);
 - missing_class_share_corrected: the same share corrected for the classifier's measured
-  errors (models/class_share.py), the calibration images (items/references.npz) drawn in
-  each replicate as well (within a cell of several evaluation seeds, once per seed's part);
+  errors (models/class_share.py) in the style of the model's samples, the calibration images
+  (items/references.npz) drawn in each replicate as well (within a cell of several
+  evaluation seeds, once per seed's part);
 - missing_class_share and class_preservation (all, missing-classes, present-classes): shares
   of the per-sample predictions among the kept ones (the evaluation's confidence filter),
   widened where needed to the Wilson interval of the share at n distinct items: a share at
@@ -45,7 +46,7 @@ from report.tables import CELL_KEYS, cell_key, reported_extractor, reported_refe
 from runs.store import RunFolder
 from jobs.evaluation.splits import items_name
 from jobs.paired import ItemShare, calibration_of, final_items, item_mean, load, units_of
-from models.class_share import CorrectedShare
+from models.class_share import CorrectedShare, style_of
 from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates, KernelReplicates
 from models.intervals import (N_RESAMPLES, Interval, Run, centered_interval, distinct_units,
                               percentile_interval, runs_replicates, same_items, wilson_share)
@@ -141,7 +142,7 @@ def _statistic(metric: str, subset: str, items: dict, settings, context: dict):
     if metric == "missing_class_share" and task == "unconditional":
         return ItemShare(np.isin(items["predicted"], missing) & kept, kept)
     if metric == CORRECTED and task == "unconditional":
-        calibration = calibration_of(context["refs"], settings.confidence)
+        calibration = calibration_of(context["refs"], settings.confidence, context["style"])
         return None if calibration is None else CorrectedShare(np.isin(items["predicted"], missing) & kept, kept,
                                                                calibration)
     if metric == "class_preservation" and "labels" in items and subset in SHARE_SUBSETS:
@@ -210,7 +211,7 @@ def _cell(rows, store: _Store, refs: dict, ext: str, ref: str, seed: int, split:
         if items is None:
             return None
         context = {"task": task, "ext": ext, "reference": refs.get(f"features_{ext}_{ref}"),
-                   "missing": refs.get("missing"), "seeds": seeds, "refs": refs}
+                   "missing": refs.get("missing"), "seeds": seeds, "refs": refs, "style": style_of(first["method"])}
         statistic = store.statistic(eval_id, (task, t0, step, split), metric, subset, items, context)
         if statistic is None:
             return None

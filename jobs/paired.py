@@ -27,7 +27,8 @@ baseline is the selected naive.
 Measured: unconditional FID (the table's extractor and reference), LPIPS to the source
 model's sample, missing-class share and its corrected value (models/class_share.py: the
 calibration images, saved in the references' items, are drawn in the same replicate for both
-models); per translation task and t0: PSNR, SSIM, LPIPS, FID,
+models; the source model's share is corrected with the source-style calibration where the
+source model's evaluation measured one); per translation task and t0: PSNR, SSIM, LPIPS, FID,
 class kept on the missing classes. Shares are ratios of item counts (the confidence
 filter's kept items in the denominator).
 """
@@ -42,7 +43,7 @@ import numpy as np
 from runs.store import RunFolder
 from jobs.evaluation.manifest import final, read_manifest
 from jobs.evaluation.splits import items_name
-from models.class_share import Calibration, CorrectedShare
+from models.class_share import Calibration, CorrectedShare, style_of
 from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates
 from models.intervals import N_RESAMPLES, distinct_units, layout, paired_difference, seed_level_difference
 
@@ -121,13 +122,16 @@ def run_value(statistic, groups: np.ndarray, units=None) -> float:
     return float(np.mean([statistic(m) for m in layout(len(groups), groups, units).members]))
 
 
-def calibration_of(refs: dict, confidence: float) -> Calibration | None:
-    """The classifier's calibration from the references' items (None where none was saved)."""
-    if "calibration_labels" not in refs:
+def calibration_of(refs: dict, confidence: float, style: str = "target") -> Calibration | None:
+    """The classifier's calibration from the references' items (None where none was saved):
+    in the source's style where `style` asks for it and it was measured, else the target's
+    (as jobs/evaluation/instruments.py References.calls_for chooses)."""
+    prefix = "source_calibration" if style == "source" and "source_calibration_labels" in refs else "calibration"
+    if f"{prefix}_labels" not in refs:
         return None
     missing = refs.get("missing", np.array([], dtype=np.int64))
-    return Calibration(np.isin(refs["calibration_labels"], missing), np.isin(refs["calibration_predicted"], missing),
-                       refs["calibration_confidence"] >= confidence)
+    return Calibration(np.isin(refs[f"{prefix}_labels"], missing), np.isin(refs[f"{prefix}_predicted"], missing),
+                       refs[f"{prefix}_confidence"] >= confidence)
 
 
 def statistics(items: dict, task: str, extractor: str, reference: np.ndarray | None, missing,
@@ -232,7 +236,8 @@ def _differences(df, store_root: Path, baselines: Sequence[str], split: str | No
             refs = dict(f)
         missing = refs.get("missing", np.array([], dtype=np.int64))
         settings = EvalSpec.model_validate(RunFolder(store_root / source["eval_id"].iloc[0]).read_spec()).settings
-        calibration = calibration_of(refs, settings.confidence)
+        # each model's share corrected with the error rates of its samples' style
+        calibrations = {style: calibration_of(refs, settings.confidence, style) for style in ("target", "source")}
         # the checkpoint of the rows (a selected earlier checkpoint is an eval id's only one)
         # a run: (eval id, checkpoint step); a model (label) may share one with another
         keys = list(zip(group["eval_id"], map(_step, group["ckpt_step"])))
@@ -241,6 +246,7 @@ def _differences(df, store_root: Path, baselines: Sequence[str], split: str | No
         # the source model is nobody's training run: its seed does not vary (seed_level_difference)
         seeds = group["seed"] if "seed" in group else [None] * len(group)
         trained = {k: None if m == "source" else s for k, m, s in zip(keys, group["method"], seeds)}
+        style = {k: style_of(m) for k, m in zip(keys, group["method"])}
         order = dict(zip(group["model"], group["order"]))
         costs = _training_costs(group)
         prefix = tag + (f"{dataset}/{target} " if len(pairs) > 1 else "")
@@ -252,7 +258,7 @@ def _differences(df, store_root: Path, baselines: Sequence[str], split: str | No
                 if product in found.products:
                     loaded[eid] = load(found.products[product])
                     stats[eid] = statistics(loaded[eid], task, ext, reference, missing, settings.confidence,
-                                            calibration)
+                                            calibrations[style[eid]])
             by_model: dict[str, list[tuple]] = {}
             for eid, model in members:
                 if eid in stats and eid not in by_model.get(model, []):

@@ -64,6 +64,13 @@ class Calibration:
         return np.concatenate([p[rng.integers(0, len(p), len(p))] for p in parts if len(p)])
 
 
+def style_of(method: str | None) -> str:
+    """Whose style a model's samples are in, so which calibration corrects their share: the
+    source model's ("source", the rows' method) draws the source's, every other model the
+    target's."""
+    return "source" if method == "source" else "target"
+
+
 def adjusted_share(q: float, tpr: float, fpr: float) -> float:
     """(q - fpr) / (tpr - fpr) clipped to [0, 1]; NaN where tpr <= fpr (or any input is NaN)."""
     if not (np.isfinite(q) and np.isfinite(tpr) and np.isfinite(fpr)) or tpr - fpr <= 0:
@@ -111,9 +118,11 @@ def corrected_interval(hits: np.ndarray, kept: np.ndarray, calibration: Calibrat
     return percentile_interval(value, reps[~undefined], n_resamples, level)
 
 
-def describe(calibration: Calibration) -> str:
-    """The rates behind a correction, for a row's note."""
+def describe(calibration: Calibration, style: str = "target") -> str:
+    """The rates behind a correction, for a row's note: `style`, whose style the calibration
+    images are in (named where it is the source's; the target's is the calibration's default)."""
     hit, missing, false, present = calibration.counts()
     tpr, fpr = calibration.rates()
     return (f"adjusted classify-and-count: (q - fpr) / (tpr - fpr) clipped to [0, 1], tpr {hit}/{missing}"
-            f" = {tpr:.3f}, fpr {false}/{present} = {fpr:.3f} on {missing + present} held-out real images")
+            f" = {tpr:.3f}, fpr {false}/{present} = {fpr:.3f} on {missing + present} held-out real images"
+            + (" in the source's style" if style == "source" else ""))

@@ -219,15 +219,22 @@ class _Folds(torch.nn.Module):
         self.nets = torch.nn.ModuleList([FeatureNet(num_classes=num_classes) for _ in range(folds)])
 
 
+def labelled_source_choice(source_labels: np.ndarray, max_source: int) -> np.ndarray:
+    """The labelled source images the fold networks train on: all of them, or a sorted seeded
+    choice of `max_source`. The others are held out (jobs/evaluation/instruments.py calibrates
+    the classifier in the source's style on them)."""
+    labelled = np.flatnonzero(np.asarray(source_labels) >= 0)
+    if len(labelled) <= max_source:
+        return labelled
+    return np.sort(np.random.default_rng(0).choice(labelled, max_source, replace=False))
+
+
 def _train_folds(source: Mapping, target: Mapping, labels, recipe: dict) -> _Folds:
     """The images are read once, at the network's 32 px input (at most `max_source` source
     images, a seeded choice), so a step costs no disk reads."""
     source_set, reference_set = open_dataset(source), open_dataset(target, split="heldout")
     position = {c: i for i, c in enumerate(labels.classes)}
-    rng = np.random.default_rng(0)
-    source_idx = np.flatnonzero(labels.source >= 0)
-    if len(source_idx) > recipe["max_source"]:
-        source_idx = np.sort(rng.choice(source_idx, recipe["max_source"], replace=False))
+    source_idx = labelled_source_choice(labels.source, recipe["max_source"])
     source_x = _read32(source_set, source_idx) if len(source_idx) else None
     source_y = torch.tensor([position[int(labels.source[i])] for i in source_idx])
     reference_x = _read32(reference_set, np.arange(len(reference_set)))

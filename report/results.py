@@ -13,7 +13,8 @@ selected on) or `test` (rows that are reported), measured on disjoint evaluation
 inputs (report.selection); empty without evaluation.splits. Calibration rows (real data measured by the same
 code) have stage `calibration`, method `calibration` and the kind of real set as weighting
 (`target-train`, `source`, `held-out-half`), or `classifier-calibration` for the class
-instrument's measured errors (docs/evaluation-classes.md).
+instrument's measured errors (`classifier-calibration-source` for those in the source's style;
+docs/evaluation-classes.md).
 `load_results` reads a grid folder (or several, or one run's file). Beside a grid's table,
 the aggregate writes CELLS_FILE: the intervals of table cells made of several runs (a
 hierarchical bootstrap, jobs/cells.py); `load_cells` reads it.

@@ -36,7 +36,8 @@ SPAN_RULE = ("Cells of several runs or evaluation seeds{which}: the mean of thei
              "lowest to the highest of their intervals (no hierarchical bootstrap available).")
 CELL_KEYS = ("task", "t0", "reference", "subset", "extractor", "metric")
 CALIBRATION_LABELS = {"held-out-half": "real: held-out half (floor)", "target-train": "real: target-train",
-                      "source": "real: source (style gap)", "classifier-calibration": "real: classifier calibration"}
+                      "source": "real: source (style gap)", "classifier-calibration": "real: classifier calibration",
+                      "classifier-calibration-source": "real: classifier calibration, source style"}
 CALIBRATION_NOTE = ("Real rows: the same measurements of real images at the models' sample count: half of "
                     "the held-out domain against the other half (the noise floor), the target-train set "
                     "and real source images (the style gap) against the held-out domain.")
@@ -76,7 +77,8 @@ def model_labels(df: "pd.DataFrame") -> "pd.Series":
 
 # the source model, then the methods in the registry's order (runs.methods)
 METHOD_ORDER = {"source": 0, **{name: i for i, name in enumerate(METHOD_NAMES, start=1)}}
-CALIBRATION_ORDER = {"classifier-calibration": -4, "held-out-half": -3, "target-train": -2, "source": -1}
+CALIBRATION_ORDER = {"classifier-calibration": -5, "classifier-calibration-source": -4, "held-out-half": -3,
+                     "target-train": -2, "source": -1}
 
 
 def prepare(df: "pd.DataFrame") -> "pd.DataFrame":
@@ -490,6 +492,8 @@ CLASSIFIER_NOTE = ("The class instrument's confusion on held-out real images in 
                    "trained on (its calibration images): recall per class, tpr = P(called missing | truly "
                    "missing), fpr = P(called missing | truly present). The corrected missing-class share is "
                    "(q - fpr) / (tpr - fpr) clipped to [0, 1]; docs/evaluation-classes.md.")
+SOURCE_STYLE_NOTE = ("The source-style row: the same on held-out real images in the source's style; its rates "
+                     "correct the source model's samples and the real source images.")
 
 
 def classifier_table(df: "pd.DataFrame") -> Table | None:
@@ -497,7 +501,8 @@ def classifier_table(df: "pd.DataFrame") -> Table | None:
     target (and split), a column per rate, each a count k/n with its Wilson interval."""
     import pandas as pd
 
-    rows = df[(df["method"] == "calibration") & (df["weighting"] == "classifier-calibration")]
+    rows = df[(df["method"] == "calibration")
+              & df["weighting"].isin(["classifier-calibration", "classifier-calibration-source"])]
     if rows.empty:
         return None
     split = rows["split"] if "split" in rows else pd.Series([None] * len(rows), index=rows.index)
@@ -512,6 +517,7 @@ def classifier_table(df: "pd.DataFrame") -> Table | None:
     means = frame("value")
     means.columns = pd.MultiIndex.from_tuples(order)
     parts = [means] + [frame(k).set_axis(means.columns, axis=1) for k in ("ci_low", "ci_high", "k", "n")]
-    notes = [CLASSIFIER_NOTE] + sorted(set(rows["note"].dropna()))
+    source_style = [SOURCE_STYLE_NOTE] if (rows["weighting"] == "classifier-calibration-source").any() else []
+    notes = [CLASSIFIER_NOTE, *source_style] + sorted(set(rows["note"].dropna()))
     return Table("classifier", "The class instrument, calibrated", *parts[:3], means.notna().astype(int), notes,
                  parts[3], parts[4], tuple(means.index))

@@ -487,6 +487,11 @@ EVAL_RECIPE_VERSION = 4
 #   2: the builtin network sees 16 px images framed as it trained on them
 #      (models/features.py `as_trained`), not scaled to fill its 32 px input.
 BUILTIN_EVAL_VERSION = 2
+# The same for what only the source model's evaluation computes where the classifier is
+# calibrated (the built-in pair; a folder target with labels and a reference):
+#   1: the source model's samples and the real source images corrected with the
+#      classifier's error rates on held-out source-style images, not the target style's.
+SOURCE_EVAL_VERSION = 1
 
 NOT_IN_IDENTITY = PARAM_NOT_IN_IDENTITY | {"log_every", "snapshot_steps", "report_to"}
 EVAL_NOT_IN_IDENTITY = {"compile"}     # evaluation settings that change speed, not results
@@ -508,7 +513,15 @@ def identity_json(spec: BaseModel) -> str:
         head["eval_recipe"] = EVAL_RECIPE_VERSION
     if isinstance(spec, EvalSpec) and spec.target_data.kind == "builtin-target" and spec.target_data.resolution == 16:
         head["builtin_eval"] = BUILTIN_EVAL_VERSION
+    if isinstance(spec, EvalSpec) and spec.role == "source" and _calibrated(spec.target_data):
+        head["source_eval"] = SOURCE_EVAL_VERSION
     return json.dumps({**head, **payload}, sort_keys=True, separators=(",", ":"))
+
+
+def _calibrated(target: DataSpec) -> bool:
+    """Whether an evaluation against this target calibrates a class instrument."""
+    data = target.model_dump()
+    return data["kind"] == "builtin-target" or bool(data.get("labels") and data.get("reference"))
 
 
 def run_id(spec: BaseModel) -> str:

@@ -55,11 +55,14 @@ class Classes:
 
 @dataclass(frozen=True)
 class HeldOutCalls:
-    """The classifier's calls on the calibration images (held-out real images in the target's
-    style that it never trained on): their labels, predicted class and confidence."""
+    """The classifier's calls on calibration images (held-out real images of one style that
+    it never trained on): their labels, predicted class and confidence."""
     labels: np.ndarray
     predicted: np.ndarray
     sure: np.ndarray
+    positions: np.ndarray | None = None  # which images of their set
+    style: str = "target"               # whose style the images are in: "target" or "source"
+    images: str = "the odd positions of the held-out domain"   # which images, for the rows' note
 
     def calibration(self, missing, confidence: float) -> Calibration:
         return Calibration(np.isin(self.labels, missing), np.isin(self.predicted, missing), self.sure >= confidence)
@@ -93,9 +96,15 @@ class References:
     classes: Classes | None
     centres: torch.Tensor
     calls: HeldOutCalls | None = None   # the classifier's calls on the calibration images
+    # ... and on held-out labelled images in the source's style (the source model's evaluation
+    # only, where there are such images): its samples, and the real source images, are
+    # corrected with the classifier's errors in their own style
+    source_calls: HeldOutCalls | None = None
 
-    def calibration(self, confidence: float) -> Calibration | None:
-        return None if self.calls is None else self.calls.calibration(self.missing, confidence)
+    def calls_for(self, style: str) -> HeldOutCalls | None:
+        """The calls whose error rates correct a share of images in `style`: the source
+        style's where measured, else the target style's."""
+        return self.source_calls if style == "source" and self.source_calls is not None else self.calls
 
     @property
     def missing(self) -> list[int]:
@@ -181,8 +190,37 @@ def references_of(spec: EvalSpec, classes: Classes | None, split: str | None = N
         labels = heldout.labels if heldout.labels is not None else classes.reference_labels
         if labels is not None:
             predicted, sure = classes.predict(stack(heldout, positions), classes.networks(positions))
-            calls = HeldOutCalls(np.asarray(labels)[positions], predicted, sure)
-    return References(sets, classes, centres, calls)
+            calls = HeldOutCalls(np.asarray(labels)[positions], predicted, sure, positions)
+    source_calls = source_style_calls(spec, classes, split) if spec.role == "source" and calls is not None else None
+    return References(sets, classes, centres, calls, source_calls)
+
+
+def source_style_calls(spec: EvalSpec, classes: Classes, split: str | None = None) -> HeldOutCalls | None:
+    """The classifier's calls on labelled source-style images it never trained on, chosen as
+    the target style's calibration images are (calibration_positions): on the built-in pair
+    the grey test images, so the same garments as the painted calibration images; on a
+    folder pair the labelled source images outside the fold networks' seeded choice (None
+    where they all trained on them: then the target style's rates stand in)."""
+    source = spec.source_data.model_dump()
+    folder_labels = folder_labels_of(spec) if source["kind"] == "folder" else None
+    if classes.extractor == "builtin" and source["kind"] == "builtin-source":
+        images = open_dataset(source, split="source_test")
+        pool, labels = np.arange(len(images)), np.asarray(images.labels)
+        which = "the grey test images at the painted calibration images' positions: the same garments"
+    elif folder_labels is not None:
+        from models.evaluation_nets import LABELLED_RECIPE, labelled_source_choice
+        labels = np.asarray(folder_labels.source)
+        images = open_dataset(source)
+        pool = np.setdiff1d(np.flatnonzero(labels >= 0), labelled_source_choice(labels, LABELLED_RECIPE["max_source"]))
+        which = f"odd positions of the {len(pool)} labelled source images outside the networks' training choice"
+    else:
+        return None
+    if not len(pool):
+        return None
+    positions = pool[calibration_positions(len(pool), spec.settings.max_reference, split)]
+    # image i of a set the folds never saw is scored by network i mod their count (Classes)
+    predicted, sure = classes.predict(stack(images, positions))
+    return HeldOutCalls(labels[positions], predicted, sure, positions, "source", which)
 
 
 def floor_positions(total: int, max_reference: int, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,10 @@ models/evaluation_nets.py). Its confusion is measured on held-out real images it
 on (the calibration images: the odd positions of the held-out domain, the floor's reference
 half) and reported as calibration rows (weighting `classifier-calibration`: per-class recall,
 tpr and fpr of "called missing"); every missing-class share gets a corrected share beside it
-(models/class_share.py; docs/evaluation-classes.md).
+(models/class_share.py; docs/evaluation-classes.md). The source model's evaluation also
+calibrates on held-out labelled images in the source's style, where there are any (weighting
+`classifier-calibration-source`): the source model's samples and the real source images are
+corrected with those rates, being in that style.
 
 Calibration (the source model's evaluation, once per target): the same measurements of
 real image sets against the full domain, at the sample counts of the model rows (FID's bias
@@ -52,7 +55,7 @@ from jobs.evaluation import splits
 from jobs.evaluation.instruments import (Classes, Extractors, HeldOutCalls, ReferenceSet, References,
                                          floor_positions, folder_labels_of, reference_subset, stack)
 from models import metrics
-from models.class_share import Calibration, corrected_interval, describe
+from models.class_share import corrected_interval, describe, style_of
 from models.data import open_dataset
 from models.feature_intervals import N_RESAMPLES_FEATURE, fid_interval, kid_interval
 from models.features import cached_features
@@ -68,7 +71,10 @@ from models.sampling import CLIP_TOLERANCE
 DIVERSITY_SAMPLES = 200
 DIVERSITY_PAIRS = 100
 CALIBRATION_SETS = ("target-train", "source", "held-out-half")
-CLASSIFIER_CALIBRATION = "classifier-calibration"      # the weighting of the classifier's confusion rows
+# the weighting of the classifier's confusion rows, by the calibration images' style, and
+# their reference
+CLASSIFIER_CALIBRATION = {"target": "classifier-calibration", "source": "classifier-calibration-source"}
+CALIBRATION_REFERENCE = {"target": "full-domain", "source": "source-domain"}
 
 
 @dataclass(frozen=True)
@@ -199,12 +205,13 @@ def diversity(out: Rows, settings: EvalSettings, centres: torch.Tensor, images_u
 
 
 def class_share(out: Rows, classes: Classes, images: torch.Tensor, confidence: float, items: dict,
-                note: str | None = None, calibration: Calibration | None = None, seed: int = 0,
+                note: str | None = None, calls: HeldOutCalls | None = None, seed: int = 0,
                 networks: np.ndarray | None = None, labels: np.ndarray | None = None) -> None:
     """The share of images classified into the missing classes (k of the kept n) and, with the
-    classifier's calibration, the corrected share beside it (its interval over these images
-    and the calibration images). networks: which cross-fitted network scores each image
-    (real held-out images); labels: the images' true classes, when known, for the note."""
+    classifier's calls on calibration images of the images' style, the corrected share beside
+    it (its interval over these images and the calibration images). networks: which
+    cross-fitted network scores each image (real held-out images); labels: the images' true
+    classes, when known, for the note."""
     predicted, sure = classes.predict(images, networks)
     items.update(predicted=predicted, confidence=sure.astype(np.float32))
     kept = sure >= confidence
@@ -212,37 +219,40 @@ def class_share(out: Rows, classes: Classes, images: torch.Tensor, confidence: f
     kept_note = _kept_note(confidence, kept)
     out.count("missing_class_share", hits.sum(), kept.sum(), "classifier", "missing-classes", classes.extractor,
               "; ".join(filter(None, [kept_note, note])))
-    if calibration is None:
+    if calls is None:
         return
+    calibration = calls.calibration(classes.missing, confidence)
     truth = None
     if labels is not None and (np.asarray(labels) >= 0).all():
         lacking = np.isin(labels, classes.missing)
         truth = f"the labels say {int(lacking.sum())}/{len(lacking)} = {lacking.mean():.3f}"
     out.add("missing_class_share_corrected", corrected_interval(hits, kept, calibration, seed=seed), "classifier",
             "missing-classes", n=int(kept.sum()), extractor=classes.extractor,
-            note="; ".join(filter(None, [describe(calibration), _boot_note(N_RESAMPLES, "images and calibration "
+            note="; ".join(filter(None, [describe(calibration, calls.style), _boot_note(N_RESAMPLES, "images and calibration "
                                          "images (stratified by truth), one draw of both"), kept_note, truth, note])))
 
 
 def classifier_calibration(out: Rows, classes: Classes, calls: HeldOutCalls, confidence: float,
                            note: str) -> None:
-    """The classifier's confusion on the calibration images: recall per class and overall,
-    tpr (called missing | truly missing) and fpr (called missing | truly present), as counts."""
+    """The classifier's confusion on calibration images: recall per class and overall, tpr
+    (called missing | truly missing) and fpr (called missing | truly present), as counts. The
+    row's reference names the images: the held-out target domain, or held-out source images."""
+    reference = CALIBRATION_REFERENCE[calls.style]
     kept = calls.sure >= confidence
     right = (calls.predicted == calls.labels) & kept
     extra = "; ".join(filter(None, [note, _kept_note(confidence, kept)]))
     for c, name in classes.names.items():
         mask = (calls.labels == c) & kept
         if mask.any():
-            out.count("class_recall", right[mask].sum(), mask.sum(), "full-domain", f"class:{name}",
+            out.count("class_recall", right[mask].sum(), mask.sum(), reference, f"class:{name}",
                       classes.extractor, extra)
-    out.count("class_recall", right.sum(), kept.sum(), "full-domain", "all", classes.extractor, extra)
+    out.count("class_recall", right.sum(), kept.sum(), reference, "all", classes.extractor, extra)
     hit, missing, false, present = calls.calibration(classes.missing, confidence).counts()
     if missing:
-        out.count("missing_tpr", hit, missing, "full-domain", "missing-classes", classes.extractor,
+        out.count("missing_tpr", hit, missing, reference, "missing-classes", classes.extractor,
                   "called missing | truly missing; " + extra)
     if present:
-        out.count("missing_fpr", false, present, "full-domain", "present-classes", classes.extractor,
+        out.count("missing_fpr", false, present, reference, "present-classes", classes.extractor,
                   "called missing | truly present; " + extra)
 
 
@@ -287,8 +297,8 @@ def measure(images: torch.Tensor, pairs: Pairs | None, references: References, e
     # classes: what the target set lacks, and what translation keeps
     if classes is not None:
         if task == "unconditional":
-            class_share(out, classes, images, s.confidence, items, calibration=references.calibration(s.confidence),
-                        seed=seed)
+            class_share(out, classes, images, s.confidence, items,
+                        calls=references.calls_for(style_of(settings.columns.get("method"))), seed=seed)
         else:
             predicted, sure = classes.predict(images)
             inputs = splits.inputs(settings.split, s.num_translations, len(classes.source_labels))[:len(images)]
@@ -388,21 +398,24 @@ def measure_calibration(sizes: Mapping[str, int], spec: EvalSpec, references: Re
             if task == "unconditional":
                 diversity(out, s, references.centres, images, seed, note)
             if classes is not None:
-                class_share(out, classes, images, s.confidence, items, note, references.calibration(s.confidence),
-                            seed, networks, labels)
+                # the real source images are in the source's style, like the source model's samples
+                class_share(out, classes, images, s.confidence, items, note,
+                            references.calls_for("source" if name == "source" else "target"), seed, networks, labels)
                 if labels is not None:
                     items["labels"] = labels
             files[splits.items_name(f"calibration_{name}_{task}", split)] = items
             rows += out.rows
-    if references.calls is not None:
+    for calls in (references.calls, references.source_calls):
+        if calls is None:
+            continue
         out = Rows({"stage": "calibration", "run_id": None, "method": "calibration",
-                    "weighting": CLASSIFIER_CALIBRATION, "seed": None, "eval_seed": seed, "ckpt_step": None,
-                    "task": "unconditional", "t0": None,
+                    "weighting": CLASSIFIER_CALIBRATION[calls.style], "seed": None, "eval_seed": seed,
+                    "ckpt_step": None, "task": "unconditional", "t0": None,
                     **({"split": split} if split is not None else {})})
-        classifier_calibration(out, classes, references.calls, s.confidence,
-                               f"classifier: {classes.description}; calibrated on {len(references.calls.labels)} "
-                               "held-out real images it never trained on (the odd positions of the held-out "
-                               "domain" + (f", {split} half" if split else "") + ")")
+        classifier_calibration(out, classes, calls, s.confidence,
+                               f"classifier: {classes.description}; calibrated on {len(calls.labels)} "
+                               f"held-out real images in the {calls.style}'s style that it never trained on ("
+                               + calls.images + (f", {split} half" if split else "") + ")")
         rows += out.rows
     files[splits.items_name("references", split)] = reference_items(spec, references, extractors)
     return Calibrated(rows, files, counter[0], counter[1])
@@ -427,8 +440,9 @@ def reference_items(spec: EvalSpec, references: References, extractors: Extracto
         items["class_ids"] = np.array(sorted(classes.names))
         items["class_names"] = np.array([classes.names[c] for c in sorted(classes.names)])
         items["missing"] = np.array(classes.missing, dtype=np.int64)
-    if references.calls is not None:      # the corrected shares of paired differences and cells
-        calls = references.calls
-        items.update(calibration_labels=calls.labels, calibration_predicted=calls.predicted,
-                     calibration_confidence=calls.sure)
+    # the corrected shares of paired differences and cells (jobs/paired.py calibration_of)
+    for prefix, calls in (("calibration", references.calls), ("source_calibration", references.source_calls)):
+        if calls is not None:
+            items.update({f"{prefix}_labels": calls.labels, f"{prefix}_predicted": calls.predicted,
+                          f"{prefix}_confidence": calls.sure})
     return items

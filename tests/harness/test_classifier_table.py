@@ -35,3 +35,16 @@ def test_the_classifier_table_shows_its_confusion_as_counts_and_the_attributes_t
     columns = [c[-1] for c in attributes.means.columns]
     assert columns[:2] == ["missing_class_share", "missing_class_share_corrected"]
     assert attributes.means.loc["naive", attributes.means.columns[1]] == pd.Series([0.20, 0.24]).mean()
+
+
+def test_the_source_style_calibration_is_a_row_of_its_own():
+    rows = _rows()
+    grey = rows[rows.weighting == "classifier-calibration"].assign(
+        weighting="classifier-calibration-source", reference="source-domain", value=0.9, k=90, n=100,
+        note="classifier: test; calibrated on grey")
+    table = {t.name: t for t in paper_tables(pd.concat([rows, grey], ignore_index=True))}["classifier"]
+    assert list(table.means.index) == ["real: classifier calibration", "real: classifier calibration, source style"]
+    assert table.means.loc["real: classifier calibration, source style"].eq(0.9).all()
+    markdown = table.render("markdown")
+    assert "The source-style row" in markdown and "calibrated on grey" in markdown
+    assert "The source-style row" not in {t.name: t for t in paper_tables(rows)}["classifier"].render("markdown")

@@ -24,7 +24,7 @@ GOLDEN_SPECS = {
     "sdft": (finetune_spec("sdft"), "68483eb950"),
     "sdft-min-snr": (finetune_spec("sdft", distill={"weighting": "min-snr"}), "c458aed5ff"),
     "scratch": (finetune_spec("scratch"), "0a1c2e364f"),
-    "evaluate": (eval_spec(), "6c9b85a598"),   # built-in pair: builtin_eval 2
+    "evaluate": (eval_spec(), "1006cdd6a5"),   # built-in pair, the source model: builtin_eval 2, source_eval 1
 }
 
 
@@ -309,3 +309,22 @@ def test_only_evaluations_of_the_built_in_pair_at_16_px_carry_the_builtin_networ
     for side in ("source_data", "target_data"):
         at_32[side] = {**at_32[side], "resolution": 32}
     assert "builtin_eval" not in identity_json(EvalSpec.model_validate(at_32))
+
+
+def test_only_the_source_model_s_calibrated_evaluations_carry_the_source_calibration_version():
+    """The source-style calibration changes what the source model's evaluation computes where
+    a classifier is calibrated (the built-in pair; a folder target with labels and a
+    reference): those take a new id; a fine-tuned model's evaluation (ids measured before
+    the change), or one without a calibrated classifier, keeps its id."""
+    from runs.spec import EvalSpec, identity_json
+
+    source = eval_spec()
+    folder = {"kind": "folder", "path": "/t", "resolution": 16, "reference": "/r"}
+    assert '"source_eval":' in identity_json(EvalSpec.model_validate(source))
+    labelled = EvalSpec.model_validate({**source, "target_data": {**folder, "labels": "/l.csv"}})
+    assert '"source_eval":' in identity_json(labelled)
+    kept = {"6e17479ca1": {**source, "role": "finetuned", "model": "run:x"},
+            "50bdd0b979": {**source, "target_data": folder},
+            "9da3a6d9f3": {**source, "target_data": {**folder, "reference": None, "labels": "/l.csv"}}}
+    for run_id, spec in kept.items():
+        assert EvalSpec.model_validate(spec).run_id == run_id

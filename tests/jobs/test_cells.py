@@ -261,3 +261,41 @@ def test_each_training_seed_gets_its_own_paired_difference(tmp_path):
     assert list(table.means.index) == [f"source, against naive's seed {s}" for s in (0, 1, 2)]
     assert "every training seed" in table.render("markdown")
     assert seed_by_seed_table(pooled) is None
+
+
+def test_the_source_model_s_share_is_corrected_with_the_source_style_rates(tmp_path):
+    """The source model draws the source's style: its corrected share (row, cell, paired
+    difference) uses the classifier's error rates on source-style images, every other model
+    the target style's; both sets of calls are in the references' items."""
+    from jobs.paired import differences
+    from models.class_share import adjusted_share
+
+    store, df = _store(tmp_path, [3, 4])
+    # target style: tpr 0.5, fpr 0.1; source style: tpr 0.9, fpr 0.02 (100 missing, 400 present)
+    calls = {}
+    for prefix, (hit, false) in (("calibration", (50, 40)), ("source_calibration", (90, 8))):
+        calls[f"{prefix}_labels"] = np.array([5] * 100 + [1] * 400)
+        calls[f"{prefix}_predicted"] = np.array([5] * hit + [1] * (100 - hit) + [5] * false + [1] * (400 - false))
+        calls[f"{prefix}_confidence"] = np.ones(500)
+    rates = {"source": (0.9, 0.02), "naive": (0.5, 0.1)}
+    path = store / "esource" / "items" / "references.npz"
+    with np.load(path) as f:
+        np.savez(path, **dict(f), **calls)
+    rows = []
+    for row in df[df.metric == "missing_class_share"].to_dict("records"):
+        rows.append({**row, "metric": "missing_class_share_corrected", "k": np.nan,
+                     "value": adjusted_share(row["value"], *rates[row["method"]])})
+    df = tidy(pd.concat([df, pd.DataFrame(rows)], ignore_index=True).to_dict("records"))
+    corrected = prepare(df)[lambda d: d.metric == "missing_class_share_corrected"]
+    found = cells(prepare(df), store)
+    kept = found[found.metric == "missing_class_share_corrected"]
+    # a cell is kept only where the items give the rows' value: the source model's too
+    assert set(kept.model) == {"source", "naive"}
+    value = {m: corrected[corrected.method == m]["value"].mean() for m in ("source", "naive")}
+    diff = differences(prepare(df), store)
+    row = diff[(diff.model == "source") & (diff.metric == "missing_class_share_corrected")].iloc[0]
+    assert row.value == pytest.approx(value["source"] - value["naive"], rel=1e-6)
+    # with the target style's rates for both, the difference would be another number
+    raw = prepare(df)[lambda d: d.metric == "missing_class_share"]
+    same = np.mean([adjusted_share(q, *rates["naive"]) for q in raw[raw.method == "source"]["value"]])
+    assert abs(row.value - (same - value["naive"])) > 0.05

@@ -37,6 +37,18 @@ def test_the_corrected_difference_scales_the_raw_one_and_counts_the_calibration(
     assert corrected.high - corrected.low > 1.2 * (raw.high - raw.low) / 0.4
 
 
+def test_the_source_style_calibration_is_taken_where_saved_and_asked_for():
+    refs = _refs()
+    assert calibration_of(refs, 0.0, "source").rates() == pytest.approx((0.5, 0.1))   # none saved: the target's
+    source = {"source_calibration_labels": np.array([5] * 10 + [1] * 10),
+              "source_calibration_predicted": np.array([5] * 9 + [1] * 1 + [5] * 1 + [1] * 9),
+              "source_calibration_confidence": np.ones(20)}
+    refs.update(source)
+    assert calibration_of(refs, 0.0, "source").rates() == pytest.approx((0.9, 0.1))
+    assert calibration_of(refs, 0.0, "target").rates() == pytest.approx((0.5, 0.1))
+    assert calibration_of(refs, 0.0).rates() == pytest.approx((0.5, 0.1))
+
+
 def test_without_saved_calibration_there_is_no_corrected_share():
     refs = {"missing": np.array([5])}
     assert calibration_of(refs, 0.0) is None
@@ -55,7 +67,7 @@ def test_a_cell_recomputes_the_rows_corrected_share_from_the_items():
     refs = _refs()
     items = _items(0.3)
     context = {"task": "unconditional", "ext": "builtin", "reference": None, "missing": refs["missing"],
-               "seeds": [0], "refs": refs}
+               "seeds": [0], "refs": refs, "style": "target"}
     statistic = _statistic(CORRECTED, "missing-classes", items, SimpleNamespace(confidence=0.0), context)
     assert statistic(np.arange(500)) == pytest.approx(adjusted_share(0.3, 0.5, 0.1))
     draws = {round(statistic(np.random.default_rng(s).integers(0, 500, 500)), 6) for s in range(5)}

@@ -56,7 +56,8 @@ def test_killed_actor_has_its_batch_retried_and_no_row_is_lost(tiny_source, lpip
     assert set(zip(model_rows.metric, model_rows.reference)) == expected
     # the source model's evaluation also measures real data: the calibration rows
     real = rows[rows.stage == "calibration"]
-    assert set(real.weighting) == {"held-out-half", "target-train", "source", "classifier-calibration"}
+    assert set(real.weighting) == {"held-out-half", "target-train", "source", "classifier-calibration",
+                                   "classifier-calibration-source"}
     assert set(real[real.metric == "fid"].n) == {48} and set(real.task) == {"unconditional"}
     assert list(rows.columns[:len(COLUMNS)]) == COLUMNS
     assert RunFolder(run_dir).status == "done"

@@ -78,7 +78,7 @@ def test_the_corrected_share_of_the_held_out_rows_matches_the_labels(instrument)
     spec, classes, references = instrument
     floor = calibration_sets(spec, references, 105)["held-out-half"]
     out = Rows({})
-    class_share(out, classes, floor.images, 0.0, {}, calibration=references.calibration(0.0),
+    class_share(out, classes, floor.images, 0.0, {}, calls=references.calls,
                 networks=floor.networks, labels=floor.labels)
     raw, corrected = out.rows
     truth = np.isin(floor.labels, [2]).mean()
@@ -95,3 +95,24 @@ def test_the_corrected_share_of_the_held_out_rows_matches_the_labels(instrument)
     tpr = found[("missing_tpr", "missing-classes")]
     fpr = found[("missing_fpr", "present-classes")]
     assert tpr["n"] == np.isin(references.calls.labels, [2]).sum() and tpr["value"] > fpr["value"] + 0.2
+
+
+def test_source_style_calibration_takes_labelled_source_images_the_networks_never_saw(instrument, monkeypatch):
+    """The fold networks trained on every labelled source image (45 < max_source): no
+    source-style calibration, the target style's rates stand in. With a smaller choice, the
+    source-style images are among the other ones only."""
+    from jobs.evaluation import instruments
+    from models import evaluation_nets
+    from models.data.labels import folder_labels
+
+    spec, classes, references = instrument
+    assert references.source_calls is None and references.calls_for("source") is references.calls
+    monkeypatch.setitem(evaluation_nets.LABELLED_RECIPE, "max_source", 30)
+    calls = instruments.source_style_calls(spec, classes)
+    target = spec.target_data
+    labels = folder_labels(target.labels, target.path, target.reference, spec.source_data.path).source
+    trained = evaluation_nets.labelled_source_choice(labels, 30)
+    assert len(trained) == 30 and calls.style == "source" and len(calls.positions) > 0
+    assert not set(calls.positions) & set(trained)
+    assert np.array_equal(calls.labels, labels[calls.positions])
+    assert "15 labelled source images outside" in calls.images
