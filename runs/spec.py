@@ -492,6 +492,10 @@ BUILTIN_EVAL_VERSION = 2
 #   1: the source model's samples and the real source images corrected with the
 #      classifier's error rates on held-out source-style images, not the target style's.
 SOURCE_EVAL_VERSION = 1
+# The same for what only evaluations against a folder target compute:
+#   1: the diversity metric's 10 cluster centres a seeded choice of the target images, not
+#      the first 10 of the folder's sorted listing (a folder of class subfolders gave one class).
+FOLDER_EVAL_VERSION = 1
 
 NOT_IN_IDENTITY = PARAM_NOT_IN_IDENTITY | {"log_every", "snapshot_steps", "report_to"}
 EVAL_NOT_IN_IDENTITY = {"compile"}     # evaluation settings that change speed, not results
@@ -515,6 +519,8 @@ def identity_json(spec: BaseModel) -> str:
         head["builtin_eval"] = BUILTIN_EVAL_VERSION
     if isinstance(spec, EvalSpec) and spec.role == "source" and _calibrated(spec.target_data):
         head["source_eval"] = SOURCE_EVAL_VERSION
+    if isinstance(spec, EvalSpec) and spec.target_data.kind == "folder":
+        head["folder_eval"] = FOLDER_EVAL_VERSION
     return json.dumps({**head, **payload}, sort_keys=True, separators=(",", ":"))
 
 

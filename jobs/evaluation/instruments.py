@@ -17,8 +17,8 @@ from jobs.evaluation import splits
 from models.class_share import Calibration
 from models.data import open_dataset
 
-# the diversity metric's cluster centres: the first target-training images (Ojha et al.
-# 2021's 10-shot setting; jobs/evaluation/measure.py `diversity`)
+# the diversity metric's cluster centres: 10 target-training images (Ojha et al. 2021's
+# 10-shot setting; jobs/evaluation/measure.py `diversity`; diversity_centres)
 DIVERSITY_CENTRES = 10
 
 
@@ -91,7 +91,7 @@ class ReferenceSet(NamedTuple):
 class References:
     """What every product is measured against: the reference sets ("target" and, for the
     built-in pair or a folder target with a `reference`, "full-domain"), the classes, and
-    the diversity metric's cluster centres (the first target-training images)."""
+    the diversity metric's cluster centres (diversity_centres)."""
     sets: dict[str, ReferenceSet]
     classes: Classes | None
     centres: torch.Tensor
@@ -100,6 +100,7 @@ class References:
     # only, where there are such images): its samples, and the real source images, are
     # corrected with the classifier's errors in their own style
     source_calls: HeldOutCalls | None = None
+    centres_chosen: str = "the first"   # how the centres were chosen, for the rows' note
 
     def calls_for(self, style: str) -> HeldOutCalls | None:
         """The calls whose error rates correct a share of images in `style`: the source
@@ -182,7 +183,8 @@ def references_of(spec: EvalSpec, classes: Classes | None, split: str | None = N
         if labels is None and classes is not None and name == "full-domain":
             labels = classes.reference_labels
         sets[name] = ReferenceSet(stack(ds, chosen), None if labels is None else np.asarray(labels)[chosen])
-    centres = stack(refs["target"], range(min(DIVERSITY_CENTRES, len(refs["target"]))))
+    centre_positions, chosen = diversity_centres(target["kind"], len(refs["target"]))
+    centres = stack(refs["target"], centre_positions)
     calls = None
     if classes is not None and "full-domain" in refs:
         heldout = refs["full-domain"]
@@ -192,7 +194,17 @@ def references_of(spec: EvalSpec, classes: Classes | None, split: str | None = N
             predicted, sure = classes.predict(stack(heldout, positions), classes.networks(positions))
             calls = HeldOutCalls(np.asarray(labels)[positions], predicted, sure, positions)
     source_calls = source_style_calls(spec, classes, split) if spec.role == "source" and calls is not None else None
-    return References(sets, classes, centres, calls, source_calls)
+    return References(sets, classes, centres, calls, source_calls, chosen)
+
+
+def diversity_centres(kind: str, total: int) -> tuple[np.ndarray, str]:
+    """Which target-training images are the diversity metric's cluster centres, and how they
+    were chosen: on a folder a seeded choice (its listing is sorted by path, so a folder of
+    class subfolders would give its first class only); the built-in target set is itself a
+    seeded draw in random order, so its first ones."""
+    if kind == "folder":
+        return reference_subset(total, DIVERSITY_CENTRES), "a seeded choice of"
+    return np.arange(min(DIVERSITY_CENTRES, total)), "the first"
 
 
 def source_style_calls(spec: EvalSpec, classes: Classes, split: str | None = None) -> HeldOutCalls | None:

@@ -63,8 +63,8 @@ from models.intervals import N_RESAMPLES, Interval, mean_interval, wilson
 from models.manifold import K_NEAREST, manifolds
 from models.sampling import CLIP_TOLERANCE
 
-# Intra-cluster LPIPS (Ojha et al. 2021): the first DIVERSITY_CENTRES target-training images
-# are the cluster centres (their 10-shot setting; jobs/evaluation/instruments.py), the first
+# Intra-cluster LPIPS (Ojha et al. 2021): DIVERSITY_CENTRES target-training images are the
+# cluster centres (their 10-shot setting; jobs/evaluation/instruments.py), the first
 # DIVERSITY_SAMPLES samples are clustered, at most DIVERSITY_PAIRS pairs per cluster. VGG at
 # 64 px costs ~28 ms an image on one busy core here, and the metric embeds each clustered
 # sample about twice: ~11 s per product at these caps (all 500 demo samples: ~28 s).
@@ -186,9 +186,10 @@ def realism(out: Rows, extractors: Extractors, settings: EvalSettings, images: t
 
 
 def diversity(out: Rows, settings: EvalSettings, centres: torch.Tensor, images_u8: torch.Tensor, seed: int,
-              note: str | None = None) -> None:
-    """Intra-cluster LPIPS of the first DIVERSITY_SAMPLES images around the `centres` (the
-    first DIVERSITY_CENTRES target-training images), with an interval over clusters."""
+              note: str | None = None, chosen: str = "the first") -> None:
+    """Intra-cluster LPIPS of the first DIVERSITY_SAMPLES images around the `centres`
+    (DIVERSITY_CENTRES target-training images, `chosen` as instruments.diversity_centres
+    says), with an interval over clusters."""
     from models.diversity import intra_cluster_lpips
 
     clustered = images_u8[:DIVERSITY_SAMPLES]
@@ -199,7 +200,7 @@ def diversity(out: Rows, settings: EvalSettings, centres: torch.Tensor, images_u
              else Interval(math.nan, math.nan, math.nan, None))
     out.add("intra_cluster_lpips", value, "target", n=len(clustered), extractor=lpips.extractor,
             note="; ".join(filter(None, [
-                found.note(lpips.extractor), f"the first {len(clustered)} images around the first "
+                found.note(lpips.extractor), f"the first {len(clustered)} images around {chosen} "
                 f"{len(centres)} target images", lpips.note(images_u8.shape),
                 _boot_note(N_RESAMPLES, "clusters"), note])))
 
@@ -278,7 +279,7 @@ def measure(images: torch.Tensor, pairs: Pairs | None, references: References, e
     classes = references.classes
     realism(out, extractors, s, images, references.sets, seed, items, counter, references.missing)
     if task == "unconditional":
-        diversity(out, s, references.centres, images, seed)
+        diversity(out, s, references.centres, images, seed, chosen=references.centres_chosen)
 
     # the paired comparison: the source image (translation) or the source model's sample
     if pairs is not None:
@@ -396,7 +397,7 @@ def measure_calibration(sizes: Mapping[str, int], spec: EvalSpec, references: Re
             items: dict[str, np.ndarray] = {}
             realism(out, extractors, s, images, refs, seed, items, counter, references.missing, note)
             if task == "unconditional":
-                diversity(out, s, references.centres, images, seed, note)
+                diversity(out, s, references.centres, images, seed, note, references.centres_chosen)
             if classes is not None:
                 # the real source images are in the source's style, like the source model's samples
                 class_share(out, classes, images, s.confidence, items, note,

@@ -116,3 +116,22 @@ def test_source_style_calibration_takes_labelled_source_images_the_networks_neve
     assert not set(calls.positions) & set(trained)
     assert np.array_equal(calls.labels, labels[calls.positions])
     assert "15 labelled source images outside" in calls.images
+
+
+def test_a_folder_s_diversity_centres_are_a_seeded_choice_across_its_classes(instrument):
+    """The target folder lists its images sorted by path (c0_*, then c1_*): its first 10 are
+    all of class 0; the centres are a seeded choice, so both of its classes are among them.
+    The built-in target set is a seeded draw already: its first 10."""
+    from jobs.evaluation.instruments import diversity_centres
+    from models.data.labels import folder_labels
+
+    spec, _, references = instrument
+    target = spec.target_data
+    labels = folder_labels(target.labels, target.path, target.reference, spec.source_data.path).target
+    assert set(labels[:10]) == {0}
+    positions, chosen = diversity_centres("folder", len(labels))
+    assert len(positions) == 10 == len(set(positions)) and chosen == "a seeded choice of"
+    assert set(labels[positions]) == {0, 1}
+    assert references.centres_chosen == chosen and len(references.centres) == 10
+    assert np.array_equal(diversity_centres("builtin-target", 500)[0], np.arange(10))
+    assert np.array_equal(diversity_centres("folder", 7)[0], np.arange(7))
