@@ -27,8 +27,8 @@ baseline is the selected naive.
 Measured: unconditional FID (the table's extractor and reference), LPIPS to the source
 model's sample, missing-class share and its corrected value (models/class_share.py: the
 calibration images, saved in the references' items, are drawn in the same replicate for both
-models; the source model's share is corrected with the source-style calibration where the
-source model's evaluation measured one); per translation task and t0: PSNR, SSIM, LPIPS, FID,
+models, each model's in the style of its samples: the source model's share is corrected with
+the source-style calibration where the source model's evaluation measured one); per translation task and t0: PSNR, SSIM, LPIPS, FID,
 class kept on the missing classes. Shares are ratios of item counts (the confidence
 filter's kept items in the denominator).
 """
@@ -43,7 +43,7 @@ import numpy as np
 from runs.store import RunFolder
 from jobs.evaluation.manifest import final, read_manifest
 from jobs.evaluation.splits import items_name
-from models.class_share import Calibration, CorrectedShare, style_of
+from models.class_share import CALLS_PREFIX, Calibration, CorrectedShare, style_of
 from models.feature_intervals import N_RESAMPLES_FEATURE, FrechetReplicates
 from models.intervals import N_RESAMPLES, distinct_units, layout, paired_difference, seed_level_difference
 
@@ -122,11 +122,11 @@ def run_value(statistic, groups: np.ndarray, units=None) -> float:
     return float(np.mean([statistic(m) for m in layout(len(groups), groups, units).members]))
 
 
-def calibration_of(refs: dict, confidence: float, style: str = "target") -> Calibration | None:
+def calibration_of(refs: dict, confidence: float, style: str) -> Calibration | None:
     """The classifier's calibration from the references' items (None where none was saved):
     in the source's style where `style` asks for it and it was measured, else the target's
     (as jobs/evaluation/instruments.py References.calls_for chooses)."""
-    prefix = "source_calibration" if style == "source" and "source_calibration_labels" in refs else "calibration"
+    prefix = CALLS_PREFIX[style if f"{CALLS_PREFIX[style]}_labels" in refs else "target"]
     if f"{prefix}_labels" not in refs:
         return None
     missing = refs.get("missing", np.array([], dtype=np.int64))

@@ -3,9 +3,11 @@ classify-and-count, Forman 2008; docs/evaluation-classes.md).
 
 A classifier that calls a truly missing-class image missing with rate tpr and a truly
 present-class image missing with rate fpr turns a true share p into an expected observed
-share q = tpr p + fpr (1 - p). Both rates are measured on held-out real images in the
-target's style (the calibration images, which the classifier never trained on), so the
-observed share of any image set estimates
+share q = tpr p + fpr (1 - p). A classifier errs differently in each style, so both rates
+are measured on held-out real images in the style of the images scored (the calibration
+images, which the classifier never trained on: the target's for a fine-tuned model's
+samples, the source's for the source model's; `style_of`), and the observed share of an
+image set in that style estimates
 
     p = (q - fpr) / (tpr - fpr),  clipped to [0, 1].
 
@@ -15,7 +17,9 @@ is NaN and its interval [0, 1].
 The interval resamples the scored images and the calibration images in the same
 bootstrap replicate (`CorrectedShare` draws the calibration images from a generator seeded
 by the replicate's indices, so two models fed the same indices, as in a paired
-difference, share the calibration draw as well). numpy only.
+difference, share the calibration draw as well: the same images where both are corrected in
+one style; where each in its own, the same positions of two calibration sets whose truths
+agree, as on the built-in pair, whose two sets are the same garments). numpy only.
 """
 from __future__ import annotations
 
@@ -62,6 +66,11 @@ class Calibration:
         among themselves, the others among themselves), so that neither rate loses its images."""
         parts = [np.flatnonzero(self.truly_missing), np.flatnonzero(~self.truly_missing)]
         return np.concatenate([p[rng.integers(0, len(p), len(p))] for p in parts if len(p)])
+
+
+# the keys of each style's calls in an evaluation's items/references.npz (`<prefix>_labels`,
+# `_predicted`, `_confidence`)
+CALLS_PREFIX = {"target": "calibration", "source": "source_calibration"}
 
 
 def style_of(method: str | None) -> str:

@@ -29,6 +29,10 @@ from typing import Iterable
 
 from runs.store import CorruptFile, atomic_write_bytes, now_iso
 
+# the weighting of the class instrument's confusion rows, by the style of its calibration
+# images (docs/evaluation-classes.md)
+CLASSIFIER_CALIBRATION = {"target": "classifier-calibration", "source": "classifier-calibration-source"}
+
 COLUMNS = ["grid", "run_id", "eval_id", "stage", "dataset", "target", "method", "weighting", "variant", "seed",
            "eval_seed", "split", "ckpt_step", "task", "t0", "reference", "subset", "metric", "value", "ci_low", "ci_high", "k", "n",
            "extractor", "note", "compute_kimg", "train_s"]

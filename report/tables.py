@@ -24,6 +24,7 @@ from runs.adapters import COLUMNS as ADAPTER_COLUMNS
 from runs.methods import NAMES as METHOD_NAMES, unit_name
 from runs.params import label as param_label
 from report import metrics
+from report.results import CLASSIFIER_CALIBRATION
 from report.selection import (GROUP, VALIDATION, Criterion, Selection, best_candidates, has_validation,
                               reported, select, split_of, tags, with_variant)
 from report.table import COST_COLUMNS, COST_GROUP, Table, is_missing, short
@@ -36,8 +37,9 @@ SPAN_RULE = ("Cells of several runs or evaluation seeds{which}: the mean of thei
              "lowest to the highest of their intervals (no hierarchical bootstrap available).")
 CELL_KEYS = ("task", "t0", "reference", "subset", "extractor", "metric")
 CALIBRATION_LABELS = {"held-out-half": "real: held-out half (floor)", "target-train": "real: target-train",
-                      "source": "real: source (style gap)", "classifier-calibration": "real: classifier calibration",
-                      "classifier-calibration-source": "real: classifier calibration, source style"}
+                      "source": "real: source (style gap)",
+                      CLASSIFIER_CALIBRATION["target"]: "real: classifier calibration",
+                      CLASSIFIER_CALIBRATION["source"]: "real: classifier calibration, source style"}
 CALIBRATION_NOTE = ("Real rows: the same measurements of real images at the models' sample count: half of "
                     "the held-out domain against the other half (the noise floor), the target-train set "
                     "and real source images (the style gap) against the held-out domain.")
@@ -77,7 +79,7 @@ def model_labels(df: "pd.DataFrame") -> "pd.Series":
 
 # the source model, then the methods in the registry's order (runs.methods)
 METHOD_ORDER = {"source": 0, **{name: i for i, name in enumerate(METHOD_NAMES, start=1)}}
-CALIBRATION_ORDER = {"classifier-calibration": -5, "classifier-calibration-source": -4, "held-out-half": -3,
+CALIBRATION_ORDER = {CLASSIFIER_CALIBRATION["target"]: -5, CLASSIFIER_CALIBRATION["source"]: -4, "held-out-half": -3,
                      "target-train": -2, "source": -1}
 
 
@@ -501,8 +503,7 @@ def classifier_table(df: "pd.DataFrame") -> Table | None:
     target (and split), a column per rate, each a count k/n with its Wilson interval."""
     import pandas as pd
 
-    rows = df[(df["method"] == "calibration")
-              & df["weighting"].isin(["classifier-calibration", "classifier-calibration-source"])]
+    rows = df[(df["method"] == "calibration") & df["weighting"].isin(list(CLASSIFIER_CALIBRATION.values()))]
     if rows.empty:
         return None
     split = rows["split"] if "split" in rows else pd.Series([None] * len(rows), index=rows.index)
@@ -517,7 +518,7 @@ def classifier_table(df: "pd.DataFrame") -> Table | None:
     means = frame("value")
     means.columns = pd.MultiIndex.from_tuples(order)
     parts = [means] + [frame(k).set_axis(means.columns, axis=1) for k in ("ci_low", "ci_high", "k", "n")]
-    source_style = [SOURCE_STYLE_NOTE] if (rows["weighting"] == "classifier-calibration-source").any() else []
+    source_style = [SOURCE_STYLE_NOTE] if (rows["weighting"] == CLASSIFIER_CALIBRATION["source"]).any() else []
     notes = [CLASSIFIER_NOTE, *source_style] + sorted(set(rows["note"].dropna()))
     return Table("classifier", "The class instrument, calibrated", *parts[:3], means.notna().astype(int), notes,
                  parts[3], parts[4], tuple(means.index))

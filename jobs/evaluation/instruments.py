@@ -62,7 +62,7 @@ class HeldOutCalls:
     sure: np.ndarray
     positions: np.ndarray | None = None  # which images of their set
     style: str = "target"               # whose style the images are in: "target" or "source"
-    images: str = "the odd positions of the held-out domain"   # which images, for the rows' note
+    described: str = "the odd positions of the held-out domain"   # which images, for the rows' note
 
     def calibration(self, missing, confidence: float) -> Calibration:
         return Calibration(np.isin(self.labels, missing), np.isin(self.predicted, missing), self.sure >= confidence)
@@ -100,7 +100,7 @@ class References:
     # only, where there are such images): its samples, and the real source images, are
     # corrected with the classifier's errors in their own style
     source_calls: HeldOutCalls | None = None
-    centres_chosen: str = "the first"   # how the centres were chosen, for the rows' note
+    centres_phrase: str = "the first"   # how the centres were chosen, for the rows' note
 
     def calls_for(self, style: str) -> HeldOutCalls | None:
         """The calls whose error rates correct a share of images in `style`: the source
@@ -183,7 +183,7 @@ def references_of(spec: EvalSpec, classes: Classes | None, split: str | None = N
         if labels is None and classes is not None and name == "full-domain":
             labels = classes.reference_labels
         sets[name] = ReferenceSet(stack(ds, chosen), None if labels is None else np.asarray(labels)[chosen])
-    centre_positions, chosen = diversity_centres(target["kind"], len(refs["target"]))
+    centre_positions, centres_phrase = diversity_centres(target["kind"], len(refs["target"]))
     centres = stack(refs["target"], centre_positions)
     calls = None
     if classes is not None and "full-domain" in refs:
@@ -194,7 +194,7 @@ def references_of(spec: EvalSpec, classes: Classes | None, split: str | None = N
             predicted, sure = classes.predict(stack(heldout, positions), classes.networks(positions))
             calls = HeldOutCalls(np.asarray(labels)[positions], predicted, sure, positions)
     source_calls = source_style_calls(spec, classes, split) if spec.role == "source" and calls is not None else None
-    return References(sets, classes, centres, calls, source_calls, chosen)
+    return References(sets, classes, centres, calls, source_calls, centres_phrase)
 
 
 def diversity_centres(kind: str, total: int) -> tuple[np.ndarray, str]:

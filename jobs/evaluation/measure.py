@@ -50,12 +50,13 @@ import numpy as np
 import torch
 
 from report.metrics import metric as registered
+from report.results import CLASSIFIER_CALIBRATION
 from runs.spec import EvalSettings, EvalSpec
 from jobs.evaluation import splits
 from jobs.evaluation.instruments import (Classes, Extractors, HeldOutCalls, ReferenceSet, References,
                                          floor_positions, folder_labels_of, reference_subset, stack)
 from models import metrics
-from models.class_share import corrected_interval, describe, style_of
+from models.class_share import CALLS_PREFIX, corrected_interval, describe, style_of
 from models.data import open_dataset
 from models.feature_intervals import N_RESAMPLES_FEATURE, fid_interval, kid_interval
 from models.features import cached_features
@@ -71,9 +72,7 @@ from models.sampling import CLIP_TOLERANCE
 DIVERSITY_SAMPLES = 200
 DIVERSITY_PAIRS = 100
 CALIBRATION_SETS = ("target-train", "source", "held-out-half")
-# the weighting of the classifier's confusion rows, by the calibration images' style, and
-# their reference
-CLASSIFIER_CALIBRATION = {"target": "classifier-calibration", "source": "classifier-calibration-source"}
+# the reference of the classifier's confusion rows, by the calibration images' style
 CALIBRATION_REFERENCE = {"target": "full-domain", "source": "source-domain"}
 
 
@@ -186,10 +185,10 @@ def realism(out: Rows, extractors: Extractors, settings: EvalSettings, images: t
 
 
 def diversity(out: Rows, settings: EvalSettings, centres: torch.Tensor, images_u8: torch.Tensor, seed: int,
-              note: str | None = None, chosen: str = "the first") -> None:
+              note: str | None = None, phrase: str = "the first") -> None:
     """Intra-cluster LPIPS of the first DIVERSITY_SAMPLES images around the `centres`
-    (DIVERSITY_CENTRES target-training images, `chosen` as instruments.diversity_centres
-    says), with an interval over clusters."""
+    (DIVERSITY_CENTRES target-training images, chosen as `phrase` says:
+    instruments.diversity_centres), with an interval over clusters."""
     from models.diversity import intra_cluster_lpips
 
     clustered = images_u8[:DIVERSITY_SAMPLES]
@@ -200,19 +199,20 @@ def diversity(out: Rows, settings: EvalSettings, centres: torch.Tensor, images_u
              else Interval(math.nan, math.nan, math.nan, None))
     out.add("intra_cluster_lpips", value, "target", n=len(clustered), extractor=lpips.extractor,
             note="; ".join(filter(None, [
-                found.note(lpips.extractor), f"the first {len(clustered)} images around {chosen} "
+                found.note(lpips.extractor), f"the first {len(clustered)} images around {phrase} "
                 f"{len(centres)} target images", lpips.note(images_u8.shape),
                 _boot_note(N_RESAMPLES, "clusters"), note])))
 
 
 def class_share(out: Rows, classes: Classes, images: torch.Tensor, confidence: float, items: dict,
                 note: str | None = None, calls: HeldOutCalls | None = None, seed: int = 0,
-                networks: np.ndarray | None = None, labels: np.ndarray | None = None) -> None:
+                networks: np.ndarray | None = None, labels: np.ndarray | None = None, style: str = "target") -> None:
     """The share of images classified into the missing classes (k of the kept n) and, with the
-    classifier's calls on calibration images of the images' style, the corrected share beside
-    it (its interval over these images and the calibration images). networks: which
-    cross-fitted network scores each image (real held-out images); labels: the images' true
-    classes, when known, for the note."""
+    classifier's calls on calibration images (References.calls_for(style)), the corrected
+    share beside it (its interval over these images and the calibration images). networks:
+    which cross-fitted network scores each image (real held-out images); labels: the images'
+    true classes, when known, for the note; style: the images' style, for the note where the
+    calls are in another."""
     predicted, sure = classes.predict(images, networks)
     items.update(predicted=predicted, confidence=sure.astype(np.float32))
     kept = sure >= confidence
@@ -223,6 +223,8 @@ def class_share(out: Rows, classes: Classes, images: torch.Tensor, confidence: f
     if calls is None:
         return
     calibration = calls.calibration(classes.missing, confidence)
+    stand_in = (f"no held-out labelled images in the {style}'s style: the {calls.style}'s rates stand in"
+                if calls.style != style else None)
     truth = None
     if labels is not None and (np.asarray(labels) >= 0).all():
         lacking = np.isin(labels, classes.missing)
@@ -230,7 +232,7 @@ def class_share(out: Rows, classes: Classes, images: torch.Tensor, confidence: f
     out.add("missing_class_share_corrected", corrected_interval(hits, kept, calibration, seed=seed), "classifier",
             "missing-classes", n=int(kept.sum()), extractor=classes.extractor,
             note="; ".join(filter(None, [describe(calibration, calls.style), _boot_note(N_RESAMPLES, "images and calibration "
-                                         "images (stratified by truth), one draw of both"), kept_note, truth, note])))
+                                         "images (stratified by truth), one draw of both"), stand_in, kept_note, truth, note])))
 
 
 def classifier_calibration(out: Rows, classes: Classes, calls: HeldOutCalls, confidence: float,
@@ -279,7 +281,7 @@ def measure(images: torch.Tensor, pairs: Pairs | None, references: References, e
     classes = references.classes
     realism(out, extractors, s, images, references.sets, seed, items, counter, references.missing)
     if task == "unconditional":
-        diversity(out, s, references.centres, images, seed, chosen=references.centres_chosen)
+        diversity(out, s, references.centres, images, seed, phrase=references.centres_phrase)
 
     # the paired comparison: the source image (translation) or the source model's sample
     if pairs is not None:
@@ -298,8 +300,9 @@ def measure(images: torch.Tensor, pairs: Pairs | None, references: References, e
     # classes: what the target set lacks, and what translation keeps
     if classes is not None:
         if task == "unconditional":
-            class_share(out, classes, images, s.confidence, items,
-                        calls=references.calls_for(style_of(settings.columns.get("method"))), seed=seed)
+            style = style_of(settings.columns.get("method"))
+            class_share(out, classes, images, s.confidence, items, calls=references.calls_for(style), seed=seed,
+                        style=style)
         else:
             predicted, sure = classes.predict(images)
             inputs = splits.inputs(settings.split, s.num_translations, len(classes.source_labels))[:len(images)]
@@ -397,11 +400,12 @@ def measure_calibration(sizes: Mapping[str, int], spec: EvalSpec, references: Re
             items: dict[str, np.ndarray] = {}
             realism(out, extractors, s, images, refs, seed, items, counter, references.missing, note)
             if task == "unconditional":
-                diversity(out, s, references.centres, images, seed, note, references.centres_chosen)
+                diversity(out, s, references.centres, images, seed, note, references.centres_phrase)
             if classes is not None:
                 # the real source images are in the source's style, like the source model's samples
-                class_share(out, classes, images, s.confidence, items, note,
-                            references.calls_for("source" if name == "source" else "target"), seed, networks, labels)
+                style = "source" if name == "source" else "target"
+                class_share(out, classes, images, s.confidence, items, note, references.calls_for(style), seed,
+                            networks, labels, style)
                 if labels is not None:
                     items["labels"] = labels
             files[splits.items_name(f"calibration_{name}_{task}", split)] = items
@@ -416,7 +420,7 @@ def measure_calibration(sizes: Mapping[str, int], spec: EvalSpec, references: Re
         classifier_calibration(out, classes, calls, s.confidence,
                                f"classifier: {classes.description}; calibrated on {len(calls.labels)} "
                                f"held-out real images in the {calls.style}'s style that it never trained on ("
-                               + calls.images + (f", {split} half" if split else "") + ")")
+                               + calls.described + (f", {split} half" if split else "") + ")")
         rows += out.rows
     files[splits.items_name("references", split)] = reference_items(spec, references, extractors)
     return Calibrated(rows, files, counter[0], counter[1])
@@ -442,8 +446,9 @@ def reference_items(spec: EvalSpec, references: References, extractors: Extracto
         items["class_names"] = np.array([classes.names[c] for c in sorted(classes.names)])
         items["missing"] = np.array(classes.missing, dtype=np.int64)
     # the corrected shares of paired differences and cells (jobs/paired.py calibration_of)
-    for prefix, calls in (("calibration", references.calls), ("source_calibration", references.source_calls)):
+    for calls in (references.calls, references.source_calls):
         if calls is not None:
+            prefix = CALLS_PREFIX[calls.style]
             items.update({f"{prefix}_labels": calls.labels, f"{prefix}_predicted": calls.predicted,
                           f"{prefix}_confidence": calls.sure})
     return items

@@ -23,7 +23,7 @@ def _items(share: float, n: int = 500):
 
 def test_the_corrected_difference_scales_the_raw_one_and_counts_the_calibration():
     refs = _refs()
-    calibration = calibration_of(refs, 0.0)
+    calibration = calibration_of(refs, 0.0, "target")
     assert calibration.rates() == pytest.approx((0.5, 0.1))
     a, b = (statistics(_items(q), "unconditional", "builtin", None, refs["missing"], 0.0, calibration)
             for q in (0.3, 0.1))
@@ -46,12 +46,11 @@ def test_the_source_style_calibration_is_taken_where_saved_and_asked_for():
     refs.update(source)
     assert calibration_of(refs, 0.0, "source").rates() == pytest.approx((0.9, 0.1))
     assert calibration_of(refs, 0.0, "target").rates() == pytest.approx((0.5, 0.1))
-    assert calibration_of(refs, 0.0).rates() == pytest.approx((0.5, 0.1))
 
 
 def test_without_saved_calibration_there_is_no_corrected_share():
     refs = {"missing": np.array([5])}
-    assert calibration_of(refs, 0.0) is None
+    assert calibration_of(refs, 0.0, "target") is None and calibration_of(refs, 0.0, "source") is None
     stats = statistics(_items(0.3), "unconditional", "builtin", None, refs["missing"], 0.0, None)
     assert "missing_class_share_corrected" not in stats
 

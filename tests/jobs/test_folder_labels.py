@@ -145,6 +145,9 @@ def test_a_folder_pair_with_labels_is_measured_like_the_builtin_pair(tmp_path):
     corrected = models[models.metric == "missing_class_share_corrected"]
     assert len(corrected) == 1 and corrected.ci_low.iloc[0] <= corrected.ci_high.iloc[0]
     assert "tpr" in corrected.note.iloc[0] and "on 12 held-out real images" in corrected.note.iloc[0]
+    # the networks trained on every labelled source image: the source model is corrected with
+    # the target style's rates, and its note says so
+    assert "no held-out labelled images in the source's style" in corrected.note.iloc[0]
     kept = models[models.metric == "class_preservation"]
     assert {"all", "missing-classes", "present-classes", "class:2"} <= set(kept.subset)
     assert (kept.extractor == "labelled").all()
@@ -155,6 +158,7 @@ def test_a_folder_pair_with_labels_is_measured_like_the_builtin_pair(tmp_path):
     assert confusion.note.str.contains("2 networks cross-fitted over the 24 labelled reference images").all()
     floor = real[(real.weighting == "held-out-half") & (real.metric == "missing_class_share_corrected")]
     assert floor.note.str.contains("the labels say").all()
+    assert not floor.note.str.contains("stand in").any()
     assert set(real.task) == {"unconditional", "translation"}
     source_fid = real[(real.metric == "fid") & (real.weighting == "source")]
     assert set(zip(source_fid.task, source_fid.n)) == {("unconditional", 12), ("translation", 18)}

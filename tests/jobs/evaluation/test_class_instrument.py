@@ -115,7 +115,7 @@ def test_source_style_calibration_takes_labelled_source_images_the_networks_neve
     assert len(trained) == 30 and calls.style == "source" and len(calls.positions) > 0
     assert not set(calls.positions) & set(trained)
     assert np.array_equal(calls.labels, labels[calls.positions])
-    assert "15 labelled source images outside" in calls.images
+    assert "15 labelled source images outside" in calls.described
 
 
 def test_a_folder_s_diversity_centres_are_a_seeded_choice_across_its_classes(instrument):
@@ -132,6 +132,6 @@ def test_a_folder_s_diversity_centres_are_a_seeded_choice_across_its_classes(ins
     positions, chosen = diversity_centres("folder", len(labels))
     assert len(positions) == 10 == len(set(positions)) and chosen == "a seeded choice of"
     assert set(labels[positions]) == {0, 1}
-    assert references.centres_chosen == chosen and len(references.centres) == 10
+    assert references.centres_phrase == chosen and len(references.centres) == 10
     assert np.array_equal(diversity_centres("builtin-target", 500)[0], np.arange(10))
     assert np.array_equal(diversity_centres("folder", 7)[0], np.arange(7))

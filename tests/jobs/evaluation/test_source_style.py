@@ -49,7 +49,9 @@ def test_grey_images_are_corrected_with_the_grey_error_rates(demo_instrument):
     assert painted["value"] - truth > 0.03
 
 
+@pytest.mark.slow
 def test_only_the_source_model_s_evaluation_calibrates_in_the_source_style(demo_instrument):
+    """Slow: the module fixture (about 10 s) and 5,000 more images classified."""
     from runs.spec import EvalSpec
     from jobs.evaluation import instruments
 
