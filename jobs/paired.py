@@ -130,8 +130,8 @@ def calibration_of(refs: dict, confidence: float, style: str) -> Calibration | N
     if f"{prefix}_labels" not in refs:
         return None
     missing = refs.get("missing", np.array([], dtype=np.int64))
-    return Calibration(np.isin(refs[f"{prefix}_labels"], missing), np.isin(refs[f"{prefix}_predicted"], missing),
-                       refs[f"{prefix}_confidence"] >= confidence)
+    return Calibration.of_calls(refs[f"{prefix}_labels"], refs[f"{prefix}_predicted"], refs[f"{prefix}_confidence"],
+                                missing, confidence)
 
 
 def statistics(items: dict, task: str, extractor: str, reference: np.ndarray | None, missing,

@@ -47,6 +47,12 @@ class Calibration:
         if not (self.truly_missing.shape == self.called_missing.shape == self.kept.shape):
             raise ValueError("calibration: one truth, one call and one kept flag per image")
 
+    @classmethod
+    def of_calls(cls, labels, predicted, confidence, missing, threshold: float) -> "Calibration":
+        """From the classifier's calls on the calibration images: true and predicted class,
+        and confidence, kept at `threshold` (evaluation.confidence)."""
+        return cls(np.isin(labels, missing), np.isin(predicted, missing), np.asarray(confidence) >= threshold)
+
     def counts(self, idx: np.ndarray | None = None) -> tuple[int, int, int, int]:
         """(called missing among truly missing, truly missing, called missing among truly
         present, truly present), kept images only."""

@@ -65,7 +65,7 @@ class HeldOutCalls:
     described: str = "the odd positions of the held-out domain"   # which images, for the rows' note
 
     def calibration(self, missing, confidence: float) -> Calibration:
-        return Calibration(np.isin(self.labels, missing), np.isin(self.predicted, missing), self.sure >= confidence)
+        return Calibration.of_calls(self.labels, self.predicted, self.sure, missing, confidence)
 
 
 class Extractors:
