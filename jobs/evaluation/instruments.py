@@ -214,14 +214,14 @@ def source_style_calls(spec: EvalSpec, classes: Classes, split: str | None = Non
     folder pair the labelled source images outside the fold networks' seeded choice (None
     where they all trained on them: then the target style's rates stand in)."""
     source = spec.source_data.model_dump()
-    folder_labels = folder_labels_of(spec) if source["kind"] == "folder" else None
     if classes.extractor == "builtin" and source["kind"] == "builtin-source":
         images = open_dataset(source, split="source_test")
         pool, labels = np.arange(len(images)), np.asarray(images.labels)
         which = "the grey test images at the painted calibration images' positions: the same garments"
-    elif folder_labels is not None:
+    elif classes.extractor == "labelled" and source["kind"] == "folder":
         from models.evaluation_nets import LABELLED_RECIPE, labelled_source_choice
-        labels = np.asarray(folder_labels.source)
+        # the translation inputs are the source folder: their labels are its labels
+        labels = np.asarray(classes.source_labels)
         images = open_dataset(source)
         pool = np.setdiff1d(np.flatnonzero(labels >= 0), labelled_source_choice(labels, LABELLED_RECIPE["max_source"]))
         which = f"odd positions of the {len(pool)} labelled source images outside the networks' training choice"
