@@ -11,21 +11,16 @@ plain resubmission leaves these runs, and the runs that need them, alone;
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import socket
 import sys
-import time
 
 from harness.arguments import OneLineParser, path_arg
 from harness.executors import cancel_jobs
 from runs.errors import exit_on_user_error, quiet_broken_pipe
 from harness.status import grid_folder
-from runs.processes import pid_running, process_running
+from runs.processes import process_running, stop_processes
 from runs.store import USER_CANCEL, CorruptFile, RunFolder, Store, now_iso
 from harness.subset import find_run_id
-
-GRACE_S = 15.0        # a local job's time to end after SIGTERM (a Ray evaluation shuts its Ray down)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,25 +37,6 @@ def chosen_runs(store: Store, grid: str, given: list[str]) -> list[RunFolder]:
         return folders
     by_id = {f.run_id: f for f in folders}
     return [by_id[find_run_id(g, by_id, f"grid {grid}", "--runs ")] for g in given]
-
-
-def stop_local(pids: list[int], grace_s: float = GRACE_S) -> None:
-    """SIGTERM, then SIGKILL for what is still there after the grace time."""
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
-    deadline = time.monotonic() + grace_s
-    alive = list(pids)
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.1)
-        alive = [pid for pid in alive if pid_running(pid)]
-    for pid in alive:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def cancel(store: Store, grid: str, given: list[str] = (), out=sys.stdout) -> dict[str, int]:
@@ -103,7 +79,7 @@ def cancel(store: Store, grid: str, given: list[str] = (), out=sys.stdout) -> di
         cancel_jobs(slurm_jobs)
         counts["slurm_jobs"] = len(set(slurm_jobs))
     if local_pids:
-        stop_local(local_pids)
+        stop_processes(local_pids)
         counts["local_jobs"] = len(local_pids)
     return counts
 

@@ -20,10 +20,10 @@ from typing import Protocol
 
 from harness import warm
 from runs.cluster import ClusterConfig
-from runs.errors import UserError
+from runs.errors import UserError, one_line, stop_signal
 from runs.grid import STAGE_JOBS, PlannedRun
 from runs.runtime import JOB_ENV, job_environment
-from runs.processes import process_identity, process_running
+from runs.processes import process_identity, process_running, stop_processes
 from runs.store import USER_CANCEL, RunFolder, now_iso
 
 JOB_MODULES = STAGE_JOBS
@@ -144,8 +144,8 @@ def run_job(module: str, folder: RunFolder, env: dict, echo: bool = False) -> in
             try:
                 process.join()
                 return process.exitcode
-            except BaseException:        # Ctrl-C: the job does not outlive its submission
-                process.kill()
+            except BaseException as err:
+                stopped_with_submission(folder, [process.pid], err)
                 raise
         with subprocess.Popen([sys.executable, "-m", module, str(folder.path)], env=env,
                               stdout=subprocess.PIPE if echo else out, stderr=subprocess.STDOUT) as proc:
@@ -158,9 +158,20 @@ def run_job(module: str, folder: RunFolder, env: dict, echo: bool = False) -> in
                     sys.stdout.buffer.write(chunk)
                     sys.stdout.buffer.flush()
                 return proc.wait()
-            except BaseException:        # Ctrl-C: the job does not outlive its submission
-                proc.kill()
+            except BaseException as err:
+                stopped_with_submission(folder, [proc.pid], err)
                 raise
+
+
+def stopped_with_submission(folder: RunFolder, pids: list[int], err: BaseException) -> None:
+    """A job does not outlive the process that runs it (Ctrl-C, SIGTERM, SIGHUP: runs.errors.
+    exit_on_stop): it is stopped, and recorded lost, so that the next submission resumes it
+    from its last checkpoint."""
+    stop_processes(pids)
+    if folder.status in ("submitted", "running"):
+        why = stop_signal(err)
+        folder.set_state("lost", error=f"stopped with its submission ({why.name if why else one_line(err)}); "
+                                       "resumed by the next submission")
 
 
 class LocalExecutor:

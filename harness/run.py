@@ -4,7 +4,8 @@ For debugging: the job's whole output comes to this terminal (and to the run's j
 as a local submission writes it), and its state is recorded as a submission records it,
 so `sdft status` and later submissions see the result. The runs it needs must be done
 (the job reads their products); a run cancelled by the user is run all the same, since
-asking for it by name is asking for it. Ctrl-C stops the job.
+asking for it by name is asking for it. Ctrl-C (or SIGTERM, SIGHUP) stops the job, which is
+recorded lost: running it again resumes it.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import os
 import sys
 
 from harness.arguments import OneLineParser, path_arg
-from runs.errors import UserError, exit_on_user_error, quiet_broken_pipe
+from runs.errors import UserError, exit_on_stop, exit_on_user_error, quiet_broken_pipe
 from harness.logs import find_run
 from runs.refs import RunRef
 from runs.store import RunFolder, Store
@@ -94,11 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     with quiet_broken_pipe(), exit_on_user_error():
         store = Store(args.results)
         folder = find_run(store, args.run)
-        try:
+        with exit_on_stop(folder.run_id, f"`sdft run {folder.run_id}` resumes it"):
             status = run(store, folder)
-        except KeyboardInterrupt:       # the job got the Ctrl-C too; its state says where it stopped
-            print(f"\n{folder.run_id}: stopped (Ctrl-C)", file=sys.stderr)
-            sys.exit(130)
     print(json.dumps({"run": folder.run_id, "status": status, "log": str(folder.job_log_path)}))
     sys.exit(0 if status == "done" else 1)
 

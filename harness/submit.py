@@ -32,7 +32,7 @@ from harness.arguments import OneLineParser, path_arg
 from runs.budget import candidate_compute, candidates, estimate_seconds, unequal
 from runs.compute import unmatched
 from runs.config import GridConfig, grid_mapping, validate_grid
-from runs.errors import UserError, exit_on_user_error, quiet_broken_pipe
+from runs.errors import UserError, exit_on_stop, exit_on_user_error, quiet_broken_pipe
 from harness.executors import array_master
 from runs.grid import STAGES, Plan, PlannedRun, expand
 from harness.inputs import check_inputs, check_results_root
@@ -503,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.no_shipped_weights:
         os.environ["SDFT_SHIPPED_WEIGHTS"] = "0"     # the jobs inherit it (sbatch exports the env)
-    with quiet_broken_pipe():
+    with quiet_broken_pipe(), exit_on_stop("submission", "submitting the grid again resumes what did not finish"):
         if args.show:
             with exit_on_user_error():
                 print(resolved_text(Path(args.grid), args.overrides), end="")

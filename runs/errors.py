@@ -1,8 +1,10 @@
-"""User-facing errors: one line, exit code 2, nothing written."""
+"""User-facing errors (one line, exit code 2, nothing written) and stops (one line, 128 +
+the signal)."""
 from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 from contextlib import contextmanager
 
@@ -66,3 +68,43 @@ def quiet_broken_pipe():
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         raise SystemExit(EXIT_BROKEN_PIPE) from None
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the process is, as Ctrl-C raises KeyboardInterrupt."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_signal(err: BaseException) -> signal.Signals | None:
+    """The signal that a stop stands for (Ctrl-C's KeyboardInterrupt: SIGINT), else None."""
+    if isinstance(err, Stopped):
+        return signal.Signals(err.signum)
+    return signal.SIGINT if isinstance(err, KeyboardInterrupt) else None
+
+
+@contextmanager
+def exit_on_stop(what: str, then: str = ""):
+    """Ctrl-C, SIGTERM and SIGHUP (a `kill`, a closed terminal) end the process by an
+    exception, so that what it started is stopped on the way out (a local job:
+    harness/executors.run_job) rather than left running after the process that waits for
+    it; then one line and the shell's exit code for the signal (128 + its number), no
+    traceback. Python's default for SIGTERM and SIGHUP ends the process at once, orphaning
+    its jobs."""
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    # one the caller ignores stays ignored: `nohup python -m harness.submit ...` survives a hangup
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(sig) is signal.SIG_DFL}
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        signum = stop_signal(err)
+        print(f"\n{what}: stopped by {signum.name}{f'; {then}' if then else ''}", file=sys.stderr)
+        raise SystemExit(128 + signum) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

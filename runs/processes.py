@@ -10,7 +10,9 @@ process runs only if it is not a zombie and started then. Off Linux, the pid alo
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import time
 from pathlib import Path
 
 
@@ -50,3 +52,27 @@ def process_running(state: dict) -> bool:
     if state.get("host") != socket.gethostname() or not str(state.get("pid", "")).isdigit():
         return False
     return pid_running(int(state["pid"]), state.get("pid_start"))
+
+
+# a local job's time to end after SIGTERM: a Ray evaluation shuts its Ray down
+STOP_GRACE_S = 15.0
+
+
+def stop_processes(pids: list[int], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM, then SIGKILL for what is still there after the grace time (SIGKILL alone
+    would leave a Ray evaluation's nodes running)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + grace_s
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [pid for pid in alive if pid_running(pid)]
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

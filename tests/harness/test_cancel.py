@@ -15,6 +15,7 @@ from factories import ROOT, SMOKE_GRID, lock_held_elsewhere, run_module, smoke_g
 from runs.config import load_grid
 from runs.grid import expand
 from runs.errors import UserError
+from runs.processes import pid_running
 from runs.store import USER_CANCEL, Store
 
 
@@ -136,6 +137,37 @@ def test_a_local_submission_cancelled_while_it_trains(tmp_path):
     # the job's output went to its run folder, not to the submission's terminal
     assert pretrain.job_log_path.is_file() and pretrain.run_id in pretrain.job_log_path.read_text()
     assert "it/s" not in err
+
+
+def test_a_local_submission_stopped_by_sigterm_stops_its_job_which_the_next_one_resumes(tmp_path):
+    """`kill PID` of a local submission (a scheduler's time limit, a closed terminal's SIGHUP
+    alike): Python's default would end the submission alone, its job running on with no one
+    waiting for it (measured before the change). Now the job stops with it and is recorded
+    lost, and submitting again runs it."""
+    grid = write_grid(tmp_path, smoke_grid(name="killme", methods=["naive"],
+                                           datasets__0__source__pretrain__steps=100_000))
+    results = tmp_path / "results"
+    plan = expand(load_grid(grid), base_dir=tmp_path)
+    pretrain = Store(results).run(plan.by_stage("pretrain")[0].run_id)
+    submission = subprocess.Popen([sys.executable, "-m", "harness.submit", str(grid), "--results", str(results),
+                                   "--executor", "local"], cwd=ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (pretrain.state_path.is_file() and pretrain.status == "running"
+                                          and pretrain.state().get("step") is not None):
+        time.sleep(0.1)
+    job = pretrain.state()
+    submission.send_signal(signal.SIGTERM)                 # the submission only, not its job
+    out, err = submission.communicate(timeout=60)
+    assert submission.returncode == 128 + signal.SIGTERM, err[-2000:]
+    # (multiprocessing's resource tracker may warn after it that it removed the job's semaphore)
+    assert ("\nsubmission: stopped by SIGTERM; submitting the grid again resumes what did not finish\n"
+            in err), err[-2000:]
+    assert not pid_running(job["pid"], job["pid_start"])   # the job did not outlive it
+    state = pretrain.state()
+    assert state["status"] == "lost" and "stopped with its submission (SIGTERM)" in state["error"]
+    again = run_module("harness.submit", str(grid), "--results", str(results), "--dry-run", check=True)
+    assert next(line for line in again.stdout.splitlines() if line.startswith(pretrain.run_id)).endswith("to submit")
 
 
 # ---------------------------------------------------------------- sdft run, sdft logs
