@@ -9,6 +9,7 @@ style): the same settings always land in the same folder.
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 from functools import cached_property
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -247,8 +248,17 @@ def _seed_or_seeds(value: Any) -> Any:
         seeds = [one(v, f"[{i}] ") for i, v in enumerate(value)]
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds repeat: {seeds}")
-        return seeds
+        return seeds if len(seeds) > 1 else seeds[0]     # [3] is seed 3: one spelling, one run id
     return one(value)
+
+
+def _respaces(respacing: str) -> bool:
+    """Whether the respacing holds (else its own validator says why, under its own name)."""
+    try:
+        respaced_timesteps(respacing)
+    except ValueError:
+        return False
+    return True
 
 
 class EvalSettings(Strict):
@@ -289,7 +299,8 @@ class EvalSettings(Strict):
     compile: StrictBool | None = None
     # guided-diffusion's respacing ("ddim40", "250", "50,50"); None: "ddim{ddim_steps}" for
     # DDIM and all T steps for the ancestral sampler. Translations use it with the DDIM sampler.
-    # Only for ddim and ancestral; with ddim it replaces ddim_steps (set one of the two).
+    # Only for ddim and ancestral; with ddim it replaces ddim_steps (set one of the two), and
+    # "ddimN" is read as ddim_steps N (one spelling, one run id).
     # YAML reads `respacing: 250` as a number: it is the grammar's step count all the same
     respacing: str | None = None
     clip_denoised: StrictBool = True      # clip x0 to [-1, 1] at every step, as the official code
@@ -309,7 +320,7 @@ class EvalSettings(Strict):
     precision: Precision = "fp32"
     # The sampling noise (and translation noise), 0..4294967295. A list (non-empty, no repeats):
     # one set of products per seed, so that the intervals cover the spread over sampling
-    # noise, not only over images.
+    # noise, not only over images; a list of one seed is that seed.
     seed: Annotated[int | list[int], BeforeValidator(_seed_or_seeds)] = 0
     # true: every model is evaluated twice, on a `validation` and a disjoint `test` split
     # (other noise, other translation inputs, the other half of a held-out reference;
@@ -326,6 +337,21 @@ class EvalSettings(Strict):
     def seeds(self) -> list[int]:
         """The evaluation seeds, in order."""
         return list(self.seed) if isinstance(self.seed, list) else [self.seed]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ddim_respacing_is_a_step_count(cls, data: Any) -> Any:
+        """Under DDIM `respacing: ddimN` is `ddim_steps: N` (that is how DDIM samples without a
+        respacing: models/sampling.py sampler_timesteps): one spelling, so one run id. Where
+        ddim_steps is set as well, _one_step_count says so."""
+        if not isinstance(data, dict) or data.get("sampler", "ddim") != "ddim":
+            return data
+        steps = re.fullmatch(r"ddim(\d+)", str(data.get("respacing")))
+        default = cls.model_fields["ddim_steps"].default
+        if steps and data.get("ddim_steps", default) == default and _respaces(steps.group(0)):
+            data = {k: v for k, v in data.items() if k != "respacing"}
+            data["ddim_steps"] = int(steps.group(1))
+        return data
 
     @field_validator("respacing", mode="before")
     @classmethod

@@ -271,6 +271,27 @@ def test_a_respacing_yaml_reads_as_a_number_is_its_step_count():
         EvalSettings(respacing=True)
 
 
+def test_two_spellings_of_one_evaluation_are_one_run_id():
+    """`seed: [3]` is `seed: 3`, and under DDIM `respacing: ddim25` is `ddim_steps: 25` (the
+    same timesteps: models/sampling.py): written either way, an evaluation is not run twice."""
+    from runs.spec import EvalSettings, run_id
+    from models.sampling import sampler_timesteps
+
+    assert run_id(EvalSettings(seed=[3])) == run_id(EvalSettings(seed=3)) != run_id(EvalSettings(seed=[3, 4]))
+    assert EvalSettings(seed=[3]).seeds == [3]
+    assert run_id(EvalSettings(respacing="ddim40")) == run_id(EvalSettings())
+    spelled = EvalSettings(respacing="ddim25")
+    assert spelled == EvalSettings(ddim_steps=25) and run_id(spelled) != run_id(EvalSettings())
+    assert sampler_timesteps("ddim25", 40, 1000) == sampler_timesteps(None, spelled.ddim_steps, 1000)
+    # the ancestral sampler's respacing is its own chain (ddim_steps stays the translations')
+    assert EvalSettings(sampler="ancestral", respacing="ddim25").respacing == "ddim25"
+    # a respacing that does not hold is named as written, not as a step count
+    with pytest.raises(ValidationError, match="respacing"):
+        EvalSettings(respacing="ddim37")
+    with pytest.raises(ValidationError, match="not both"):
+        EvalSettings(respacing="ddim25", ddim_steps=20)
+
+
 def test_a_t0_that_runs_no_ddim_step_is_refused_by_the_translations_own_steps():
     """Translations run DDIM: with the ancestral sampler they take ddim_steps, not the respacing."""
     from runs.spec import EvalSettings
