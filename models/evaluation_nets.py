@@ -159,8 +159,19 @@ def _train_domain_classifier(source: Mapping, target: Mapping, recipe: dict) -> 
     return net
 
 
+def _data_key(data: Mapping, fields=None) -> dict:
+    """A data spec (its `fields`, or all) as a cache key: a folder is named by its path and
+    told apart from its own earlier contents by its listing (models/data/folder.py
+    listing_digest), so that images replaced under the same path train the network again."""
+    key = {k: data[k] for k in (fields or data) if k in data}
+    if data.get("kind") == "folder":
+        from models.data.folder import listing_digest
+        key["listing"] = [listing_digest(data[k]) for k in ("path", "reference") if data.get(k)]
+    return key
+
+
 def domain_classifier(source: Mapping, target: Mapping) -> DomainClassifier:
-    key = {"recipe": DOMAIN_RECIPE, "source": dict(source), "target": dict(target)}
+    key = {"recipe": DOMAIN_RECIPE, "source": _data_key(source), "target": _data_key(target)}
     return _cached(_cache_path("domain", key),
                    lambda: _train_domain_classifier(source, target, DOMAIN_RECIPE), DomainClassifier())
 
@@ -252,9 +263,10 @@ def labelled_classifiers(source: Mapping, target: Mapping, labels) -> list[Featu
     """The fold networks of a folder pair with labels (models.data.labels.FolderLabels):
     network k never trained on the reference images of fold k
     (`reference_folds(len(labels.reference), len(networks))`). Cached by the recipe, the data
-    and the labels file's content. Class outputs are in the order of `labels.classes`."""
-    key = {"recipe": LABELLED_RECIPE, "source": dict(source), "labels": labels.digest,
-           "target": {k: target[k] for k in ("kind", "path", "reference", "resolution")}}
+    (a folder's path and listing) and the labels file's content. Class outputs are in the
+    order of `labels.classes`."""
+    key = {"recipe": LABELLED_RECIPE, "source": _data_key(source), "labels": labels.digest,
+           "target": _data_key(target, ("kind", "path", "reference", "resolution"))}
     folds = _cached(_cache_path("labelled", key), lambda: _train_folds(source, target, labels, LABELLED_RECIPE),
                     _Folds(LABELLED_RECIPE["folds"], len(labels.classes)))
     return list(folds.nets)

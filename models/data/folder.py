@@ -11,6 +11,7 @@ image viewer shows it; the crop is then taken from the upright image.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,18 @@ def list_images(folder: str | Path) -> list[Path]:
     if not files:
         raise DatasetError(f"{folder}: no images (looked for {', '.join(sorted(EXTENSIONS))})")
     return files
+
+
+def listing_digest(folder: str | Path) -> str:
+    """What a cache of something made from a folder's images must change with: each image
+    file's path within the folder, size and modification time (stat calls, no reads; an
+    edit in place that keeps both the size and the time goes unseen)."""
+    folder = Path(folder)
+    digest = hashlib.blake2b(digest_size=10)
+    for path in list_images(folder):
+        info = path.stat()
+        digest.update(f"{path.relative_to(folder)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

@@ -201,3 +201,31 @@ def test_a_large_folder_scan_checks_exactly_its_limit_evenly_spaced(tmp_path, mo
     monkeypatch.setattr(folder.Image, "open", lambda path, *a, **k: opened.append(path.name) or real_open(path, *a, **k))
     assert scan_images(tmp_path, limit=20) == 30
     assert len(opened) == 20 and opened[0] == "00.png" and opened[-1] >= "27.png"
+
+
+def test_a_classifier_made_from_a_folder_is_made_again_when_its_images_change(tmp_path, monkeypatch):
+    """The EGSDE domain classifier (and the labelled folds, keyed alike) is cached by the
+    folders' paths and listings: the same folders reuse it, images replaced under the same
+    path train it again, where a key of paths alone handed back the old network."""
+    from models import evaluation_nets
+
+    monkeypatch.setenv("SDFT_CACHE_DIR", str(tmp_path / "cache"))
+    trained = []
+    monkeypatch.setattr(evaluation_nets, "_train_domain_classifier",
+                        lambda source, target, recipe: trained.append(1) or evaluation_nets.DomainClassifier())
+    for name in ("source", "target", "held-out"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.new("RGB", (16, 16), (40 * i, 0, 0)).save(tmp_path / name / f"{i}.png")
+    source = {"kind": "folder", "path": str(tmp_path / "source"), "resolution": 16}
+    target = {"kind": "folder", "path": str(tmp_path / "target"), "reference": str(tmp_path / "held-out"),
+              "resolution": 16}
+    evaluation_nets.domain_classifier(source, target)
+    evaluation_nets.domain_classifier(source, target)
+    assert len(trained) == 1
+    Image.new("RGB", (24, 24), (0, 200, 0)).save(tmp_path / "held-out" / "1.png")    # replaced in place
+    evaluation_nets.domain_classifier(source, target)
+    assert len(trained) == 2
+    (tmp_path / "source" / "2.png").write_bytes((tmp_path / "source" / "0.png").read_bytes())   # one more
+    evaluation_nets.domain_classifier(source, target)
+    assert len(trained) == 3
