@@ -102,12 +102,16 @@ CONF
   chmod 600 /etc/slurm/slurmdbd.conf
 }
 
+# munged and MariaDB may be the machine's own, running before `start`: `stop` stops them only
+# where `start` started them (a marker in $DIR/run), as it stops only the Slurm daemons whose
+# pid files are in $DIR
 start_munge() {
   munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && return
   install -d -o munge -g munge -m 0755 /run/munge
   [ -s /etc/munge/munge.key ] || runuser -u munge -- mungekey --create --keyfile=/etc/munge/munge.key
   runuser -u munge -- /usr/sbin/munged
   retry 50 sh -c 'munge -n | unmunge' || die "munged did not start"
+  touch "$DIR/run/munged.started"
 }
 
 start_database() {
@@ -115,6 +119,7 @@ start_database() {
     install -d -o mysql -g root -m 0755 /run/mysqld
     /etc/init.d/mariadb start >/dev/null
     retry 60 mariadb-admin --connect-timeout=2 ping || die "mariadb did not start"
+    touch "$DIR/run/mariadb.started"
   fi
   mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DBPASS';
               GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
@@ -124,7 +129,8 @@ start_database() {
 }
 
 stop_daemons() {
-  scontrol shutdown >/dev/null 2>&1 || true
+  # only a controller of ours: without one, scontrol would ask whatever Slurm it finds
+  if alive "$DIR/run/slurmctld.pid"; then scontrol shutdown >/dev/null 2>&1 || true; fi
   local name pid
   for name in slurmd slurmctld slurmdbd; do
     alive "$DIR/run/$name.pid" || continue
@@ -165,12 +171,18 @@ start() {
 }
 
 stop() {
-  if scontrol ping 2>/dev/null | grep -q UP; then
+  if alive "$DIR/run/slurmctld.pid" && scontrol ping 2>/dev/null | grep -q UP; then
     scancel --full --quiet --user=root 2>/dev/null || true
   fi
   stop_daemons
-  /etc/init.d/mariadb stop >/dev/null 2>&1 || true
-  [ -s /run/munge/munged.pid ] && kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true
+  if [ -e "$DIR/run/mariadb.started" ]; then
+    /etc/init.d/mariadb stop >/dev/null 2>&1 || true
+    rm -f "$DIR/run/mariadb.started"
+  fi
+  if [ -e "$DIR/run/munged.started" ]; then
+    [ -s /run/munge/munged.pid ] && kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true
+    rm -f "$DIR/run/munged.started"
+  fi
   say "stopped"
 }
 
