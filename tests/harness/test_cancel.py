@@ -104,11 +104,11 @@ def test_cancel_of_unknown_runs_or_grids_is_one_line(smoke_store):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not a grid results folder" in proc.stderr
 
 
-def test_a_local_submission_cancelled_while_it_trains(tmp_path):
-    """The whole flow on this machine: the pretraining is stopped, the submission ends, status
-    says cancelled, a plain resubmit runs nothing, --retry-cancelled would run it all. 10 s on
-    the 2-core machine, with other jobs running."""
-    grid = write_grid(tmp_path, smoke_grid(name="stopme", methods=["naive"],
+def training_submission(tmp_path, name: str):
+    """A local submission of a grid whose pretraining would take hours, returned once the
+    pretraining is running and has logged a step: (grid, results, plan, the pretraining's
+    folder, the submission's process)."""
+    grid = write_grid(tmp_path, smoke_grid(name=name, methods=["naive"],
                                            datasets__0__source__pretrain__steps=100_000))
     results = tmp_path / "results"
     plan = expand(load_grid(grid), base_dir=tmp_path)
@@ -120,6 +120,14 @@ def test_a_local_submission_cancelled_while_it_trains(tmp_path):
     while time.time() < deadline and not (pretrain.state_path.is_file() and pretrain.status == "running"
                                           and pretrain.state().get("step") is not None):
         time.sleep(0.1)
+    return grid, results, plan, pretrain, submission
+
+
+def test_a_local_submission_cancelled_while_it_trains(tmp_path):
+    """The whole flow on this machine: the pretraining is stopped, the submission ends, status
+    says cancelled, a plain resubmit runs nothing, --retry-cancelled would run it all. 10 s on
+    the 2-core machine, with other jobs running."""
+    grid, results, plan, pretrain, submission = training_submission(tmp_path, "stopme")
     cancel = run_module("harness.cli", "cancel", str(results / "stopme"), check=True)
     assert f"{pretrain.run_id}: cancelled (local pid" in cancel.stdout
     out, err = submission.communicate(timeout=60)
@@ -144,18 +152,7 @@ def test_a_local_submission_stopped_by_sigterm_stops_its_job_which_the_next_one_
     alike): Python's default would end the submission alone, its job running on with no one
     waiting for it (measured before the change). Now the job stops with it and is recorded
     lost, and submitting again runs it."""
-    grid = write_grid(tmp_path, smoke_grid(name="killme", methods=["naive"],
-                                           datasets__0__source__pretrain__steps=100_000))
-    results = tmp_path / "results"
-    plan = expand(load_grid(grid), base_dir=tmp_path)
-    pretrain = Store(results).run(plan.by_stage("pretrain")[0].run_id)
-    submission = subprocess.Popen([sys.executable, "-m", "harness.submit", str(grid), "--results", str(results),
-                                   "--executor", "local"], cwd=ROOT, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (pretrain.state_path.is_file() and pretrain.status == "running"
-                                          and pretrain.state().get("step") is not None):
-        time.sleep(0.1)
+    grid, results, plan, pretrain, submission = training_submission(tmp_path, "killme")
     job = pretrain.state()
     submission.send_signal(signal.SIGTERM)                 # the submission only, not its job
     out, err = submission.communicate(timeout=60)
