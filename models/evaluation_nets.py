@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from models.classifiers import DomainClassifier, FeatureNet
 from models.data import open_dataset, to_model_range
-from models.data.builtin import builtin_split, cache_dir, grey_to_rgb
+from models.data.builtin import builtin_split, cache_dir, grey_to_rgb, source_indices
 from models.data.painted import paint
 from models.schedule import NoiseSchedule
 from models.shipped import find_shipped, write_provenance
@@ -77,6 +77,12 @@ def _cached(path: Path, build: Callable[[], torch.nn.Module], model: torch.nn.Mo
 
 
 # ---------------------------------------------------------------- builtin feature network
+def feature_net_images() -> np.ndarray:
+    """The Fashion-MNIST training images (indices) the builtin network trained on, each grey
+    and painted: the first `per_domain` of its pair's source split (_train_feature_net)."""
+    return source_indices(FEATURE_RECIPE["pair_seed"])[:FEATURE_RECIPE["per_domain"]]
+
+
 def _train_feature_net(recipe: dict) -> FeatureNet:
     source = builtin_split("source", 32, recipe["pair_seed"])
     n = recipe["per_domain"]

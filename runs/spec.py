@@ -517,7 +517,10 @@ BUILTIN_EVAL_VERSION = 2
 # calibrated (the built-in pair; a folder target with labels and a reference):
 #   1: the source model's samples and the real source images corrected with the
 #      classifier's error rates on held-out source-style images, not the target style's.
-SOURCE_EVAL_VERSION = 1
+#   2: the real source rows take source images the classifier never trained on (on a folder
+#      pair also none of the source-style calibration images), where enough are left
+#      (jobs/evaluation/measure.py real_source_positions).
+SOURCE_EVAL_VERSION = 2
 # The same for what only evaluations against a folder target compute:
 #   1: the diversity metric's 10 cluster centres a seeded choice of the target images, not
 #      the first 10 of the folder's sorted listing (a folder of class subfolders gave one class).

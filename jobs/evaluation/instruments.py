@@ -218,12 +218,9 @@ def source_style_calls(spec: EvalSpec, classes: Classes, split: str | None = Non
         images = open_dataset(source, split="source_test")
         pool, labels = np.arange(len(images)), np.asarray(images.labels)
         which = "the grey test images at the painted calibration images' positions: the same garments"
-    elif classes.extractor == "labelled" and source["kind"] == "folder":
-        from models.evaluation_nets import LABELLED_RECIPE, labelled_source_choice
+    elif classes.extractor == "labelled" and (pool := unseen_sources(spec, classes)) is not None:
         # the translation inputs are the source folder: their labels are its labels
-        labels = np.asarray(classes.source_labels)
-        images = open_dataset(source)
-        pool = np.setdiff1d(np.flatnonzero(labels >= 0), labelled_source_choice(labels, LABELLED_RECIPE["max_source"]))
+        labels, images = np.asarray(classes.source_labels), open_dataset(source)
         which = f"odd positions of the {len(pool)} labelled source images outside the networks' training choice"
     else:
         return None
@@ -233,6 +230,25 @@ def source_style_calls(spec: EvalSpec, classes: Classes, split: str | None = Non
     # image i of a set the folds never saw is scored by network i mod their count (Classes)
     predicted, sure = classes.predict(stack(images, positions))
     return HeldOutCalls(labels[positions], predicted, sure, positions, "source", which)
+
+
+def unseen_sources(spec: EvalSpec, classes: Classes | None) -> np.ndarray | None:
+    """The source set's images (positions) the classifier never trained on: on the built-in
+    pair those outside the builtin network's training images (feature_net_images); on a
+    folder pair with labels the labelled ones outside the fold networks' choice
+    (labelled_source_choice), whose odd positions (as the held-out domain's: floor_positions)
+    calibrate the classifier in the source's style. None elsewhere."""
+    if classes is None:
+        return None
+    if classes.extractor == "builtin" and spec.source_data.kind == "builtin-source":
+        from models.data.builtin import source_indices
+        from models.evaluation_nets import feature_net_images
+        return np.flatnonzero(~np.isin(source_indices(spec.source_data.seed), feature_net_images()))
+    if classes.extractor == "labelled" and spec.source_data.kind == "folder":
+        from models.evaluation_nets import LABELLED_RECIPE, labelled_source_choice
+        labels = np.asarray(classes.source_labels)
+        return np.setdiff1d(np.flatnonzero(labels >= 0), labelled_source_choice(labels, LABELLED_RECIPE["max_source"]))
+    return None
 
 
 def floor_positions(total: int, max_reference: int, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:

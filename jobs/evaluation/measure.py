@@ -54,7 +54,8 @@ from report.results import CLASSIFIER_CALIBRATION
 from runs.spec import EvalSettings, EvalSpec
 from jobs.evaluation import splits
 from jobs.evaluation.instruments import (Classes, Extractors, HeldOutCalls, ReferenceSet, References,
-                                         floor_positions, folder_labels_of, reference_subset, stack)
+                                         floor_positions, folder_labels_of, reference_subset, stack,
+                                         unseen_sources)
 from models import metrics
 from models.class_share import CALLS_PREFIX, corrected_interval, describe, style_of
 from models.data import open_dataset
@@ -349,11 +350,12 @@ def calibration_sets(spec: EvalSpec, references: References, n: int, split: str 
     even, odd = floor_positions(len(heldout), s.max_reference, split)
     ref_labels = classes.reference_labels if classes is not None else None
     halves = {"full-domain": ReferenceSet(stack(heldout, odd), labels_of(heldout, odd, ref_labels))}
+    source_positions, source_phrase = real_source_positions(spec, classes, len(source), n, split)
     sets = {}
     for name, ds, indices, refs, fallback in (
             # a seeded choice of n, not the first n: a folder's sorted listing groups its classes
             ("target-train", target, reference_subset(len(target), n), full, None),
-            ("source", source, reference_subset(len(source), n), full,
+            ("source", source, source_positions, full,
              classes.source_labels if classes is not None and source_spec["kind"] == "folder" else None),
             ("held-out-half", heldout, even[reference_subset(len(even), n)], halves, ref_labels)):
         note = f"real {name} images vs the held-out domain"
@@ -361,12 +363,34 @@ def calibration_sets(spec: EvalSpec, references: References, n: int, split: str 
             note = (f"real held-out images (even positions) vs the other half ({len(odd)} odd-position "
                     f"images): the noise floor")
         elif name == "source":
-            note = "real source images vs the held-out target domain: the style gap"
+            note = "real source images vs the held-out target domain: the style gap" + source_phrase
         if len(indices) < n:
             note += f"; only {len(indices)} images (not {n}): FID is biased upward at smaller n"
         networks = classes.networks(indices) if classes is not None and name == "held-out-half" else None
         sets[name] = RealSet(stack(ds, indices), labels_of(ds, indices, fallback), refs, note, networks)
     return sets
+
+
+def real_source_positions(spec: EvalSpec, classes: Classes | None, total: int, n: int, split: str | None = None
+                          ) -> tuple[np.ndarray, str]:
+    """The real source rows' images (a seeded choice of n) and what the note adds. The source
+    model's evaluation takes them from the source images the classifier never trained on
+    (instruments.unseen_sources; on a folder pair the even positions of those, since the odd
+    ones calibrate it in the source's style), so that the rows check the corrected share on
+    images no part of the instrument saw; where fewer than n are left, from the whole source
+    set, and the note says so."""
+    unseen = unseen_sources(spec, classes) if spec.role == "source" else None
+    if unseen is None:
+        return reference_subset(total, n), ""
+    if spec.source_data.kind == "folder":
+        unseen = unseen[floor_positions(len(unseen), spec.settings.max_reference, split)[0]]
+        chosen = "labelled source images the class networks never trained on, none of the source-style calibration images"
+    else:
+        chosen = "source images the builtin network never trained on"
+    if len(unseen) >= n:
+        return unseen[reference_subset(len(unseen), n)], f"; {chosen}"
+    return reference_subset(total, n), (f"; only {len(unseen)} source images left that the classifier never "
+                                        f"trained on (not {n}): these include images it trained on")
 
 
 @dataclass(frozen=True)

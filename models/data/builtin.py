@@ -45,6 +45,12 @@ def grey_to_rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=-1)
 
 
+def source_indices(seed: int = 0, train_size: int = 60_000) -> np.ndarray:
+    """The Fashion-MNIST training images of the pair's source split, in its order (indices
+    into the 60,000 training images): build_pair's first draw from its seed."""
+    return np.random.default_rng(seed).permutation(train_size)[:SOURCE_SIZE]
+
+
 def build_pair(resolution: int = 32, seed: int = 0, size: int = 500,
                missing: tuple[int, ...] = (5, 8, 9)) -> dict[str, np.ndarray]:
     (train_x, train_y), (test_x, test_y) = load_fashion_mnist()

@@ -24,7 +24,7 @@ GOLDEN_SPECS = {
     "sdft": (finetune_spec("sdft"), "68483eb950"),
     "sdft-min-snr": (finetune_spec("sdft", distill={"weighting": "min-snr"}), "c458aed5ff"),
     "scratch": (finetune_spec("scratch"), "0a1c2e364f"),
-    "evaluate": (eval_spec(), "1006cdd6a5"),   # built-in pair, the source model: builtin_eval 2, source_eval 1
+    "evaluate": (eval_spec(), "e0072337f1"),   # built-in pair, the source model: builtin_eval 2, source_eval 2
 }
 
 

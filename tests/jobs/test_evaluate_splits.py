@@ -24,7 +24,9 @@ SETTINGS = dict(tasks=["unconditional", "sdedit"], num_samples=24, batch_size=12
 # same to 1e-3; the sdedit and calibration rows are those of the new draws. Rewritten again
 # when the builtin network began to see 16 px images framed as it trained (builtin_eval 2):
 # only the builtin extractor's rows changed (LPIPS, PSNR, SSIM, clipped and intra-cluster
-# shares the same to 1e-3). Floats are compared with a tolerance, since
+# shares the same to 1e-3). Rewritten again when the real source rows began to take source
+# images the builtin network never trained on (source_eval 2): only the 19 calibration rows
+# of `source` changed. Floats are compared with a tolerance, since
 # another CPU or BLAS build rounds differently (the same code gives these bits on one machine).
 EXPECTED_ROWS = Path(__file__).parents[1] / "data" / "evaluate-plain-rows.csv"
 # rows added since by the class instrument (docs/evaluation-classes.md): the rows the

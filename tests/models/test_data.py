@@ -52,6 +52,16 @@ def test_pair_is_read_back_from_the_cache(pair16, monkeypatch):
         load_pair(resolution=16, seed=0, size=201, missing=(5, 8, 9))
 
 
+def test_source_indices_are_the_pairs_source_split(pair16):
+    """What the evaluation takes for the builtin network's unseen source images rests on it."""
+    from models.data.fashion_mnist import load_fashion_mnist
+
+    (train_x, train_y), _ = load_fashion_mnist()
+    chosen = builtin.source_indices(0, len(train_x))
+    assert np.array_equal(pair16["source_y"], train_y[chosen])
+    assert np.array_equal(pair16["source_x"][:50], builtin.resize(train_x[chosen[:50]], 16))
+
+
 def test_painted_style_differs_from_grey(pair16):
     target = pair16["target_x"].astype(float)
     channel_spread = np.abs(target[..., 0] - target[..., 2]).mean()

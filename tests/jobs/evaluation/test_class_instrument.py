@@ -118,6 +118,39 @@ def test_source_style_calibration_takes_labelled_source_images_the_networks_neve
     assert "15 labelled source images outside" in calls.described
 
 
+def test_the_real_source_rows_take_source_images_no_part_of_the_instrument_saw(instrument, monkeypatch):
+    """On a labelled folder pair the real source rows check the source-style correction: their
+    images are labelled source images that neither the fold networks trained on nor the
+    source-style calibration used. Where too few are left, all source images, said so."""
+    import dataclasses
+
+    from jobs.evaluation import instruments
+    from jobs.evaluation.measure import calibration_sets
+    from models import evaluation_nets
+    from models.data import open_dataset
+    from models.data.labels import folder_labels
+
+    spec, classes, references = instrument
+    target = spec.target_data
+    labels = folder_labels(target.labels, target.path, target.reference, spec.source_data.path).source
+    source = open_dataset(spec.source_data.model_dump())
+    as_bytes = lambda images: {bytes(im.numpy()) for im in images}      # noqa: E731
+    # every labelled source image trained the networks (45 < max_source): nothing is left
+    note = calibration_sets(spec, references, 5)["source"].note
+    assert "only 0 source images left that the classifier never trained on (not 5)" in note
+    monkeypatch.setitem(evaluation_nets.LABELLED_RECIPE, "max_source", 30)
+    calls = instruments.source_style_calls(spec, classes)
+    references = dataclasses.replace(references, source_calls=calls)
+    rows = calibration_sets(spec, references, 5)["source"]
+    trained = evaluation_nets.labelled_source_choice(labels, 30)
+    seen = as_bytes(instruments.stack(source, np.concatenate([trained, calls.positions])))
+    assert len(rows.images) == 5 and not as_bytes(rows.images) & seen
+    assert as_bytes(rows.images) <= as_bytes(instruments.stack(source, np.flatnonzero(labels >= 0)))
+    assert "never trained on, none of the source-style calibration images" in rows.note
+    # 15 left, 7 or 8 of them (the even positions) for the rows: 20 asked is too many
+    assert "left that the classifier never trained on (not 20)" in calibration_sets(spec, references, 20)["source"].note
+
+
 def test_a_folder_s_diversity_centres_are_a_seeded_choice_across_its_classes(instrument):
     """The target folder lists its images sorted by path (c0_*, then c1_*): its first 10 are
     all of class 0; the centres are a seeded choice, so both of its classes are among them.

@@ -27,7 +27,7 @@ def demo_instrument():
 @pytest.mark.slow
 def test_grey_images_are_corrected_with_the_grey_error_rates(demo_instrument):
     """Slow: the builtin network on 12,000 images, about 20 s on 2 cores."""
-    from jobs.evaluation.measure import Rows, calibration_sets, class_share
+    from jobs.evaluation.measure import Rows, calibration_sets, class_share, real_source_positions
 
     spec, classes, references = demo_instrument
     target, source = references.calls, references.source_calls
@@ -36,6 +36,11 @@ def test_grey_images_are_corrected_with_the_grey_error_rates(demo_instrument):
     assert np.array_equal(source.positions, target.positions) and len(source.positions) == 5000
     assert np.array_equal(source.labels, target.labels)
     real = calibration_sets(spec, references, 2000)["source"]     # grey images of the source split
+    # ... that the builtin network never trained on: it trained on the first 30,000 of this
+    # pair's source split (the same pair seed), so the rows take the last 20,000
+    positions, phrase = real_source_positions(spec, classes, 50_000, 2000)
+    assert positions.min() >= 30_000 and len(set(positions)) == 2000
+    assert phrase == "; source images the builtin network never trained on" and real.note.endswith(phrase)
     truth = np.isin(real.labels, classes.missing).mean()
     found = {}
     for calls in (target, source):
