@@ -34,13 +34,23 @@ def available(module: str) -> bool:
 
 def start(module: str, folder: RunFolder, env: dict[str, str]) -> multiprocessing.process.BaseProcess:
     """The job `python -m module RUN_DIR`, forked from the warm process (started on first
-    use, in `env`); its output appended to the run's job.log. Join it for its exit code
-    (negative: the signal that ended it)."""
+    use, in `env`); its output appended to the run's job.log, its pid recorded in the run's
+    state before it starts. Join it for its exit code (negative: the signal that ended it)."""
+    log = str(folder.job_log_path)
+    return fork(module, [str(folder.path)], env, stdout=log, stderr=log, record_in=str(folder.path))
+
+
+def fork(module: str, args: list[str], env: dict[str, str], stdout: str, stderr: str,
+         record_in: str | None = None) -> multiprocessing.process.BaseProcess:
+    """`python -m module ARGS` in `env`, forked from the warm process (started on first use,
+    in `env`); its stdout and stderr appended to those files (the same file for both: in the
+    order written); with `record_in`, its pid recorded in that run folder's state first.
+    Join it for its exit code (negative: the signal that ended it)."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     _ensure_running(env)
-    process = context.Process(target=_run, args=(module, str(folder.path), env, str(folder.job_log_path)),
-                              name=f"{module} {folder.run_id}")
+    process = context.Process(target=_run, args=(module, list(args), env, stdout, stderr, record_in),
+                              name=f"{module} {' '.join(args)}")
     process.start()
     return process
 
@@ -57,21 +67,23 @@ def _ensure_running(env: dict[str, str]) -> None:
         os.environ.update(saved)
 
 
-def _run(module: str, run_dir: str, env: dict[str, str], log: str) -> None:
+def _run(module: str, args: list[str], env: dict[str, str], stdout: str, stderr: str,
+         record_in: str | None) -> None:
     """In the fork: the job's environment, output and pid, then its module as __main__."""
     os.environ.clear()
     os.environ.update(env)
-    out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.close(out)
-    RunFolder(run_dir).set_state("submitted", executor="local", job_id=None, **process_identity(os.getpid()),
-                                 error=None, logs=[log])
+    for fd, path in ((1, stdout), (2, stderr)):
+        out = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(out, fd)
+        os.close(out)
+    if record_in is not None:
+        RunFolder(record_in).set_state("submitted", executor="local", job_id=None, **process_identity(os.getpid()),
+                                       error=None, logs=[stdout])
     if env.get("OMP_NUM_THREADS", "").isdigit():
         import torch        # preloaded: its thread pool follows this job's setting, not the server's
 
         torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
-    sys.argv = ["-m", run_dir]
+    sys.argv = ["-m", *args]
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     finally:
