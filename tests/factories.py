@@ -1,6 +1,7 @@
 """What the tests build, built in one place: run specs, grids, tiny models, images and noise,
-a network that records its calls, labelled class images, and the processes tests run (a module as a node runs it,
-a fresh interpreter for determinism checks). conftest.py holds only fixtures.
+a network that records its calls, labelled class images, and the processes tests run (a module
+as a node runs it, a job forked as the local executor runs it, a fresh interpreter for
+determinism checks). conftest.py holds only fixtures.
 
 Torch is imported inside the model and image builders only, so that the harness's tests
 that need a spec or a grid do not pay for it.
