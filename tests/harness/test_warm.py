@@ -53,3 +53,24 @@ def test_a_forked_job_killed_by_a_signal_reports_it_as_a_negative_code(tmp_path)
     code = run_job("jobs.train", folder, job_environment(threads=1))
     killer.join()
     assert code == -signal.SIGKILL
+
+
+def test_a_job_started_as_a_fresh_interpreter_restarts_itself_with_the_jobs_environment():
+    """What a Slurm node or `python -m jobs.train` by hand gets (the tests' own jobs are forks
+    that have it already): the allocator settings glibc reads only at process start, through
+    one exec of the same process, not a second one."""
+    import subprocess
+    import sys
+
+    from factories import ROOT
+    from runs.runtime import JOB_ENV
+
+    code = ("import os, sys; from runs.runtime import reexec_with_job_environment; "
+            "print(os.getpid(), os.environ.get('GLIBC_TUNABLES'), flush=True); "
+            "reexec_with_job_environment(['-c', sys.argv[1], sys.argv[1]])")
+    env = {k: v for k, v in os.environ.items() if k not in JOB_ENV}
+    lines = subprocess.run([sys.executable, "-c", code, code], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=60, check=True).stdout.split("\n")
+    before, after = lines[0].split(" ", 1), lines[1].split(" ", 1)
+    assert before == [after[0], "None"] and after[1] == JOB_ENV["GLIBC_TUNABLES"]
+    assert lines[2:] == [""]          # restarted once: the second start has the variable
