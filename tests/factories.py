@@ -194,7 +194,9 @@ def run_module(module: str, *args: str, env: dict | None = None, timeout: float 
     """`python -m module args` from the repository root, as a node or a user runs it. A job
     module is forked from a process that has imported torch once, as the local executor runs
     it (harness/warm.py): about 1 s a tiny job here instead of 7. A fresh interpreter stays
-    covered: the Slurm tests, the multi-process and SIGKILL training tests."""
+    covered: the Slurm tests, the multi-process and SIGKILL training tests. `env` reaches what
+    the job reads as it runs; what torch reads as it is imported (ATEN_CPU_CAPABILITY, say)
+    comes from the environment of the worker's first forked job, as for a local submission."""
     full_env = {**os.environ, **(env or {})}
     if warm.available(module) and Path.cwd() == ROOT:
         proc = _forked(module, list(args), job_environment(full_env), timeout)
