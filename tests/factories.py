@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -210,8 +211,6 @@ def run_module(module: str, *args: str, env: dict | None = None, timeout: float 
 
 def _forked(module: str, args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
     """What subprocess.run(capture_output=True, text=True) returns, for a forked job."""
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="sdft-forked-") as tmp:
         stdout, stderr = Path(tmp, "stdout"), Path(tmp, "stderr")
         process = warm.fork(module, args, env, stdout=str(stdout), stderr=str(stderr))
