@@ -199,6 +199,7 @@ def run_module(module: str, *args: str, env: dict | None = None, timeout: float 
     the job reads as it runs; what torch reads as it is imported (ATEN_CPU_CAPABILITY, say)
     comes from the environment of the worker's first forked job, as for a local submission."""
     full_env = {**os.environ, **(env or {})}
+    # a fork runs in this process's folder: only from the root is it what cwd=ROOT gives
     if warm.available(module) and Path.cwd() == ROOT:
         proc = _forked(module, list(args), job_environment(full_env), timeout)
     else:
