@@ -45,18 +45,24 @@ def grey_to_rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=-1)
 
 
+def split_train(rng: np.random.Generator, train_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pair's first draw: the training images (indices) of the source split, in its
+    order, and the disjoint rest that the target set is drawn from."""
+    order = rng.permutation(train_size)
+    return order[:SOURCE_SIZE], order[SOURCE_SIZE:]
+
+
 def source_indices(seed: int = 0, train_size: int = 60_000) -> np.ndarray:
     """The Fashion-MNIST training images of the pair's source split, in its order (indices
-    into the 60,000 training images): build_pair's first draw from its seed."""
-    return np.random.default_rng(seed).permutation(train_size)[:SOURCE_SIZE]
+    into the 60,000 training images), without building the pair."""
+    return split_train(np.random.default_rng(seed), train_size)[0]
 
 
 def build_pair(resolution: int = 32, seed: int = 0, size: int = 500,
                missing: tuple[int, ...] = (5, 8, 9)) -> dict[str, np.ndarray]:
     (train_x, train_y), (test_x, test_y) = load_fashion_mnist()
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(train_x))
-    source_idx, pool_idx = order[:SOURCE_SIZE], order[SOURCE_SIZE:]   # disjoint
+    source_idx, pool_idx = split_train(rng, len(train_x))
     pool_idx = pool_idx[~np.isin(train_y[pool_idx], missing)]
     if size > len(pool_idx):
         raise DatasetError(f"target size {size} exceeds the {len(pool_idx)} images available")
