@@ -218,8 +218,9 @@ def source_style_calls(spec: EvalSpec, classes: Classes, split: str | None = Non
         images = open_dataset(source, split="source_test")
         pool, labels = np.arange(len(images)), np.asarray(images.labels)
         which = "the grey test images at the painted calibration images' positions: the same garments"
-    elif classes.extractor == "labelled" and (pool := unseen_sources(spec, classes)) is not None:
-        # the translation inputs are the source folder: their labels are its labels
+    elif (pool := unseen_sources(spec, classes)) is not None:
+        # a labelled folder pair (the builtin case is the branch above): the translation
+        # inputs are the source folder, so their labels are its labels
         labels, images = np.asarray(classes.source_labels), open_dataset(source)
         which = f"odd positions of the {len(pool)} labelled source images outside the networks' training choice"
     else:
