@@ -18,7 +18,9 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from runs.errors import UserError, one_line
 
@@ -39,6 +41,26 @@ def now_iso() -> str:
 
 class CorruptFile(UserError):
     """A results file that cannot be read (a disk that filled up, a hand edit): names it."""
+
+
+class RunState(BaseModel):
+    """The keys of state.json that are read back, with the types their writers give them
+    (a hand edit or another version may not): the local job's process (runs/processes.py),
+    the Slurm job, the progress, the resubmit count, the log files, an aggregate's products.
+    Other keys (timestamps, error, weights) pass through as written."""
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    executor: Literal["local", "slurm"] | None = None
+    job_id: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    pid_start: int | None = None
+    step: int | None = None
+    steps: int | None = None
+    resubmits: int | None = None
+    cancelled_by: str | None = None
+    logs: list[str] | None = None
+    products: list[str] | None = None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -196,6 +218,13 @@ class RunFolder:
         if state.get("status", "pending") not in STATUSES:
             raise CorruptFile(f"{self.state_path}: status: expected one of {', '.join(STATUSES)}, got "
                               f"{state['status']!r}; move it away and resubmit to run this run again")
+        try:
+            RunState.model_validate(state)
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            raise CorruptFile(f"{self.state_path}: {field}: {first['msg'].lower()}, got {first['input']!r}; "
+                              "move it away and resubmit to run this run again") from None
         return state
 
     @property

@@ -71,6 +71,18 @@ def test_a_state_file_with_an_unknown_status_is_corrupt(stored_grid):
     assert " unknown " in row and " state.json: status: expected one of " in row and "got 5; move it away" in row
 
 
+def test_a_state_file_with_a_field_of_the_wrong_type_is_corrupt(stored_grid):
+    """A pid written as text (a hand edit) was taken as no process, and `logs` as a string
+    was read as one file per character: now the field is named."""
+    store, broken = stored_grid
+    broken.state_path.write_text('{"status": "running", "executor": "local", "pid": "4242"}')
+    with pytest.raises(CorruptFile, match=r"state\.json: pid: input should be a valid integer, got '4242'; move it away"):
+        broken.state()
+    broken.state_path.write_text('{"status": "submitted", "logs": "job.out"}')
+    row = next(line for line in status_table(store, "smoke").splitlines() if line.startswith(broken.run_id))
+    assert " unknown " in row and " state.json: logs: input should be a valid list, got 'job.out'" in row
+
+
 def test_status_shows_a_run_whose_folder_is_gone(stored_grid):
     """A run folder deleted by hand leaves the grid's link dangling: a row saying so, not a traceback."""
     store, broken = stored_grid
