@@ -72,12 +72,13 @@ def test_a_state_file_with_an_unknown_status_is_corrupt(stored_grid):
 
 
 def test_a_state_file_with_a_field_of_the_wrong_type_is_corrupt(stored_grid):
-    """A pid written as text (a hand edit) was taken as no process, and `logs` as a string
-    was read as one file per character: now the field is named."""
+    """A resubmit count written as text (a hand edit) stopped the submission with a
+    TypeError, and `logs` as a string was read as one file per character: now the field is
+    named, and the status table shows the run as unknown."""
     store, broken = stored_grid
-    broken.state_path.write_text('{"status": "running", "executor": "local", "pid": "4242"}')
-    with pytest.raises(CorruptFile, match=r"state\.json: pid: input should be a valid integer, got '4242'; move it away"):
-        broken.state()
+    broken.state_path.write_text('{"status": "lost", "resubmits": "2"}')
+    with pytest.raises(CorruptFile, match=r"state\.json: resubmits: input should be a valid integer, got '2'; move it away"):
+        submit(SMOKE_GRID, results=store.root, dry_run=True)
     broken.state_path.write_text('{"status": "submitted", "logs": "job.out"}')
     row = next(line for line in status_table(store, "smoke").splitlines() if line.startswith(broken.run_id))
     assert " unknown " in row and " state.json: logs: input should be a valid list, got 'job.out'" in row
