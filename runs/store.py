@@ -209,12 +209,18 @@ class RunFolder:
     def write_spec(self, spec: dict) -> None:
         atomic_write_json(self.spec_path, spec)
 
-    def state(self) -> dict:
-        """state.json; CorruptFile (a UserError naming it) when it cannot be read."""
+    def _stored_state(self) -> dict:
+        """state.json's object as written; CorruptFile when it is not JSON or not an object."""
         state = read_json(self.state_path, {"status": "pending"})
         if not isinstance(state, dict):
             raise CorruptFile(f"{self.state_path}: expected a JSON object, got {type(state).__name__}; "
                               "move it away and resubmit to run this run again")
+        return state
+
+    def state(self) -> dict:
+        """state.json; CorruptFile (a UserError naming it) when it cannot be read, or when a
+        field read back has the wrong type (RunState)."""
+        state = self._stored_state()
         if state.get("status", "pending") not in STATUSES:
             raise CorruptFile(f"{self.state_path}: status: expected one of {', '.join(STATUSES)}, got "
                               f"{state['status']!r}; move it away and resubmit to run this run again")
@@ -250,8 +256,10 @@ class RunFolder:
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         try:
-            state = self.state()
-        except CorruptFile:      # a job recording its progress replaces a file nobody can read
+            # a job recording its progress replaces a file nobody can read, and keeps the
+            # fields of one it can (a wrong-typed one is still named by state())
+            state = self._stored_state()
+        except CorruptFile:
             state = {}
         if status in ("submitted", "running") and state.get("status") == "cancelled" \
                 and state.get("cancelled_by") == USER_CANCEL:

@@ -1,5 +1,6 @@
 """The results store: a corrupt state.json is named in one line, and writes are atomic."""
 import fcntl
+import json
 import os
 import shutil
 
@@ -79,6 +80,8 @@ def test_a_state_file_with_a_field_of_the_wrong_type_is_corrupt(stored_grid):
     broken.state_path.write_text('{"status": "lost", "resubmits": "2"}')
     with pytest.raises(CorruptFile, match=r"state\.json: resubmits: input should be a valid integer, got '2'; move it away"):
         submit(SMOKE_GRID, results=store.root, dry_run=True)
+    broken.set_state("running", step=3)         # a job's progress keeps what it cannot check
+    assert json.loads(broken.state_path.read_text())["resubmits"] == "2"
     broken.state_path.write_text('{"status": "submitted", "logs": "job.out"}')
     row = next(line for line in status_table(store, "smoke").splitlines() if line.startswith(broken.run_id))
     assert " unknown " in row and " state.json: logs: input should be a valid list, got 'job.out'" in row
