@@ -29,6 +29,7 @@ import torch
 from diffusers import UNet2DModel
 
 from models.networks import SIDECAR, read_diffusion_info
+from models.schedule import COSINE_MAX_BETA, COSINE_OFFSET
 from models.shipped import sha256_of
 
 SIDECAR_FORMAT = "sdft-bench/adm-1"
@@ -302,7 +303,7 @@ def diffusion_info(config: ADMConfig) -> dict:
         schedule = {"beta_schedule": "linear", "beta_start": scale * 1e-4, "beta_end": scale * 0.02,
                     "num_train_timesteps": config.diffusion_steps}
     elif config.noise_schedule == "cosine":
-        schedule = {"beta_schedule": "cosine", "s": 0.008, "max_beta": 0.999,
+        schedule = {"beta_schedule": "cosine", "s": COSINE_OFFSET, "max_beta": COSINE_MAX_BETA,
                     "num_train_timesteps": config.diffusion_steps}
     else:
         raise ConversionError(f"--noise_schedule: expected linear or cosine, got {config.noise_schedule!r}")

@@ -26,6 +26,8 @@ import torch
 if TYPE_CHECKING:
     from diffusers import UNet2DModel
 
+    from models.schedule import NoiseSchedule
+
 # (x, t) -> the network's output in float32: predicted noise in the first C channels of
 # x's C, and for a learned-variance model the variance values in the next C.
 # Casting to the network's precision is the wrapper's job.
@@ -86,8 +88,8 @@ def read_diffusion_info(folder: str | Path) -> dict | None:
 
 def check_diffusion_info(info: dict, in_channels: int, out_channels: int, where: str = SIDECAR) -> None:
     """The sidecar must say what `split_output` does with the network's output (eps in the
-    first `in_channels`, a learned-range variance in the next ones, if any) and name the
-    schedule every loss and sampler here uses (NoiseSchedule's linear betas)."""
+    first `in_channels`, a learned-range variance in the next ones, if any) and name a
+    schedule the losses and samplers here implement (models/schedule.py)."""
     from models.schedule import NoiseSchedule
 
     c = in_channels
@@ -102,13 +104,19 @@ def check_diffusion_info(info: dict, in_channels: int, out_channels: int, where:
     if variance != want:
         raise ModelFolderError(f"{where}: variance {variance!r} does not fit a network with {out_channels} "
                                f"output channels (expected {want!r})")
-    s, ours = info.get("schedule", {}), NoiseSchedule()
-    fits = (s.get("beta_schedule") == "linear" and s.get("num_train_timesteps") == ours.num_timesteps
-            and abs(s.get("beta_start", -1) - ours.beta_start) < 1e-12
-            and abs(s.get("beta_end", -1) - ours.beta_end) < 1e-12)
-    if not fits:
-        raise ModelFolderError(f"{where}: schedule {s!r}; the harness trains and samples with linear betas "
-                               f"{ours.beta_start}..{ours.beta_end} over {ours.num_timesteps} steps only")
+    try:
+        NoiseSchedule.from_info(info.get("schedule") or {})
+    except ValueError as err:
+        raise ModelFolderError(f"{where}: {err}") from None
+
+
+def schedule_of(model) -> NoiseSchedule:
+    """The noise schedule a network was trained with, as its folder's diffusion.json names it
+    (`load_unet` keeps it on the model); linear for any other network."""
+    from models.schedule import NoiseSchedule
+
+    info = getattr(model, "diffusion_info", None)
+    return NoiseSchedule.from_info(info["schedule"] if info else None)
 
 
 # ---------------------------------------------------------------- folders

@@ -6,7 +6,8 @@ Nothing here is a hand-written solver: the update rules are diffusers'
 `DPMSolverMultistepScheduler` (algorithm "dpmsolver++", second order) and
 `UniPCMultistepScheduler` (bh2, x0 prediction). This module only sets them up as the DDIM
 path runs (models/sampling.py):
-- the schedule: linear betas over T steps, eps prediction (`NoiseSchedule`);
+- the schedule: the model's betas over T steps (linear or cosine), eps prediction
+  (`NoiseSchedule`);
 - the timesteps: N evaluations at diffusers' default spacing for these solvers (from T-1
   down, the last step to the clean image: sigma 0, as DDIM's alpha_bar = 1), or a given
   respaced grid (DDIM's `ddim{N}`, with which first-order DPM-Solver++ is DDIM exactly);
@@ -38,9 +39,8 @@ def make_scheduler(solver: str, num_steps: int, schedule: NoiseSchedule, clip_de
                    order: int = 2, timesteps: list[int] | None = None):
     """The diffusers scheduler of `solver` for `num_steps` steps at its own spacing, or set to
     visit `timesteps` (ascending, as a respacing gives them) from the last one down."""
-    common = dict(num_train_timesteps=schedule.num_timesteps, beta_start=schedule.beta_start,
-                  beta_end=schedule.beta_end, beta_schedule="linear", prediction_type="epsilon",
-                  solver_order=order, thresholding=clip_denoised, sample_max_value=1.0,
+    common = dict(**schedule.diffusers_config(), prediction_type="epsilon", solver_order=order,
+                  thresholding=clip_denoised, sample_max_value=1.0,
                   final_sigmas_type="zero", lower_order_final=True)
     if solver == "dpm-solver++":
         from diffusers import DPMSolverMultistepScheduler

@@ -36,10 +36,11 @@ def eps_model(net: torch.nn.Module):
     return lambda x, t: net(x, t).float()
 
 
-def sdk_diffusion(respacing: str | None = None, learned: bool = True):
-    """The official configuration: linear betas, T = 1000, eps-prediction, learned-range
-    variance (or fixed "large" without learn_sigma), RESCALED_MSE (the hybrid loss)."""
-    kwargs = dict(betas=gd.get_named_beta_schedule("linear", T),
+def sdk_diffusion(respacing: str | None = None, learned: bool = True, schedule: str = "linear"):
+    """The official configuration: linear betas (or improved-diffusion's cosine), T = 1000,
+    eps-prediction, learned-range variance (or fixed "large" without learn_sigma),
+    RESCALED_MSE (the hybrid loss)."""
+    kwargs = dict(betas=gd.get_named_beta_schedule(schedule, T),
                   model_mean_type=gd.ModelMeanType.EPSILON,
                   model_var_type=gd.ModelVarType.LEARNED_RANGE if learned else gd.ModelVarType.FIXED_LARGE,
                   loss_type=gd.LossType.RESCALED_MSE, rescale_timesteps=False)

@@ -11,6 +11,7 @@ from guided_reference import eps_model as sdk_eps_model
 from runs.methods import get
 from models.loss import DiffusionLoss
 from models.networks import as_eps_model, split_output
+from models.schedule import NoiseSchedule
 from models.weighting import sdft
 
 # t = 0 takes the decoder NLL branch, the others the KL; 999 is the aux term's noisy end
@@ -24,12 +25,13 @@ def inputs(n=len(TIMESTEPS), seed=1):
     return x0, torch.randn(x0.shape, generator=gen)
 
 
-def test_hybrid_loss_equals_guided_diffusions_training_losses():
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_hybrid_loss_equals_guided_diffusions_training_losses(schedule):
     net = randomise(tiny_unet(learned_variance=True), seed=3).eval()
     x0, noise = inputs()
-    ours = DiffusionLoss().terms(as_eps_model(net), x0, TIMESTEPS, noise)
+    ours = DiffusionLoss(NoiseSchedule(kind=schedule)).terms(as_eps_model(net), x0, TIMESTEPS, noise)
     with torch.no_grad():
-        ref = sdk_diffusion().training_losses(lambda x, t: net(x, t).sample, x0, TIMESTEPS, noise=noise)
+        ref = sdk_diffusion(schedule=schedule).training_losses(lambda x, t: net(x, t).sample, x0, TIMESTEPS, noise=noise)
     torch.testing.assert_close(ours.per_sample.detach(), ref["loss"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(float(ours.vb.detach()), float(ref["vb"].mean()), rtol=1e-5, atol=1e-5)
     assert float(ours.vb.detach()) > 0.01 * float(ours.diff.detach())          # the variance term is really there

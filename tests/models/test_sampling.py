@@ -47,17 +47,23 @@ def test_ddim_matches_diffusers_scheduler(clip):
     assert (ours - other).abs().max() > 1e-2        # clipping changes this model's samples
 
 
-def test_ddim_matches_guided_diffusions_ddim_sample_loop():
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_ddim_matches_guided_diffusions_ddim_sample_loop(schedule):
     """A random 6-channel ADM: DDIM uses its eps channels, clips x0 and re-derives eps."""
     net = sdk_unet(seed=2)
     noise = factories.noise(3, seed=4)
-    ours = ddim_sample(sdk_eps_model(net), noise, respacing="ddim40", clip_denoised=True)
+    ours = ddim_sample(sdk_eps_model(net), noise, respacing="ddim40", clip_denoised=True,
+                       schedule=NoiseSchedule(kind=schedule))
     with torch.no_grad():
-        steps = list(sdk_diffusion("ddim40").ddim_sample_loop_progressive(
+        steps = list(sdk_diffusion("ddim40", schedule=schedule).ddim_sample_loop_progressive(
             net, noise.shape, noise=noise.clone(), clip_denoised=True))
     torch.testing.assert_close(ours.images, steps[-1]["sample"], rtol=1e-5, atol=1e-5)
-    unclipped = ddim_sample(sdk_eps_model(net), noise, respacing="ddim40", clip_denoised=False).images
+    unclipped = ddim_sample(sdk_eps_model(net), noise, respacing="ddim40", clip_denoised=False,
+                            schedule=NoiseSchedule(kind=schedule)).images
     assert (unclipped - ours.images).abs().max() > 1e-2
+    if schedule == "cosine":        # the schedule is really used: linear betas land elsewhere
+        linear = ddim_sample(sdk_eps_model(net), noise, respacing="ddim40", clip_denoised=True).images
+        assert (linear - ours.images).abs().max() > 1e-2
 
 
 def test_last_step_x0_excess_is_guided_diffusions_last_pred_xstart():

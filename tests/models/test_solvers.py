@@ -33,18 +33,21 @@ def rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).square().mean().sqrt().item()
 
 
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
 @pytest.mark.parametrize("clip", [False, True])
-def test_first_order_dpm_solver_on_ddims_grid_is_ddim(clip):
+def test_first_order_dpm_solver_on_ddims_grid_is_ddim(clip, kind):
     """DPM-Solver-1 in data prediction is DDIM (eta 0), and diffusers' thresholding with
-    sample_max_value 1 is DDIM's clip: a random network overshoots, so clipping matters."""
+    sample_max_value 1 is DDIM's clip: a random network overshoots, so clipping matters.
+    So on either schedule, the solver's betas are the DDIM path's."""
     eps = tiny_eps_model(seed=3)
     noise = factories.noise(3, seed=5)
-    ddim = ddim_sample(eps, noise, num_steps=10, clip_denoised=clip).images
+    schedule = NoiseSchedule(kind=kind)
+    ddim = ddim_sample(eps, noise, num_steps=10, clip_denoised=clip, schedule=schedule).images
     dpm = solver_sample(eps, noise, "dpm-solver++", timesteps=ddim_timesteps(10), order=1,
-                        clip_denoised=clip).images
+                        clip_denoised=clip, schedule=schedule).images
     # diffusers keeps alpha_bar in float32, the DDIM path in float64
     torch.testing.assert_close(dpm, ddim, rtol=1e-4, atol=1e-4)
-    other = ddim_sample(eps, noise, num_steps=10, clip_denoised=not clip).images
+    other = ddim_sample(eps, noise, num_steps=10, clip_denoised=not clip, schedule=schedule).images
     assert rms(other, ddim) > 1e-2
 
 
