@@ -116,8 +116,8 @@ class Trackers:
             mlflow.end_run()
 
 
-def sample_grid(eps_model, shape: tuple[int, int, int], seed: int, device):
-    """SAMPLE_IMAGES DDIM samples of `eps_model` from noise fixed by `seed`."""
+def sample_grid(eps_model, shape: tuple[int, int, int], seed: int, device, schedule=None):
+    """SAMPLE_IMAGES DDIM samples of `eps_model` (a network of `schedule`) from noise fixed by `seed`."""
     import torch
 
     from models.sampling import ddim_sample
@@ -125,4 +125,4 @@ def sample_grid(eps_model, shape: tuple[int, int, int], seed: int, device):
 
     generator = torch.Generator().manual_seed(derived_seed(seed, "tracking-samples"))
     noise = torch.randn((SAMPLE_IMAGES, *shape), generator=generator).to(device)
-    return ddim_sample(eps_model, noise, num_steps=SAMPLE_DDIM_STEPS).images
+    return ddim_sample(eps_model, noise, num_steps=SAMPLE_DDIM_STEPS, schedule=schedule).images

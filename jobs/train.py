@@ -175,12 +175,13 @@ def build_networks(spec: RunSpec, run_dir: Path, resolution: int):
     return student, teacher
 
 
-def build_loss(spec: RunSpec):
-    """The method's loss from its settings (runs.methods); pretraining trains as naive does."""
+def build_loss(spec: RunSpec, schedule=None):
+    """The method's loss from its settings (runs.methods), for a network of `schedule`;
+    pretraining trains as naive does."""
     method = METHODS[spec.method or "naive"]
     settings = spec.settings.model_dump() if spec.settings is not None else {}
     # the settings a weighting does not use are absent from the spec and from the loss
-    return method.build_loss(**{k: v for k, v in settings.items() if v is not None})
+    return method.build_loss(schedule, **{k: v for k, v in settings.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
     from models.data import open_dataset, to_model_range
     from models.compiling import compile_enabled, compile_in_place
     from models.adapters import parameter_counts
-    from models.networks import as_eps_model
+    from models.networks import as_eps_model, schedule_of
     from jobs import checkpoints
     from jobs.ema import EMA
     from jobs.tracking import Trackers, sample_grid
@@ -282,6 +283,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
     dataset = open_dataset(spec.data.model_dump())
     resolution = int(dataset[0].shape[-1])
     student, teacher = build_networks(spec, Path(run_dir), resolution)
+    schedule = schedule_of(student)     # the starting weights' (a fresh network's: linear)
     ema = EMA(student, spec.ema_decay, warmup=spec.ema_warmup)
     compiled = compile_enabled(spec.compile)        # after the EMA's copy: it stays eager
     compile_in_place(student, compiled)
@@ -295,7 +297,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
     teacher_eps = None
     if teacher is not None:
         teacher_eps = as_eps_model(compile_in_place(teacher.to(engine.device), compiled))
-    loss_fn = build_loss(spec)
+    loss_fn = build_loss(spec, schedule)
     if hasattr(loss_fn, "prepare"):      # a loss that reads the weights themselves (l2sp, ewc)
         loss_fn.prepare(engine.module, teacher, LossContext(spec, Path(run_dir), engine.device))
 
@@ -345,6 +347,9 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
                 append_log(folder, {"event": "parameters", "at_step": step + 1,
                                     **{f"{k}_parameters": v for k, v in parameter_counts(engine.module).items()},
                                     "time": time.time()})
+                # and on which noise levels: the starting weights' schedule (diffusion.json)
+                append_log(folder, {"event": "schedule", "at_step": step + 1, **schedule.info(),
+                                    "time": time.time()})
         done_steps = step + 1
         # the first step after a resume is always logged: it shows where the run went on from;
         # so are snapshots and checkpoints, whose models' training seconds the tables show
@@ -362,7 +367,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, stop_after: int | None = None) 
         if done_steps % spec.checkpoint_every == 0 or done_steps == spec.steps:
             if rank == 0:       # written before the checkpoint, so a run resumed from it has it
                 trackers.images("samples/ema", sample_grid(as_eps_model(ema.model), tuple(dataset[0].shape),
-                                                           spec.seed, engine.device), done_steps)
+                                                           spec.seed, engine.device, schedule), done_steps)
                 trackers.flush()
             checkpoints.save(engine, folder, done_steps, {"step": done_steps, "ema": ema.state_dict()}, rank)
             if rank == 0:

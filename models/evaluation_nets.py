@@ -2,8 +2,9 @@
 
 - `feature_net()`: the `builtin` feature extractor and class/domain classifier, trained on
   the built-in pair's source split, grey and painted (all classes), once per machine.
-- `domain_classifier(source, target)`: EGSDE's time-conditioned domain classifier, trained
-  on noisy source and noisy target images of a run's data.
+- `domain_classifier(source, target, schedule)`: EGSDE's time-conditioned domain classifier,
+  trained on noisy source and noisy target images of a run's data, noised as the guided
+  model's schedule noises them.
 - `labelled_classifiers(source, target, labels)`: for folder data with a labels CSV,
   `folds` FeatureNets cross-fitted over the labelled reference (the target's style, every
   class): network k trains on the labelled source images and the reference images outside
@@ -143,9 +144,9 @@ def ship_feature_net(out_dir: Path) -> Path:
 
 
 # ---------------------------------------------------------------- EGSDE domain classifier
-def _train_domain_classifier(source: Mapping, target: Mapping, recipe: dict) -> DomainClassifier:
+def _train_domain_classifier(source: Mapping, target: Mapping, recipe: dict,
+                             schedule: NoiseSchedule) -> DomainClassifier:
     source_set, target_set = open_dataset(source), open_dataset(target)
-    schedule = NoiseSchedule()
     torch.manual_seed(0)
     net = DomainClassifier()
     opt = torch.optim.AdamW(net.parameters(), lr=recipe["lr"])
@@ -176,10 +177,14 @@ def _data_key(data: Mapping, fields=None) -> dict:
     return key
 
 
-def domain_classifier(source: Mapping, target: Mapping) -> DomainClassifier:
+def domain_classifier(source: Mapping, target: Mapping, schedule: NoiseSchedule | None = None) -> DomainClassifier:
+    """EGSDE's classifier for the noisy images of the guided model's `schedule` (None: linear)."""
+    schedule = schedule or NoiseSchedule()
     key = {"recipe": DOMAIN_RECIPE, "source": _data_key(source), "target": _data_key(target)}
+    if schedule != NoiseSchedule():      # the linear schedule's networks keep their cache key
+        key["schedule"] = schedule.info()
     return _cached(_cache_path("domain", key),
-                   lambda: _train_domain_classifier(source, target, DOMAIN_RECIPE), DomainClassifier())
+                   lambda: _train_domain_classifier(source, target, DOMAIN_RECIPE, schedule), DomainClassifier())
 
 
 # ---------------------------------------------------------------- folder data with labels

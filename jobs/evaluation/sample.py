@@ -22,22 +22,24 @@ from models.solvers import SOLVERS, solver_sample
 
 
 def sample_batch(model, batch: Batch, seed: int, settings: EvalSettings, resolution: int, device,
-                 x0: torch.Tensor | None = None, domain=None) -> Sampled:
+                 x0: torch.Tensor | None = None, domain=None, schedule=None) -> Sampled:
     """The batch's images. x0: the translation inputs (model range, on `device`); domain:
-    EGSDE's domain-classifier features."""
+    EGSDE's domain-classifier features; schedule: the model's (None: linear)."""
     s, p = settings, batch.product
     indices = range(batch.start, batch.stop)
     stream = lambda name: splits.stream(name, p.split)  # noqa: E731
     # translations always run DDIM; the respacing is theirs only when DDIM is the sampler
-    ddim = dict(num_steps=s.ddim_steps, clip_denoised=s.clip_denoised,
+    ddim = dict(num_steps=s.ddim_steps, clip_denoised=s.clip_denoised, schedule=schedule,
                 respacing=s.respacing if s.sampler == "ddim" else None)
     if p.task == "unconditional":
         noise = indexed_noise(seed, stream("unconditional"), indices, (3, resolution, resolution)).to(device)
         if s.sampler == "ancestral":
-            return ancestral_sample(model, noise, respacing=s.respacing, clip_denoised=s.clip_denoised,
+            return ancestral_sample(model, noise, schedule=schedule, respacing=s.respacing,
+                                    clip_denoised=s.clip_denoised,
                                     generator=indexed_generators(seed, stream("ancestral"), indices))
         if s.sampler in SOLVERS:
-            return solver_sample(model, noise, s.sampler, s.solver_steps, clip_denoised=s.clip_denoised)
+            return solver_sample(model, noise, s.sampler, s.solver_steps, schedule=schedule,
+                                 clip_denoised=s.clip_denoised)
         return ddim_sample(model, noise, **ddim)
     noise = indexed_noise(seed, stream("translation"), indices, tuple(x0.shape[1:])).to(device)
     if p.task == "sdedit":

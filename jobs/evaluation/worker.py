@@ -32,10 +32,11 @@ class EvalWorker:
         self.run_dir = Path(run_dir)
         self.extractors = Extractors()
         self._models: dict[str, object] = {}
+        self._schedules: dict[str, object] = {}     # each model's noise schedule
         self._chunks: dict[str, int] = {}
         self._eager: dict[str, object] = {}
         self._sources = None
-        self._domain = None
+        self._domain: dict[object, object] = {}     # by noise schedule
         self._references = {}
         from report.results import git_sha
         self.commit = git_sha()         # stamps each record: once per actor, not per product
@@ -44,8 +45,9 @@ class EvalWorker:
     def model(self, path: str):
         if path not in self._models:
             from models.compiling import compile_enabled, compile_in_place
-            from models.networks import as_eps_model, load_unet
+            from models.networks import as_eps_model, load_unet, schedule_of
             net = load_unet(path).eval().to(self.device)
+            self._schedules[path] = schedule_of(net)
             precision = self.spec.settings.precision
             # `forward` itself stays eager after an in-place compile: the memory probe runs it,
             # in the sampling precision (bf16 activations take half the memory of fp32's)
@@ -64,12 +66,14 @@ class EvalWorker:
             self._sources = open_dataset(data, split=split)
         return self._sources
 
-    def domain_features(self):
-        if self._domain is None:
+    def domain_features(self, schedule):
+        """EGSDE's domain classifier, trained on images noised as `schedule` noises them."""
+        if schedule not in self._domain:
             from models.evaluation_nets import domain_classifier
-            self._domain = domain_classifier(self.spec.source_data.model_dump(),
-                                             self.spec.target_data.model_dump()).to(self.device).features
-        return self._domain
+            self._domain[schedule] = domain_classifier(self.spec.source_data.model_dump(),
+                                                       self.spec.target_data.model_dump(),
+                                                       schedule).to(self.device).features
+        return self._domain[schedule]
 
     def references(self, split: str | None = None):
         """The reference sets, classes and diversity centres every product (of a split) is
@@ -105,17 +109,18 @@ class EvalWorker:
 
         p = batch.product
         model = self.model(p.model_dir)
+        schedule = self._schedules.get(p.model_dir)     # None (a network set from outside): linear
         x0 = domain = None
         if p.task != "unconditional":
             inputs = p.inputs(self.spec, len(self.sources()))
             x0 = to_model_range(torch.stack([self.sources()[inputs[i]] for i in range(batch.start, batch.stop)]))
             x0 = x0.to(self.device)
         if p.task == "egsde":
-            domain = self.domain_features()
+            domain = self.domain_features(schedule)
         # on a GPU the batch goes through in chunks that fit its memory (the same images)
         parts = [sample_batch(model, Batch(p, a, b), p.seed(self.spec), self.spec.settings, self.resolution(),
                               self.device, x0=None if x0 is None else x0[a - batch.start:b - batch.start],
-                              domain=domain)
+                              domain=domain, schedule=schedule)
                  for a, b in chunks(batch.start, batch.stop, self.chunk(p.model_dir, batch.stop - batch.start))]
         sampled = Sampled(torch.cat([s.images for s in parts]), torch.cat([s.x0_excess for s in parts]))
         return str(write_batch(out, sampled))

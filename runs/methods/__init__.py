@@ -36,9 +36,11 @@ class Method:
     that no other method's run id can depend on them. `weightings`: the variants the grid's
     `weightings` list sweeps (sdft's distillation weightings); a run spec of such a method
     names its weighting, and a setting declared with `weightings` applies under those only.
-    `loss(**settings)` builds the loss from the method's settings; every declared setting is
-    passed, so a loss states no defaults of its own. A loss with a `prepare(student, source,
-    context)` method is given the two networks (torch modules) before the first step (l2sp).
+    `loss(**settings, schedule=...)` builds the loss from the method's settings and the
+    network's noise schedule (models/schedule.py `NoiseSchedule`: the one its model folder
+    names; None means linear); every declared setting is passed, so a loss states no
+    defaults of its own. A loss with a `prepare(student, source, context)` method is given
+    the two networks (torch modules) before the first step (l2sp).
     `revision`: bumped when the loss comes to compute something else under the same settings;
     when nonzero it is part of the id of the method's runs, so that a run made by an older
     loss is never taken as done (runs.spec.identity_json).
@@ -59,15 +61,16 @@ class Method:
         """The run spec's key that holds the method's settings; None when it has none."""
         return (self.block or self.name) if (self.params or self.weightings) else None
 
-    def build_loss(self, **settings):
+    def build_loss(self, schedule=None, **settings):
         """The loss with every declared setting: the given ones, the others at their default
-        (a weighting's own settings only under that weighting)."""
+        (a weighting's own settings only under that weighting), for a network trained with
+        `schedule` (None: linear)."""
         weighting = settings.get("weighting", self.weightings[0] if self.weightings else None)
         full = {p.name: p.default for p in self.params if weighting is None or p.applies_to(weighting)}
         full.update(settings)
         if self.weightings:
             full["weighting"] = weighting
-        return self.loss(**full)
+        return self.loss(**full, schedule=schedule)
 
 
 def unit_name(method, weighting, variant) -> str:

@@ -72,7 +72,7 @@ def source_fisher(source, context, fisher_batches: int) -> dict:
     from runs.store import store_root_of
     from models.data import open_dataset, to_model_range
     from models.loss import DiffusionLoss
-    from models.networks import as_eps_model
+    from models.networks import as_eps_model, schedule_of
     from models.seeding import derived_seed
 
     spec = context.spec
@@ -81,7 +81,7 @@ def source_fisher(source, context, fisher_batches: int) -> dict:
         return load_file(cache)
     model = copy.deepcopy(source).float().eval().requires_grad_(True)
     dataset = open_dataset(spec.source_data.model_dump())
-    loss = DiffusionLoss()
+    loss = DiffusionLoss(schedule_of(source))       # the source's data, the source's schedule
     generator = torch.Generator(device=context.device)
 
     def batch_loss(net, step):
@@ -102,8 +102,8 @@ def source_fisher(source, context, fisher_batches: int) -> dict:
 # The loss.
 
 class EWCLoss(PullToSource):
-    def __init__(self, *, lambda_ewc: float, fisher_batches: int):
-        super().__init__(lambda_pull=lambda_ewc, name="ewc")
+    def __init__(self, *, lambda_ewc: float, fisher_batches: int, schedule=None):
+        super().__init__(lambda_pull=lambda_ewc, name="ewc", schedule=schedule)
         self.fisher_batches = fisher_batches
 
     def prepare(self, student, source, context=None, importance: dict | None = None) -> None:

@@ -24,10 +24,10 @@ PARAMS = (
 class PullToSource:
     """sum_i F_i (theta_i - theta_src_i)^2 over the student's weights, F = 1 unless given."""
 
-    def __init__(self, *, lambda_pull: float, name: str):
+    def __init__(self, *, lambda_pull: float, name: str, schedule=None):
         from models.loss import DiffusionLoss
 
-        self.base, self.lambda_pull, self.name = DiffusionLoss(), lambda_pull, name
+        self.base, self.lambda_pull, self.name = DiffusionLoss(schedule), lambda_pull, name
         self.pairs: list = []
 
     def prepare(self, student, source, context=None, importance: dict | None = None) -> None:
@@ -70,8 +70,8 @@ class PullToSource:
                          extra={self.name: penalty})
 
 
-def l2sp_loss(*, lambda_l2sp: float) -> PullToSource:
-    return PullToSource(lambda_pull=lambda_l2sp, name="l2sp")
+def l2sp_loss(*, lambda_l2sp: float, schedule=None) -> PullToSource:
+    return PullToSource(lambda_pull=lambda_l2sp, name="l2sp", schedule=schedule)
 
 
 # measured: the `small` preset at 16 px, batch 32, a plain torch AdamW step on the 2-core

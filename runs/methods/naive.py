@@ -5,10 +5,10 @@ from __future__ import annotations
 from runs.methods import Method
 
 
-def diffusion_loss():
+def diffusion_loss(*, schedule=None):
     from models.loss import DiffusionLoss
 
-    return DiffusionLoss()
+    return DiffusionLoss(schedule)
 
 
 METHOD = Method(name="naive", loss=diffusion_loss)

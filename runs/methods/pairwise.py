@@ -103,10 +103,10 @@ def relative_kl(source_sims, adapted_sims):
 
 class PairwiseLoss:
     def __init__(self, *, lambda_pair: float, lambda_hf_pair: float, lambda_hf_mse: float, pair_group: int,
-                 hf_terms: str):
+                 hf_terms: str, schedule=None):
         from models.loss import DiffusionLoss
 
-        self.base = DiffusionLoss()
+        self.base = DiffusionLoss(schedule)
         self.schedule = self.base.schedule
         self.lambda_pair, self.lambda_hf_pair, self.lambda_hf_mse = lambda_pair, lambda_hf_pair, lambda_hf_mse
         self.group = pair_group

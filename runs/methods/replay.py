@@ -65,10 +65,10 @@ def generate_replay(source, count: int, shape: tuple[int, ...], ddim_steps: int,
     import torch
 
     from models.data import to_uint8
-    from models.networks import as_eps_model, split_output
+    from models.networks import as_eps_model, schedule_of, split_output
     from models.sampling import ddim_sample, indexed_noise
 
-    model = as_eps_model(source)
+    model, schedule = as_eps_model(source), schedule_of(source)
     channels = shape[0]
 
     def eps(x, t):
@@ -77,7 +77,7 @@ def generate_replay(source, count: int, shape: tuple[int, ...], ddim_steps: int,
     out = []
     for start in range(0, count, chunk):
         noise = indexed_noise(0, "replay", range(start, min(start + chunk, count)), shape).to(device)
-        out.append(to_uint8(ddim_sample(eps, noise, num_steps=ddim_steps).images.cpu()))
+        out.append(to_uint8(ddim_sample(eps, noise, num_steps=ddim_steps, schedule=schedule).images.cpu()))
     return torch.cat(out)
 
 
@@ -105,10 +105,11 @@ def replay_set(source, context, images: int, ddim_steps: int, shape: tuple[int, 
 # The loss.
 
 class ReplayLoss:
-    def __init__(self, *, lambda_replay: float, replay_weighting: str, replay_images: int, replay_ddim_steps: int):
+    def __init__(self, *, lambda_replay: float, replay_weighting: str, replay_images: int, replay_ddim_steps: int,
+                 schedule=None):
         from models.loss import DiffusionLoss
 
-        self.base = DiffusionLoss()
+        self.base = DiffusionLoss(schedule)
         self.schedule = self.base.schedule
         self.lambda_replay, self.weighting = lambda_replay, replay_weighting
         self.replay_images, self.replay_ddim_steps = replay_images, replay_ddim_steps

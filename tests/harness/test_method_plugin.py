@@ -24,10 +24,10 @@ HERE = Path(__file__).resolve().parent
 # The method: naive fine-tuning that trains on the low-noise timesteps t < max_t only.
 
 class LowNoiseLoss:
-    def __init__(self, *, max_t: int):
+    def __init__(self, *, max_t: int, schedule=None):
         from models.loss import DiffusionLoss
 
-        self.base, self.max_t = DiffusionLoss(), max_t
+        self.base, self.max_t = DiffusionLoss(schedule), max_t
 
     def __call__(self, student, images, teacher=None, generator=None):
         import torch

@@ -11,7 +11,8 @@ import torch
 
 from factories import run_module, write_spec
 from runs.store import RunFolder
-from models.networks import ModelFolderError, as_eps_model, load_unet, read_diffusion_info, split_output
+from models.networks import ModelFolderError, as_eps_model, load_unet, read_diffusion_info, schedule_of, split_output
+from models.schedule import NoiseSchedule
 from test_adm import convert, reference
 
 # ffhq_p2's options (learn_sigma, resblock_updown, scale-shift norm, head width fixed) at 16 px
@@ -64,10 +65,13 @@ def test_loader_splitter_and_sidecar_agree_on_the_eps_channels(converted, tmp_pa
     assert model_resolution(folder) == 16
     with pytest.raises(ValueError, match=r"diffusion.json: eps_channels \[3, 6\]"):
         model_resolution(bad)
-    cosine = {**info, "schedule": {"beta_schedule": "cosine", "num_train_timesteps": 1000}}
-    (bad / "diffusion.json").write_text(json.dumps(cosine))
-    with pytest.raises(ModelFolderError, match="schedule"):
+    # a schedule the losses and samplers do not implement: cosine over 4,000 steps
+    longer = {**info, "schedule": {**NoiseSchedule(kind="cosine").info(), "num_train_timesteps": 4000}}
+    (bad / "diffusion.json").write_text(json.dumps(longer))
+    with pytest.raises(ModelFolderError, match="over 1000 steps only"):
         load_unet(bad)
+    with pytest.raises(ValueError, match=r"diffusion.json: schedule .*4000"):
+        model_resolution(bad)
 
 
 def test_converted_model_finetunes_with_sdft_and_samples_from_its_raw_weights(converted, tmp_path):
@@ -136,3 +140,50 @@ def test_converted_model_finetunes_with_sdft_and_samples_from_its_raw_weights(co
             expected[name] = to_uint8(sampled.images).numpy()
         assert np.array_equal(got, expected["raw"])
         assert not np.array_equal(got, expected["ema"])          # the check can tell them apart
+
+
+def test_a_cosine_checkpoint_trains_and_samples_on_its_own_schedule(converted, tmp_path):
+    """improved-diffusion's cosine betas, named by the converted folder's diffusion.json: the
+    folder passes the submit check, the training job trains on that schedule and its model
+    folders keep naming it, and the evaluate job's workers sample on it."""
+    from harness.inputs import model_resolution
+    from runs.spec import EvalSpec
+    from jobs.evaluation.plan import Batch, Product, resolve_models
+    from jobs.evaluation.worker import EvalWorker
+    from models.data import to_uint8
+    from models.sampling import ddim_sample, indexed_noise
+
+    ref, _, images = converted
+    torch.save(ref.state_dict(), tmp_path / "adm.pt")
+    source = tmp_path / "cosine-model"
+    assert convert(tmp_path / "adm.pt", source, {**TINY_ADM, "noise_schedule": "cosine"}) == 0
+    cosine = NoiseSchedule(kind="cosine")
+    assert model_resolution(source) == 16 and schedule_of(load_unet(source)) == cosine
+
+    store = tmp_path / "_runs"
+    data = {"kind": "folder", "path": str(images), "resolution": 16}
+    run_dir = write_spec(store / "ft", {
+        "stage": "finetune", "method": "naive", "init": str(source), "data": data, "steps": 2,
+        "batch_size": 4, "lr": 1e-3, "log_every": 1, "checkpoint_every": 2})
+    run_module("jobs.train", str(run_dir), check=True)
+    folder = RunFolder(run_dir)
+    [logged] = [r for r in folder.log_rows() if r.get("event") == "schedule"]
+    assert {k: logged[k] for k in cosine.info()} == cosine.info()
+    for model_dir in (folder.model_dir, run_dir / "model-raw"):
+        assert schedule_of(load_unet(model_dir)) == cosine
+
+    spec = EvalSpec.model_validate({
+        "stage": "evaluate", "role": "finetuned", "model": "run:ft", "source_data": data, "target_data": data,
+        "settings": {"num_samples": 2, "batch_size": 2, "ddim_steps": 5, "tasks": ["unconditional"],
+                     "extractors": ["inception"]}})
+    eval_dir = store / "eval"
+    eval_dir.mkdir()
+    [(step, path)], _ = resolve_models(spec, eval_dir)
+    worker = EvalWorker(spec.model_dump_json(), str(eval_dir), threads=1)
+    got = np.load(worker.sample(Batch(Product("unconditional", None, step, str(path)), 0, 2)))
+    noise = indexed_noise(0, "unconditional", range(2), (3, 16, 16))
+    eps = as_eps_model(load_unet(path).eval())
+    on = {kind: to_uint8(ddim_sample(eps, noise, num_steps=5, schedule=NoiseSchedule(kind=kind)).images).numpy()
+          for kind in ("cosine", "linear")}
+    assert np.array_equal(got, on["cosine"])
+    assert not np.array_equal(got, on["linear"])            # the check can tell them apart

@@ -7,6 +7,7 @@ from models.data import DatasetError, builtin, open_dataset
 from models.data.builtin import build_pair, load_pair
 from models.data.folder import ImageFolderSet, scan_images
 from models.data.painted import paint
+from models.schedule import NoiseSchedule
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +223,8 @@ def test_a_classifier_made_from_a_folder_is_made_again_when_its_images_change(tm
     monkeypatch.setenv("SDFT_CACHE_DIR", str(tmp_path / "cache"))
     trained = []
     monkeypatch.setattr(evaluation_nets, "_train_domain_classifier",
-                        lambda source, target, recipe: trained.append(1) or evaluation_nets.DomainClassifier())
+                        lambda source, target, recipe, schedule: trained.append(schedule.kind)
+                        or evaluation_nets.DomainClassifier())
     for name in ("source", "target", "held-out"):
         (tmp_path / name).mkdir()
         for i in range(2):
@@ -238,4 +240,8 @@ def test_a_classifier_made_from_a_folder_is_made_again_when_its_images_change(tm
     assert len(trained) == 2
     (tmp_path / "source" / "2.png").write_bytes((tmp_path / "source" / "0.png").read_bytes())   # one more
     evaluation_nets.domain_classifier(source, target)
-    assert len(trained) == 3
+    assert trained == ["linear"] * 3
+    # a model of the cosine schedule is guided by a network that saw its noise levels
+    evaluation_nets.domain_classifier(source, target, NoiseSchedule(kind="cosine"))
+    evaluation_nets.domain_classifier(source, target)
+    assert trained == ["linear"] * 3 + ["cosine"]
