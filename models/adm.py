@@ -29,7 +29,7 @@ import torch
 from diffusers import UNet2DModel
 
 from models.networks import SIDECAR, read_diffusion_info
-from models.schedule import COSINE_MAX_BETA, COSINE_OFFSET
+from models.schedule import COSINE_MAX_BETA, COSINE_OFFSET, LINEAR_BETA_END, LINEAR_BETA_START
 from models.shipped import sha256_of
 
 SIDECAR_FORMAT = "sdft-bench/adm-1"
@@ -300,7 +300,8 @@ def diffusion_info(config: ADMConfig) -> dict:
     """What diffusers' config.json cannot record, as guided-diffusion's create_gaussian_diffusion sets it."""
     if config.noise_schedule == "linear":
         scale = 1000 / config.diffusion_steps      # get_named_beta_schedule("linear", T)
-        schedule = {"beta_schedule": "linear", "beta_start": scale * 1e-4, "beta_end": scale * 0.02,
+        schedule = {"beta_schedule": "linear", "beta_start": scale * LINEAR_BETA_START,
+                    "beta_end": scale * LINEAR_BETA_END,
                     "num_train_timesteps": config.diffusion_steps}
     elif config.noise_schedule == "cosine":
         schedule = {"beta_schedule": "cosine", "s": COSINE_OFFSET, "max_beta": COSINE_MAX_BETA,

@@ -12,6 +12,9 @@ import torch
 from models.respacing import NUM_TIMESTEPS
 
 BETA_SCHEDULES = ("linear", "cosine")
+# DDPM's linear betas at T = 1000 (guided-diffusion scales both ends by 1000 / T)
+LINEAR_BETA_START = 1e-4
+LINEAR_BETA_END = 0.02
 # improved-diffusion's cosine: alpha_bar(u) = cos((u + s) / (1 + s) * pi / 2)^2, betas capped
 COSINE_OFFSET = 0.008
 COSINE_MAX_BETA = 0.999
@@ -19,10 +22,8 @@ COSINE_MAX_BETA = 0.999
 
 @dataclass(frozen=True)
 class NoiseSchedule:
-    num_timesteps: int = NUM_TIMESTEPS
-    beta_start: float = 1e-4          # the linear schedule's ends
-    beta_end: float = 0.02
     kind: str = "linear"              # one of BETA_SCHEDULES
+    num_timesteps: int = NUM_TIMESTEPS
 
     def __post_init__(self):
         if self.kind not in BETA_SCHEDULES:
@@ -52,7 +53,7 @@ class NoiseSchedule:
         if self.kind == "cosine":
             return {"beta_schedule": "cosine", "s": COSINE_OFFSET, "max_beta": COSINE_MAX_BETA,
                     "num_train_timesteps": self.num_timesteps}
-        return {"beta_schedule": "linear", "beta_start": self.beta_start, "beta_end": self.beta_end,
+        return {"beta_schedule": "linear", "beta_start": LINEAR_BETA_START, "beta_end": LINEAR_BETA_END,
                 "num_train_timesteps": self.num_timesteps}
 
     def diffusers_config(self) -> dict:
@@ -61,14 +62,14 @@ class NoiseSchedule:
         if self.kind == "cosine":
             return {"num_train_timesteps": self.num_timesteps, "beta_schedule": "squaredcos_cap_v2"}
         return {"num_train_timesteps": self.num_timesteps, "beta_schedule": "linear",
-                "beta_start": self.beta_start, "beta_end": self.beta_end}
+                "beta_start": LINEAR_BETA_START, "beta_end": LINEAR_BETA_END}
 
     @property
     def betas(self) -> torch.Tensor:
         # float64 as guided-diffusion computes it; callers cast where they use it
         if self.kind == "cosine":
             return torch.tensor(cosine_betas(self.num_timesteps), dtype=torch.float64)
-        return torch.linspace(self.beta_start, self.beta_end, self.num_timesteps, dtype=torch.float64)
+        return torch.linspace(LINEAR_BETA_START, LINEAR_BETA_END, self.num_timesteps, dtype=torch.float64)
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:

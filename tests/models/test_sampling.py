@@ -1,5 +1,6 @@
 """DDIM (x0 clipped as guided-diffusion clips it) and the ancestral sampler with the learned
-variance, against diffusers' DDIMScheduler and guided-diffusion's own sampling loops."""
+variance, against diffusers' DDIMScheduler and guided-diffusion's own sampling loops (on
+linear and cosine betas)."""
 import pytest
 import torch
 from diffusers import DDIMScheduler
@@ -118,10 +119,10 @@ def test_ancestral_step_of_an_eps_only_model_uses_guided_diffusions_fixed_large_
         torch.testing.assert_close(log_var, ref["log_variance"], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("clip", [True, False])
-def test_ancestral_loop_with_injected_noise_matches_p_sample_loop(clip):
+@pytest.mark.parametrize("clip,schedule", [(True, "linear"), (False, "linear"), (True, "cosine")])
+def test_ancestral_loop_with_injected_noise_matches_p_sample_loop(clip, schedule):
     net = sdk_unet(seed=6)
-    diffusion = sdk_diffusion("ddim25")
+    diffusion = sdk_diffusion("ddim25", schedule=schedule)
     noise = factories.noise(2, seed=2)
     # p_sample draws one randn_like(x) per step from the global generator: draw the same
     torch.manual_seed(123)
@@ -129,12 +130,16 @@ def test_ancestral_loop_with_injected_noise_matches_p_sample_loop(clip):
     torch.manual_seed(123)
     with torch.no_grad():
         reference = diffusion.p_sample_loop(net, noise.shape, noise=noise.clone(), clip_denoised=clip)
-    ours = ancestral_sample(sdk_eps_model(net), noise, respacing="ddim25", clip_denoised=clip,
-                            step_noise=step_noise)
+    ours = ancestral_sample(sdk_eps_model(net), noise, NoiseSchedule(kind=schedule), respacing="ddim25",
+                            clip_denoised=clip, step_noise=step_noise)
     torch.testing.assert_close(ours.images, reference, rtol=1e-5, atol=1e-5)
-    other = ancestral_sample(sdk_eps_model(net), noise, respacing="ddim25", clip_denoised=clip,
-                             step_noise=step_noise[::-1])
+    other = ancestral_sample(sdk_eps_model(net), noise, NoiseSchedule(kind=schedule), respacing="ddim25",
+                             clip_denoised=clip, step_noise=step_noise[::-1])
     assert (other.images - reference).abs().max() > 1e-2     # the injected noise matters
+    if schedule == "cosine":        # the schedule is really used: linear betas land elsewhere
+        linear = ancestral_sample(sdk_eps_model(net), noise, respacing="ddim25", clip_denoised=clip,
+                                  step_noise=step_noise)
+        assert (linear.images - reference).abs().max() > 1e-2
 
 
 def test_ancestral_noise_per_sample_does_not_depend_on_batching():
