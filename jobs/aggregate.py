@@ -36,7 +36,7 @@ from report.table import write_tables
 from report.tables import paper_tables, prepare
 from jobs.curve import collect_curve, forgetting_curve
 from jobs.evaluation.manifest import final, read_manifest
-from jobs.figures import pyplot, save_figure
+from jobs.figures import distinct_colours, pyplot, save_figure
 from jobs.loss_curves import loss_curves_plot
 
 SHOWN_PER_ROW = 12
@@ -58,11 +58,13 @@ def collect(spec: AggregateSpec, store_root: Path):
 
 def tradeoff_panels(recovery, kept) -> list[tuple]:
     """(rows, y label) per panel: the missing-class share, then class preservation at each t0
-    the evaluation declared (one empty panel when there are no SDEdit rows)."""
-    panels = [(recovery, "missing-class share of samples")]
-    panels += [(kept[kept.t0 == t0], f"SDEdit t0={t0:g}: class kept (missing classes)")
-               for t0 in sorted(kept.t0.dropna().unique())] or [(kept, "SDEdit: class kept (missing classes)")]
-    return panels
+    the evaluation declared; a measurement the grid did not make has no panel."""
+    panels = [(recovery, "missing-class share of samples")] if not recovery.empty else []
+    by_t0 = [(kept[kept.t0 == t0], f"SDEdit t0={t0:g}: class kept (missing classes)")
+             for t0 in sorted(kept.t0.dropna().unique())]
+    if not by_t0 and not kept.empty:
+        by_t0 = [(kept, "SDEdit: class kept (missing classes)")]
+    return panels + by_t0
 
 
 def tradeoff_plot(df, path: Path) -> Path | None:
@@ -81,11 +83,9 @@ def tradeoff_plot(df, path: Path) -> Path | None:
     keys = ["eval_id", "ckpt_step", "model"]      # calibration rows share the source model's eval id
     fid = fid[fid.extractor == fid.extractor.iloc[0]].groupby(keys, dropna=False)["value"].mean().rename("x")
     panels = tradeoff_panels(recovery, kept)
-    # one colour per model, the same in every panel (matplotlib's default cycle repeats after 10)
-    models = sorted(df.model.dropna().unique())
-    palette = plt.get_cmap("tab20" if len(models) > 10 else "tab10")
-    colours = {m: palette(i % palette.N) for i, m in enumerate(models)}
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.6))
+    colours = distinct_colours(sorted(df.model.dropna().unique()))     # the same in every panel
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.6), squeeze=False)
+    axes = axes[0]
     for ax, (values, label) in zip(axes, panels):
         points = values.groupby(keys, dropna=False).agg(y=("value", "mean")).join(
             fid, how="inner").reset_index()
@@ -95,7 +95,9 @@ def tradeoff_plot(df, path: Path) -> Path | None:
         ax.set_xlabel("unconditional FID (lower: closer to the target domain)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    # one legend for every panel's models (a model may have points in one panel only)
+    shown = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    axes[-1].legend(shown.values(), shown.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.suptitle("The trade-off: one point per run (x: an earlier checkpoint)")
     return save_figure(fig, path)
 
@@ -184,8 +186,10 @@ def class_histograms(df, store_root: Path, out_dir: Path) -> list[Path]:
         bars = [(label, values) for label, values in bars if values is not None]
         fig, ax = plt.subplots(figsize=(max(8, len(ids) * 1.1), 4.2))
         width = 0.8 / len(bars)
+        colours = distinct_colours(label for label, _ in bars)
         for i, (label, values) in enumerate(bars):
-            ax.bar(np.arange(len(ids)) + (i - (len(bars) - 1) / 2) * width, values, width, label=label)
+            ax.bar(np.arange(len(ids)) + (i - (len(bars) - 1) / 2) * width, values, width, label=label,
+                   color=colours[label])
         for j, c in enumerate(ids):
             if int(c) in missing:
                 ax.axvspan(j - 0.45, j + 0.45, color="grey", alpha=0.15, lw=0)

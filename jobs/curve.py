@@ -26,7 +26,7 @@ from report.curve import CURVE_METRICS, SHARE
 from report.results import POINTS_FILE, tidy, write_parquet
 from report.selection import VALIDATION, split_of
 from report.tables import cell_key, model_labels, prepare, reported_extractor, reported_reference
-from jobs.figures import pyplot, save_figure
+from jobs.figures import distinct_colours, pyplot, save_figure
 
 CURVE_FILE = "curve.parquet"
 
@@ -128,7 +128,7 @@ def curve_plot(found, path: Path) -> Path:
 
     pairs = sorted(found.groupby(["dataset", "target"]).groups)
     models = [m for m in found.sort_values(["order", "model"])["model"].unique() if m != "source"]
-    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
+    colours = distinct_colours(models)
     fig, axes = plt.subplots(len(pairs), 2, figsize=(11, 4.2 * len(pairs)), squeeze=False)
     for (share_ax, fid_ax), (dataset, target) in zip(axes, pairs):
         here = found[(found["dataset"] == dataset) & (found["target"] == target)]

@@ -16,6 +16,18 @@ def pyplot():
     return plt
 
 
+def distinct_colours(labels) -> dict:
+    """One colour per label, none repeated: matplotlib's default cycle (tab10) repeats after
+    10 series, and a benchmark's figure has more (every method, its variants, the real rows)."""
+    plt = pyplot()
+    labels = list(dict.fromkeys(labels))
+    if len(labels) <= 20:
+        palette = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+        return {label: palette(i) for i, label in enumerate(labels)}
+    palette = plt.get_cmap("turbo")
+    return {label: palette(i / (len(labels) - 1)) for i, label in enumerate(labels)}
+
+
 def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     """Lay out, write and close `fig`; the path written."""
     import matplotlib.pyplot as plt

@@ -15,7 +15,7 @@ from runs.refs import RunRef
 from runs.methods import unit_name
 from runs.spec import AggregateSpec, EvalSpec, RunSpec
 from runs.store import RunFolder
-from jobs.figures import pyplot, save_figure
+from jobs.figures import distinct_colours, pyplot, save_figure
 
 
 def training_runs(spec: AggregateSpec, store_root: Path) -> dict[str, tuple[str, str, RunFolder]]:
@@ -65,7 +65,7 @@ def loss_curves_plot(spec: AggregateSpec, store_root: Path, path: Path) -> Path 
 
     names = sorted(panels, key=lambda p: (p != "pretraining", p))
     labels = sorted({label for lines in panels.values() for label, *_ in lines})
-    colours = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
+    colours = distinct_colours(labels)
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), squeeze=False)
     for ax, name in zip(axes[0], names):
         shown = set()

@@ -211,15 +211,17 @@ def test_the_ablation_shows_sdedit_at_every_declared_t0_and_says_which():
     assert two.means.loc["sdft/sdft", ("sdedit t0=0.7", "psnr")] == pytest.approx(20 - 2.6 - 7)
 
 
-def test_the_tradeoff_plot_has_a_panel_per_t0(tmp_path):
+def test_the_tradeoff_plot_has_a_panel_per_t0_and_none_for_what_was_not_measured(tmp_path):
     from report.tables import prepare
     from jobs.aggregate import tradeoff_panels, tradeoff_plot
 
     df = prepare(_at_t0s(0.3, 0.5))
     kept = df[df.metric == "psnr"]                  # any rows with a t0 stand in for class preservation
     labels = [label for _, label in tradeoff_panels(df.iloc[:0], kept)]
-    assert labels[1:] == ["SDEdit t0=0.3: class kept (missing classes)", "SDEdit t0=0.5: class kept (missing classes)"]
-    assert [label for _, label in tradeoff_panels(df.iloc[:0], kept.iloc[:0])][1:] == [
+    assert labels == ["SDEdit t0=0.3: class kept (missing classes)", "SDEdit t0=0.5: class kept (missing classes)"]
+    # a grid without SDEdit gets no empty panel beside its missing-class share
+    assert [label for _, label in tradeoff_panels(kept, kept.iloc[:0])] == ["missing-class share of samples"]
+    assert [label for _, label in tradeoff_panels(df.iloc[:0], kept.assign(t0=float("nan")))] == [
         "SDEdit: class kept (missing classes)"]
     rows = _at_t0s(0.3)
     kept = rows[(rows.metric == "psnr") & (rows.task == "sdedit")].assign(metric="class_preservation",
