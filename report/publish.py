@@ -30,6 +30,14 @@ def check_replaceable(out_dir: Path) -> None:
                         f"or empty folder")
 
 
+def published_report(text: str) -> str:
+    """report.md as published: it names the folders of the machine that ran the grid, and the
+    published copy names its own table and the training logs' place in a results root of
+    the default name (the logs themselves are not published)."""
+    text = re.sub(r"load_results\('[^']*'\)", "load_results('metrics.csv.gz')", text)
+    return re.sub(r"--logdir \S*?([^/\s`]+)/runs`", r"--logdir results/\1/runs`", text)
+
+
 def publish(grid_dir: Path, out_dir: Path) -> Path:
     """Replace `out_dir` with the published form of `grid_dir` (an aggregated results/<grid>).
     The new folder is complete before the old one goes, so a failure leaves the old one."""
@@ -60,10 +68,7 @@ def publish(grid_dir: Path, out_dir: Path) -> Path:
     points = load_points(grid_dir)
     if points is not None and len(points):
         write_csv(staging / PUBLISHED_CURVE, points)
-    # the report names where its table was; the published copy names its own
-    report = re.sub(r"load_results\('[^']*'\)", "load_results('metrics.csv.gz')",
-                    (staging / "report.md").read_text())
-    (staging / "report.md").write_text(report)
+    (staging / "report.md").write_text(published_report((staging / "report.md").read_text()))
     old = out_dir.with_name(f".{out_dir.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if out_dir.exists():

@@ -90,14 +90,17 @@ def test_publish_replaces_the_folder_with_the_grid_s_report_and_its_tidy_table(t
     write_parquet(grid / "metrics.parquet", rows())
     write_parquet(grid / CELLS_FILE, rows().iloc[:0])          # one seed: no cell of several runs
     (grid / "tables" / "table3.md").write_text("t3")
-    (grid / "report.md").write_text(f"Query them with `harness.results.load_results('{grid}')`.\n")
+    (grid / "report.md").write_text(f"Query them with `harness.results.load_results('{grid}')`.\n"
+                                    f"TensorBoard: `tensorboard --logdir {grid / 'runs'}`):\n")
     out = tmp_path / "docs" / "demo"
     (out / "images").mkdir(parents=True)
     (out / "images" / "stale.png").write_text("from an older grid")
     publish(grid, out)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
         "metrics.csv.gz", "report.md", "tables", "tables/table3.md"]
-    assert (out / "report.md").read_text() == "Query them with `harness.results.load_results('metrics.csv.gz')`.\n"
+    # the published copy names no folder of the machine that ran it
+    assert (out / "report.md").read_text() == ("Query them with `harness.results.load_results('metrics.csv.gz')`.\n"
+                                               "TensorBoard: `tensorboard --logdir results/demo/runs`):\n")
     assert len(load_results(out / "metrics.csv.gz")) == len(rows())
     with pytest.raises(UserError, match="not an aggregated grid folder"):
         publish(tmp_path / "results" / "missing", out)
