@@ -2,6 +2,8 @@
 
 - naive_step_s / sdft_step_s: plain-torch fp32 AdamW steps of the `small` preset at batch 64;
   sdft_over_naive's goal is <= 2.7 (the official code's 8/3: two student and two teacher passes).
+  sdft_noaux_over_naive: sdft with lambda_aux = 0, which skips the pure-noise half of the batch
+  (the cost runs/methods/sdft.py declares for it).
 - deepspeed_over_torch: a DeepSpeed ZeRO-2 bf16 step over a plain-torch AdamW step under bf16
   autocast (naive loss in both); goal <= 1.10.
 The last line printed is one JSON object.
@@ -57,6 +59,7 @@ def main() -> None:
     images = torch.rand(args.batch, 3, args.resolution, args.resolution, device=device) * 2 - 1
     naive_loss = method("naive").build_loss()
     sdft_loss = method("sdft").build_loss(lambda_distill=1.0, lambda_aux=1.0)
+    noaux_loss = method("sdft").build_loss(lambda_distill=1.0, lambda_aux=0.0)
 
     def torch_step(model, opt, loss, teacher=None, autocast=False):
         eps, teach = as_eps_model(model, torch.float32), teacher and as_eps_model(teacher)
@@ -74,6 +77,8 @@ def main() -> None:
     teacher = copy.deepcopy(net).eval().requires_grad_(False)
     naive = torch_step(student_naive, torch.optim.AdamW(student_naive.parameters(), lr=1e-4), naive_loss)
     sdft = torch_step(student_sdft, torch.optim.AdamW(student_sdft.parameters(), lr=1e-4), sdft_loss, teacher)
+    student_noaux = copy.deepcopy(net)
+    noaux = torch_step(student_noaux, torch.optim.AdamW(student_noaux.parameters(), lr=1e-4), noaux_loss, teacher)
 
     student_amp = copy.deepcopy(net)
     torch_amp = torch_step(student_amp, torch.optim.AdamW(student_amp.parameters(), lr=1e-4), naive_loss,
@@ -92,8 +97,8 @@ def main() -> None:
         engine.step()
 
     # interleave the arms so that drift in machine speed hits them alike
-    results = {"naive": [], "sdft": [], "torch_bf16": [], "deepspeed_bf16": []}
-    arms = {"naive": naive, "sdft": sdft, "torch_bf16": torch_amp, "deepspeed_bf16": ds_step}
+    arms = {"naive": naive, "sdft": sdft, "sdft_noaux": noaux, "torch_bf16": torch_amp, "deepspeed_bf16": ds_step}
+    results = {name: [] for name in arms}
     for _ in range(2):
         for name, step in arms.items():
             results[name].append(timed(step, args.repeats // 2, args.warmup))
@@ -105,6 +110,7 @@ def main() -> None:
         "naive_step_s": round(med["naive"], 4),
         "sdft_step_s": round(med["sdft"], 4),
         "sdft_over_naive": round(med["sdft"] / med["naive"], 3),
+        "sdft_noaux_over_naive": round(med["sdft_noaux"] / med["naive"], 3),
         "torch_bf16_step_s": round(med["torch_bf16"], 4),
         "deepspeed_bf16_step_s": round(med["deepspeed_bf16"], 4),
         "deepspeed_over_torch": round(med["deepspeed_bf16"] / med["torch_bf16"], 3),

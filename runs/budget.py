@@ -26,9 +26,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from runs.compute import kimg
+from runs.compute import cost_per_step, kimg
 from runs.grid import Plan, PlannedRun, snapshots_for
-from runs.methods import METHODS
 
 # what repeats a candidate rather than making a new one, and what the checkpoint axis replaces
 NOT_A_SETTING = frozenset({"seed", "steps"})
@@ -49,7 +48,7 @@ def evaluated_steps(run: PlannedRun, grid=None) -> tuple[int, ...]:
     never selected)."""
     early = run.spec.snapshot_steps
     if grid is not None:
-        early = tuple(s for s in early if s in snapshots_for(grid, run.method))
+        early = tuple(s for s in early if s in snapshots_for(grid, run.method, run.settings))
     return (*early, run.spec.steps)
 
 
@@ -61,7 +60,7 @@ def _candidates(plan: Plan) -> dict[tuple, float]:
         setting = tuple(sorted((k, repr(v)) for k, v in run.params.items() if k not in NOT_A_SETTING))
         for step, variant in ((s, v) for s in evaluated_steps(run, plan.grid) for v in run.variants):
             key = (run.dataset, run.target, method_label(run, variant), setting, step)
-            seen[key] = kimg(run.method, step, run.spec.batch_size)
+            seen[key] = kimg(run.method, step, run.spec.batch_size, run.settings)
     return seen
 
 
@@ -122,7 +121,7 @@ def estimate_seconds(plan: Plan, cost: RoughCost = RoughCost()) -> dict[str, flo
         if run.stage == "finetune":
             s = run.spec
             pixels = s.data.resolution ** 2
-            rate = cost.train_naive * METHODS[s.method].cost
+            rate = cost.train_naive * cost_per_step(s.method, run.settings)
             out["finetune"] += cost.job_start + rate * s.steps * s.batch_size * pixels
         elif run.stage == "evaluate":
             pixels = run.spec.source_data.resolution ** 2

@@ -17,7 +17,7 @@ from runs.config import (BuiltinSourceConfig, BuiltinTargetConfig, DatasetConfig
                             GridConfig, SameAs, layers)
 from runs.errors import UserError
 from runs.adapters import adapter_block
-from runs.compute import matched_steps
+from runs.compute import Settings, matched_steps
 from runs.refs import RunRef
 from runs.methods import METHODS
 from runs.spec import AggregateSpec, EvalSpec, RunSpec
@@ -47,6 +47,11 @@ class PlannedRun:
     # the units of the grid whose run this is: "" for the method (and weighting) itself, a
     # named variant's name ("sdft-noaux"); a run whose spec two units share is one run
     variants: tuple[str, ...] = ("",)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Its hyper-parameters and weighting: what its method's cost per step reads."""
+        return {**self.params, "weighting": self.weighting}
 
 
 @dataclass
@@ -188,37 +193,40 @@ def shown_params(spec: RunSpec) -> dict[str, Any]:
     return out
 
 
-def matched(grid: GridConfig, method: str | None, steps: list[int], where: str) -> list[int]:
-    """Steps as the method trains them: scaled to equal compute under selection.equal_compute
-    (runs.compute), else as given."""
+def matched(grid: GridConfig, method: str | None, steps: list[int], where: str,
+            settings: Settings = None) -> list[int]:
+    """Steps as a run of the method with these settings trains them: scaled to equal compute
+    under selection.equal_compute (runs.compute), else as given."""
     if not grid.selection.equal_compute or method not in METHODS:
         return steps
-    return sorted({matched_steps(grid.methods, method, s, where) for s in steps})
+    return sorted({matched_steps(grid.methods, method, s, where, settings) for s in steps})
 
 
-def snapshots_for(grid: GridConfig, method: str | None) -> list[int]:
-    """The earlier checkpoints to keep and evaluate for a method (early-stopping baselines)."""
+def snapshots_for(grid: GridConfig, method: str | None, settings: Settings = None) -> list[int]:
+    """The earlier checkpoints to keep and evaluate for a run of a method (early-stopping
+    baselines)."""
     e = grid.evaluation
     chosen = sorted(set(e.checkpoint_steps)) if method in e.checkpoint_methods else []
-    return matched(grid, method, chosen, "evaluation.checkpoint_steps")
+    return matched(grid, method, chosen, "evaluation.checkpoint_steps", settings)
 
 
 # the methods whose forgetting curve is drawn (evaluation.curve_steps): the baseline and sdft
 CURVE_METHODS = ("naive", "sdft")
 
 
-def curve_steps_for(grid: GridConfig, method: str | None) -> list[int]:
-    """The earlier checkpoints of a method's forgetting curve (unconditional samples only)."""
+def curve_steps_for(grid: GridConfig, method: str | None, settings: Settings = None) -> list[int]:
+    """The earlier checkpoints of a run's forgetting curve (unconditional samples only)."""
     chosen = sorted(set(grid.evaluation.curve_steps)) if method in CURVE_METHODS else []
-    return matched(grid, method, chosen, "evaluation.curve_steps")
+    return matched(grid, method, chosen, "evaluation.curve_steps", settings)
 
 
 def evaluation_spec(role: str, model: str, source: dict, target: dict, grid: GridConfig,
-                    source_eval: str | None = None, method: str | None = None) -> EvalSpec:
+                    source_eval: str | None = None, method: str | None = None,
+                    run_settings: Settings = None) -> EvalSpec:
     wants_source_samples = role == "finetuned" and "unconditional" in grid.evaluation.tasks
-    settings = grid.evaluation.model_copy(update={"checkpoint_steps": snapshots_for(grid, method),
-                                                  "checkpoint_methods": [],
-                                                  "curve_steps": curve_steps_for(grid, method)})
+    settings = grid.evaluation.model_copy(update={
+        "checkpoint_steps": snapshots_for(grid, method, run_settings), "checkpoint_methods": [],
+        "curve_steps": curve_steps_for(grid, method, run_settings)})
     return EvalSpec(stage="evaluate", role=role, model=model, source_data=source, target_data=target,
                     source_samples=str(RunRef(source_eval)) if wants_source_samples else None,
                     settings=settings)
@@ -274,16 +282,19 @@ def expand(grid: GridConfig, base_dir: str | Path = ".") -> Plan:
                 evaluations: dict[str, str] = {}          # a finetune run's id -> its evaluation's
                 for variant in units(grid, method):
                     own: set[str] = set()
-                    snapshots = sorted(set(snapshots_for(grid, method)) | set(curve_steps_for(grid, method)))
                     for (combo, weighting), seed in itertools.product(method_combos(grid, method, variant),
                                                                       grid.seeds):
+                        run_settings = {**combo, "weighting": weighting}
                         if grid.selection.equal_compute:
-                            combo = {**combo, "steps": matched_steps(grid.methods, method, combo["steps"])}
+                            combo = {**combo, "steps": matched_steps(grid.methods, method, combo["steps"],
+                                                                     settings=run_settings)}
+                        snapshots = sorted(set(snapshots_for(grid, method, run_settings))
+                                           | set(curve_steps_for(grid, method, run_settings)))
                         spec = finetune_spec(method, weighting, combo, seed, data, init, scratch_network,
                                              snapshots, source)
                         own.add(spec.run_id)
                         ev = evaluation_spec("finetuned", str(RunRef(spec.run_id)), source, judged, grid,
-                                             source_eval.run_id, method)
+                                             source_eval.run_id, method, run_settings)
                         evaluations[spec.run_id] = ev.run_id
                         # a run shared with another unit is one run with both units' rows; one
                         # shared with another target (the same training data, judged against

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from runs import compute, params
-from runs.methods import weighting_of
+from runs.methods import settings_of, weighting_of
 from runs.errors import UserError
 from runs.spec import EvalSpec
 from runs.store import RunFolder, store_root_of
@@ -134,7 +134,8 @@ def cost_columns(train_spec: dict, step: int | None, seconds: Mapping[int, float
     runs.compute) and the measured `train_s`; none for the source model."""
     if train_spec.get("stage") != "finetune" or step is None:
         return {}
-    return {"compute_kimg": compute.kimg(train_spec["method"], step, train_spec["batch_size"]),
+    settings = {**settings_of(train_spec), "weighting": weighting_of(train_spec)}
+    return {"compute_kimg": compute.kimg(train_spec["method"], step, train_spec["batch_size"], settings),
             "train_s": seconds.get(step)}
 
 

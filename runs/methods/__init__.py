@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from runs import adapters
 from runs.params import TRAIN, Param
@@ -41,6 +41,9 @@ class Method:
     names; None means linear); every declared setting is passed, so a loss states no
     defaults of its own. A loss with a `prepare(student, source, context)` method is given
     the two networks (torch modules) before the first step (l2sp).
+    `cost`: a step's measured seconds relative to a naive step's; where the settings change
+    it (sdft without its aux term skips half its batch), a function of every declared
+    setting, as the loss gets them (runs/compute.py).
     `revision`: bumped when the loss comes to compute something else under the same settings;
     when nonzero it is part of the id of the method's runs, so that a run made by an older
     loss is never taken as done (runs.spec.identity_json).
@@ -51,7 +54,7 @@ class Method:
     starts_from_source: bool = True     # False: a fresh network from a preset (scratch)
     needs_source_model: bool = False    # a frozen copy of the source beside the student
     needs_source_data: bool = False     # the source's training data (the run spec's source_data)
-    cost: float = 1.0                   # seconds per step relative to naive, measured
+    cost: float | Callable[..., float] = 1.0   # seconds per step relative to naive, measured
     block: str | None = None
     weightings: tuple[str, ...] = ()
     revision: int = 0
@@ -61,16 +64,29 @@ class Method:
         """The run spec's key that holds the method's settings; None when it has none."""
         return (self.block or self.name) if (self.params or self.weightings) else None
 
-    def build_loss(self, schedule=None, **settings):
-        """The loss with every declared setting: the given ones, the others at their default
-        (a weighting's own settings only under that weighting), for a network trained with
-        `schedule` (None: linear)."""
+    def declared(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Every declared setting: the given ones, the others at their default (a weighting's
+        own settings only under that weighting)."""
         weighting = settings.get("weighting", self.weightings[0] if self.weightings else None)
         full = {p.name: p.default for p in self.params if weighting is None or p.applies_to(weighting)}
         full.update(settings)
         if self.weightings:
             full["weighting"] = weighting
-        return self.loss(**full, schedule=schedule)
+        return full
+
+    def build_loss(self, schedule=None, **settings):
+        """The loss with every declared setting (`declared`), for a network trained with
+        `schedule` (None: linear)."""
+        return self.loss(**self.declared(settings), schedule=schedule)
+
+    def cost_at(self, settings: Mapping[str, Any] | None = None) -> float:
+        """A step's cost relative to naive's under `settings` (a run's; keys that are not the
+        method's are ignored), the others at their default."""
+        if not callable(self.cost):
+            return float(self.cost)
+        own = {k: v for k, v in (settings or {}).items()
+               if v is not None and (k == "weighting" or any(p.name == k for p in self.params))}
+        return float(self.cost(**self.declared(own)))
 
 
 def unit_name(method, weighting, variant) -> str:

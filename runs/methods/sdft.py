@@ -131,9 +131,22 @@ class SDFTLoss:
                          distill=distill_each.mean(), aux=aux)
 
 
-# measured on the 2-core development machine, side by side (bench/train_step.py --resolution 16
-# --batch 32: the small preset, plain torch): 2.27, 2.43 and 2.27 times naive's step; whole
-# 4,000-step runs of grids/forgetting.yaml took 1,076-1,152 s against naive's 460-562 s (2,000
-# steps: 2.28x). The demo's 600-step jobs had given 90 s / 47 s = 1.91, start-up included.
-METHOD = Method(name="sdft", loss=SDFTLoss, params=PARAMS, needs_source_model=True, cost=2.27,
+def step_cost(*, lambda_distill: float, lambda_aux: float, **_) -> float:
+    """A step's seconds relative to naive's: the teacher's pass and the student's over the
+    doubled batch [x_t; noise] when the aux term is on, the teacher's pass over x_t alone
+    when only the distillation term is, none with both off (the loss skips the teacher).
+
+    Measured side by side (bench/train_step.py --resolution 16 --batch 32: the small preset,
+    plain torch). With the aux term: 2.27, 2.43 and 2.27 on the 2-core development machine;
+    whole 4,000-step runs of grids/forgetting.yaml took 1,076-1,152 s against naive's
+    460-562 s (2,000 steps: 2.28x). Without it (lambda_aux = 0): 1.34, 1.36 and 1.30 on a
+    2-core AMD EPYC machine, whose sdft step with it measured 2.22-2.24; whole 600-step
+    loops of grids/reproduce-aux.yaml there took 54 s against naive's 37-39 s.
+    """
+    if lambda_aux > 0:
+        return 2.27
+    return 1.34 if lambda_distill > 0 else 1.0
+
+
+METHOD = Method(name="sdft", loss=SDFTLoss, params=PARAMS, needs_source_model=True, cost=step_cost,
                 block="distill", weightings=get_args(Weighting))

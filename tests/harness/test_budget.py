@@ -172,7 +172,7 @@ def compute_grid(tmp_path, equal: bool, **changes):
 def test_equal_compute_trains_the_cheaper_method_longer(tmp_path):
     """naive trains sdft's steps times sdft's cost per step (its module's measured ratio),
     checkpoints included; sdft, the costliest, keeps its steps and its run id."""
-    ratio = METHODS["sdft"].cost / METHODS["naive"].cost
+    ratio = METHODS["sdft"].cost_at() / METHODS["naive"].cost_at()
     assert ratio > 1.5                               # an sdft step is the dearer one
     plain, matched = compute_grid(tmp_path, False), compute_grid(tmp_path, True)
     runs = {r.method: r for r in matched.by_stage("finetune")}
@@ -185,12 +185,33 @@ def test_equal_compute_trains_the_cheaper_method_longer(tmp_path):
     # as many candidates, each with its counterpart's compute: the totals agree
     assert candidates(matched) == candidates(plain) == {"naive": 2, "sdft/sdft": 2}
     compute = candidate_compute(matched)
-    assert compute["sdft/sdft"] == pytest.approx((20 + 10) * 16 * METHODS["sdft"].cost / 1000)
+    assert compute["sdft/sdft"] == pytest.approx((20 + 10) * 16 * METHODS["sdft"].cost_at() / 1000)
     assert compute["naive"] == pytest.approx(compute["sdft/sdft"], rel=COMPUTE_TOLERANCE)
     assert unmatched(compute) is None
     # without it, naive's candidates get about 1/ratio of sdft's compute
     assert candidate_compute(plain)["naive"] == pytest.approx(compute["sdft/sdft"] / ratio)
     assert unmatched(candidate_compute(plain)) is not None
+
+
+def test_a_runs_compute_and_its_matched_steps_follow_its_own_settings(tmp_path):
+    """sdft without its aux term skips the pure-noise half of the batch: its step costs less
+    than sdft's (runs/methods/sdft.py), so it is counted at that cost and, under equal
+    compute, trains longer than sdft, checkpoints included."""
+    sdft = METHODS["sdft"]
+    full, noaux = sdft.cost_at(), sdft.cost_at({"lambda_aux": 0.0, "lr": 1e-4})
+    assert 1.0 < noaux < full and sdft.cost_at({"lambda_aux": 0.0, "lambda_distill": 0.0}) == 1.0
+    assert sdft.cost_at({"weighting": "min-snr"}) == full
+    variant = {"per_method": {"sdft/sdft-noaux": {"lambda_aux": 0.0}}}
+    plain, matched = compute_grid(tmp_path, False, **variant), compute_grid(tmp_path, True, **variant)
+    runs = {r.variants: r for r in matched.by_stage("finetune") if r.method == "sdft"}
+    assert runs[("",)].spec.steps == 20
+    steps, snapshot = round(20 * full / noaux), round(10 * full / noaux)
+    assert runs[("sdft-noaux",)].spec.steps == steps and runs[("sdft-noaux",)].spec.snapshot_steps == (snapshot,)
+    evaluated = {r.variants: r.spec.settings.checkpoint_steps for r in matched.by_stage("evaluate")
+                 if r.method == "sdft"}
+    assert evaluated == {("",): [10], ("sdft-noaux",): [snapshot]}
+    assert candidate_compute(plain)["sdft/sdft-noaux"] == pytest.approx((20 + 10) * 16 * noaux / 1000)
+    assert unmatched(candidate_compute(matched)) is None
 
 
 def test_equal_compute_accepts_more_candidates_instead_of_longer_runs(tmp_path):

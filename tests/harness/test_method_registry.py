@@ -15,7 +15,7 @@ SOURCE = {"kind": "builtin-source", "resolution": 16}
 
 def test_every_method_declares_a_cost_and_settings_of_its_own():
     assert list(METHODS)[:2] == ["scratch", "naive"] and list(METHODS)[-1] == "sdft"
-    assert all(m.cost >= 1.0 for m in METHODS.values() if m.starts_from_source)
+    assert all(m.cost_at() >= 1.0 for m in METHODS.values() if m.starts_from_source)
     owners = {}
     for m in METHODS.values():
         for p in m.params:

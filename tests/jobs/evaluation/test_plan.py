@@ -8,7 +8,7 @@ from factories import eval_spec, finetune_spec, in_fresh_process, write_spec
 from runs.spec import EvalSpec, RunSpec
 from runs.store import RunFolder
 from runs.methods import METHODS
-from jobs.evaluation.plan import (Batch, Product, plan_batches, plan_products, product_job, resolve_models,
+from jobs.evaluation.plan import (Batch, Product, cost_columns, plan_batches, plan_products, product_job, resolve_models,
                                   training_seconds)
 
 
@@ -62,7 +62,7 @@ def test_a_products_job_names_its_rows_and_files(tmp_path):
     # every declared hyper-parameter that applies has its column (runs.params)
     assert columns["p_lambda_distill"] == 2.0 and columns["p_min_snr_gamma"] == 5.0 and "p_zero_stage" in columns
     # the training cost up to the checkpoint: no seconds in a run without train.jsonl ...
-    cost = METHODS["sdft"].cost
+    cost = METHODS["sdft"].cost_at({"lambda_distill": 2.0})
     assert columns["compute_kimg"] == pytest.approx(10 * trained["batch_size"] * cost / 1000)
     assert columns["train_s"] is None
     # ... and the measured ones at its step where the training logged them
@@ -72,6 +72,18 @@ def test_a_products_job_names_its_rows_and_files(tmp_path):
     assert seconds == {10: 4.5, 30: 12.0}
     job = product_job(spec, ev, product, train_spec, ev.path / "products" / f"{product.key}.npy", None, seconds)
     assert job.columns["train_s"] == 4.5
+
+
+def test_a_models_compute_is_counted_at_its_own_settings():
+    """The compute column reads the trained run's settings: sdft without its aux term is
+    counted at its own, lower cost per step (runs/methods/sdft.py)."""
+    def compute(**distill):
+        spec = RunSpec.model_validate(finetune_spec("sdft", distill=distill)).model_dump(mode="json")
+        return cost_columns(spec, 10, {})["compute_kimg"]
+    sdft = METHODS["sdft"]
+    assert compute(lambda_aux=0.0) == pytest.approx(10 * 16 * sdft.cost_at({"lambda_aux": 0.0}) / 1000)
+    assert compute(lambda_aux=0.5) == pytest.approx(10 * 16 * sdft.cost_at() / 1000)
+    assert compute(lambda_aux=0.0) < compute(lambda_aux=0.5)
 
 
 def test_planning_imports_neither_ray_nor_torch(tmp_path):
