@@ -22,6 +22,7 @@ from harness import warm
 from runs.cluster import ClusterConfig
 from runs.errors import UserError, one_line, stop_signal
 from runs.grid import STAGE_JOBS, PlannedRun
+from runs.methods import unit_name
 from runs.runtime import JOB_ENV, job_environment
 from runs.processes import process_identity, process_running, stop_processes
 from runs.store import USER_CANCEL, RunFolder, now_iso
@@ -70,7 +71,9 @@ class Progress:
 
     def starting(self, run: PlannedRun, remaining_stages: list[str]) -> None:
         eta = self.eta_s(remaining_stages)
-        what = "/".join(filter(None, [run.method if run.method != run.stage else None, run.weighting]))
+        # the grid's units whose run it is: 'sdft/sdft-noaux' for a named variant's
+        what = "" if run.method in (None, run.stage) else ", ".join(
+            dict.fromkeys(unit_name(run.method, run.weighting, variant) for variant in run.variants))
         print(f"[{len(self.done) + 1}/{self.total}] {run.stage} {what} {run.run_id}: "
               f"{len(remaining_stages) - 1} left after it, ETA "
               f"{'unknown' if eta is None else f'{eta / 60:.1f} min'}", file=self.stream, flush=True)

@@ -2,12 +2,14 @@
 the grid of its own that shares its runs with the method by run id wherever their specs are
 the same, and the ablation tables (jobs/ablations.py) that compare it with its method at
 matched settings and at each one's selected setting. Bad variants: tests/data/bad-grids/variant-*."""
+import io
 import json
 
 import pandas as pd
 import pytest
 
 from factories import from_a_model_folder, run_module, smoke_grid, write_grid
+from harness.executors import Progress
 from runs.budget import candidates
 from runs.config import load_grid
 from runs.grid import expand
@@ -41,6 +43,18 @@ def test_a_variant_differs_in_its_setting_only_and_is_a_unit_of_its_own(tmp_path
     assert base.by_stage("aggregate")[0].spec.variants == {}
     assert "variants" not in json.dumps(base.by_stage("aggregate")[0].spec.model_dump(mode="json",
                                                                                      exclude_defaults=True))
+
+
+def test_the_local_progress_line_names_the_variant(tmp_path):
+    varied = plan(tmp_path, **{"sdft/sdft-noaux": {"lambda_aux": 0.0}})
+    lines = io.StringIO()
+    progress = Progress(len(varied.runs), lines)
+    for stage in ("finetune", "evaluate"):
+        for run in varied.by_stage(stage):
+            if run.method == "sdft":
+                progress.starting(run, [stage])
+    named = [line.split()[2] for line in lines.getvalue().splitlines()]
+    assert named == ["sdft/sdft", "sdft/sdft", "sdft/sdft-noaux", "sdft/sdft-noaux"] * 2
 
 
 def test_a_candidate_a_variant_shares_with_its_method_is_one_run_of_both(tmp_path):
