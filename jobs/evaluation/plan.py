@@ -134,8 +134,8 @@ def cost_columns(train_spec: dict, step: int | None, seconds: Mapping[int, float
     runs.compute) and the measured `train_s`; none for the source model."""
     if train_spec.get("stage") != "finetune" or step is None:
         return {}
-    settings = {**settings_of(train_spec), "weighting": weighting_of(train_spec)}
-    return {"compute_kimg": compute.kimg(train_spec["method"], step, train_spec["batch_size"], settings),
+    return {"compute_kimg": compute.kimg(train_spec["method"], step, train_spec["batch_size"],
+                                         settings_of(train_spec)),
             "train_s": seconds.get(step)}
 
 

@@ -84,8 +84,8 @@ class Method:
         method's are ignored), the others at their default."""
         if not callable(self.cost):
             return float(self.cost)
-        own = {k: v for k, v in (settings or {}).items()
-               if v is not None and (k == "weighting" or any(p.name == k for p in self.params))}
+        names = {p.name for p in self.params} | {"weighting"}
+        own = {k: v for k, v in (settings or {}).items() if v is not None and k in names}
         return float(self.cost(**self.declared(own)))
 
 
